@@ -1,0 +1,1 @@
+"""Ray actors: one writer per game instance, durable before it answers."""

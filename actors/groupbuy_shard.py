@@ -1,0 +1,375 @@
+"""The owner of one shard's group-buy campaigns: apply, group-commit, answer, publish.
+
+Plain asyncio (no Ray) so it can be driven directly; `actors.shard` hosts it in a Ray
+actor. Commands are applied to the in-memory state at once, with no await in between,
+so the state is only ever touched by one command at a time. Their writes accumulate in
+the pending batch, which a single committer task writes in one transaction while the
+next batch accumulates: that is the group commit. A command is answered only after its
+batch committed; its live events are published after that, in commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from actors.metrics import BatchSizes
+from actors.routing import shard_of
+from games import groupbuy as gb
+from games.campaign import GroupBuyCampaign
+from games.errors import GameError
+from storage import db, events
+from storage.config import Config
+from storage.live import Live, LiveEvent
+
+log = logging.getLogger("fission.shard")
+
+Result = dict[str, Any]
+
+
+def _error(code: str, message: str) -> Result:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def stream_of(campaign_id: str) -> str:
+    """The event stream holding a group-buy campaign."""
+    return f"groupbuy:{campaign_id}"
+
+
+def group_topic(campaign_id: str, group_id: str) -> str:
+    """The live topic of one group."""
+    return f"groupbuy:{campaign_id}:{group_id}"
+
+
+@dataclass
+class _Campaign:
+    config: GroupBuyCampaign
+    state: gb.GroupBuyState
+    results: dict[tuple[str, str], Result] = field(default_factory=dict)
+
+    @property
+    def stream(self) -> str:
+        return stream_of(self.config.id)
+
+
+@dataclass
+class _Pending:
+    batch: events.Batch = field(default_factory=events.Batch)
+    live: list[LiveEvent] = field(default_factory=list)
+    answers: list[tuple[asyncio.Future[Result], Result]] = field(default_factory=list)
+    keyed: list[tuple[_Campaign, tuple[str, str], Result]] = field(default_factory=list)
+    commands: int = 0
+
+
+def now_ms() -> int:
+    """The wall clock in epoch milliseconds (the only clock the shard reads)."""
+    return time.time_ns() // 1_000_000
+
+
+class GroupBuyShard:
+    """Hosts every group-buy campaign whose id hashes to shard `index`."""
+
+    def __init__(
+        self,
+        config: Config,
+        database_url: str,
+        redis_url: str,
+        index: int,
+        *,
+        clock: Callable[[], int] = now_ms,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.index = index
+        self._database_url = database_url
+        self._redis_url = redis_url
+        self._clock = clock
+        self._rng = random.Random()
+        self._on_fatal = on_fatal
+        self._campaigns: dict[str, _Campaign] = {}
+        self._pending = _Pending()
+        self._has_pending = asyncio.Event()
+        self._inflight: dict[tuple[str, str, str], asyncio.Future[Result]] = {}
+        self._deadlines: list[tuple[int, str, str]] = []
+        self._deadline_changed = asyncio.Event()
+        self._publish_queue: asyncio.Queue[list[LiveEvent]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+        self._failed: BaseException | None = None
+        self.batch_sizes = BatchSizes()
+        self.commands_total = 0
+
+    # --- life -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, rebuild every campaign from its events, re-arm deadlines, go live."""
+        try:
+            self._pool = await db.create_pool(self._database_url, min_size=1, max_size=3)
+            self._redis = aioredis.from_url(self._redis_url)
+            server = self.config.server
+            self._live = Live(self._redis, server.history_size, server.history_ttl_seconds)
+            for campaign in self.config.groupbuys:
+                if shard_of(campaign.id, self.config.ray.shards) == self.index:
+                    await self._load(campaign)
+            self._tasks = [
+                asyncio.create_task(self._commit_loop()),
+                asyncio.create_task(self._timer_loop()),
+                asyncio.create_task(self._publish_loop()),
+            ]
+        except BaseException as exc:
+            self._failed = exc
+            self._ready.set()
+            raise
+        self._ready.set()
+        log.info("shard %d ready with %d campaigns", self.index, len(self._campaigns))
+
+    async def _load(self, campaign: GroupBuyCampaign) -> None:
+        stream = stream_of(campaign.id)
+        stored = await events.load_stream(self._pool, stream)
+        state = gb.initial_state(campaign)
+        for expected, item in enumerate(stored, start=1):
+            if item.version != expected:
+                raise RuntimeError(f"{stream}: event {expected} missing (found {item.version})")
+            state = gb.evolve(state, gb.event_from_dict(item.data))
+        entry = _Campaign(campaign, state, await events.load_results(self._pool, stream))
+        self._campaigns[campaign.id] = entry
+        for group in state.open_groups():
+            # The original deadline, from the stored group_opened event: never re-based.
+            heapq.heappush(self._deadlines, (group.expires_at, campaign.id, group.id))
+
+    async def ready(self) -> dict[str, Any]:
+        """Wait until started; a summary of what this shard hosts."""
+        await self._ready.wait()
+        if self._failed is not None:
+            raise RuntimeError(f"shard {self.index} failed to start: {self._failed!r}")
+        return {
+            "shard": self.index,
+            "campaigns": {
+                cid: {"version": c.state.version, "stock_left": c.state.stock_left,
+                      "groups": len(c.state.groups)}
+                for cid, c in self._campaigns.items()
+            },
+            "deadlines": len(self._deadlines),
+        }
+
+    async def stop(self) -> None:
+        """Finish the pending commit and publishes, then close connections."""
+        if self._failed is None and self._tasks:
+            # A marker answered after everything queued before it has committed.
+            marker: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+            self._pending.answers.append((marker, {"ok": True}))
+            self._has_pending.set()
+            await marker
+            await self._publish_queue.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._pool.close()
+        await self._redis.aclose()
+
+    # --- commands ---------------------------------------------------------------------
+
+    async def submit(self, commands: list[dict[str, Any]]) -> list[Result]:
+        """Apply a batch of client commands; answers in the same order, once durable."""
+        await self._ready.wait()
+        if self._failed is not None:
+            return [_error("unavailable", "this shard is restarting") for _ in commands]
+        futures = [self._accept(command) for command in commands]
+        return list(await asyncio.gather(*futures))
+
+    def _accept(self, command: dict[str, Any]) -> asyncio.Future[Result]:
+        """Apply one command now (no await); a future of its durable answer."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Result] = loop.create_future()
+        campaign = self._campaigns.get(str(command.get("campaign")))
+        if campaign is None:
+            done.set_result(_error("not_found", f"no group-buy campaign {command.get('campaign')}"))
+            return done
+        user = str(command["user"])
+        key = command.get("key")
+        if key is not None:
+            answered = campaign.results.get((user, key))
+            if answered is not None:
+                done.set_result(answered)
+                return done
+            inflight = self._inflight.get((campaign.config.id, user, key))
+            if inflight is not None:
+                return inflight
+        method = command.get("method")
+        game_command: gb.Command
+        if method == "groupbuy.open":
+            game_command = gb.OpenGroup(user=user)
+        elif method == "groupbuy.join":
+            game_command = gb.JoinGroup(user=user, group=str(command.get("group")))
+        else:
+            done.set_result(_error("invalid_request", f"unknown method {method}"))
+            return done
+        self.commands_total += 1
+        result = self._apply(campaign, game_command)
+        pending = self._pending
+        if key is not None:
+            self._inflight[(campaign.config.id, user, key)] = done
+            pending.batch.results.append((campaign.stream, user, key, result))
+            pending.keyed.append((campaign, (user, key), result))
+        elif not result["ok"]:
+            done.set_result(result)  # nothing to make durable
+            return done
+        pending.answers.append((done, result))
+        pending.commands += 1
+        self._has_pending.set()
+        return done
+
+    def _apply(self, campaign: _Campaign, command: gb.Command) -> Result:
+        """Apply `command` to the campaign and queue its writes; the answer it earns."""
+        try:
+            state, produced = gb.apply(campaign.state, command, self._clock(), self._rng)
+        except GameError as exc:
+            return {"ok": False, "error": exc.to_dict()}
+        before = campaign.state.version
+        campaign.state = state
+        self._queue_events(campaign, produced, before)
+        if not produced:
+            return {"ok": True, "result": {}}
+        group = state.groups[produced[0].group]
+        return {"ok": True, "result": {"group": gb.group_view(campaign.config.id, group)}}
+
+    def _queue_events(self, campaign: _Campaign, produced: list[gb.Event], before: int) -> None:
+        pending = self._pending
+        cid = campaign.config.id
+        state = campaign.state
+        for offset, event in enumerate(produced, start=1):
+            data = gb.event_to_dict(event)
+            stored = events.StoredEvent(campaign.stream, before + offset, event.type, data)
+            pending.batch.events.append(stored)
+            if event.type in gb.OUTBOX_TYPES:
+                pending.batch.outbox.append(events.StoredEvent(
+                    campaign.stream, stored.version, event.type, {**data, "campaign": cid}))
+            group = state.groups[event.group]
+            view = gb.group_view(cid, group)
+            # Each frame carries the group as of that event, so a client never refetches.
+            pending.live.append(LiveEvent(group_topic(cid, event.group), event.seq,
+                                          {**data, "campaign": cid, "group": view}))
+            if isinstance(event, gb.DealCompleted):
+                for member in event.members:
+                    pending.live.append(LiveEvent(f"user:{member}", 0, {
+                        "type": "deal_completed", "campaign": cid, "group": event.group,
+                        "price": event.price}))
+            elif isinstance(event, gb.Refunded):
+                pending.live.append(LiveEvent(f"user:{event.user}", 0, {
+                    "type": "refunded", "campaign": cid, "group": event.group,
+                    "amount": event.amount}))
+            elif isinstance(event, gb.GroupOpened):
+                self._arm(event.expires_at, cid, event.group)
+        for group_id in {e.group for e in produced}:
+            g = state.groups[group_id]
+            pending.batch.groups[(cid, group_id)] = events.GroupRow(
+                campaign=cid, id=g.id, status=g.status.value, leader=g.leader,
+                members=g.members, size=g.size, virtual_members=g.virtual, price=g.price,
+                created_at=g.created_at, expires_at=g.expires_at, version=g.version,
+            )
+        if produced:
+            self._has_pending.set()
+
+    # --- group commit -------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._has_pending.wait()
+            self._has_pending.clear()
+            pending, self._pending = self._pending, _Pending()
+            if not pending.batch:
+                for future, result in pending.answers:
+                    future.set_result(result)
+                continue
+            try:
+                async with self._pool.acquire() as conn:
+                    await events.commit(conn, pending.batch)
+            except Exception as exc:
+                # The in-memory state is now ahead of Postgres: refuse everything and let
+                # the owner restart us so we rebuild from what was really committed.
+                log.exception("commit failed; shard %d must restart", self.index)
+                self._failed = exc
+                failure = _error("unavailable", "the game could not be saved; try again")
+                for future, _ in pending.answers:
+                    if not future.done():
+                        future.set_result(failure)
+                if self._on_fatal is not None:
+                    self._on_fatal(exc)
+                return
+            self.batch_sizes.observe(pending.commands)
+            for campaign, key, result in pending.keyed:
+                campaign.results[key] = result
+                self._inflight.pop((campaign.config.id, *key), None)
+            for future, result in pending.answers:
+                if not future.done():
+                    future.set_result(result)
+            if pending.live:
+                self._publish_queue.put_nowait(pending.live)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            frames = await self._publish_queue.get()
+            try:
+                await self._live.publish(frames)
+            except Exception:
+                # Durable already; a subscriber that misses these resyncs from a snapshot.
+                log.exception("publishing %d live events failed", len(frames))
+            finally:
+                self._publish_queue.task_done()
+
+    # --- deadlines ----------------------------------------------------------------------
+
+    def _arm(self, at: int, campaign_id: str, group_id: str) -> None:
+        first = self._deadlines[0][0] if self._deadlines else None
+        heapq.heappush(self._deadlines, (at, campaign_id, group_id))
+        if first is None or at < first:
+            self._deadline_changed.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            if not self._deadlines:
+                await self._deadline_changed.wait()
+                self._deadline_changed.clear()
+                continue
+            delay = (self._deadlines[0][0] - self._clock()) / 1000
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._deadline_changed.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                self._deadline_changed.clear()
+                continue
+            now = self._clock()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, campaign_id, group_id = heapq.heappop(self._deadlines)
+                campaign = self._campaigns.get(campaign_id)
+                if campaign is not None:
+                    self._apply(campaign, gb.ExpireGroup(group=group_id))
+
+    # --- introspection --------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /metrics."""
+        return {
+            "shard": self.index,
+            "commands_total": self.commands_total,
+            "batch_counts": list(self.batch_sizes.counts),
+            "batch_sum": self.batch_sizes.total,
+            "batch_observations": self.batch_sizes.observations,
+            "open_deadlines": len(self._deadlines),
+        }
+
+    def group(self, campaign_id: str, group_id: str) -> dict[str, Any] | None:
+        """A group as this owner holds it (tests compare it with Postgres)."""
+        campaign = self._campaigns.get(campaign_id)
+        if campaign is None or group_id not in campaign.state.groups:
+            return None
+        return gb.group_view(campaign_id, campaign.state.groups[group_id])

@@ -1,0 +1,88 @@
+"""The Ray actors: thin hosts around the plain asyncio owners.
+
+Named and detached, so every gateway process reaches the same ones and a gateway restart
+leaves them running. Ray restarts a killed host (`max_restarts=-1`); its constructor
+starts the owner again, which rebuilds from Postgres and re-arms its deadlines. Calls in
+flight when it died are retried (`max_task_retries`); idempotency keys make that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import ray
+
+from actors.groupbuy_shard import GroupBuyShard
+from actors.pipeline_worker import PipelineWorker
+from storage.config import Config
+
+log = logging.getLogger("fission.hosts")
+
+
+def _die(exc: BaseException) -> None:
+    # The owner's memory is ahead of Postgres: exit so Ray restarts and rebuilds us.
+    log.error("fatal error, exiting for a clean rebuild: %r", exc)
+    os._exit(1)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=5, num_cpus=0)
+class ShardHost:
+    """Hosts one group-buy shard."""
+
+    def __init__(self, config: Config, database_url: str, redis_url: str, index: int) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.shard = GroupBuyShard(config, database_url, redis_url, index, on_fatal=_die)
+        self._start = asyncio.get_running_loop().create_task(self.shard.start())
+
+    async def ready(self) -> dict[str, Any]:
+        return await self.shard.ready()
+
+    async def submit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await self.shard.submit(commands)
+
+    async def stats(self) -> dict[str, Any]:
+        return self.shard.stats()
+
+    async def group(self, campaign: str, group: str) -> dict[str, Any] | None:
+        await self.shard.ready()
+        return self.shard.group(campaign, group)
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def shutdown(self) -> None:
+        await self.shard.stop()
+
+
+@ray.remote(max_restarts=-1, max_task_retries=5, num_cpus=0)
+class PipelineHost:
+    """Hosts the pipeline worker."""
+
+    def __init__(self, config: Config, database_url: str) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.worker = PipelineWorker(config, database_url)
+        self._start = asyncio.get_running_loop().create_task(self.worker.start())
+
+    async def ready(self) -> bool:
+        await self._start
+        return True
+
+    async def drain(self) -> int:
+        """Process everything pending now; how many rows."""
+        await self._start
+        total = 0
+        while (n := await self.worker.drain_once()) > 0:
+            total += n
+        return total
+
+    async def stats(self) -> dict[str, Any]:
+        return self.worker.stats()
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def shutdown(self) -> None:
+        await self.worker.stop()

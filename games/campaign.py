@@ -1,0 +1,66 @@
+"""Campaign value types: what a marketer configures, validated elsewhere, frozen here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True)
+class Product:
+    """The thing sold: prices are integer fen (分)."""
+
+    sku: str
+    title: str
+    list_price: int
+    group_price: int
+
+
+@dataclass(frozen=True)
+class GroupBuyCampaign:
+    """A group-buy (拼团) campaign. Times are epoch milliseconds."""
+
+    id: str
+    title: str
+    starts_at: int
+    ends_at: int
+    product: Product
+    group_size: int
+    time_limit_ms: int
+    stock: int
+    max_groups_led: int
+    max_groups_joined: int
+    virtual_fill_ratio: float | None = None
+    kind: str = "groupbuy"
+
+    def is_active(self, now: int) -> bool:
+        """True while the campaign takes new groups and joins."""
+        return self.starts_at <= now < self.ends_at
+
+    def public(self) -> dict[str, object]:
+        """The campaign as `GET /api/campaigns` lists it."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "starts_at": iso(self.starts_at),
+            "ends_at": iso(self.ends_at),
+            "product": {
+                "sku": self.product.sku,
+                "title": self.product.title,
+                "list_price": self.product.list_price,
+                "group_price": self.product.group_price,
+            },
+            "group_size": self.group_size,
+            "time_limit_seconds": self.time_limit_ms // 1000,
+            "stock": self.stock,
+            "max_groups_led": self.max_groups_led,
+            "max_groups_joined": self.max_groups_joined,
+            "virtual_fill_ratio": self.virtual_fill_ratio,
+        }
+
+
+def iso(ms: int) -> str:
+    """Epoch milliseconds as an ISO-8601 UTC string, the API's time format."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

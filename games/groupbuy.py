@@ -1,0 +1,376 @@
+"""Group-buy (拼团) rules as a reducer.
+
+The consistency boundary is the campaign, not the group: stock and per-user limits span
+all of a campaign's groups, so one state holds them all and one actor owns it.
+
+`decide` checks a command against the state and returns events (or raises GameError);
+`evolve` folds one event into the state. `apply` is both. Rebuilding an actor is folding
+its stored events with `evolve`, so events carry everything the fold needs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from games.campaign import GroupBuyCampaign, iso
+from games.errors import GameError
+from games.pmap import PMap
+
+
+class GroupStatus(StrEnum):
+    """A group's life: open until full (completed) or past its deadline (failed)."""
+
+    OPEN = "open"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One group. `version` counts its events: it is the seq of its live topic."""
+
+    id: str
+    leader: str
+    members: tuple[str, ...]
+    size: int
+    price: int
+    created_at: int
+    expires_at: int
+    status: GroupStatus = GroupStatus.OPEN
+    virtual: int = 0
+    version: int = 0
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenGroup:
+    """`user` opens a new group and leads it."""
+
+    user: str
+
+
+@dataclass(frozen=True)
+class JoinGroup:
+    """`user` joins `group`."""
+
+    user: str
+    group: str
+
+
+@dataclass(frozen=True)
+class ExpireGroup:
+    """The deadline timer of `group` fired (a no-op unless it is open and due)."""
+
+    group: str
+
+
+Command = OpenGroup | JoinGroup | ExpireGroup
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupOpened:
+    group: str
+    seq: int
+    leader: str
+    size: int
+    price: int
+    at: int
+    expires_at: int
+    type: str = "group_opened"
+
+
+@dataclass(frozen=True)
+class MemberJoined:
+    group: str
+    seq: int
+    user: str
+    at: int
+    type: str = "member_joined"
+
+
+@dataclass(frozen=True)
+class VirtualFilled:
+    """At expiry, enough real members joined: the rest are filled virtually (虚拟成团)."""
+
+    group: str
+    seq: int
+    count: int
+    at: int
+    type: str = "virtual_filled"
+
+
+@dataclass(frozen=True)
+class GroupCompleted:
+    group: str
+    seq: int
+    at: int
+    type: str = "group_completed"
+
+
+@dataclass(frozen=True)
+class DealCompleted:
+    """The deal the pipeline turns into orders: every paying (real) member, at `price`."""
+
+    group: str
+    seq: int
+    campaign: str
+    sku: str
+    price: int
+    members: tuple[str, ...]
+    at: int
+    type: str = "deal_completed"
+
+
+@dataclass(frozen=True)
+class GroupFailed:
+    group: str
+    seq: int
+    at: int
+    type: str = "group_failed"
+
+
+@dataclass(frozen=True)
+class Refunded:
+    """A paid member of a failed group gets `amount` fen back."""
+
+    group: str
+    seq: int
+    user: str
+    amount: int
+    at: int
+    type: str = "refunded"
+
+
+Event = (
+    GroupOpened | MemberJoined | VirtualFilled | GroupCompleted | DealCompleted | GroupFailed
+    | Refunded
+)
+
+_EVENT_TYPES: dict[str, type[Any]] = {
+    cls.type: cls
+    for cls in (
+        GroupOpened, MemberJoined, VirtualFilled, GroupCompleted, DealCompleted, GroupFailed,
+        Refunded,
+    )
+}
+
+# Events the pipeline consumes, written to the outbox in the same transaction.
+OUTBOX_TYPES = frozenset({"deal_completed", "refunded"})
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """Plain JSON-ready data for storage and the wire."""
+    data = asdict(event)
+    if isinstance(event, DealCompleted):
+        data["members"] = list(event.members)
+    return data
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The inverse of `event_to_dict`; raises KeyError/TypeError on foreign data."""
+    cls = _EVENT_TYPES[data["type"]]
+    fields = dict(data)
+    if cls is DealCompleted:
+        fields["members"] = tuple(fields["members"])
+    event: Event = cls(**fields)
+    return event
+
+
+# --- state ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupBuyState:
+    """All of one campaign: its groups, the stock left and each user's tallies.
+
+    `led` and `joined` count a user's groups that are open or completed; a failed group
+    gives its places back, as it gives back its stock.
+    """
+
+    campaign: GroupBuyCampaign
+    stock_left: int
+    groups: PMap[str, Group] = field(default_factory=PMap)
+    led: PMap[str, int] = field(default_factory=PMap)
+    joined: PMap[str, int] = field(default_factory=PMap)
+    version: int = 0
+
+    def open_groups(self) -> Iterable[Group]:
+        """The groups still open, whose deadlines an owner must keep armed."""
+        return (g for g in self.groups.values() if g.status is GroupStatus.OPEN)
+
+
+def initial_state(campaign: GroupBuyCampaign) -> GroupBuyState:
+    """A campaign before anything happened."""
+    return GroupBuyState(campaign=campaign, stock_left=campaign.stock)
+
+
+def _new_group_id(state: GroupBuyState, rng: random.Random) -> str:
+    while True:
+        candidate = f"g{rng.getrandbits(48):012x}"
+        if candidate not in state.groups:
+            return candidate
+
+
+def decide(state: GroupBuyState, command: Command, now: int, rng: random.Random) -> list[Event]:
+    """The events `command` causes, or GameError when the rules refuse it."""
+    campaign = state.campaign
+    if isinstance(command, ExpireGroup):
+        return _decide_expire(state, command, now)
+    if not campaign.is_active(now):
+        raise GameError("campaign_not_active", f"campaign {campaign.id} is not running now")
+    if isinstance(command, OpenGroup):
+        user = command.user
+        if state.led.get(user, 0) >= campaign.max_groups_led:
+            raise GameError(
+                "limit_reached", f"you may lead at most {campaign.max_groups_led} groups here"
+            )
+        if state.stock_left < 1:
+            raise GameError("out_of_stock", "this campaign has no stock left")
+        expires_at = min(now + campaign.time_limit_ms, campaign.ends_at)
+        return [
+            GroupOpened(
+                group=_new_group_id(state, rng), seq=1, leader=user, size=campaign.group_size,
+                price=campaign.product.group_price, at=now, expires_at=expires_at,
+            )
+        ]
+    group = state.groups.get(command.group)
+    if group is None:
+        raise GameError("not_found", f"no group {command.group} in campaign {campaign.id}")
+    if command.user in group.members:
+        raise GameError("already_member", "you are already in this group")
+    if group.status is GroupStatus.COMPLETED or len(group.members) + group.virtual >= group.size:
+        raise GameError("group_full", "this group is already full")
+    if group.status is GroupStatus.FAILED or now >= group.expires_at:
+        raise GameError("group_closed", "this group has closed")
+    if state.joined.get(command.user, 0) >= campaign.max_groups_joined:
+        raise GameError(
+            "limit_reached", f"you may join at most {campaign.max_groups_joined} groups here"
+        )
+    if state.stock_left < 1:
+        raise GameError("out_of_stock", "this campaign has no stock left")
+    events: list[Event] = [
+        MemberJoined(group=group.id, seq=group.version + 1, user=command.user, at=now)
+    ]
+    if len(group.members) + 1 == group.size:
+        events += _completion(campaign, group, group.members + (command.user,), group.version + 2,
+                              now)
+    return events
+
+
+def _completion(
+    campaign: GroupBuyCampaign, group: Group, members: tuple[str, ...], seq: int, now: int
+) -> list[Event]:
+    return [
+        GroupCompleted(group=group.id, seq=seq, at=now),
+        DealCompleted(
+            group=group.id, seq=seq + 1, campaign=campaign.id, sku=campaign.product.sku,
+            price=group.price, members=members, at=now,
+        ),
+    ]
+
+
+def _decide_expire(state: GroupBuyState, command: ExpireGroup, now: int) -> list[Event]:
+    group = state.groups.get(command.group)
+    if group is None or group.status is not GroupStatus.OPEN or now < group.expires_at:
+        return []
+    ratio = state.campaign.virtual_fill_ratio
+    seq = group.version + 1
+    if ratio is not None and len(group.members) >= ratio * group.size:
+        missing = group.size - len(group.members)
+        return [
+            VirtualFilled(group=group.id, seq=seq, count=missing, at=now),
+            *_completion(state.campaign, group, group.members, seq + 1, now),
+        ]
+    events: list[Event] = [GroupFailed(group=group.id, seq=seq, at=now)]
+    for offset, member in enumerate(group.members, start=1):
+        events.append(
+            Refunded(group=group.id, seq=seq + offset, user=member, amount=group.price, at=now)
+        )
+    return events
+
+
+def _bump(tally: PMap[str, int], user: str, delta: int) -> PMap[str, int]:
+    value = tally.get(user, 0) + delta
+    return tally.remove(user) if value == 0 else tally.set(user, value)
+
+
+def evolve(state: GroupBuyState, event: Event) -> GroupBuyState:
+    """`state` after `event`. Total: it trusts events, which `decide` made valid."""
+    version = state.version + 1
+    if isinstance(event, GroupOpened):
+        group = Group(
+            id=event.group, leader=event.leader, members=(event.leader,), size=event.size,
+            price=event.price, created_at=event.at, expires_at=event.expires_at,
+            version=event.seq,
+        )
+        return replace(
+            state, groups=state.groups.set(group.id, group), stock_left=state.stock_left - 1,
+            led=_bump(state.led, event.leader, 1), version=version,
+        )
+    group = state.groups[event.group]
+    if isinstance(event, MemberJoined):
+        group = replace(group, members=group.members + (event.user,), version=event.seq)
+        return replace(
+            state, groups=state.groups.set(group.id, group), stock_left=state.stock_left - 1,
+            joined=_bump(state.joined, event.user, 1), version=version,
+        )
+    if isinstance(event, VirtualFilled):
+        group = replace(group, virtual=event.count, version=event.seq)
+    elif isinstance(event, GroupCompleted):
+        group = replace(group, status=GroupStatus.COMPLETED, version=event.seq)
+    elif isinstance(event, DealCompleted):
+        group = replace(group, version=event.seq)
+    elif isinstance(event, GroupFailed):
+        # The failure gives back every member's stock and limit places at once.
+        led = _bump(state.led, group.leader, -1)
+        joined = state.joined
+        for member in group.members[1:]:
+            joined = _bump(joined, member, -1)
+        group = replace(group, status=GroupStatus.FAILED, version=event.seq)
+        return replace(
+            state, groups=state.groups.set(group.id, group), led=led, joined=joined,
+            stock_left=state.stock_left + len(group.members), version=version,
+        )
+    else:  # Refunded
+        group = replace(group, version=event.seq)
+    return replace(state, groups=state.groups.set(group.id, group), version=version)
+
+
+def apply(
+    state: GroupBuyState, command: Command, now: int, rng: random.Random
+) -> tuple[GroupBuyState, list[Event]]:
+    """Decide, then evolve: the new state and the events that led to it."""
+    events = decide(state, command, now, rng)
+    return fold(state, events), events
+
+
+def fold(state: GroupBuyState, events: Sequence[Event]) -> GroupBuyState:
+    """`state` after all of `events`, in order."""
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def group_view(campaign: str, group: Group) -> dict[str, Any]:
+    """The contract's group object `G`."""
+    return {
+        "id": group.id,
+        "campaign": campaign,
+        "status": group.status.value,
+        "size": group.size,
+        "members": list(group.members),
+        "virtual_members": group.virtual,
+        "price": group.price,
+        "created_at": iso(group.created_at),
+        "expires_at": iso(group.expires_at),
+        "seq": group.version,
+    }

@@ -1,0 +1,168 @@
+"""The gateway process: wires Postgres, Redis, Ray actors and the aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+import ray
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from actors import runtime
+from actors.client import ShardClient
+from server import http_api, ws
+from server.auth import Identity
+from server.errors import ApiError
+from server.gateway import Gateway
+from server.hub import Hub
+from server.metrics import Metrics
+from storage import db, reads
+from storage.config import Config
+from storage.live import Live
+
+log = logging.getLogger("fission.app")
+
+_GROUP_TOPIC = re.compile(r"^groupbuy:([a-z0-9_-]{1,64}):([A-Za-z0-9_-]{1,64})$")
+_USER_TOPIC = re.compile(r"^user:([A-Za-z0-9_.:@-]{1,64})$")
+
+
+class UserLimiter:
+    """Per-user token buckets for HTTP (bounded memory: least recently seen evicted)."""
+
+    def __init__(self, rate: float, burst: int, capacity: int = 100_000) -> None:
+        self.rate, self.burst, self.capacity = rate, float(burst), capacity
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, user: str) -> bool:
+        now = time.monotonic()
+        tokens, stamp = self._buckets.pop(user, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+        allowed = tokens >= 1
+        self._buckets[user] = (tokens - 1 if allowed else tokens, now)
+        if len(self._buckets) > self.capacity:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+class Server:
+    """One gateway: HTTP + /ws over shared actors, Postgres and Redis."""
+
+    def __init__(self, config: Config, database_url: str, redis_url: str) -> None:
+        self.config = config
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.metrics = Metrics()
+        self.connections: set[ws.Connection] = set()
+        self.stopping = False
+        cfg = config.server
+        self.http_limiter = UserLimiter(cfg.frames_per_second, cfg.frame_burst)
+
+    async def start(self) -> None:
+        """Connect to everything and wait until the actors have rebuilt their state."""
+        self.pool: asyncpg.Pool = await db.create_pool(self.database_url, min_size=1,
+                                                         max_size=10)
+        self.redis = aioredis.from_url(self.redis_url)
+        cfg = self.config.server
+        self.live = Live(self.redis, cfg.history_size, cfg.history_ttl_seconds)
+        self.hub = Hub(self.redis)
+        await self.hub.start()
+        self.shards = runtime.shard_hosts(self.config, self.database_url, self.redis_url)
+        self.pipeline = runtime.pipeline_host(self.config, self.database_url)
+        await asyncio.gather(*(h.ready.remote() for h in self.shards),
+                             self.pipeline.ready.remote())
+        self.client = ShardClient(self.shards, observe=self.metrics.actor_call)
+        self.gateway = Gateway(self.config, self.client, self.pool, self.metrics)
+
+    async def stop(self) -> None:
+        """Tell every socket to reconnect elsewhere, then close connections."""
+        self.stopping = True
+        for connection in list(self.connections):
+            connection.kill(ws.CLOSE_RESTART, "server_restart",
+                            "server restarting: reconnect with your last seq")
+        closing = [c.closing for c in self.connections if c.closing is not None]
+        if closing:
+            await asyncio.wait(closing, timeout=2.0)
+        await self.hub.stop()
+        await self.redis.aclose()
+        await self.pool.close()
+
+    # --- used by the transports -----------------------------------------------------------
+
+    def authorize_topic(self, who: Identity, topic: str) -> None:
+        """Refuse topics that do not exist or are someone else's."""
+        match = _GROUP_TOPIC.match(topic)
+        if match:
+            if self.config.campaign(match[1]) is None:
+                raise ApiError("not_found", f"no campaign {match[1]!r}")
+            return
+        match = _USER_TOPIC.match(topic)
+        if match:
+            if match[1] != who.user:
+                raise ApiError("forbidden", "you may only subscribe to your own user topic")
+            return
+        raise ApiError("not_found", f"no topic {topic!r}")
+
+    async def snapshot(self, topic: str) -> tuple[int, dict[str, Any]]:
+        """A topic's current seq and state, for subscribe and resync."""
+        match = _GROUP_TOPIC.match(topic)
+        if match:
+            group = await reads.get_group(self.pool, match[1], match[2])
+            if group is None:
+                raise ApiError("not_found", f"no group {match[2]!r} in campaign {match[1]!r}")
+            return int(group["seq"]), {"group": group}
+        match = _USER_TOPIC.match(topic)
+        if match:
+            return await self.live.last_seq(topic), {"user": match[1]}
+        raise ApiError("not_found", f"no topic {topic!r}")
+
+    async def health(self) -> list[str]:
+        """What does not answer: an empty list means healthy."""
+        problems = []
+        checks = {
+            "postgres": self.pool.fetchval("SELECT 1"),
+            "redis": self.redis.ping(),
+            "ray": asyncio.gather(*(h.ready.remote() for h in self.shards)),
+        }
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check, 3.0)
+            except Exception as exc:
+                problems.append(f"{name}: {type(exc).__name__}")
+        return problems
+
+    async def render_metrics(self) -> str:
+        stats: list[dict[str, Any]] = []
+        with contextlib.suppress(Exception):
+            stats = await asyncio.wait_for(
+                asyncio.gather(*(h.stats.remote() for h in self.shards)), 2.0)
+        outbox = None
+        with contextlib.suppress(Exception):
+            outbox = await reads.outbox_lag(self.pool)
+        return self.metrics.render(stats, outbox)
+
+
+def make_app(server: Server) -> web.Application:
+    """The aiohttp application for `server`."""
+    app = web.Application(client_max_size=server.config.server.max_body_bytes,
+                          middlewares=[http_api.errors_and_logs])
+    app["server"] = server
+    http_api.routes(app)
+    app.router.add_get("/ws", ws.handle)
+    return app
+
+
+async def shutdown_actors(server: Server) -> None:
+    """Flush the actors' pending commits (when this process owns the cluster)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(
+            asyncio.gather(*(h.shutdown.remote() for h in server.shards),
+                           server.pipeline.shutdown.remote()), 5.0)
+    runtime.kill_all(server.config)
+    ray.shutdown()

@@ -1,0 +1,63 @@
+"""JWT (HS256) identities: the acting user is always the token's `sub`."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from server.errors import ApiError
+
+ROLES = frozenset({"user", "marketer"})
+_USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    role: str
+    region: str | None = None
+    device: str | None = None
+
+
+def issue(secret: str, user: str, *, role: str = "user", region: str | None = None,
+          device: str | None = None, ttl: int = 86400, now: float | None = None) -> str:
+    """A signed token for `user`."""
+    if not _USER_ID.match(user):
+        raise ValueError("user ids are 1-64 characters of letters, digits and _.:@-")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {sorted(ROLES)}")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, object] = {"sub": user, "role": role, "iat": issued, "exp": issued + ttl}
+    if region:
+        claims["region"] = region
+    if device:
+        claims["device"] = device
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify(secret: str, token: str) -> Identity:
+    """The identity a token proves, or ApiError(unauthorized)."""
+    if not token or len(token) > 4096:
+        raise ApiError("unauthorized", "a valid token is required")
+    try:
+        # algorithms pins HS256: `alg: none` and other algorithms are refused.
+        claims = jwt.decode(token, secret, algorithms=["HS256"],
+                            options={"require": ["exp", "sub"]})
+    except jwt.ExpiredSignatureError:
+        raise ApiError("unauthorized", "the token has expired") from None
+    except jwt.PyJWTError:
+        raise ApiError("unauthorized", "the token is not valid") from None
+    user, role = claims.get("sub"), claims.get("role", "user")
+    if not isinstance(user, str) or not _USER_ID.match(user):
+        raise ApiError("unauthorized", "the token's subject is not a valid user id")
+    if role not in ROLES:
+        raise ApiError("unauthorized", "the token's role is not known")
+    region, device = claims.get("region"), claims.get("device")
+    return Identity(
+        user=user, role=role,
+        region=region if isinstance(region, str) else None,
+        device=device if isinstance(device, str) else None,
+    )

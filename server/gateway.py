@@ -1,0 +1,145 @@
+"""The methods every transport offers: parse-free, typed, mapping results to ApiError.
+
+HTTP routes and WebSocket `call` frames both land here, so a method behaves the same
+whichever way it arrives. Game commands go to the owning actor; reads go to Postgres.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from actors.client import ShardClient
+from server.auth import Identity
+from server.errors import ApiError
+from server.metrics import Metrics
+from server.params import IDENT, SLUG, Param, check
+from storage import reads
+from storage.config import Config
+
+log = logging.getLogger("fission.gateway")
+
+Handler = Callable[["Gateway", Identity, dict[str, Any], "str | None"], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    params: dict[str, Param]
+    handler: Handler
+    mutating: bool
+
+
+class Gateway:
+    """What the transports call; holds the actor client, the read pool and metrics."""
+
+    def __init__(self, config: Config, client: ShardClient, pool: asyncpg.Pool,
+                 metrics: Metrics) -> None:
+        self.config = config
+        self.client = client
+        self.pool = pool
+        self.metrics = metrics
+
+    async def call(self, identity: Identity, method: str, params: Any,
+                   key: str | None) -> dict[str, Any]:
+        """Run `method` as `identity`; its result, or ApiError. Logs and counts it."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            spec = METHODS.get(method)
+            if spec is None:
+                raise ApiError("invalid_request", f"unknown method {method!r}")
+            clean = check(params, spec.params)
+            return await spec.handler(self, identity, clean, key)
+        except ApiError as exc:
+            outcome = exc.code
+            raise
+        except Exception:
+            outcome = "internal"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            name = method if method in METHODS else "unknown"
+            self.metrics.command(name, outcome, elapsed)
+            log.info("command", extra={"fields": {
+                "method": name, "outcome": outcome, "ms": round(elapsed * 1000, 2),
+                "user": identity.user}})
+
+    def campaign(self, campaign_id: str) -> Any:
+        found = self.config.campaign(campaign_id)
+        if found is None:
+            raise ApiError("not_found", f"no campaign {campaign_id!r}")
+        return found
+
+    async def game(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Send a game command to its owner; the result, or ApiError with its code."""
+        answer = await self.client.call(command)
+        if not answer.get("ok"):
+            error = answer.get("error") or {}
+            raise ApiError(str(error.get("code", "internal")),
+                           str(error.get("message", "the command failed")))
+        result: dict[str, Any] = answer.get("result") or {}
+        return result
+
+
+async def _open(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                ) -> dict[str, Any]:
+    gw.campaign(p["campaign"])
+    return await gw.game({"method": "groupbuy.open", "campaign": p["campaign"],
+                          "user": who.user, "key": key})
+
+
+async def _join(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                ) -> dict[str, Any]:
+    gw.campaign(p["campaign"])
+    return await gw.game({"method": "groupbuy.join", "campaign": p["campaign"],
+                          "group": p["group"], "user": who.user, "key": key})
+
+
+async def _get(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+               ) -> dict[str, Any]:
+    gw.campaign(p["campaign"])
+    group = await reads.get_group(gw.pool, p["campaign"], p["group"])
+    if group is None:
+        raise ApiError("not_found", f"no group {p['group']!r} in campaign {p['campaign']!r}")
+    return {"group": group}
+
+
+async def _list_open(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                     ) -> dict[str, Any]:
+    gw.campaign(p["campaign"])
+    groups = await reads.list_open_groups(gw.pool, p["campaign"], p.get("limit", 20))
+    return {"groups": groups}
+
+
+async def _campaigns(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                     ) -> dict[str, Any]:
+    return {"campaigns": [c.public() for c in gw.config.groupbuys]}
+
+
+async def _orders(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                  ) -> dict[str, Any]:
+    return {"orders": await reads.list_orders(gw.pool, who.user, p.get("limit", 50))}
+
+
+_CAMPAIGN = Param(str, pattern=SLUG)
+_GROUP = Param(str, pattern=IDENT)
+_LIMIT = Param(int, required=False, low=1, high=100)
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("groupbuy.open", {"campaign": _CAMPAIGN}, _open, True),
+        Method("groupbuy.join", {"campaign": _CAMPAIGN, "group": _GROUP}, _join, True),
+        Method("groupbuy.get", {"campaign": _CAMPAIGN, "group": _GROUP}, _get, False),
+        Method("groupbuy.list_open", {"campaign": _CAMPAIGN, "limit": _LIMIT}, _list_open,
+               False),
+        Method("campaigns.list", {}, _campaigns, False),
+        Method("orders.list", {"limit": _LIMIT}, _orders, False),
+    )
+}

@@ -1,0 +1,175 @@
+"""HTTP routes: parse, authenticate, call the gateway, map errors to the contract's shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from server.auth import Identity, verify
+from server.errors import ApiError, status_of
+
+if TYPE_CHECKING:
+    from server.app import Server
+
+log = logging.getLogger("fission.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_KEY_MAX = 128
+
+
+def error_response(code: str, message: str, status: int | None = None) -> web.Response:
+    """The contract's error body with its status."""
+    return web.json_response({"error": {"code": code, "message": message}},
+                             status=status or status_of(code))
+
+
+@web.middleware
+async def errors_and_logs(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes the contract's error shape; one log line per request."""
+    server: Server = request.app["server"]
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource \
+        else "unmatched"
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.code, exc.message, exc.status)
+    except web.HTTPRequestEntityTooLarge:
+        response = error_response("payload_too_large", "the request body is too large", 413)
+    except web.HTTPNotFound:
+        response = error_response("not_found", "no such route", 404)
+    except web.HTTPMethodNotAllowed:
+        response = error_response("method_not_allowed", "method not allowed on this route", 405)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response("invalid_request" if exc.status < 500 else "unavailable",
+                                  exc.reason, exc.status)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = error_response("internal", "the server failed to handle this request", 500)
+    if route != "/ws":
+        server.metrics.request(request.method, route, response.status)
+        # The path only: the query string may carry a token and is never logged.
+        log.info("request", extra={"fields": {
+            "method": request.method, "path": request.path, "status": response.status,
+            "ms": round((time.perf_counter() - started) * 1000, 2)}})
+    return response
+
+
+def identity(request: web.Request) -> Identity:
+    """The caller, from `Authorization: Bearer <token>`."""
+    server: Server = request.app["server"]
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError("unauthorized", "send Authorization: Bearer <token>")
+    who = verify(server.config.auth.secret, token.strip())
+    if not server.http_limiter.take(who.user):
+        raise ApiError("rate_limited", "too many requests; slow down")
+    return who
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ApiError("invalid_request", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError("invalid_request", "the body must be a JSON object")
+    return data
+
+
+def _key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= _KEY_MAX:
+        raise ApiError("invalid_request", f"Idempotency-Key must be 1-{_KEY_MAX} characters")
+    return key
+
+
+async def _call(request: web.Request, method: str, params: dict[str, Any],
+                status: int = 200) -> web.Response:
+    server: Server = request.app["server"]
+    who = identity(request)
+    result = await server.gateway.call(who, method, params, _key(request))
+    return web.json_response(result, status=status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    server: Server = request.app["server"]
+    problems = await server.health()
+    if problems:
+        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    server: Server = request.app["server"]
+    return web.Response(text=await server.render_metrics(),
+                        content_type="text/plain", charset="utf-8")
+
+
+async def campaigns(request: web.Request) -> web.Response:
+    server: Server = request.app["server"]
+    return web.json_response({"campaigns": [c.public() for c in server.config.groupbuys]})
+
+
+async def open_group(request: web.Request) -> web.Response:
+    body = await _body(request)
+    return await _call(request, "groupbuy.open",
+                       _merge(body, campaign=request.match_info["campaign"]), status=201)
+
+
+async def join_group(request: web.Request) -> web.Response:
+    body = await _body(request)
+    return await _call(request, "groupbuy.join", _merge(
+        body, campaign=request.match_info["campaign"], group=request.match_info["group"]))
+
+
+async def get_group(request: web.Request) -> web.Response:
+    return await _call(request, "groupbuy.get", {
+        "campaign": request.match_info["campaign"], "group": request.match_info["group"]})
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    params: dict[str, Any] = {"campaign": request.match_info["campaign"]}
+    if "limit" in request.query:
+        try:
+            params["limit"] = int(request.query["limit"])
+        except ValueError:
+            raise ApiError("invalid_request", "limit must be an integer") from None
+    return await _call(request, "groupbuy.list_open", params)
+
+
+async def orders(request: web.Request) -> web.Response:
+    return await _call(request, "orders.list", {})
+
+
+def _merge(body: dict[str, Any], **path: str) -> dict[str, Any]:
+    """Path parameters win; a body repeating them with other values is refused."""
+    for name, value in path.items():
+        if name in body and body[name] != value:
+            raise ApiError("invalid_request", f"field {name!r} contradicts the path")
+    return {**body, **path}
+
+
+def routes(app: web.Application) -> None:
+    """Register every HTTP route."""
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/campaigns", campaigns)
+    app.router.add_get("/api/groupbuys/{campaign}/groups", list_groups)
+    app.router.add_post("/api/groupbuys/{campaign}/groups", open_group)
+    app.router.add_post("/api/groupbuys/{campaign}/groups/{group}/join", join_group)
+    app.router.add_get("/api/groupbuys/{campaign}/groups/{group}", get_group)
+    app.router.add_get("/api/orders", orders)

@@ -1,0 +1,108 @@
+"""Prometheus text-format metrics, kept in plain dicts (one gateway process each)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from actors.metrics import BATCH_BUCKETS
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _Histogram:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        for index, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[index] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += value
+        self.n += 1
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        out, running = [], 0
+        sep = "," if labels else ""
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {running}')
+        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.n}')
+        suffix = f"{{{labels}}}" if labels else ""
+        out += [f"{name}_sum{suffix} {self.total}", f"{name}_count{suffix} {self.n}"]
+        return out
+
+
+class Metrics:
+    """The gateway's counters; actor-side figures are merged in at scrape time."""
+
+    def __init__(self) -> None:
+        self.http: dict[tuple[str, str, int], int] = defaultdict(int)
+        self.commands: dict[tuple[str, str], int] = defaultdict(int)
+        self.command_seconds = _Histogram(LATENCY_BUCKETS)
+        self.actor_call_seconds = _Histogram(LATENCY_BUCKETS)
+        self.actor_batch_size = _Histogram(tuple(float(b) for b in BATCH_BUCKETS))
+        self.ws_open = 0
+        self.ws_frames: dict[str, int] = defaultdict(int)
+        self.ws_disconnects: dict[str, int] = defaultdict(int)
+        self.events_delivered = 0
+
+    def request(self, method: str, route: str, status: int) -> None:
+        self.http[(method, route, status)] += 1
+
+    def command(self, method: str, outcome: str, seconds: float) -> None:
+        self.commands[(method, outcome)] += 1
+        self.command_seconds.observe(seconds)
+
+    def actor_call(self, shard: int, seconds: float, batch: int) -> None:
+        self.actor_call_seconds.observe(seconds)
+        self.actor_batch_size.observe(float(batch))
+
+    def render(self, shard_stats: list[dict[str, Any]], outbox: tuple[int, float] | None) -> str:
+        """The exposition text, with shard commit batches and outbox lag."""
+        out = ["# TYPE fission_http_requests_total counter"]
+        for (method, route, status), n in sorted(self.http.items()):
+            out.append(f'fission_http_requests_total{{method="{method}",route="{route}",'
+                       f'status="{status}"}} {n}')
+        out.append("# TYPE fission_commands_total counter")
+        for (method, outcome), n in sorted(self.commands.items()):
+            out.append(f'fission_commands_total{{method="{method}",outcome="{outcome}"}} {n}')
+        out.append("# TYPE fission_command_seconds histogram")
+        out += self.command_seconds.lines("fission_command_seconds")
+        out.append("# TYPE fission_actor_call_seconds histogram")
+        out += self.actor_call_seconds.lines("fission_actor_call_seconds")
+        out.append("# TYPE fission_actor_call_batch_size histogram")
+        out += self.actor_batch_size.lines("fission_actor_call_batch_size")
+        out += ["# TYPE fission_ws_open_connections gauge",
+                f"fission_ws_open_connections {self.ws_open}",
+                "# TYPE fission_ws_frames_total counter"]
+        for kind, n in sorted(self.ws_frames.items()):
+            out.append(f'fission_ws_frames_total{{kind="{kind}"}} {n}')
+        out.append("# TYPE fission_ws_disconnects_total counter")
+        for reason, n in sorted(self.ws_disconnects.items()):
+            out.append(f'fission_ws_disconnects_total{{reason="{reason}"}} {n}')
+        out += ["# TYPE fission_events_delivered_total counter",
+                f"fission_events_delivered_total {self.events_delivered}",
+                "# TYPE fission_commit_batch_size histogram"]
+        for stats in shard_stats:
+            label = f'shard="{stats["shard"]}"'
+            running = 0
+            for bound, count in zip(BATCH_BUCKETS, stats["batch_counts"], strict=False):
+                running += count
+                out.append(f'fission_commit_batch_size_bucket{{{label},le="{bound}"}} {running}')
+            out.append(f'fission_commit_batch_size_bucket{{{label},le="+Inf"}} '
+                       f'{stats["batch_observations"]}')
+            out.append(f'fission_commit_batch_size_sum{{{label}}} {stats["batch_sum"]}')
+            out.append(f'fission_commit_batch_size_count{{{label}}} '
+                       f'{stats["batch_observations"]}')
+        if outbox is not None:
+            out += ["# TYPE fission_outbox_pending gauge", f"fission_outbox_pending {outbox[0]}",
+                    "# TYPE fission_outbox_lag_seconds gauge",
+                    f"fission_outbox_lag_seconds {outbox[1]}"]
+        return "\n".join(out) + "\n"

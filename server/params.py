@@ -1,0 +1,58 @@
+"""Validation of request parameters: strict shapes, unknown fields refused.
+
+A body never names who acts and never carries a price, so any field a method does not
+declare (`user`, `price`, ...) is an `invalid_request`, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from server.errors import ApiError
+
+SLUG = re.compile(r"^[a-z0-9_-]{1,64}$")
+IDENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter: a string matching `pattern`, or an int in [low, high]."""
+
+    kind: type
+    required: bool = True
+    pattern: re.Pattern[str] | None = None
+    low: int = 0
+    high: int = 1 << 31
+
+
+def check(params: Any, spec: dict[str, Param]) -> dict[str, Any]:
+    """`params` validated against `spec`, or ApiError(invalid_request) naming the field."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ApiError("invalid_request", "params must be a JSON object")
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise ApiError("invalid_request", f"unknown field {unknown[0]!r}")
+    clean: dict[str, Any] = {}
+    for name, p in spec.items():
+        if name not in params:
+            if p.required:
+                raise ApiError("invalid_request", f"field {name!r} is required")
+            continue
+        value = params[name]
+        if p.kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ApiError("invalid_request", f"field {name!r} must be an integer")
+            if not p.low <= value <= p.high:
+                raise ApiError("invalid_request",
+                               f"field {name!r} must be from {p.low} to {p.high}")
+        elif p.kind is str:
+            if not isinstance(value, str):
+                raise ApiError("invalid_request", f"field {name!r} must be a string")
+            if p.pattern is not None and not p.pattern.match(value):
+                raise ApiError("invalid_request", f"field {name!r} is not a valid identifier")
+        clean[name] = value
+    return clean

@@ -1,0 +1,375 @@
+"""The `/ws` gateway: auth, subscribe with snapshot or resume, calls, ping.
+
+Each connection has a bounded send queue drained by its own writer task: a client that
+stops reading fills its queue and is disconnected with a reason, while every other
+connection keeps going. Frames in are size-checked, rate-limited and validated; a bad
+frame gets an error reply and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from server.auth import Identity, verify
+from server.errors import ApiError
+from storage.live import missed
+
+if TYPE_CHECKING:
+    from server.app import Server
+
+log = logging.getLogger("fission.ws")
+
+AUTH_TIMEOUT = 10.0
+MAX_TOPICS = 100
+MAX_CALLS_IN_FLIGHT = 64
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_SLOW = 4008
+CLOSE_POLICY = 1008
+CLOSE_RESTART = 1012
+
+
+@dataclass
+class _Sub:
+    last: int = 0
+    syncing: bool = True
+    buffer: list[tuple[int, str]] = field(default_factory=list)
+
+
+class _Bucket:
+    """Token bucket: `rate` frames a second, up to `burst` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def _frame(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def _error(ref: Any, code: str, message: str) -> str:
+    return _frame({"op": "reply", "ref": ref, "ok": False,
+                   "error": {"code": code, "message": message}})
+
+
+class Connection:
+    """One client socket."""
+
+    def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
+        self.server = server
+        self.ws = ws
+        cfg = server.config.server
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=cfg.send_queue)
+        self.subs: dict[str, _Sub] = {}
+        self.identity: Identity | None = None
+        self.closed = False
+        self.bucket = _Bucket(cfg.frames_per_second, cfg.frame_burst)
+        self.strikes = 0
+        self.calls: set[asyncio.Task[None]] = set()
+        self.writer: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None
+
+    # --- sending -----------------------------------------------------------------------
+
+    def send(self, frame: str) -> None:
+        """Queue a frame; a full queue means the client stopped reading: disconnect it."""
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.kill(CLOSE_SLOW, "slow_consumer", "send queue full: client is not reading")
+
+    async def _write(self) -> None:
+        while True:
+            frame = await self.queue.get()
+            try:
+                await self.ws.send_str(frame)
+            finally:
+                self.queue.task_done()
+
+    def kill(self, code: int, reason: str, message: str) -> None:
+        """Disconnect with `code` and a reason, without waiting on the client."""
+        if self.closed:
+            return
+        self.closed = True
+        self.server.metrics.ws_disconnects[reason] += 1
+        self.closing = asyncio.get_running_loop().create_task(self._close(code, message))
+
+    async def _close(self, code: int, message: str) -> None:
+        if code != CLOSE_SLOW:
+            # Let the reply that explains the close reach a client that is reading.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.join(), 1.0)
+        if self.writer is not None:
+            self.writer.cancel()
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), 1.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        transport = self.ws._req.transport if self.ws._req is not None else None
+        if transport is not None and not transport.is_closing():
+            transport.abort()  # the client would not take the close frame either
+
+    # --- live events -------------------------------------------------------------------
+
+    def deliver(self, topic: str, seq: int, frame: str) -> None:
+        sub = self.subs.get(topic)
+        if sub is None:
+            return
+        if sub.syncing:
+            sub.buffer.append((seq, frame))
+        elif seq == sub.last + 1:
+            sub.last = seq
+            self.server.metrics.events_delivered += 1
+            self.send(frame)
+        elif seq > sub.last + 1:
+            # A gap (a publish we missed): catch up from history, or a snapshot.
+            sub.syncing = True
+            sub.buffer.append((seq, frame))
+            self._spawn(self._catch_up(topic, sub.last))
+
+    async def _catch_up(self, topic: str, after: int | None) -> None:
+        sub = self.subs.get(topic)
+        if sub is None:
+            return
+        try:
+            seq, snapshot = await self.server.snapshot(topic)
+            frames = None
+            if after is not None and after <= seq:
+                frames = missed(await self.server.live.history(topic), after, seq)
+            if frames is None:
+                self.send(_frame({"op": "snapshot", "topic": topic, "seq": seq,
+                                  "data": snapshot}))
+            else:
+                for item in frames:
+                    self.send(_frame(item))
+            sub.last = seq
+            while sub.buffer:
+                pending = sorted(sub.buffer)
+                sub.buffer.clear()
+                for event_seq, frame in pending:
+                    if event_seq == sub.last + 1:
+                        sub.last = event_seq
+                        self.send(frame)
+                    elif event_seq > sub.last + 1:
+                        # Still a hole: take it again from the top.
+                        await self._catch_up_more(topic, sub)
+                        break
+            sub.syncing = False
+        except ApiError as exc:
+            self.subs.pop(topic, None)
+            self.server.hub.remove(topic, self)
+            self.send(_error(None, exc.code, f"{topic}: {exc.message}"))
+
+    async def _catch_up_more(self, topic: str, sub: _Sub) -> None:
+        frames = missed(await self.server.live.history(topic), sub.last, None)
+        if frames is None or not frames:
+            seq, snapshot = await self.server.snapshot(topic)
+            self.send(_frame({"op": "snapshot", "topic": topic, "seq": seq, "data": snapshot}))
+            sub.last = seq
+        else:
+            for item in frames:
+                self.send(_frame(item))
+            sub.last = frames[-1]["seq"]
+
+    # --- receiving ---------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
+
+    async def run(self, token: str | None) -> None:
+        self.writer = asyncio.get_running_loop().create_task(self._write())
+        if token is not None:
+            try:
+                self.identity = verify(self.server.config.auth.secret, token)
+            except ApiError as exc:
+                self.send(_error(None, exc.code, exc.message))
+                self.kill(CLOSE_UNAUTHORIZED, "unauthorized", exc.message)
+                return
+        deadline = time.monotonic() + AUTH_TIMEOUT
+        while not self.closed:
+            timeout = None if self.identity else max(0.0, deadline - time.monotonic())
+            try:
+                msg = await self.ws.receive(timeout=timeout)
+            except TimeoutError:
+                self.kill(CLOSE_UNAUTHORIZED, "unauthorized", "no auth frame in time")
+                return
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
+            if msg.type == WSMsgType.ERROR:
+                self.kill(CLOSE_POLICY, "protocol_error", "protocol error")
+                return
+            self.server.metrics.ws_frames["in"] += 1
+            if not self.bucket.take():
+                self.strikes += 1
+                self.send(_error(None, "rate_limited", "too many frames; slow down"))
+                if self.strikes > 2 * self.bucket.burst:
+                    self.kill(CLOSE_POLICY, "rate_limited", "rate limit exceeded repeatedly")
+                continue
+            if msg.type != WSMsgType.TEXT:
+                self.send(_error(None, "invalid_request", "frames must be JSON text"))
+                continue
+            self.handle(msg.data)
+
+    def handle(self, text: str) -> None:
+        """One text frame: validate and dispatch; every failure is an error reply."""
+        limit = self.server.config.server.max_frame_bytes
+        if len(text) > limit:
+            self.send(_error(None, "invalid_request", f"frame larger than {limit} bytes"))
+            return
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            self.send(_error(None, "invalid_request", "frame is not valid JSON"))
+            return
+        if not isinstance(frame, dict):
+            self.send(_error(None, "invalid_request", "frame must be a JSON object"))
+            return
+        op = frame.get("op")
+        ref = frame.get("ref")
+        if ref is not None and (not isinstance(ref, str) or not 0 < len(ref) <= 128):
+            self.send(_error(None, "invalid_request", "ref must be a string of 1-128 chars"))
+            return
+        if op == "ping":
+            self.send('{"op":"pong"}')
+        elif op == "auth":
+            self._auth(frame, ref)
+        elif self.identity is None:
+            self.send(_error(ref, "unauthorized", "send {\"op\": \"auth\"} first"))
+        elif op == "subscribe":
+            self._subscribe(frame, ref)
+        elif op == "unsubscribe":
+            topic = frame.get("topic")
+            if not isinstance(topic, str):
+                self.send(_error(ref, "invalid_request", "topic must be a string"))
+                return
+            self.subs.pop(topic, None)
+            self.server.hub.remove(topic, self)
+        elif op == "call":
+            self._call(frame, ref)
+        else:
+            self.send(_error(ref, "invalid_request", f"unknown op {op!r}"))
+
+    def _auth(self, frame: dict[str, Any], ref: Any) -> None:
+        token = frame.get("token")
+        try:
+            identity = verify(self.server.config.auth.secret,
+                              token if isinstance(token, str) else "")
+        except ApiError as exc:
+            self.send(_error(ref, exc.code, exc.message))
+            return
+        if self.identity is not None and identity.user != self.identity.user:
+            self.send(_error(ref, "forbidden", "a connection cannot change its user"))
+            return
+        self.identity = identity
+        self.send(_frame({"op": "reply", "ref": ref, "ok": True,
+                          "result": {"user": identity.user, "role": identity.role}}))
+
+    def _subscribe(self, frame: dict[str, Any], ref: Any) -> None:
+        assert self.identity is not None
+        topic, after = frame.get("topic"), frame.get("after")
+        if not isinstance(topic, str) or not 0 < len(topic) <= 200:
+            self.send(_error(ref, "invalid_request", "topic must be a string of 1-200 chars"))
+            return
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int)
+                                  or after < 0):
+            self.send(_error(ref, "invalid_request", "after must be a non-negative integer"))
+            return
+        try:
+            self.server.authorize_topic(self.identity, topic)
+        except ApiError as exc:
+            self.send(_error(ref, exc.code, exc.message))
+            return
+        if topic in self.subs:
+            self.subs.pop(topic)
+        elif len(self.subs) >= MAX_TOPICS:
+            self.send(_error(ref, "limit_reached", f"at most {MAX_TOPICS} topics per socket"))
+            return
+        self.subs[topic] = _Sub()
+        self.server.hub.add(topic, self)
+        self._spawn(self._catch_up(topic, after))
+
+    def _call(self, frame: dict[str, Any], ref: Any) -> None:
+        assert self.identity is not None
+        method, params = frame.get("method"), frame.get("params", {})
+        if ref is None:
+            self.send(_error(None, "invalid_request", "call needs a ref"))
+            return
+        if not isinstance(method, str):
+            self.send(_error(ref, "invalid_request", "method must be a string"))
+            return
+        if len(self.calls) >= MAX_CALLS_IN_FLIGHT:
+            self.send(_error(ref, "rate_limited", "too many calls in flight"))
+            return
+        self._spawn(self._run_call(ref, method, params))
+
+    async def _run_call(self, ref: str, method: str, params: Any) -> None:
+        assert self.identity is not None
+        try:
+            result = await self.server.gateway.call(self.identity, method, params, ref)
+        except ApiError as exc:
+            self.send(_error(ref, exc.code, exc.message))
+            return
+        except Exception:
+            log.exception("call %s failed", method)
+            self.send(_error(ref, "internal", "the server failed to run this call"))
+            return
+        self.send(_frame({"op": "reply", "ref": ref, "ok": True, "result": result}))
+
+    async def finish(self) -> None:
+        """Unsubscribe everything and stop background work."""
+        self.closed = True
+        for topic in list(self.subs):
+            self.server.hub.remove(topic, self)
+        self.subs.clear()
+        for task in [*self.calls, *([self.writer] if self.writer else [])]:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self.calls, return_exceptions=True)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """aiohttp handler for `/ws`."""
+    server: Server = request.app["server"]
+    if server.stopping:
+        raise web.HTTPServiceUnavailable()
+    cfg = server.config.server
+    # aiohttp itself closes (1009) on a frame above this; below it we answer in-band.
+    ws = web.WebSocketResponse(max_msg_size=4 * cfg.max_frame_bytes, heartbeat=30.0,
+                               compress=False)
+    await ws.prepare(request)
+    connection = Connection(server, ws)
+    server.connections.add(connection)
+    server.metrics.ws_open += 1
+    try:
+        await connection.run(request.query.get("token"))
+        if connection.closing is not None:
+            await connection.closing
+    finally:
+        server.metrics.ws_open -= 1
+        server.connections.discard(connection)
+        await connection.finish()
+        if not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
+    return ws

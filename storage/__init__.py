@@ -1,0 +1,1 @@
+"""Persistence and the outside world: config, Postgres, Redis, embedded services."""

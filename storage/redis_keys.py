@@ -1,0 +1,26 @@
+"""Every Redis key and channel name Fission uses, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "fission"
+EVENT_CHANNEL_PATTERN = f"{PREFIX}:ev:*"
+
+
+def history(topic: str) -> str:
+    """List of a topic's recent event frames (JSON), oldest first."""
+    return f"{PREFIX}:hist:{topic}"
+
+
+def seq(topic: str) -> str:
+    """Last seq published on a topic."""
+    return f"{PREFIX}:seq:{topic}"
+
+
+def channel(topic: str) -> str:
+    """Pub/sub channel carrying a topic's live events to every gateway."""
+    return f"{PREFIX}:ev:{topic}"
+
+
+def topic_of_channel(name: str) -> str:
+    """The topic a channel name carries."""
+    return name[len(PREFIX) + 4 :]
