@@ -163,17 +163,24 @@ class GroupBuyShard:
     async def stop(self) -> None:
         """Finish the pending commit and publishes, then close connections."""
         if self._failed is None and self._tasks:
-            # A marker answered after everything queued before it has committed.
-            marker: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-            self._pending.answers.append((marker, {"ok": True}))
-            self._has_pending.set()
-            await marker
+            await self.flush()
             await self._publish_queue.join()
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
+            return  # never started, or stopped already
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._pool.close()
         await self._redis.aclose()
+
+    async def flush(self) -> None:
+        """Return once everything applied so far is committed."""
+        # A marker answered by the committer after everything queued before it.
+        marker: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.answers.append((marker, {"ok": True}))
+        self._has_pending.set()
+        await marker
 
     # --- commands ---------------------------------------------------------------------
 
@@ -347,12 +354,28 @@ class GroupBuyShard:
                     pass
                 self._deadline_changed.clear()
                 continue
-            now = self._clock()
-            while self._deadlines and self._deadlines[0][0] <= now:
-                _, campaign_id, group_id = heapq.heappop(self._deadlines)
-                campaign = self._campaigns.get(campaign_id)
-                if campaign is not None:
-                    self._apply(campaign, gb.ExpireGroup(group=group_id))
+            self._expire_due()
+
+    def _expire_due(self) -> int:
+        now = self._clock()
+        count = 0
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, campaign_id, group_id = heapq.heappop(self._deadlines)
+            campaign = self._campaigns.get(campaign_id)
+            # Deadlines of groups that completed meanwhile are dropped here, lazily.
+            if campaign is not None and self._apply(campaign, gb.ExpireGroup(group_id))["result"]:
+                count += 1
+        return count
+
+    async def expire_due(self) -> int:
+        """Close every open group whose deadline has passed, durably; how many closed.
+
+        The timer task does this on its own; callers with their own clock use it directly.
+        """
+        await self._ready.wait()
+        count = self._expire_due()
+        await self.flush()
+        return count
 
     # --- introspection --------------------------------------------------------------------
 

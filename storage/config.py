@@ -186,7 +186,8 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
     server = _server(_Section(source, "server", root.get("server", dict, {})))
     auth_s = _Section(source, "auth", root.get("auth", dict, {}))
     secret = auth_s.get("secret", str)
-    auth_s.check("secret", len(secret) >= 32, "must be at least 32 characters (HS256 wants a 256-bit key)")
+    auth_s.check("secret", len(secret) >= 32,
+                 "must be at least 32 characters (HS256 wants a 256-bit key)")
     auth_s.done()
     storage_s = _Section(source, "storage", root.get("storage", dict, {}))
     storage = StorageConfig(
@@ -273,8 +274,8 @@ def _campaign(s: _Section) -> GroupBuyCampaign:
     size = s.get("group_size", int)
     s.check("group_size", 2 <= size <= 50, "must be from 2 to 50")
     time_limit = s.get("time_limit_seconds", int)
-    s.check("time_limit_seconds", 60 <= time_limit <= 30 * 86400,
-            "must be from 60 seconds to 30 days")
+    s.check("time_limit_seconds", 1 <= time_limit <= 30 * 86400,
+            "must be from 1 second to 30 days")
     stock = s.get("stock", int)
     s.check("stock", stock >= 0, "must not be negative")
     led = s.get("max_groups_led", int, 1)

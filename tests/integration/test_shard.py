@@ -1,0 +1,212 @@
+"""The group-buy owner against real Postgres and Redis (no Ray: the plain asyncio owner)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from actors.groupbuy_shard import GroupBuyShard, group_topic
+from storage.config import Config, parse
+from storage.live import Live
+from tests.support import configs
+from tests.support.services import Services
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_900_000_000_000  # a fixed "now" inside the test campaigns, epoch ms
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def make_config(svc: Services, *campaigns: dict[str, Any]) -> Config:
+    doc = configs.document(list(campaigns), shards=1, database_url=svc.database_url,
+                           redis_url=svc.redis_url)
+    return parse(doc, {}, "test")
+
+
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+async def shard_factory(clean: Services) -> AsyncIterator[Factory]:
+    started: list[GroupBuyShard] = []
+
+    async def start(config: Config, clock: Clock) -> GroupBuyShard:
+        shard = GroupBuyShard(config, clean.database_url, clean.redis_url, 0, clock=clock)
+        await shard.start()
+        started.append(shard)
+        return shard
+
+    yield start
+    for shard in started:
+        await shard.stop()
+
+
+def cmd(method: str, user: str, campaign: str = "c1", group: str | None = None,
+        key: str | None = None) -> dict[str, Any]:
+    return {"method": f"groupbuy.{method}", "campaign": campaign, "user": user,
+            "group": group, "key": key}
+
+
+async def test_answers_only_what_is_committed(clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, configs.campaign("c1", size=3, stock=10))
+    shard = await shard_factory(config, Clock())
+    [opened] = await shard.submit([cmd("open", "alice", key="k1")])
+    assert opened["ok"], opened
+    group = opened["result"]["group"]
+    # The answer exists only after its batch committed: Postgres already has it all.
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        row = await conn.fetchrow("SELECT status, members, version FROM groups WHERE id = $1",
+                                  group["id"])
+        events = await conn.fetchval("SELECT count(*) FROM events WHERE stream = 'groupbuy:c1'")
+        stored = await conn.fetchval("SELECT count(*) FROM command_results")
+    finally:
+        await conn.close()
+    assert (row["status"], list(row["members"]), row["version"]) == ("open", ["alice"], 1)
+    assert events == 1 and stored == 1
+
+
+async def test_group_commit_batches_concurrent_commands(clean: Services,
+                                                        shard_factory: Factory) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=1000, led=1))
+    shard = await shard_factory(config, Clock())
+    answers = await asyncio.gather(
+        *(shard.submit([cmd("open", f"u{i}")]) for i in range(200)))
+    assert all(a[0]["ok"] for a in answers)
+    stats = shard.stats()
+    # 200 commands arrived together: far fewer transactions than commands.
+    assert stats["batch_sum"] == 200
+    assert stats["batch_observations"] < 50
+
+
+async def test_idempotent_key_returns_first_answer_even_after_restart(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, configs.campaign("c1", size=3, stock=10, led=5))
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    first, again = await asyncio.gather(shard.submit([cmd("open", "alice", key="same")]),
+                                        shard.submit([cmd("open", "alice", key="same")]))
+    assert first == again
+    await shard.stop()
+    reborn = await shard_factory(config, clock)
+    [third] = await reborn.submit([cmd("open", "alice", key="same")])
+    assert third == first[0]
+    summary = await reborn.ready()
+    assert summary["campaigns"]["c1"]["groups"] == 1
+    # A refusal is an answer too: repeated, it stays the same refusal.
+    [refused] = await reborn.submit([cmd("join", "bob", group="nope", key="j")])
+    [repeat] = await reborn.submit([cmd("join", "bob", group="nope", key="j")])
+    assert refused == repeat and refused["error"]["code"] == "not_found"
+
+
+async def test_restart_rebuilds_state_and_original_deadlines(clean: Services,
+                                                             shard_factory: Factory) -> None:
+    config = make_config(clean, configs.campaign("c1", size=3, stock=50, led=1, joined=1,
+                                                 time_limit=600))
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    [a] = await shard.submit([cmd("open", "alice")])
+    gid = a["result"]["group"]["id"]
+    await shard.submit([cmd("join", "bob", group=gid)])
+    before = shard.group("c1", gid)
+    await shard.stop()
+    clock.now += 120_000  # restart two minutes later: the deadline must not move
+    reborn = await shard_factory(config, clock)
+    await reborn.ready()
+    assert reborn.group("c1", gid) == before
+    summary = await reborn.ready()
+    assert summary["campaigns"]["c1"]["stock_left"] == 48
+    assert summary["deadlines"] == 1
+    # And the re-armed deadline fires at the original time, not later.
+    clock.now = T0 + 600_000
+    assert await reborn.expire_due() == 1
+    assert reborn.group("c1", gid)["status"] == "failed"
+
+
+async def test_expiry_refunds_and_pipeline_is_exactly_once(clean: Services,
+                                                           shard_factory: Factory) -> None:
+    from actors.pipeline_worker import PipelineWorker
+
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, led=2, joined=2,
+                                                 time_limit=60))
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    [done] = await shard.submit([cmd("open", "alice")])
+    [fails] = await shard.submit([cmd("open", "carol")])
+    await shard.submit([cmd("join", "bob", group=done["result"]["group"]["id"])])
+    await shard.submit([cmd("join", "dave", group=fails["result"]["group"]["id"])])
+    [lonely] = await shard.submit([cmd("open", "erin")])
+    clock.now += 61_000
+    assert await shard.expire_due() == 1  # only erin's group was still open
+    worker = PipelineWorker(config, clean.database_url)
+    await worker.start()
+    try:
+        while await worker.drain_once():
+            pass
+        conn = await asyncpg.connect(clean.database_url)
+        try:
+            async def counts() -> tuple[Any, ...]:
+                return (
+                    await conn.fetchval("SELECT count(*) FROM orders"),
+                    await conn.fetchval("SELECT count(*) FROM payments WHERE kind='payment'"),
+                    await conn.fetchval("SELECT count(*) FROM payments WHERE kind='refund'"),
+                    await conn.fetchval("SELECT coalesce(sum(amount), 0) FROM orders"),
+                )
+            first = await counts()
+            # Two completed groups of two: four paid orders; erin's failed group: a refund.
+            assert first == (4, 4, 1, 4 * 6000)
+            refunded = await conn.fetchval("SELECT user_id FROM payments WHERE kind='refund'")
+            assert refunded == "erin"
+            # Replay the whole outbox: nothing is created twice.
+            await conn.execute("UPDATE outbox SET processed_at = NULL")
+            while await worker.drain_once():
+                pass
+            assert await counts() == first
+        finally:
+            await conn.close()
+    finally:
+        await worker.stop()
+    assert lonely["ok"]
+
+
+async def test_live_events_are_numbered_per_group(clean: Services,
+                                                  shard_factory: Factory) -> None:
+    config = make_config(clean, configs.campaign("c1", size=3, stock=10, joined=1))
+    shard = await shard_factory(config, Clock())
+    [a] = await shard.submit([cmd("open", "alice")])
+    gid = a["result"]["group"]["id"]
+    await shard.submit([cmd("join", "bob", group=gid)])
+    await shard.submit([cmd("join", "carol", group=gid)])
+    await shard.stop()  # drains publishing
+    client = aioredis.from_url(clean.redis_url)
+    try:
+        history = await Live(client, 100, 60).history(group_topic("c1", gid))
+    finally:
+        await client.aclose()
+    assert [f["seq"] for f in history] == [1, 2, 3, 4, 5]
+    assert [f["data"]["type"] for f in history] == [
+        "group_opened", "member_joined", "member_joined", "group_completed", "deal_completed"]
+    assert history[-1]["data"]["group"]["members"] == ["alice", "bob", "carol"]
+
+
+async def test_uses_configured_services_when_given(clean: Services) -> None:
+    # CI's second pass sets these; then the tests above ran against those servers.
+    if os.environ.get("FISSION_DATABASE_URL"):
+        assert clean.external and clean.database_url == os.environ["FISSION_DATABASE_URL"]
+    else:
+        assert not clean.external

@@ -1,0 +1,72 @@
+"""Config documents for tests, built as data (and as TOML for server processes)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SECRET = "test-secret-0123456789abcdef0123456789"
+
+
+def campaign(cid: str, *, size: int = 5, stock: int = 1000, time_limit: int = 3600,
+             led: int = 1, joined: int = 1, ratio: float | None = None,
+             starts_at: str = "2020-01-01T00:00:00+00:00",
+             ends_at: str = "2099-01-01T00:00:00+00:00") -> dict[str, Any]:
+    """One group-buy campaign table."""
+    data: dict[str, Any] = {
+        "id": cid, "kind": "groupbuy", "title": f"Test {cid}", "starts_at": starts_at,
+        "ends_at": ends_at, "group_size": size, "time_limit_seconds": time_limit,
+        "stock": stock, "max_groups_led": led, "max_groups_joined": joined,
+        "product": {"sku": f"SKU-{cid}", "title": f"Product {cid}", "list_price": 10000,
+                    "group_price": 6000},
+    }
+    if ratio is not None:
+        data["virtual_fill_ratio"] = ratio
+    return data
+
+
+def document(campaigns: list[dict[str, Any]], *, shards: int = 2, namespace: str = "test",
+             database_url: str | None = None, redis_url: str | None = None,
+             ray_address: str | None = None, data_dir: str = ".fission",
+             server: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A whole config document."""
+    storage: dict[str, Any] = {"data_dir": data_dir}
+    if database_url:
+        storage["database_url"] = database_url
+    if redis_url:
+        storage["redis_url"] = redis_url
+    ray: dict[str, Any] = {"shards": shards, "namespace": namespace}
+    if ray_address:
+        ray["address"] = ray_address
+    return {
+        "server": server or {},
+        "auth": {"secret": SECRET},
+        "storage": storage,
+        "ray": ray,
+        "pipeline": {"poll_interval_ms": 100},
+        "campaigns": campaigns,
+    }
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def to_toml(doc: dict[str, Any]) -> str:
+    """Serialise a document of the shape `document` builds (tables, one array of tables)."""
+    lines: list[str] = []
+    for section in ("server", "auth", "storage", "ray", "pipeline"):
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_value(v)}" for k, v in doc.get(section, {}).items()]
+    for item in doc.get("campaigns", []):
+        lines.append("[[campaigns]]")
+        lines += [f"{k} = {_value(v)}" for k, v in item.items() if not isinstance(v, dict)]
+        for k, v in item.items():
+            if isinstance(v, dict):
+                lines.append(f"[campaigns.{k}]")
+                lines += [f"{kk} = {_value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
