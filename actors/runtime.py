@@ -22,10 +22,7 @@ def connect(config: Config) -> bool:
     """
     if ray.is_initialized():
         return False
-    # Bind and connect on 127.0.0.1 only; a `ray start` cluster uses token auth.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if config.ray.address:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(address=config.ray.address, namespace=config.ray.namespace,
                  log_to_driver=False, logging_level=logging.WARNING)
         return False

@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 from games.campaign import GroupBuyCampaign, iso
@@ -284,7 +285,8 @@ def _decide_expire(state: GroupBuyState, command: ExpireGroup, now: int) -> list
         return []
     ratio = state.campaign.virtual_fill_ratio
     seq = group.version + 1
-    if ratio is not None and len(group.members) >= ratio * group.size:
+    # Exact arithmetic: 0.28 * 25 is 7.000000000000001 in floats, and 7 of 25 must count.
+    if ratio is not None and len(group.members) >= _share(ratio) * group.size:
         missing = group.size - len(group.members)
         return [
             VirtualFilled(group=group.id, seq=seq, count=missing, at=now),
@@ -374,3 +376,8 @@ def group_view(campaign: str, group: Group) -> dict[str, Any]:
         "expires_at": iso(group.expires_at),
         "seq": group.version,
     }
+
+
+def _share(ratio: float) -> Fraction:
+    """A configured share as an exact fraction (config ratios have at most 3 decimals)."""
+    return Fraction(ratio).limit_denominator(1000)

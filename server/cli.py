@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -94,8 +95,22 @@ async def _serve(config: Config, host: str, port: int) -> None:
         embedded.stop()
 
 
+def ray_environment(config: Config) -> dict[str, str]:
+    """Variables Ray reads when it is imported: set before the first `import ray`.
+
+    Ray binds and connects on 127.0.0.1 only (an embedded, single-machine default), and a
+    cluster started by `ray start` requires token authentication from its drivers.
+    """
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    if config.ray.address:
+        env["RAY_AUTH_MODE"] = "token"
+    return env
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args.config)
+    for name, value in ray_environment(config).items():
+        os.environ.setdefault(name, value)
     logs.setup()
     host = args.host or config.server.host
     port = args.port or config.server.port

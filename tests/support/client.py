@@ -1,0 +1,73 @@
+"""Test clients: HTTP with tokens, and a WebSocket client that reads frames by kind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import websockets
+
+from server.auth import issue
+from tests.support.configs import SECRET
+
+
+def token(user: str, **kw: Any) -> str:
+    return issue(SECRET, user, **kw)
+
+
+def auth(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user)}"}
+
+
+async def post(session: aiohttp.ClientSession, url: str, user: str,
+               body: Any = None, key: str | None = None) -> tuple[int, dict[str, Any]]:
+    headers = auth(user)
+    if key:
+        headers["Idempotency-Key"] = key
+    async with session.post(url, json=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def get(session: aiohttp.ClientSession, url: str, user: str
+              ) -> tuple[int, dict[str, Any]]:
+    async with session.get(url, headers=auth(user)) as resp:
+        return resp.status, await resp.json()
+
+
+class WS:
+    """A socket that keeps unmatched frames so tests can wait for the one they expect."""
+
+    def __init__(self, conn: websockets.ClientConnection) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def connect(cls, url: str, user: str | None = None) -> WS:
+        target = f"{url}?token={token(user)}" if user else url
+        return cls(await websockets.connect(target, max_size=2**22))
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.conn.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.conn.recv(), timeout)
+        frame: dict[str, Any] = json.loads(raw)
+        return frame
+
+    async def until(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+        """The first frame matching `predicate` (others are discarded)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if predicate(frame):
+                    return frame
+
+    async def call(self, ref: str, method: str, params: dict[str, Any],
+                   timeout: float = 10.0) -> dict[str, Any]:
+        await self.send({"op": "call", "ref": ref, "method": method, "params": params})
+        return await self.until(lambda f: f.get("op") == "reply" and f.get("ref") == ref,
+                                timeout)
+
+    async def close(self) -> None:
+        await self.conn.close()

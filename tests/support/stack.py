@@ -1,0 +1,140 @@
+"""A real deployment for acceptance tests: a Ray head, gateway processes, shared services.
+
+The Ray head runs as `ray start --head --block` in its own process group, so the tests
+stop exactly the cluster they started (never `ray stop`, which ends every Ray process of
+the user). Gateways are real `fission serve` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.support import configs
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ray_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
+@contextmanager
+def ray_head(tmp: Path) -> Iterator[str]:
+    """Start a Ray head owned by the test session; yields its address."""
+    port = free_port()
+    # Unix socket paths must stay short: a short temp dir, not pytest's long one.
+    temp_dir = tempfile.mkdtemp(prefix="fray-", dir="/tmp")
+    log = open(tmp / "ray-head.log", "w+b")
+    proc = subprocess.Popen(
+        ["ray", "start", "--head", "--block", "--port", str(port),
+         "--node-ip-address", "127.0.0.1", "--num-cpus", "8", "--include-dashboard", "false",
+         "--disable-usage-stats", "--temp-dir", temp_dir],
+        stdout=log, stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while b"Ray runtime started" not in (tmp / "ray-head.log").read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ray head did not start:\n"
+                                   + (tmp / "ray-head.log").read_text(errors="replace"))
+            time.sleep(0.2)  # waiting for another process's start-up line
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_group(proc, 15)
+        log.close()
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM a process group, SIGKILL what is left after `grace` seconds."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+@dataclass
+class Gateway:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Stack:
+    config_path: Path
+    doc: dict[str, Any]
+    gateways: list[Gateway] = field(default_factory=list)
+    ray_address: str = ""
+
+
+def start_gateway(config_path: Path, tmp: Path, env: dict[str, str] | None = None) -> Gateway:
+    """Start `fission serve` on a free port (returns at once; see `wait_healthy`)."""
+    port = free_port()
+    log_path = tmp / f"gateway-{port}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--config", str(config_path),
+         "--port", str(port)],
+        stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+        env={**ray_env(), **(env or {})}, start_new_session=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    return Gateway(port, proc, log_path)
+
+
+async def wait_healthy(gateway: Gateway, timeout: float = 90.0) -> None:
+    """Poll /healthz until it answers 200 (the server's own readiness signal)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if gateway.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited:\n{gateway.log_text()[-4000:]}")
+            with suppress(aiohttp.ClientError):
+                async with session.get(gateway.url + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway not healthy:\n{gateway.log_text()[-4000:]}")
+            await asyncio.sleep(0.2)  # polling readiness of another process
+
+
+def write_config(tmp: Path, doc: dict[str, Any]) -> Path:
+    path = tmp / "config.toml"
+    path.write_text(configs.to_toml(doc))
+    return path

@@ -1,0 +1,538 @@
+"""Unit tests for storage/config.py: `parse` is pure, `load` only reads the file."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import tomllib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from games.campaign import GroupBuyCampaign
+from games.groupbuy import OpenGroup, apply, initial_state
+from storage.config import ENV_OVERRIDES, Config, ConfigError, load, parse
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_TOML = REPO_ROOT / "config.toml"
+SOURCE = "conf/fission-test.toml"
+CST = timezone(timedelta(hours=8))
+
+
+def good() -> dict[str, Any]:
+    """A small valid document, as tomllib would return it (fresh on every call)."""
+    return {
+        "server": {"host": "0.0.0.0", "port": 9000},
+        "auth": {"secret": "file-secret-0123456789abcdef-0123456789"},
+        "storage": {
+            "data_dir": "/var/lib/fission",
+            "database_url": "postgresql://file@db/fission",
+            "redis_url": "redis://file:6379/0",
+        },
+        "ray": {"address": "file:6380", "namespace": "file-ns", "shards": 4},
+        "pipeline": {"payment_adapter": "sandbox", "poll_interval_ms": 250, "batch_size": 100},
+        "campaigns": [
+            {
+                "id": "tea-duo",
+                "kind": "groupbuy",
+                "title": "Tea for two",
+                "starts_at": "2026-01-01T00:00:00+08:00",
+                "ends_at": "2026-02-01T00:00:00+08:00",
+                "group_size": 2,
+                "time_limit_seconds": 3600,
+                "stock": 100,
+                "max_groups_led": 3,
+                "max_groups_joined": 5,
+                "product": {
+                    "sku": "TEA-1", "title": "Tea", "list_price": 19900, "group_price": 12900,
+                },
+            },
+            {
+                "id": "fruit-five",
+                "kind": "groupbuy",
+                "title": "Fruit for five",
+                # tomllib gives an unquoted TOML offset date-time as an aware datetime.
+                "starts_at": datetime(2026, 1, 1, tzinfo=CST),
+                "ends_at": datetime(2026, 3, 1, tzinfo=UTC),
+                "group_size": 5,
+                "time_limit_seconds": 60,
+                "stock": 0,
+                "virtual_fill_ratio": 0.6,
+                "product": {
+                    "sku": "FRUIT-1", "title": "Fruit", "list_price": 8800,
+                    "group_price": 8800,
+                },
+            },
+        ],
+    }
+
+
+def test_good_document_parses() -> None:
+    config = parse(good(), {}, SOURCE)
+    assert isinstance(config, Config)
+    assert config.source == SOURCE
+    assert config.server.host == "0.0.0.0"
+    assert config.server.port == 9000
+    assert config.server.max_frame_bytes == 16_384  # defaults fill the rest
+    assert config.server.frames_per_second == 20.0
+    assert config.auth.secret == "file-secret-0123456789abcdef-0123456789"
+    assert config.storage.data_dir == "/var/lib/fission"
+    assert config.storage.database_url == "postgresql://file@db/fission"
+    assert config.storage.redis_url == "redis://file:6379/0"
+    assert config.ray.address == "file:6380"
+    assert config.ray.namespace == "file-ns"
+    assert config.ray.shards == 4
+    assert config.pipeline.poll_interval_ms == 250
+    assert config.pipeline.batch_size == 100
+
+    tea, fruit = config.groupbuys
+    assert tea.id == "tea-duo"
+    assert tea.kind == "groupbuy"
+    assert tea.starts_at == 1_767_196_800_000  # 2026-01-01T00:00:00+08:00 in epoch ms
+    assert tea.ends_at == 1_769_875_200_000
+    assert tea.time_limit_ms == 3_600_000
+    assert tea.product.group_price == 12900
+    assert tea.max_groups_led == 3
+    assert tea.max_groups_joined == 5
+    assert tea.virtual_fill_ratio is None
+    assert fruit.starts_at == tea.starts_at  # datetime and string forms agree
+    assert fruit.ends_at == int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
+    assert fruit.max_groups_led == 1  # defaults
+    assert fruit.max_groups_joined == 1
+    assert fruit.virtual_fill_ratio == 0.6
+    assert fruit.stock == 0
+    assert config.campaign("fruit-five") is fruit
+    assert config.campaign("nope") is None
+
+
+def test_minimal_document_uses_defaults() -> None:
+    config = parse({"auth": {"secret": "x" * 40}}, {}, SOURCE)
+    assert config.groupbuys == ()
+    assert config.server.port == 8080
+    assert config.storage.data_dir == ".fission"
+    assert config.storage.database_url is None
+    assert config.storage.redis_url is None
+    assert config.ray.address is None
+    assert config.ray.shards == 2
+    assert config.pipeline.payment_adapter == "sandbox"
+
+
+def test_parse_does_not_mutate_its_input() -> None:
+    data = good()
+    before = copy.deepcopy(data)
+    parse(data, {"FISSION_PORT": "1234", "FISSION_AUTH_SECRET": "y" * 40}, SOURCE)
+    assert data == before
+
+
+def test_parse_from_toml_text() -> None:
+    text = """
+[auth]
+secret = "0123456789abcdef0123456789abcdef-toml"
+
+[[campaigns]]
+id = "c1"
+kind = "groupbuy"
+title = "T"
+starts_at = 2026-01-01T00:00:00+08:00
+ends_at = "2026-01-02T00:00:00Z"
+group_size = 3
+time_limit_seconds = 600
+stock = 5
+virtual_fill_ratio = 1
+[campaigns.product]
+sku = "S"
+title = "P"
+list_price = 100
+group_price = 90
+"""
+    config = parse(tomllib.loads(text), {}, SOURCE)
+    (campaign,) = config.groupbuys
+    assert campaign.starts_at == 1_767_196_800_000
+    assert campaign.ends_at == 1_767_312_000_000
+    assert campaign.virtual_fill_ratio == 1.0
+    assert isinstance(campaign.virtual_fill_ratio, float)
+
+
+# --- the shipped config.toml ----------------------------------------------------------------
+
+
+def test_repo_config_toml_loads() -> None:
+    config = load(CONFIG_TOML, env={})
+    assert config.source == str(CONFIG_TOML)
+    groupbuys = [c for c in config.groupbuys if c.kind == "groupbuy"]
+    assert len(groupbuys) >= 2
+    assert len({c.id for c in groupbuys}) == len(groupbuys)
+    for campaign in groupbuys:
+        assert isinstance(campaign, GroupBuyCampaign)
+        assert campaign.ends_at > campaign.starts_at
+        assert 2 <= campaign.group_size
+        assert 0 < campaign.product.group_price <= campaign.product.list_price
+        # Each configured campaign is playable by the reducer.
+        state, events = apply(initial_state(campaign), OpenGroup("u"), campaign.starts_at,
+                              random.Random(0))
+        if campaign.stock > 0:
+            assert events and state.stock_left == campaign.stock - 1
+
+
+def test_repo_config_load_with_relative_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    config = load("config.toml", env={})
+    assert config.source == "config.toml"
+    assert len(config.groupbuys) >= 2
+
+
+def test_load_with_explicit_env_ignores_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FISSION_PORT", "4321")
+    monkeypatch.setenv("FISSION_SHARDS", "not-a-number")
+    # With env={} neither the port nor the bad shard count in os.environ is seen.
+    assert load(CONFIG_TOML, env={}).server.port != 4321
+    monkeypatch.setenv("FISSION_SHARDS", "3")
+    config = load(CONFIG_TOML)  # env=None reads the process environment
+    assert config.server.port == 4321
+    assert config.ray.shards == 3
+
+
+def test_load_missing_file_names_it() -> None:
+    missing = REPO_ROOT / "tests" / "unit" / "no-such-config.toml"
+    with pytest.raises(ConfigError) as info:
+        load(missing, env={})
+    assert info.value.source == str(missing)
+    assert info.value.key == "-"
+    assert str(missing) in str(info.value)
+
+
+# --- bad configs ----------------------------------------------------------------------------
+
+Mutation = Callable[[dict[str, Any]], object]
+
+
+def camp(i: int, **changes: Any) -> Mutation:
+    return lambda d: d["campaigns"][i].update(changes)
+
+
+def prod(i: int, **changes: Any) -> Mutation:
+    return lambda d: d["campaigns"][i]["product"].update(changes)
+
+
+def section(name: str, **changes: Any) -> Mutation:
+    return lambda d: d[name].update(changes)
+
+
+def drop(*path: str | int) -> Mutation:
+    def mutate(d: dict[str, Any]) -> None:
+        target: Any = d
+        for part in path[:-1]:
+            target = target[part]
+        del target[path[-1]]
+
+    return mutate
+
+
+def put(key: str, value: Any) -> Mutation:
+    return lambda d: d.__setitem__(key, value)
+
+
+BAD: list[Any] = [
+    # campaign rules
+    pytest.param(camp(0, group_size=1), "campaigns[0].group_size", id="group-size-1"),
+    pytest.param(camp(0, group_size=0), "campaigns[0].group_size", id="group-size-0"),
+    pytest.param(camp(0, group_size=51), "campaigns[0].group_size", id="group-size-51"),
+    pytest.param(camp(1, group_size=1), "campaigns[1].group_size", id="second-campaign"),
+    pytest.param(prod(0, group_price=19901), "campaigns[0].product.group_price",
+                 id="price-above-list"),
+    pytest.param(prod(0, group_price=0), "campaigns[0].product.group_price", id="price-0"),
+    pytest.param(prod(0, group_price=-1), "campaigns[0].product.group_price",
+                 id="price-negative"),
+    pytest.param(prod(0, list_price=0), "campaigns[0].product.list_price", id="list-price-0"),
+    pytest.param(prod(0, group_price="129.00"), "campaigns[0].product.group_price",
+                 id="price-string"),
+    pytest.param(prod(0, group_price=129.0), "campaigns[0].product.group_price",
+                 id="price-float"),
+    pytest.param(prod(0, colour="red"), "campaigns[0].product.colour", id="product-unknown"),
+    pytest.param(drop("campaigns", 0, "product", "sku"), "campaigns[0].product.sku",
+                 id="product-no-sku"),
+    pytest.param(drop("campaigns", 0, "product"), "campaigns[0].product", id="no-product"),
+    pytest.param(camp(0, product="TEA-1"), "campaigns[0].product", id="product-not-table"),
+    pytest.param(camp(0, ends_at="2025-12-31T00:00:00+08:00"), "campaigns[0].ends_at",
+                 id="end-before-start"),
+    pytest.param(camp(0, ends_at="2026-01-01T00:00:00+08:00"), "campaigns[0].ends_at",
+                 id="end-equals-start"),
+    pytest.param(camp(0, ends_at="2025-12-31T16:00:00Z"), "campaigns[0].ends_at",
+                 id="end-equals-start-other-zone"),
+    pytest.param(camp(0, starts_at="2026-01-01T00:00:00"), "campaigns[0].starts_at",
+                 id="start-no-timezone"),
+    pytest.param(camp(0, ends_at="2026-02-01T00:00:00"), "campaigns[0].ends_at",
+                 id="end-no-timezone"),
+    pytest.param(camp(0, starts_at="2026-01-01"), "campaigns[0].starts_at",
+                 id="start-date-only"),
+    pytest.param(camp(1, starts_at=datetime(2026, 1, 1)), "campaigns[1].starts_at",
+                 id="toml-local-datetime"),
+    pytest.param(camp(0, starts_at="next tuesday"), "campaigns[0].starts_at",
+                 id="start-garbage"),
+    pytest.param(camp(0, starts_at=1767196800), "campaigns[0].starts_at",
+                 id="start-number"),
+    pytest.param(camp(1, id="tea-duo"), "campaigns[1].id", id="duplicate-id"),
+    pytest.param(camp(0, id="Tea Duo"), "campaigns[0].id", id="id-bad-chars"),
+    pytest.param(camp(0, id=""), "campaigns[0].id", id="id-empty"),
+    pytest.param(camp(0, id="x" * 65), "campaigns[0].id", id="id-too-long"),
+    pytest.param(drop("campaigns", 0, "id"), "campaigns[0].id", id="id-missing"),
+    pytest.param(camp(0, kind="bargain"), "campaigns[0].kind", id="kind-unknown"),
+    pytest.param(drop("campaigns", 0, "kind"), "campaigns[0].kind", id="kind-missing"),
+    pytest.param(drop("campaigns", 0, "group_size"), "campaigns[0].group_size",
+                 id="group-size-missing"),
+    pytest.param(camp(0, colour="red"), "campaigns[0].colour", id="campaign-unknown-key"),
+    pytest.param(camp(0, stock=True), "campaigns[0].stock", id="stock-boolean"),
+    pytest.param(camp(0, stock=-1), "campaigns[0].stock", id="stock-negative"),
+    pytest.param(camp(0, stock=10.0), "campaigns[0].stock", id="stock-float"),
+    pytest.param(camp(0, stock="10"), "campaigns[0].stock", id="stock-string"),
+    pytest.param(camp(0, group_size=True), "campaigns[0].group_size", id="size-boolean"),
+    pytest.param(camp(0, time_limit_seconds=0), "campaigns[0].time_limit_seconds",
+                 id="time-limit-0"),
+    pytest.param(camp(0, time_limit_seconds=-60), "campaigns[0].time_limit_seconds",
+                 id="time-limit-negative"),
+    pytest.param(camp(0, time_limit_seconds=30 * 86400 + 1),
+                 "campaigns[0].time_limit_seconds", id="time-limit-long"),
+    pytest.param(camp(0, max_groups_led=0), "campaigns[0].max_groups_led", id="led-0"),
+    pytest.param(camp(0, max_groups_joined=0), "campaigns[0].max_groups_joined",
+                 id="joined-0"),
+    pytest.param(camp(0, virtual_fill_ratio=0), "campaigns[0].virtual_fill_ratio",
+                 id="ratio-0"),
+    pytest.param(camp(0, virtual_fill_ratio=1.5), "campaigns[0].virtual_fill_ratio",
+                 id="ratio-above-1"),
+    pytest.param(camp(0, virtual_fill_ratio=math.nan), "campaigns[0].virtual_fill_ratio",
+                 id="ratio-nan"),
+    pytest.param(camp(0, virtual_fill_ratio=True), "campaigns[0].virtual_fill_ratio",
+                 id="ratio-boolean"),
+    pytest.param(camp(0, virtual_fill_ratio="0.6"), "campaigns[0].virtual_fill_ratio",
+                 id="ratio-string"),
+    pytest.param(lambda d: d["campaigns"].__setitem__(0, "tea-duo"), "campaigns[0]",
+                 id="campaign-not-table"),
+    pytest.param(put("campaigns", {"id": "x"}), "campaigns", id="campaigns-not-array"),
+    # server
+    pytest.param(section("server", port="8080"), "server.port", id="port-string"),
+    pytest.param(section("server", port=0), "server.port", id="port-0"),
+    pytest.param(section("server", port=65536), "server.port", id="port-65536"),
+    pytest.param(section("server", port=True), "server.port", id="port-boolean"),
+    pytest.param(section("server", port=8080.0), "server.port", id="port-float"),
+    pytest.param(section("server", host=127), "server.host", id="host-number"),
+    pytest.param(section("server", colour="red"), "server.colour", id="server-unknown"),
+    pytest.param(section("server", max_frame_bytes=63), "server.max_frame_bytes",
+                 id="frame-bytes-small"),
+    pytest.param(section("server", send_queue=7), "server.send_queue", id="send-queue-small"),
+    pytest.param(section("server", frames_per_second=0), "server.frames_per_second",
+                 id="fps-0"),
+    pytest.param(section("server", frames_per_second=math.inf), "server.frames_per_second",
+                 id="fps-inf"),
+    pytest.param(section("server", frames_per_second=math.nan), "server.frames_per_second",
+                 id="fps-nan"),
+    pytest.param(put("server", "127.0.0.1:8080"), "server", id="server-not-table"),
+    # auth
+    pytest.param(drop("auth", "secret"), "auth.secret", id="secret-missing"),
+    pytest.param(drop("auth"), "auth.secret", id="auth-missing"),
+    pytest.param(section("auth", secret="short"), "auth.secret", id="secret-short"),
+    pytest.param(section("auth", secret=""), "auth.secret", id="secret-empty"),
+    pytest.param(section("auth", secret=1234567890123456789), "auth.secret",
+                 id="secret-number"),
+    pytest.param(section("auth", issuer="me"), "auth.issuer", id="auth-unknown"),
+    # storage, ray, pipeline, top level
+    pytest.param(section("storage", database_url=5432), "storage.database_url",
+                 id="database-url-number"),
+    pytest.param(section("storage", colour="red"), "storage.colour", id="storage-unknown"),
+    pytest.param(section("ray", shards=0), "ray.shards", id="shards-0"),
+    pytest.param(section("ray", shards=65), "ray.shards", id="shards-65"),
+    pytest.param(section("ray", shards="2"), "ray.shards", id="shards-string"),
+    pytest.param(section("pipeline", payment_adapter="stripe"), "pipeline.payment_adapter",
+                 id="adapter-unknown"),
+    pytest.param(section("pipeline", poll_interval_ms=9), "pipeline.poll_interval_ms",
+                 id="poll-fast"),
+    pytest.param(section("pipeline", batch_size=0), "pipeline.batch_size", id="batch-0"),
+    pytest.param(put("colour", "red"), "colour", id="top-level-unknown"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "key"), BAD)
+def test_bad_config_names_key(mutate: Mutation, key: str) -> None:
+    data = good()
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        parse(data, {}, SOURCE)
+    error = info.value
+    assert error.key == key
+    assert error.source == SOURCE
+    assert error.reason
+    assert str(error) == f"{SOURCE}: {key}: {error.reason}"
+
+
+def test_wrong_type_reasons_are_readable() -> None:
+    data = good()
+    data["server"]["port"] = "8080"
+    with pytest.raises(ConfigError) as info:
+        parse(data, {}, SOURCE)
+    assert info.value.reason == "must be an integer, not str"
+    data = good()
+    data["campaigns"][0]["stock"] = True
+    with pytest.raises(ConfigError) as info:
+        parse(data, {}, SOURCE)
+    assert "boolean" in info.value.reason
+
+
+def test_first_unknown_key_is_named() -> None:
+    data = good()
+    data["campaigns"][0]["zebra"] = 1
+    data["campaigns"][0]["colour"] = "red"
+    with pytest.raises(ConfigError) as info:
+        parse(data, {}, SOURCE)
+    assert info.value.key == "campaigns[0].colour"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("group_size", 2), ("group_size", 50), ("time_limit_seconds", 60),
+     ("time_limit_seconds", 30 * 86400), ("stock", 0), ("virtual_fill_ratio", 1.0),
+     ("virtual_fill_ratio", 0.01)],
+)
+def test_boundary_values_are_accepted(field: str, value: int | float) -> None:
+    data = good()
+    data["campaigns"][0][field] = value
+    campaign = parse(data, {}, SOURCE).groupbuys[0]
+    if field == "time_limit_seconds":
+        assert campaign.time_limit_ms == value * 1000
+    else:
+        assert getattr(campaign, field) == value
+
+
+def test_price_equal_to_list_price_is_allowed() -> None:
+    assert parse(good(), {}, SOURCE).groupbuys[1].product.group_price == 8800
+
+
+# --- environment overrides ------------------------------------------------------------------
+
+ENV = {
+    "FISSION_DATABASE_URL": "postgresql://env@db/fission",
+    "FISSION_REDIS_URL": "redis://env:6379/1",
+    "FISSION_RAY_ADDRESS": "env:6380",
+    "FISSION_RAY_NAMESPACE": "env-ns",
+    "FISSION_AUTH_SECRET": "an-env-secret-0123456789abcdef-0123456789",
+    "FISSION_DATA_DIR": "/env/data",
+    "FISSION_SHARDS": "7",
+    "FISSION_HOST": "10.0.0.1",
+    "FISSION_PORT": "9443",
+}
+
+
+def test_env_overrides_win_over_file_values() -> None:
+    config = parse(good(), ENV, SOURCE)
+    assert config.storage.database_url == "postgresql://env@db/fission"
+    assert config.storage.redis_url == "redis://env:6379/1"
+    assert config.storage.data_dir == "/env/data"
+    assert config.ray.address == "env:6380"
+    assert config.ray.namespace == "env-ns"
+    assert config.ray.shards == 7
+    assert config.auth.secret == "an-env-secret-0123456789abcdef-0123456789"
+    assert config.server.host == "10.0.0.1"
+    assert config.server.port == 9443
+    assert set(ENV) == set(ENV_OVERRIDES)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "read"),
+    [
+        ("FISSION_DATABASE_URL", "postgresql://x", lambda c: c.storage.database_url),
+        ("FISSION_REDIS_URL", "redis://x", lambda c: c.storage.redis_url),
+        ("FISSION_RAY_ADDRESS", "x:1", lambda c: c.ray.address),
+        ("FISSION_AUTH_SECRET", "s" * 40, lambda c: c.auth.secret),
+        ("FISSION_DATA_DIR", "/x", lambda c: c.storage.data_dir),
+        ("FISSION_SHARDS", "64", lambda c: c.ray.shards),
+    ],
+)
+def test_each_env_override_alone(var: str, value: str, read: Callable[[Config], Any]) -> None:
+    base = parse(good(), {}, SOURCE)
+    config = parse(good(), {var: value}, SOURCE)
+    expected: Any = int(value) if var == "FISSION_SHARDS" else value
+    assert read(base) != expected
+    assert read(config) == expected
+    # Nothing else changes.
+    assert config.groupbuys == base.groupbuys
+    assert config.pipeline == base.pipeline
+
+
+def test_env_fills_sections_missing_from_the_file() -> None:
+    data = good()
+    del data["storage"], data["ray"], data["auth"]
+    config = parse(data, {"FISSION_DATABASE_URL": "postgresql://env", "FISSION_SHARDS": "3",
+                          "FISSION_AUTH_SECRET": "e" * 40}, SOURCE)
+    assert config.storage.database_url == "postgresql://env"
+    assert config.ray.shards == 3
+    assert config.auth.secret == "e" * 40
+
+
+def test_env_ignores_unrelated_variables() -> None:
+    config = parse(good(), {"FISSION_COLOUR": "red", "PATH": "/bin"}, SOURCE)
+    assert config == parse(good(), {}, SOURCE)
+
+
+def test_empty_url_env_means_unset() -> None:
+    config = parse(good(), {"FISSION_DATABASE_URL": "", "FISSION_REDIS_URL": "",
+                            "FISSION_RAY_ADDRESS": ""}, SOURCE)
+    assert config.storage.database_url is None
+    assert config.storage.redis_url is None
+    assert config.ray.address is None
+
+
+@pytest.mark.parametrize("value", ["two", "", "2.5", "0x10"])
+def test_non_integer_shards_env_is_config_error(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(good(), {"FISSION_SHARDS": value}, SOURCE)
+    assert info.value.key == "FISSION_SHARDS"
+    assert info.value.source == SOURCE
+    assert str(info.value).startswith(f"{SOURCE}: FISSION_SHARDS: ")
+
+
+def test_non_integer_port_env_is_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(good(), {"FISSION_PORT": "http"}, SOURCE)
+    assert info.value.key == "FISSION_PORT"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"FISSION_SHARDS": "0"}, "ray.shards"),
+        ({"FISSION_SHARDS": "65"}, "ray.shards"),
+        ({"FISSION_PORT": "70000"}, "server.port"),
+        ({"FISSION_AUTH_SECRET": "short"}, "auth.secret"),
+    ],
+)
+def test_env_values_are_validated_like_file_values(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(good(), env, SOURCE)
+    assert info.value.key == key
+    assert SOURCE in str(info.value)
+
+
+def test_env_override_into_non_table_section_is_config_error() -> None:
+    data = good()
+    data["storage"] = "nope"
+    with pytest.raises(ConfigError) as info:
+        parse(data, {"FISSION_DATA_DIR": "/x"}, SOURCE)
+    assert info.value.key == "storage"
+
+
+def test_load_applies_env_overrides_to_repo_config() -> None:
+    config = load(CONFIG_TOML, env=ENV)
+    assert config.storage.database_url == ENV["FISSION_DATABASE_URL"]
+    assert config.storage.redis_url == ENV["FISSION_REDIS_URL"]
+    assert config.ray.address == ENV["FISSION_RAY_ADDRESS"]
+    assert config.auth.secret == ENV["FISSION_AUTH_SECRET"]
+    assert config.storage.data_dir == ENV["FISSION_DATA_DIR"]
+    assert config.ray.shards == 7
+    with pytest.raises(ConfigError) as info:
+        load(CONFIG_TOML, env={"FISSION_SHARDS": "many"})
+    assert str(CONFIG_TOML) in str(info.value)
+    assert info.value.key == "FISSION_SHARDS"
