@@ -105,14 +105,18 @@ class Stack:
 
 
 def start_gateway(config_path: Path, tmp: Path, env: dict[str, str] | None = None) -> Gateway:
-    """Start `fission serve` on a free port (returns at once; see `wait_healthy`)."""
+    """Start `fission serve` on a free port (returns at once; see `wait_healthy`).
+
+    `env` replaces the environment entirely when given; by default the gateway inherits
+    this process's environment plus what a Ray head's drivers need.
+    """
     port = free_port()
     log_path = tmp / f"gateway-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--config", str(config_path),
          "--port", str(port)],
         stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-        env={**ray_env(), **(env or {})}, start_new_session=True,
+        env=ray_env() if env is None else env, start_new_session=True,
         cwd=Path(__file__).resolve().parents[2],
     )
     return Gateway(port, proc, log_path)
