@@ -97,10 +97,9 @@ def _key(request: web.Request) -> str | None:
     return key
 
 
-async def _call(request: web.Request, method: str, params: dict[str, Any],
+async def _call(request: web.Request, who: Identity, method: str, params: dict[str, Any],
                 status: int = 200) -> web.Response:
     server: Server = request.app["server"]
-    who = identity(request)
     result = await server.gateway.call(who, method, params, _key(request))
     return web.json_response(result, status=status)
 
@@ -125,34 +124,37 @@ async def campaigns(request: web.Request) -> web.Response:
 
 
 async def open_group(request: web.Request) -> web.Response:
+    who = identity(request)  # who asks comes first: a stranger learns nothing of the body
     body = await _body(request)
-    return await _call(request, "groupbuy.open",
+    return await _call(request, who, "groupbuy.open",
                        _merge(body, campaign=request.match_info["campaign"]), status=201)
 
 
 async def join_group(request: web.Request) -> web.Response:
+    who = identity(request)
     body = await _body(request)
-    return await _call(request, "groupbuy.join", _merge(
+    return await _call(request, who, "groupbuy.join", _merge(
         body, campaign=request.match_info["campaign"], group=request.match_info["group"]))
 
 
 async def get_group(request: web.Request) -> web.Response:
-    return await _call(request, "groupbuy.get", {
+    return await _call(request, identity(request), "groupbuy.get", {
         "campaign": request.match_info["campaign"], "group": request.match_info["group"]})
 
 
 async def list_groups(request: web.Request) -> web.Response:
+    who = identity(request)
     params: dict[str, Any] = {"campaign": request.match_info["campaign"]}
     if "limit" in request.query:
         try:
             params["limit"] = int(request.query["limit"])
         except ValueError:
             raise ApiError("invalid_request", "limit must be an integer") from None
-    return await _call(request, "groupbuy.list_open", params)
+    return await _call(request, who, "groupbuy.list_open", params)
 
 
 async def orders(request: web.Request) -> web.Response:
-    return await _call(request, "orders.list", {})
+    return await _call(request, identity(request), "orders.list", {})
 
 
 def _merge(body: dict[str, Any], **path: str) -> dict[str, Any]:

@@ -146,7 +146,7 @@ class Connection:
             sub.buffer.append((seq, frame))
             self._spawn(self._catch_up(topic, sub.last))
 
-    async def _catch_up(self, topic: str, after: int | None) -> None:
+    async def _catch_up(self, topic: str, after: int | None, ref: Any = None) -> None:
         sub = self.subs.get(topic)
         if sub is None:
             return
@@ -175,9 +175,16 @@ class Connection:
                         break
             sub.syncing = False
         except ApiError as exc:
-            self.subs.pop(topic, None)
-            self.server.hub.remove(topic, self)
-            self.send(_error(None, exc.code, f"{topic}: {exc.message}"))
+            self._drop(topic, ref, exc.code, exc.message)
+        except Exception:
+            # Postgres or Redis did not answer: say so; the client may subscribe again.
+            log.exception("catch-up of %s failed", topic)
+            self._drop(topic, ref, "unavailable", "could not load this topic; subscribe again")
+
+    def _drop(self, topic: str, ref: Any, code: str, message: str) -> None:
+        self.subs.pop(topic, None)
+        self.server.hub.remove(topic, self)
+        self.send(_error(ref, code, f"{topic}: {message}"))
 
     async def _catch_up_more(self, topic: str, sub: _Sub) -> None:
         frames = missed(await self.server.live.history(topic), sub.last, None)
@@ -307,7 +314,7 @@ class Connection:
             return
         self.subs[topic] = _Sub()
         self.server.hub.add(topic, self)
-        self._spawn(self._catch_up(topic, after))
+        self._spawn(self._catch_up(topic, after, ref))
 
     def _call(self, frame: dict[str, Any], ref: Any) -> None:
         assert self.identity is not None
