@@ -144,17 +144,21 @@ async def get_group(request: web.Request) -> web.Response:
 
 async def list_groups(request: web.Request) -> web.Response:
     who = identity(request)
-    params: dict[str, Any] = {"campaign": request.match_info["campaign"]}
-    if "limit" in request.query:
-        try:
-            params["limit"] = int(request.query["limit"])
-        except ValueError:
-            raise ApiError("invalid_request", "limit must be an integer") from None
+    params = {"campaign": request.match_info["campaign"], **_limit(request)}
     return await _call(request, who, "groupbuy.list_open", params)
 
 
+def _limit(request: web.Request) -> dict[str, Any]:
+    if "limit" not in request.query:
+        return {}
+    try:
+        return {"limit": int(request.query["limit"])}
+    except ValueError:
+        raise ApiError("invalid_request", "limit must be an integer") from None
+
+
 async def orders(request: web.Request) -> web.Response:
-    return await _call(request, identity(request), "orders.list", {})
+    return await _call(request, identity(request), "orders.list", _limit(request))
 
 
 def _merge(body: dict[str, Any], **path: str) -> dict[str, Any]:
