@@ -85,6 +85,11 @@ class Connection:
         self.calls: set[asyncio.Task[None]] = set()
         self.writer: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None
+        # Reading pauses while this much of the send queue is taken, until it drains.
+        self.high_water = max(1, cfg.send_queue // 2)
+        self.low_water = cfg.send_queue // 4
+        self.room = asyncio.Event()
+        self.room.set()
 
     # --- sending -----------------------------------------------------------------------
 
@@ -104,6 +109,8 @@ class Connection:
                 await self.ws.send_str(frame)
             finally:
                 self.queue.task_done()
+            if self.queue.qsize() <= self.low_water:
+                self.room.set()
 
     def kill(self, code: int, reason: str, message: str) -> None:
         """Disconnect with `code` and a reason, without waiting on the client."""
@@ -235,8 +242,25 @@ class Connection:
                 continue
             if msg.type != WSMsgType.TEXT:
                 self.send(_error(None, "invalid_request", "frames must be JSON text"))
-                continue
-            self.handle(msg.data)
+            else:
+                self.handle(msg.data)
+            await self._backpressure()
+
+    async def _backpressure(self) -> None:
+        """Stop reading a client's frames while its replies pile up unsent.
+
+        Frames that arrived in one TCP read are handled without yielding, so a burst of
+        requests can queue a burst of replies before the writer runs once. Pausing here
+        lets the writer catch up, and a client that really stops reading is caught by
+        the timeout (or by the full queue, when events keep coming).
+        """
+        if self.queue.qsize() < self.high_water or self.closed:
+            return
+        self.room.clear()
+        try:
+            await asyncio.wait_for(self.room.wait(), timeout=10.0)
+        except TimeoutError:
+            self.kill(CLOSE_SLOW, "slow_consumer", "replies not read: client is not reading")
 
     def handle(self, text: str) -> None:
         """One text frame: validate and dispatch; every failure is an error reply."""
