@@ -31,8 +31,8 @@ CAMPAIGNS = [
 
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with ray_head(tmp_path_factory.mktemp("ray")) as address:
-        yield address
+    with ray_head(tmp_path_factory.mktemp("ray")) as head:
+        yield head.address
 
 
 @pytest.fixture(scope="session")

@@ -40,34 +40,46 @@ def ray_env() -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class RayHead:
+    address: str
+    pid: int  # leader of the head's process group (raylet and workers descend from it)
+
+
 @contextmanager
-def ray_head(tmp: Path) -> Iterator[str]:
-    """Start a Ray head owned by the test session; yields its address."""
+def ray_head(tmp: Path, object_store_mb: int | None = None) -> Iterator[RayHead]:
+    """Start a Ray head owned by the caller; yields its address and process."""
     port = free_port()
     # Unix socket paths must stay short: a short temp dir, not pytest's long one.
     temp_dir = tempfile.mkdtemp(prefix="fray-", dir="/tmp")
-    log = open(tmp / "ray-head.log", "w+b")
-    proc = subprocess.Popen(
-        ["ray", "start", "--head", "--block", "--port", str(port),
-         "--node-ip-address", "127.0.0.1", "--num-cpus", "8", "--include-dashboard", "false",
-         "--disable-usage-stats", "--temp-dir", temp_dir],
-        stdout=log, stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True,
-    )
+    extra = [] if object_store_mb is None else [
+        "--object-store-memory", str(object_store_mb * 1024 * 1024)]
+    log_path = tmp / "ray-head.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["ray", "start", "--head", "--block", "--port", str(port),
+             "--node-ip-address", "127.0.0.1", "--num-cpus", "8", "--include-dashboard",
+             "false", "--disable-usage-stats", "--temp-dir", temp_dir, *extra],
+            stdout=log, stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
-        while b"Ray runtime started" not in (tmp / "ray-head.log").read_bytes():
+        while b"Ray runtime started" not in log_path.read_bytes():
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("ray head did not start:\n"
-                                   + (tmp / "ray-head.log").read_text(errors="replace"))
+                                   + log_path.read_text(errors="replace")[-3000:])
             time.sleep(0.2)  # waiting for another process's start-up line
-        yield f"127.0.0.1:{port}"
+        yield RayHead(f"127.0.0.1:{port}", proc.pid)
     finally:
         stop_group(proc, 15)
-        log.close()
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM a process group, SIGKILL what is left after `grace` seconds."""
+    """SIGTERM the process group `proc` leads, SIGKILL what is left after `grace` s."""
+    if proc.poll() is not None:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # children may outlive their leader
+        return
     with suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:

@@ -1,0 +1,398 @@
+"""`python -m bench [--smoke] [--out DIR] [--profile SECONDS]`: run every scenario.
+
+Starts Postgres, Redis, a Ray head and one `fission serve`, plus the mall baseline and the
+raw echo/broadcast server; drives them from two load-generator processes; prints the
+tables, writes `results.json` and `latency.png` into the out dir. Exits non-zero when an
+invariant breaks (an over-full group, oversold stock, an ack not in Postgres) or nothing
+worked; speed is reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from bench import checks, mall_baseline, raw, report
+from bench import profile as profiler
+from bench.clients import HttpClient, fission_route, now_ms
+from bench.loadgen import Generators
+from bench.stack import (
+    FAN_CAMPAIGN,
+    FAN_SIZE,
+    SECRET,
+    STORM_CAMPAIGN,
+    STORM_SIZE,
+    Stack,
+    pg,
+    prepare_database,
+    services,
+    spawn,
+    wait_http,
+)
+from tests.support.stack import RayHead, free_port, ray_head
+
+TEAM_SIZE = STORM_SIZE + 2  # a leader, then S+1 racing for S-1 places
+GENERATORS = 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    levels: tuple[int, ...]  # teams per storm run
+    duration: float  # seconds per storm run
+    paced_fraction: float  # the paced run offers this share of the peak
+    fan_sizes: tuple[int, ...]
+    fan_groups: int  # hot groups filled per socket count
+    fan_timeout: float
+    insert_seconds: float
+    drain_timeout: float
+
+
+FULL = Plan("full", (4, 16, 64), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
+SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0)
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` spread over `parts` as evenly as possible."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform()}
+
+
+class Bench:
+    """One run: the servers, the generators, and what they measured."""
+
+    def __init__(self, stack: Stack, head: RayHead, plan: Plan, out: Path,
+                 profile_seconds: int) -> None:
+        self.stack = stack
+        self.head = head
+        self.plan = plan
+        self.out = out
+        self.profile_seconds = profile_seconds
+        self.acked = 0  # successful opens and joins Fission acknowledged
+        self.results: dict[str, Any] = {"mode": plan.mode, "machine": machine(),
+                                        "team_size": TEAM_SIZE, "storm": []}
+
+    # --- set-up ------------------------------------------------------------------------
+
+    async def start_servers(self) -> None:
+        stack = self.stack
+        conn = await pg(stack.database_url)
+        try:
+            await mall_baseline.setup(conn, STORM_CAMPAIGN, STORM_SIZE, 10_000_000)
+        finally:
+            await conn.close()
+        self.gateway = stack.start_gateway(self.head.address)
+        mall_port = free_port()
+        self.malls = []
+        for n in range(2):  # two processes on one port (SO_REUSEPORT), one per core
+            process = spawn(f"mall-{n}", ["-m", "bench.mall_baseline", "--dsn",
+                                          stack.database_url, "--secret", SECRET,
+                                          "--port", str(mall_port)], stack.tmp, mall_port)
+            stack.others.append(process)
+            self.malls.append(process)
+        self.raw = stack.start("raw", ["-m", "bench.raw"])
+        await asyncio.gather(wait_http(self.gateway, timeout=120), wait_http(self.raw),
+                             *(wait_http(m) for m in self.malls))
+
+    def urls(self, system: str) -> tuple[str, str]:
+        """(generator client kind, URL) for a system under test."""
+        return {
+            "fission_ws": ("ws", self.gateway.ws_url),
+            "fission_http": ("fission_http", self.gateway.url),
+            "mall": ("mall", self.malls[0].url),
+            "echo": ("ws", self.raw.ws_url),
+        }[system]
+
+    # --- a-c: join storm ---------------------------------------------------------------
+
+    async def storm(self, gens: Generators, system: str, teams: int, duration: float,
+                    interval: float | None = None) -> dict[str, Any]:
+        kind, url = self.urls(system)
+        prefix = f"{system.replace('_', '')}{teams}{'p' if interval else ''}"
+        await gens.each("storm_prepare", [
+            {"kind": kind, "url": url, "secret": SECRET, "campaign": STORM_CAMPAIGN,
+             "teams": n, "team_size": TEAM_SIZE, "prefix": prefix}
+            for n in split(teams, len(gens))])
+        start_at = time.time() + 0.3
+        roots = {"bench driver": os.getpid()}
+        marker = str(self.stack.tmp)
+        cpu_before = profiler.cpu_seconds(roots, marker)
+        outs = await gens.all("storm_run", start_at=start_at, duration=duration,
+                              round_interval=interval, timeout=duration + 60)
+        cpu = profiler.cpu_share(cpu_before, profiler.cpu_seconds(roots, marker),
+                                 time.time() - start_at + 0.3)
+        await gens.all("storm_close")
+        lat = report.latencies(o["latencies"] for o in outs)
+        elapsed = max(o["elapsed"] for o in outs)
+        ok = sum(o["opens"] + o["joins"] for o in outs)
+        codes: dict[str, int] = {}
+        for o in outs:
+            for code, n in o["codes"].items():
+                codes[code] = codes.get(code, 0) + n
+        if system.startswith("fission"):
+            self.acked += ok
+        return {"system": system, "teams": teams, "ops_per_s": ok / elapsed,
+                "ok": ok, "rounds": sum(o["rounds"] for o in outs), "calls": len(lat),
+                "p50_ms": report.percentile(lat, 0.50), "p99_ms": report.percentile(lat, 0.99),
+                "codes": codes, "seconds": elapsed, "since": start_at, "cpu": cpu,
+                "until": start_at + elapsed}
+
+    async def storms(self, gens: Generators) -> None:
+        plan = self.plan
+        for teams in plan.levels:
+            for system in ("fission_ws", "fission_http", "mall", "echo"):
+                result = await self.storm(gens, system, teams, plan.duration)
+                self.results["storm"].append(result)
+                print(f"  storm {system:>12} {teams:>3} teams: {result['ops_per_s']:8.0f}"
+                      f" cmds/s  p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms"
+                      f"  {result['codes']}", flush=True)
+        fission = [r for r in self.results["storm"] if r["system"] == "fission_ws"]
+        peak = max(fission, key=lambda r: r["ops_per_s"])
+        target = plan.paced_fraction * peak["ops_per_s"]
+        ops_per_round = STORM_SIZE  # one open and S-1 successful joins
+        interval = peak["teams"] * ops_per_round / max(target, 1.0)
+        paced = await self.storm(gens, "fission_ws", peak["teams"], plan.duration, interval)
+        paced.update(target_fraction=plan.paced_fraction, target_ops_per_s=target)
+        self.results["storm_paced"] = paced
+        print(f"  paced fission_ws at {target:.0f} cmds/s: {paced['ops_per_s']:.0f} cmds/s,"
+              f" p99 {paced['p99_ms']:.1f} ms", flush=True)
+
+    async def verify(self) -> None:
+        conn = await pg(self.stack.database_url)
+        try:
+            drain = await checks.wait_drained(conn, self.plan.drain_timeout)
+            self.results["invariants"] = await checks.invariants(conn, self.acked)
+            self.results["mall_invariants"] = await mall_baseline.check(conn, STORM_CAMPAIGN)
+            fission = [r for r in self.results["storm"] if r["system"] == "fission_ws"]
+            peak = max(fission, key=lambda r: r["ops_per_s"])
+            pipe = await checks.pipeline(conn, peak["since"], peak["until"])
+            pipe.update(drain_seconds=drain, teams=peak["teams"])
+            self.results["pipeline"] = pipe
+        finally:
+            await conn.close()
+
+    # --- d: fan-out ------------------------------------------------------------------------
+
+    async def fan_round(self, gens: Generators, topic: str, final_seq: int, expected: int,
+                        fire: Any) -> dict[str, Any]:
+        subs = await gens.all("fan_subscribe", topic=topic, final_seq=final_seq, timeout=120)
+        collect = asyncio.create_task(gens.all("fan_collect", timeout=self.plan.fan_timeout + 30,
+                                               wait=self.plan.fan_timeout))
+        sent = now_ms()
+        await fire()
+        outs = await collect
+        last = max((o["last"] for o in outs), default=0.0)
+        return {"events": sum(o["events"] for o in outs), "expected": expected,
+                "bytes": sum(o["bytes"] for o in outs),
+                "latencies": [o["latencies"] for o in outs],
+                "seconds": max(1e-3, (last - sent) / 1000.0) if last else 0.0,
+                "subscribe_failures": sum(s["failures"] for s in subs)}
+
+    async def fanout(self, gens: Generators, sockets: int) -> dict[str, Any]:
+        plan = self.plan
+        counts = split(sockets, len(gens))
+        gateway = psutil.Process(self.gateway.proc.pid)
+        before = gateway.memory_info().rss
+        await gens.each("fan_connect", [
+            {"url": self.gateway.ws_url, "secret": SECRET, "count": n,
+             "prefix": f"fan{sockets}"} for n in counts], timeout=180)
+        await asyncio.sleep(1.0)  # let the gateway settle its buffers
+        after = gateway.memory_info().rss
+        rounds = []
+        async with aiohttp.ClientSession() as session:
+            route = fission_route(self.gateway.url)
+            for g in range(plan.fan_groups):
+                leader = HttpClient(session, route, SECRET, f"fanlead-{sockets}-{g}", False)
+                opened = await leader.call("groupbuy.open", {"campaign": FAN_CAMPAIGN})
+                if not opened.get("ok"):
+                    raise RuntimeError(f"fan-out group did not open: {opened}")
+                self.acked += 1
+                group = opened["result"]["group"]["id"]
+                joiners = [HttpClient(session, route, SECRET, f"fan-{sockets}-{g}-{i}", False)
+                           for i in range(FAN_SIZE - 1)]
+
+                async def fire(group: str = group, joiners: list[HttpClient] = joiners) -> None:
+                    replies = await asyncio.gather(*(
+                        j.call("groupbuy.join", {"campaign": FAN_CAMPAIGN, "group": group})
+                        for j in joiners))
+                    self.acked += sum(1 for r in replies if r.get("ok"))
+
+                rounds.append(await self.fan_round(
+                    gens, f"groupbuy:{FAN_CAMPAIGN}:{group}", FAN_SIZE + 2,
+                    sockets * (FAN_SIZE + 1), fire))
+        await gens.all("fan_close")
+        fission = self._fan_summary(rounds)
+        # The same sockets and message count against the broadcast-only server.
+        pad = max(0, int(fission["frame_bytes"]) - 90)
+        await gens.each("fan_connect", [
+            {"url": self.raw.ws_url, "secret": SECRET, "count": n, "prefix": f"raw{sockets}"}
+            for n in counts], timeout=180)
+        raw_rounds = []
+        async with aiohttp.ClientSession() as session:
+            for g in range(plan.fan_groups):
+                topic = f"raw:{sockets}:{g}"
+
+                async def publish(topic: str = topic) -> None:
+                    async with session.post(self.raw.url + "/publish", json={
+                            "topic": topic, "count": FAN_SIZE + 1, "pad": pad}) as resp:
+                        await resp.read()
+
+                raw_rounds.append(await self.fan_round(gens, topic, FAN_SIZE + 1,
+                                                       sockets * (FAN_SIZE + 1), publish))
+        await gens.all("fan_close")
+        return {"sockets": sockets, "fission": fission, "raw": self._fan_summary(raw_rounds),
+                "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
+                "rss_per_conn_kb": (after - before) / sockets / 1024}
+
+    @staticmethod
+    def _fan_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+        lat = report.latencies(chunk for r in rounds for chunk in r["latencies"])
+        events = sum(r["events"] for r in rounds)
+        seconds = sum(r["seconds"] for r in rounds)
+        return {"events": events, "expected": sum(r["expected"] for r in rounds),
+                "per_s": events / seconds if seconds else 0.0, "seconds": seconds,
+                "p50_ms": report.percentile(lat, 0.50), "p99_ms": report.percentile(lat, 0.99),
+                "frame_bytes": sum(r["bytes"] for r in rounds) / events if events else 0.0,
+                "subscribe_failures": sum(r["subscribe_failures"] for r in rounds)}
+
+    # --- profile -----------------------------------------------------------------------
+
+    async def profile(self, gens: Generators) -> None:
+        pids = {"gateway": self.gateway.proc.pid}
+        for n, pid in enumerate(profiler.shard_pids(self.head.pid)):
+            pids[f"actor{n}-{pid}"] = pid
+        teams = max(self.plan.levels)
+        recording = asyncio.create_task(
+            profiler.record(pids, self.profile_seconds, self.out))
+        await asyncio.sleep(0.5)
+        await self.storm(gens, "fission_ws", teams, self.profile_seconds)
+        paths = await recording
+        text = "\n\n".join(profiler.summarize(p) for p in paths.values())
+        (self.out / "profile-summary.txt").write_text(text + "\n")
+        print(text)
+
+    # --- everything ----------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        print("starting servers ...", flush=True)
+        started = time.monotonic()
+        await self.start_servers()
+        print(f"servers ready in {time.monotonic() - started:.1f} s", flush=True)
+        gens = Generators(GENERATORS)
+        try:
+            await self.storms(gens)
+            await self.verify()
+            self.results["fanout"] = []
+            for sockets in self.plan.fan_sizes:
+                result = await self.fanout(gens, sockets)
+                self.results["fanout"].append(result)
+                print(f"  fan-out {sockets} sockets: Fission {result['fission']['per_s']:.0f}/s"
+                      f" p99 {result['fission']['p99_ms']:.0f} ms; raw"
+                      f" {result['raw']['per_s']:.0f}/s; {result['rss_per_conn_kb']:.1f} KB"
+                      " per idle socket", flush=True)
+            conn = await pg(self.stack.database_url)
+            try:
+                self.results["invariants"] = await checks.invariants(conn, self.acked)
+            finally:
+                await conn.close()
+            self.results["inserts"] = [
+                await raw.insert_rate(self.stack.database_url, self.plan.insert_seconds),
+                await raw.insert_rate(self.stack.database_url, self.plan.insert_seconds,
+                                      durable=True)]
+            if self.profile_seconds:
+                await self.profile(gens)
+        finally:
+            gens.close()
+        self.results["seconds"] = time.monotonic() - started
+        return self.results
+
+
+def failures(results: dict[str, Any]) -> list[str]:
+    """What makes the run fail: broken invariants, or a system that did nothing."""
+    found = []
+    inv = results.get("invariants", {})
+    for key in ("overfull", "oversold", "lost_acks"):
+        if inv.get(key, 1):
+            found.append(f"Fission {key} = {inv.get(key)}")
+    mall = results.get("mall_invariants", {})
+    for key in ("overfull", "oversold", "stock_mismatch"):
+        if mall.get(key, 1):
+            found.append(f"mall baseline {key} = {mall.get(key)}")
+    for r in results.get("storm", []):
+        if r["ok"] == 0:
+            found.append(f"{r['system']} at {r['teams']} teams acknowledged nothing")
+    for f in results.get("fanout", []):
+        if f["fission"]["events"] == 0:
+            found.append(f"fan-out to {f['sockets']} sockets delivered nothing")
+    return found
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny and quick: checks it works")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
+                        help="also sample the gateway and actors with py-spy for a storm")
+    args = parser.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    # SIGTERM unwinds like Ctrl-C, so every process group started here is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    tmp = Path(tempfile.mkdtemp(prefix="fbench-", dir="/tmp"))
+    print(f"bench ({plan.mode}): logs in {tmp}", flush=True)
+    with services(tmp) as (database_url, redis_url):
+        asyncio.run(prepare_database(database_url))
+        with ray_head(tmp) as head:
+            stack = Stack(tmp, database_url, redis_url)
+            try:
+                results = asyncio.run(Bench(stack, head, plan, out, args.profile).run())
+            finally:
+                stack.close()
+    shutil.rmtree(tmp / "svc", ignore_errors=True)  # embedded data; the logs stay
+    text = report.render(results)
+    json_path, png_path = report.write(results, out)
+    (out / "table.md").write_text(text + "\n")
+    print()
+    print(text)
+    print()
+    print(f"wrote {json_path} and {png_path} ({results['seconds']:.0f} s)")
+    problems = failures(results)
+    for problem in problems:
+        print(f"FAIL: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,80 @@
+"""After the load: invariants checked in Postgres, and the deal → order pipeline's pace."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from bench.stack import FAN_CAMPAIGN, STORM_CAMPAIGN
+
+
+async def invariants(conn: asyncpg.Connection, acked: int) -> dict[str, Any]:
+    """Over-full groups, stock exactness, and acknowledged commands missing from Postgres.
+
+    `acked` is the number of opens and joins clients saw acknowledged as successful over
+    the whole run; each one must be an event in Postgres (an ack is a promise).
+    """
+    overfull = await conn.fetchval(
+        "SELECT count(*) FROM groups WHERE cardinality(members) > size")
+    mismatch, taken_total = 0, 0
+    for campaign in (STORM_CAMPAIGN, FAN_CAMPAIGN):
+        members = await conn.fetchval(
+            "SELECT coalesce(sum(cardinality(members)), 0) FROM groups"
+            " WHERE campaign = $1 AND status <> 'failed'", campaign)
+        taken = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE stream = $1"
+            " AND type IN ('group_opened', 'member_joined')", f"groupbuy:{campaign}")
+        mismatch += abs(int(members) - int(taken))
+        taken_total += int(taken)
+    return {"overfull": int(overfull), "oversold": mismatch,
+            "committed": taken_total, "acked": acked,
+            "lost_acks": max(0, acked - taken_total)}
+
+
+async def wait_drained(conn: asyncpg.Connection, timeout: float) -> float:
+    """Poll until the outbox has nothing unprocessed; seconds waited (bounded)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if not await conn.fetchval("SELECT count(*) FROM outbox WHERE processed_at IS NULL"):
+            break
+        await asyncio.sleep(0.25)  # the pipeline actor works in another process
+    return time.monotonic() - started
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def pipeline(conn: asyncpg.Connection, since: float, until: float,
+                   campaign: str = STORM_CAMPAIGN) -> dict[str, Any]:
+    """Deals committed in [since, until] (epoch s) turned into orders: rates and lag.
+
+    Lag is the order row's `created_at` minus the deal's outbox `created_at`; both are
+    Postgres `now()`, the start of the writing transaction, on the same clock.
+    """
+    window = (datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(until, UTC))
+    rows = await conn.fetch(
+        """
+        SELECT ob.created_at AS dealt, max(o.created_at) AS ordered, count(o.id) AS orders
+        FROM outbox ob
+        LEFT JOIN orders o
+          ON o.campaign = ob.data->>'campaign' AND o.group_id = ob.data->>'group'
+        WHERE ob.type = 'deal_completed' AND ob.data->>'campaign' = $1
+          AND ob.created_at BETWEEN $2 AND $3
+        GROUP BY ob.id, ob.created_at
+        """, campaign, *window)
+    orders = sum(int(r["orders"]) for r in rows)
+    lags = [(r["ordered"] - r["dealt"]).total_seconds() * 1000 for r in rows if r["orders"]]
+    seconds = max(1e-9, until - since)
+    return {"deals": len(rows), "deals_without_orders": sum(1 for r in rows if not r["orders"]),
+            "orders": int(orders), "seconds": seconds,
+            "deals_per_s": len(rows) / seconds, "orders_per_s": int(orders) / seconds,
+            "lag_p50_ms": _pct(lags, 0.50), "lag_p99_ms": _pct(lags, 0.99),
+            "lag_max_ms": max(lags) if lags else float("nan")}

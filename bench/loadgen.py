@@ -1,0 +1,305 @@
+"""Load-generator processes: teams racing to join groups, and fan-out subscribers.
+
+Each generator is a separate process (multiprocessing, spawn) running one asyncio loop;
+the driver sends it commands over a pipe and gets plain data back. Only public contract
+traffic leaves a generator: HTTP and /ws with JWTs, to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import traceback
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+
+from bench.clients import HttpClient, WsClient, fission_route, mall_route, now_ms
+
+CONNECT_CHUNK = 100  # sockets opened at once
+MAX_ROUNDS = 10_000_000  # a bound on any team loop besides its deadline
+
+
+@dataclass
+class StormStats:
+    """What one generator saw during a join storm."""
+
+    opens: int = 0
+    joins: int = 0
+    rounds: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+
+    def record(self, reply: dict[str, Any], started: float, method: str) -> None:
+        self.latencies.append((time.perf_counter() - started) * 1000.0)
+        if reply.get("ok"):
+            if method == "groupbuy.open":
+                self.opens += 1
+            else:
+                self.joins += 1
+        else:
+            self.codes[str((reply.get("error") or {}).get("code", "unknown"))] += 1
+
+
+class Generator:
+    """The state of one load-generator process between driver commands."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.session: aiohttp.ClientSession | None = None
+        self.teams: list[list[Any]] = []
+        self.campaign = ""
+        self.fans: list[WsClient] = []
+        self.fan_topic = ""
+        self.fan_final = 0
+        self.fan_done = 0
+        self.fan_latencies: array[float] = array("d")
+        self.fan_events = 0
+        self.fan_bytes = 0
+        self.fan_first = 0.0
+        self.fan_last = 0.0
+        self.fan_all_done = asyncio.Event()
+
+    async def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=False))
+        return self.session
+
+    # --- join storm ---------------------------------------------------------------------
+
+    async def storm_prepare(self, kind: str, url: str, secret: str, campaign: str,
+                            teams: int, team_size: int, prefix: str) -> int:
+        """Open `teams` teams of `team_size` clients; kind is ws, fission_http or mall."""
+        session = await self._session()
+        self.campaign = campaign
+        self.teams = []
+        users = [[f"{prefix}-g{self.index}-t{t}-u{u}" for u in range(team_size)]
+                 for t in range(teams)]
+        if kind == "ws":
+            flat = [user for team in users for user in team]
+            clients: list[Any] = []
+            for start in range(0, len(flat), CONNECT_CHUNK):
+                chunk = flat[start:start + CONNECT_CHUNK]
+                clients += await asyncio.gather(
+                    *(WsClient.connect(session, url, secret, user) for user in chunk))
+            self.teams = [clients[t * team_size:(t + 1) * team_size] for t in range(teams)]
+        else:
+            route = fission_route(url) if kind == "fission_http" else mall_route(url)
+            self.teams = [[HttpClient(session, route, secret, user, kind == "mall")
+                           for user in team] for team in users]
+        return sum(len(team) for team in self.teams)
+
+    async def storm_run(self, start_at: float, duration: float,
+                        round_interval: float | None) -> dict[str, Any]:
+        """Every team loops open → race of joins until `duration` after `start_at`.
+
+        `round_interval` paces each team to one round per that many seconds (an open
+        loop at a chosen rate); None runs the teams flat out (a closed loop).
+        """
+        await asyncio.sleep(max(0.0, start_at - time.time()))  # the shared start line
+        stats = StormStats()
+        began = time.perf_counter()
+        deadline = time.monotonic() + duration
+        await asyncio.gather(*(self._team(team, deadline, stats, round_interval)
+                               for team in self.teams))
+        return {"opens": stats.opens, "joins": stats.joins, "rounds": stats.rounds,
+                "codes": dict(stats.codes), "latencies": stats.latencies.tobytes(),
+                "elapsed": time.perf_counter() - began}
+
+    async def _team(self, team: list[Any], deadline: float, stats: StormStats,
+                    interval: float | None) -> None:
+        leader, joiners = team[0], team[1:]
+        campaign = self.campaign
+        next_round = time.monotonic() + (random.random() * interval if interval else 0.0)
+        for _ in range(MAX_ROUNDS):
+            if interval:
+                await asyncio.sleep(max(0.0, next_round - time.monotonic()))  # pacing
+                next_round = max(next_round + interval, time.monotonic())
+            if time.monotonic() >= deadline:
+                return
+            started = time.perf_counter()
+            reply = await leader.call("groupbuy.open", {"campaign": campaign})
+            stats.record(reply, started, "groupbuy.open")
+            if not reply.get("ok"):
+                await asyncio.sleep(0.05)  # back off after a refusal
+                continue
+            group = reply["result"]["group"]["id"]
+            await asyncio.gather(*(self._join(j, campaign, group, stats) for j in joiners))
+            stats.rounds += 1
+
+    @staticmethod
+    async def _join(client: Any, campaign: str, group: str, stats: StormStats) -> None:
+        started = time.perf_counter()
+        reply = await client.call("groupbuy.join", {"campaign": campaign, "group": group})
+        stats.record(reply, started, "groupbuy.join")
+
+    async def storm_close(self) -> int:
+        closed = 0
+        for team in self.teams:
+            for client in team:
+                await client.close()
+                closed += 1
+        self.teams = []
+        return closed
+
+    # --- fan-out ------------------------------------------------------------------------
+
+    async def fan_connect(self, url: str, secret: str, count: int, prefix: str) -> int:
+        """Open `count` authenticated sockets, each proven live by a ping/pong."""
+        session = await self._session()
+        for start in range(0, count, CONNECT_CHUNK):
+            chunk = [f"{prefix}-g{self.index}-s{n}"
+                     for n in range(start, min(count, start + CONNECT_CHUNK))]
+            clients = await asyncio.gather(
+                *(WsClient.connect(session, url, secret, user) for user in chunk))
+            await asyncio.gather(*(c.request({"op": "ping"}, "pong:") for c in clients))
+            for client in clients:
+                client.on_event = self._on_event
+            self.fans += clients
+        return len(self.fans)
+
+    def _on_event(self, frame: dict[str, Any], raw: str) -> None:
+        if frame.get("topic") != self.fan_topic:
+            return
+        received = now_ms()
+        at = frame.get("data", {}).get("at")
+        if isinstance(at, int | float):
+            self.fan_latencies.append(received - at)
+        self.fan_events += 1
+        self.fan_bytes += len(raw)
+        if not self.fan_first:
+            self.fan_first = received
+        self.fan_last = received
+        if int(frame.get("seq", 0)) >= self.fan_final:
+            self.fan_done += 1
+            if self.fan_done >= len(self.fans):
+                self.fan_all_done.set()
+
+    async def fan_subscribe(self, topic: str, final_seq: int) -> dict[str, Any]:
+        """Move every socket to `topic`; returns once each has its snapshot."""
+        old = self.fan_topic
+        self.fan_topic, self.fan_final = topic, final_seq
+        self.fan_done, self.fan_events, self.fan_bytes = 0, 0, 0
+        self.fan_first = self.fan_last = 0.0
+        self.fan_latencies = array("d")
+        self.fan_all_done = asyncio.Event()
+        failures = 0
+        for start in range(0, len(self.fans), CONNECT_CHUNK * 5):
+            chunk = self.fans[start:start + CONNECT_CHUNK * 5]
+            if old:
+                await asyncio.gather(*(c.ws.send_json({"op": "unsubscribe", "topic": old})
+                                       for c in chunk))
+            frames = await asyncio.gather(
+                *(c.request({"op": "subscribe", "topic": topic}, f"snapshot:{topic}", 60.0)
+                  for c in chunk), return_exceptions=True)
+            failures += sum(1 for f in frames
+                            if not isinstance(f, dict) or f.get("op") != "snapshot")
+        return {"subscribed": len(self.fans) - failures, "failures": failures}
+
+    async def fan_collect(self, wait: float) -> dict[str, Any]:
+        """Wait until every socket saw the final seq (or `wait` seconds); what arrived."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.fan_all_done.wait(), wait)
+        return {"events": self.fan_events, "bytes": self.fan_bytes,
+                "complete": self.fan_done, "sockets": len(self.fans),
+                "first": self.fan_first, "last": self.fan_last,
+                "latencies": self.fan_latencies.tobytes()}
+
+    async def fan_close(self) -> int:
+        closed = len(self.fans)
+        for start in range(0, closed, CONNECT_CHUNK * 5):
+            await asyncio.gather(*(c.close() for c in self.fans[start:start + CONNECT_CHUNK * 5]),
+                                 return_exceptions=True)
+        self.fans, self.fan_topic = [], ""
+        return closed
+
+    async def close(self) -> None:
+        await self.storm_close()
+        await self.fan_close()
+        if self.session is not None:
+            await self.session.close()
+
+
+async def _serve(conn: Connection, index: int) -> None:
+    generator = Generator(index)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            command, kwargs = await loop.run_in_executor(None, conn.recv)
+            if command == "quit":
+                break
+            try:
+                result = await getattr(generator, command)(**kwargs)
+                conn.send(("ok", result))
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    finally:
+        await generator.close()
+
+
+def main(conn: Connection, index: int) -> None:
+    """Process entry point: serve driver commands until `quit`."""
+    asyncio.run(_serve(conn, index))
+
+
+class Generators:
+    """The driver's handle on its load-generator processes."""
+
+    def __init__(self, count: int) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.procs: list[Any] = []
+        for index in range(count):
+            parent, child = context.Pipe()
+            proc = context.Process(target=main, args=(child, index), daemon=True,
+                                   name=f"bench-loadgen-{index}")
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    def __len__(self) -> int:
+        return len(self.pipes)
+
+    async def each(self, command: str, kwargs: list[dict[str, Any]],
+                   timeout: float = 300.0) -> list[Any]:
+        """Run `command` on every generator (its own kwargs each); their results."""
+        loop = asyncio.get_running_loop()
+        for pipe, args in zip(self.pipes, kwargs, strict=True):
+            pipe.send((command, args))
+
+        def receive(pipe: Connection) -> Any:
+            if not pipe.poll(timeout):
+                raise TimeoutError(f"load generator gave no answer to {command}")
+            return pipe.recv()
+
+        answers = await asyncio.gather(*(loop.run_in_executor(None, receive, p)
+                                         for p in self.pipes))
+        results = []
+        for status, value in answers:
+            if status != "ok":
+                raise RuntimeError(f"load generator failed in {command}:\n{value}")
+            results.append(value)
+        return results
+
+    async def all(self, command: str, timeout: float = 300.0, **kwargs: Any) -> list[Any]:
+        """Run `command` with the same kwargs on every generator."""
+        return await self.each(command, [kwargs] * len(self.pipes), timeout)
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(Exception):
+                pipe.send(("quit", {}))
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)

@@ -1,0 +1,146 @@
+"""Raw limits: what one aiohttp process and one Postgres connection do with no game at all.
+
+`python -m bench.raw --port P` serves `/ws` speaking the contract's frame shapes and
+nothing more: a `call` is parsed and answered at once with a made-up group (the echo
+limit), a `subscribe` registers the socket and answers a snapshot, and `POST /publish`
+sends `count` event frames to every subscriber of a topic (the broadcast limit).
+`insert_rate` measures batched inserts into Postgres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import time
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+from aiohttp import WSMsgType, web
+
+_ids = itertools.count(1)
+
+
+def _dumps(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+class Raw:
+    """Echo and broadcast, nothing else (no auth check, no limits, no persistence)."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
+
+    async def ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        mine: set[str] = set()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                op, ref = frame.get("op"), frame.get("ref")
+                if op == "call":
+                    await ws.send_str(_dumps({"op": "reply", "ref": ref, "ok": True, "result": {
+                        "group": {"id": f"e{next(_ids)}", "status": "open"}}}))
+                elif op == "subscribe":
+                    topic = str(frame.get("topic"))
+                    self.topics[topic].add(ws)
+                    mine.add(topic)
+                    await ws.send_str(_dumps({"op": "snapshot", "topic": topic, "seq": 0,
+                                              "data": {}}))
+                elif op == "unsubscribe":
+                    topic = str(frame.get("topic"))
+                    self.topics[topic].discard(ws)
+                    mine.discard(topic)
+                elif op == "ping":
+                    await ws.send_str('{"op":"pong"}')
+        finally:
+            for topic in mine:
+                self.topics[topic].discard(ws)
+        return ws
+
+    async def publish(self, request: web.Request) -> web.Response:
+        """Send `count` numbered events, stamped now, to every subscriber of `topic`."""
+        body = await request.json()
+        topic, count, pad = str(body["topic"]), int(body["count"]), int(body.get("pad", 0))
+        at = int(time.time() * 1000)
+        sent = 0
+        for seq in range(1, count + 1):
+            frame = _dumps({"op": "event", "topic": topic, "seq": seq,
+                            "data": {"type": "member_joined", "at": at, "pad": "x" * pad}})
+            for ws in list(self.topics.get(topic, ())):
+                if not ws.closed:
+                    await ws.send_str(frame)
+                    sent += 1
+        return web.json_response({"sent": sent})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def serve(port: int) -> None:
+    raw = Raw()
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/ws", raw.ws)
+    app.router.add_post("/publish", raw.publish)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await asyncio.Event().wait()  # until SIGTERM ends the process
+    finally:
+        await runner.cleanup()
+
+
+async def insert_rate(database_url: str, seconds: float, batch: int = 100,
+                      durable: bool = False) -> dict[str, Any]:
+    """Rows/s of `executemany` with `batch`-row batches, each its own transaction.
+
+    `durable=False` writes a temp table (no WAL); `durable=True` a regular table, so each
+    batch's commit waits for its WAL flush as Fission's group commits do.
+    """
+    conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    table = "bench_raw_rows"
+    try:
+        if durable:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+            await conn.execute(f"CREATE TABLE {table} (stream text, version bigint,"
+                               " type text, data jsonb)")
+        else:
+            await conn.execute(f"CREATE TEMP TABLE {table} (stream text, version bigint,"
+                               " type text, data jsonb)")
+        payload = json.dumps({"type": "member_joined", "group": "g0123456789ab", "seq": 2,
+                              "user": "bench-user", "at": int(time.time() * 1000)})
+        rows, batches = 0, 0
+        started = time.perf_counter()
+        deadline = started + seconds
+        while time.perf_counter() < deadline and batches < 1_000_000:
+            await conn.executemany(
+                f"INSERT INTO {table} (stream, version, type, data) VALUES ($1, $2, $3, $4)",
+                [("bench", rows + i, "member_joined", payload) for i in range(batch)])
+            rows += batch
+            batches += 1
+        elapsed = time.perf_counter() - started
+        if durable:
+            await conn.execute(f"DROP TABLE {table}")
+        return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed,
+                "batch": batch, "durable": durable}
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    asyncio.run(serve(args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Percentiles, the printed tables, results JSON and the chart."""
+
+from __future__ import annotations
+
+import json
+import math
+from array import array
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SYSTEMS = {
+    "fission_ws": "Fission /ws",
+    "fission_http": "Fission HTTP",
+    "mall": "mall baseline (HTTP)",
+    "echo": "raw echo (/ws)",
+}
+
+
+def latencies(chunks: Iterable[bytes]) -> array[float]:
+    """Concatenate the latency arrays generators send back as bytes."""
+    values: array[float] = array("d")
+    for chunk in chunks:
+        values.frombytes(chunk)
+    return values
+
+
+def percentile(values: array[float] | list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of `values`; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) and not math.isnan(a) else math.nan
+
+
+def _f(value: float, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |"
+            for r in rows]
+    return [line, rule, *body]
+
+
+def storm_lookup(results: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(r["system"], r["teams"]): r for r in results["storm"]}
+
+
+def render(results: dict[str, Any]) -> str:
+    """Every table, as Markdown, with the ratios the targets are stated in."""
+    out: list[str] = []
+    storm = storm_lookup(results)
+    levels = sorted({r["teams"] for r in results["storm"]})
+    systems = [s for s in SYSTEMS if any(r["system"] == s for r in results["storm"])]
+    out.append("### a–c. Join storm: acked durable commands/s (ack p50 / p99 ms)")
+    out.append("")
+    header = ["teams (sockets)", *(SYSTEMS[s] for s in systems), "Fission/mall",
+              "Fission/echo"]
+    rows = []
+    for teams in levels:
+        cells = []
+        for system in systems:
+            r = storm.get((system, teams))
+            cells.append("–" if r is None else
+                         f"{_f(r['ops_per_s'])} ({_f(r['p50_ms'], 1)} / {_f(r['p99_ms'], 1)})")
+        fission = storm.get(("fission_ws", teams), {}).get("ops_per_s", math.nan)
+        mall = storm.get(("mall", teams), {}).get("ops_per_s", math.nan)
+        echo = storm.get(("echo", teams), {}).get("ops_per_s", math.nan)
+        sockets = teams * results["team_size"]
+        rows.append([f"{teams} ({sockets})", *cells, f"{_f(ratio(fission, mall), 2)}×",
+                     f"{_f(100 * ratio(fission, echo), 0)}%"])
+    out += _table(header, rows)
+    paced = results.get("storm_paced")
+    if paced:
+        out.append("")
+        out.append(f"Fission /ws paced at {_f(paced['target_fraction'] * 100)}% of its peak "
+                   f"({_f(paced['target_ops_per_s'])} cmds/s offered by {paced['teams']} teams):"
+                   f" {_f(paced['ops_per_s'])} cmds/s, ack p50 {_f(paced['p50_ms'], 1)} ms,"
+                   f" p99 {_f(paced['p99_ms'], 1)} ms")
+    errors = {f"{r['system']}@{r['teams']}": r["codes"] for r in results["storm"] if r["codes"]}
+    if errors:
+        out.append("")
+        out.append("Refusals by code (expected: group_full, 2 per round for the real systems): "
+                   + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+    top = max(levels)
+    for system in ("fission_ws", "mall"):
+        r = storm.get((system, top))
+        if r and r.get("cpu"):
+            out.append("")
+            out.append(f"Cores used during the {top}-team {SYSTEMS[system]} storm: "
+                       + ", ".join(f"{role} {share:.2f}" for role, share in r["cpu"].items()
+                                   if share >= 0.01))
+    inv, mall_inv = results["invariants"], results.get("mall_invariants", {})
+    out.append("")
+    out.append(f"Postgres after the storm — Fission: over-full groups {inv['overfull']},"
+               f" oversold {inv['oversold']}, acked-but-not-committed {inv['lost_acks']}"
+               f" ({inv['acked']} acked, {inv['committed']} committed);"
+               f" mall: over-full {mall_inv.get('overfull', '–')},"
+               f" oversold {mall_inv.get('oversold', '–')}"
+               f" (stock mismatch {mall_inv.get('stock_mismatch', '–')}).")
+
+    fan = results.get("fanout", [])
+    if fan:
+        out.append("")
+        out.append("### d. Fan-out to one hot group topic:"
+                   " events delivered/s (latency p50 / p99 ms)")
+        out.append("")
+        rows = []
+        for f in fan:
+            fis, raw = f["fission"], f["raw"]
+            rows.append([
+                str(f["sockets"]),
+                f"{_f(fis['per_s'])} ({_f(fis['p50_ms'], 0)} / {_f(fis['p99_ms'], 0)})",
+                f"{fis['events']}/{fis['expected']}",
+                f"{_f(raw['per_s'])} ({_f(raw['p50_ms'], 0)} / {_f(raw['p99_ms'], 0)})",
+                f"{_f(100 * ratio(fis['per_s'], raw['per_s']), 0)}%",
+                _f(f["rss_per_conn_kb"], 1),
+            ])
+        out += _table(["sockets", "Fission", "delivered", "raw broadcast", "Fission/raw",
+                       "gateway KB / idle socket"], rows)
+    pipe = results.get("pipeline")
+    if pipe:
+        out.append("")
+        out.append("### e. Deal → order pipeline (during the peak Fission storm)")
+        out.append("")
+        out += _table(["deals", "deals/s", "orders/s", "lag p50 ms", "lag p99 ms",
+                       "lag max ms", "drain wait s"],
+                      [[str(pipe["deals"]), _f(pipe["deals_per_s"]), _f(pipe["orders_per_s"]),
+                        _f(pipe["lag_p50_ms"]), _f(pipe["lag_p99_ms"]),
+                        _f(pipe["lag_max_ms"]), _f(pipe["drain_seconds"], 1)]])
+    ins = results.get("inserts")
+    if ins:
+        out.append("")
+        out.append("### c. Postgres batched inserts (executemany, 100-row batches, 1 connection)")
+        out.append("")
+        out += _table(["table", "rows/s"],
+                      [[("regular (WAL, commit per batch)" if i["durable"] else "temp (no WAL)"),
+                        _f(i["rows_per_s"])] for i in ins])
+    return "\n".join(out)
+
+
+def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """results.json and the chart; their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "results.json"
+    json_path.write_text(json.dumps(results, indent=2, default=str))
+    return json_path, chart(results, out_dir / "latency.png")
+
+
+def chart(results: dict[str, Any], path: Path) -> Path:
+    """Throughput vs p99 ack latency per system, and fan-out rates, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for system, label in SYSTEMS.items():
+        points = sorted((r for r in results["storm"] if r["system"] == system),
+                        key=lambda r: r["teams"])
+        if not points:
+            continue
+        xs = [r["ops_per_s"] for r in points]
+        left.plot(xs, [r["p99_ms"] for r in points], marker="o", label=f"{label} p99")
+        left.plot(xs, [r["p50_ms"] for r in points], marker=".", linestyle=":",
+                  color=left.lines[-1].get_color(), label=f"{label} p50")
+        for r in points:
+            left.annotate(str(r["teams"]), (r["ops_per_s"], r["p99_ms"]), fontsize=7,
+                          textcoords="offset points", xytext=(3, 3))
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("acked commands/s (log)")
+    left.set_ylabel("ack latency ms (log)")
+    left.set_title("Join storm: teams of 7 race for 4 places (labels: teams)")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=7)
+    fan = results.get("fanout", [])
+    if fan:
+        xs = list(range(len(fan)))
+        width = 0.38
+        fis = [f["fission"]["per_s"] for f in fan]
+        raw = [f["raw"]["per_s"] for f in fan]
+        right.bar([x - width / 2 for x in xs], fis, width, label="Fission")
+        right.bar([x + width / 2 for x in xs], raw, width, label="raw broadcast")
+        for x, f in zip(xs, fan, strict=True):
+            right.annotate(f"p99 {f['fission']['p99_ms']:.0f} ms", (x - width / 2, fis[x]),
+                           fontsize=7, ha="center", textcoords="offset points", xytext=(0, 3))
+            right.annotate(f"p99 {f['raw']['p99_ms']:.0f} ms", (x + width / 2, raw[x]),
+                           fontsize=7, ha="center", textcoords="offset points", xytext=(0, 3))
+        right.set_xticks(xs, [f"{f['sockets']} sockets" for f in fan])
+        right.set_ylabel("events delivered/s")
+        right.set_title("Fan-out of one hot group topic")
+        right.legend(fontsize=8)
+    fig.suptitle(f"Fission bench ({results['mode']}, {results['machine']['cpus']} CPUs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,183 @@
+"""The real stack for a benchmark: Postgres, Redis, a Ray head, one `fission serve`.
+
+Everything started here runs in its own process group and is stopped by that group only
+(never `ray stop`, which would end every Ray process on the machine). Postgres and Redis
+are the configured ones (`FISSION_DATABASE_URL`, `FISSION_REDIS_URL`) or embedded ones in
+a temporary directory; the benchmark always works in its own database, `fission_bench`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from storage import db
+from storage.embedded import Embedded, start_postgres, start_redis
+from storage.migrate import migrate
+from tests.support import configs
+from tests.support import stack as support_stack
+from tests.support.stack import free_port, stop_group
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-secret-0123456789abcdef0123456789"
+BENCH_DATABASE = "fission_bench"
+STORM_CAMPAIGN = "bench-storm"
+FAN_CAMPAIGN = "bench-fan"
+STORM_SIZE = 5
+FAN_SIZE = 50
+FISSION_TABLES = ("events", "groups", "command_results", "outbox", "orders", "payments")
+
+
+def ray_env() -> dict[str, str]:
+    """What a local-only Ray head and its drivers need, with this checkout importable."""
+    env = support_stack.ray_env()
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@dataclass
+class Process:
+    """A server process this benchmark started (leader of its own process group)."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def spawn(name: str, args: list[str], tmp: Path, port: int,
+          env: dict[str, str] | None = None) -> Process:
+    """Start `python args...` in its own session, logging to `tmp/name.log`."""
+    log_path = tmp / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
+                                env=env or ray_env(), start_new_session=True, cwd=ROOT)
+    return Process(name, port, proc, log_path)
+
+
+async def wait_http(process: Process, path: str = "/healthz", timeout: float = 90.0) -> None:
+    """Poll `path` until it answers 200 (the process's own readiness signal)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if process.proc.poll() is not None:
+                raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
+            with suppress(aiohttp.ClientError):
+                async with session.get(process.url + path) as resp:
+                    if resp.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{process.name} not ready:\n{process.log_tail()}")
+            await asyncio.sleep(0.2)  # readiness of another process
+
+
+@contextmanager
+def services(tmp: Path) -> Iterator[tuple[str, str]]:
+    """(database URL of `fission_bench`, Redis URL): configured or embedded in `tmp`."""
+    database_url = os.environ.get("FISSION_DATABASE_URL")
+    redis_url = os.environ.get("FISSION_REDIS_URL")
+    embedded = Embedded()
+    try:
+        if not database_url:
+            database_url = start_postgres(tmp / "svc", embedded, database=BENCH_DATABASE)
+        if not redis_url:
+            redis_url = start_redis(tmp / "svc", embedded)
+        yield db.with_database(database_url, BENCH_DATABASE), redis_url
+    finally:
+        embedded.stop()
+
+
+async def prepare_database(database_url: str) -> None:
+    """Create and migrate the bench database; empty Fission's tables (the bench owns it)."""
+    await db.ensure_database(database_url)
+    conn = await db.connect(database_url)
+    try:
+        await migrate(conn)
+        await conn.execute(f"TRUNCATE {', '.join(FISSION_TABLES)} RESTART IDENTITY")
+    finally:
+        await conn.close()
+
+
+def config_document(database_url: str, redis_url: str, ray_address: str, namespace: str,
+                    data_dir: Path) -> dict[str, Any]:
+    """The gateway's config: two bench campaigns, stock and limits out of the way."""
+    campaigns = [
+        configs.campaign(cid, size=size, stock=10_000_000, led=10_000_000, joined=10_000_000)
+        for cid, size in ((STORM_CAMPAIGN, STORM_SIZE), (FAN_CAMPAIGN, FAN_SIZE))
+    ]
+    doc = configs.document(
+        campaigns, shards=2, namespace=namespace, database_url=database_url,
+        redis_url=redis_url, ray_address=ray_address, data_dir=str(data_dir),
+        # The config caps both rates at 10 000: far above what one bench socket sends.
+        server={"frames_per_second": 10000, "frame_burst": 10000, "send_queue": 4096},
+    )
+    doc["auth"]["secret"] = SECRET
+    return doc
+
+
+@dataclass
+class Stack:
+    """What `python -m bench` runs against; `close()` stops what it started."""
+
+    tmp: Path
+    database_url: str
+    redis_url: str
+    gateway: Process | None = None
+    others: list[Process] = field(default_factory=list)
+
+    def start_gateway(self, ray_address: str) -> Process:
+        """`fission serve` with the bench config on a free port (returns at once)."""
+        doc = config_document(self.database_url, self.redis_url, ray_address,
+                              f"bench{os.getpid()}", self.tmp / "data")
+        path = self.tmp / "bench.toml"
+        path.write_text(configs.to_toml(doc))
+        port = free_port()
+        self.gateway = spawn("gateway", ["-m", "server.cli", "serve", "--config", str(path),
+                                         "--port", str(port)], self.tmp, port)
+        return self.gateway
+
+    def start(self, name: str, args: list[str]) -> Process:
+        """Another server process (baseline or raw), given `--port` as its last argument."""
+        port = free_port()
+        process = spawn(name, [*args, "--port", str(port)], self.tmp, port)
+        self.others.append(process)
+        return process
+
+    def stop(self, process: Process) -> None:
+        stop_group(process.proc, 10)
+        if process in self.others:
+            self.others.remove(process)
+
+    def close(self) -> None:
+        for process in [*self.others, *([self.gateway] if self.gateway else [])]:
+            stop_group(process.proc, 10)
+        self.others.clear()
+        self.gateway = None
+
+
+async def pg(database_url: str) -> asyncpg.Connection:
+    """A plain connection to the bench database."""
+    conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    return conn
