@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fractions import Fraction
 from typing import Any
@@ -170,7 +170,8 @@ OUTBOX_TYPES = frozenset({"deal_completed", "refunded"})
 
 def event_to_dict(event: Event) -> dict[str, Any]:
     """Plain JSON-ready data for storage and the wire."""
-    data = asdict(event)
+    # Fields are flat values: a shallow read is enough (dataclasses.asdict deep-copies).
+    data = {name: getattr(event, name) for name in event.__dataclass_fields__}
     if isinstance(event, DealCompleted):
         data["members"] = list(event.members)
     return data

@@ -1,9 +1,9 @@
 """A small persistent (immutable, structure-sharing) hash map.
 
-Frozen game states hold per-user tallies for every player of a campaign. Copying a
-plain dict on each command would cost O(players); this map splits keys over a fixed
-number of buckets so an update copies one bucket plus the bucket tuple: about
-O(players / 256 + 256) pointer copies, independent of the campaign's size in practice.
+Frozen game states hold every group and per-user tallies of a campaign. Copying a plain
+dict on each command would cost O(entries); this map is a two-level trie of 64 x 64
+small dicts, so an update copies one leaf (about entries / 4096 items) and two 64-slot
+tuples, whatever the campaign's size.
 """
 
 from __future__ import annotations
@@ -14,66 +14,80 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-_BUCKETS = 256
-_EMPTY: dict[object, object] = {}
+_WIDTH = 64
+_EMPTY_LEAF: dict[object, object] = {}
+_EMPTY_NODE: tuple[dict[object, object], ...] = (_EMPTY_LEAF,) * _WIDTH
+_EMPTY_ROOT = (_EMPTY_NODE,) * _WIDTH
+
+
+def _slots(key: object) -> tuple[int, int]:
+    h = hash(key)
+    return (h >> 6) % _WIDTH, h % _WIDTH
 
 
 class PMap(Mapping[K, V], Generic[K, V]):
-    """Immutable mapping; `set` and `remove` return a new map sharing untouched buckets."""
+    """Immutable mapping; `set` and `remove` return a new map sharing untouched parts."""
 
-    __slots__ = ("_buckets", "_len")
+    __slots__ = ("_len", "_root")
 
     def __init__(self, items: Mapping[K, V] | None = None) -> None:
-        buckets: list[dict[K, V]] = [_EMPTY for _ in range(_BUCKETS)]  # type: ignore[misc]
-        count = 0
-        for key, value in (items or {}).items():
-            index = hash(key) % _BUCKETS
-            if buckets[index] is _EMPTY:
-                buckets[index] = {}
-            buckets[index][key] = value
-            count += 1
-        self._buckets: tuple[dict[K, V], ...] = tuple(buckets)
-        self._len = count
+        self._root: tuple[tuple[dict[K, V], ...], ...] = _EMPTY_ROOT  # type: ignore[assignment]
+        self._len = 0
+        if items:
+            built = PMap[K, V]()
+            for key, value in items.items():
+                built = built.set(key, value)
+            self._root, self._len = built._root, built._len
 
     @classmethod
-    def _make(cls, buckets: tuple[dict[K, V], ...], length: int) -> PMap[K, V]:
+    def _make(cls, root: tuple[tuple[dict[K, V], ...], ...], length: int) -> PMap[K, V]:
         new: PMap[K, V] = cls.__new__(cls)
-        new._buckets = buckets
+        new._root = root
         new._len = length
         return new
 
+    def _leaf(self, key: object) -> dict[K, V]:
+        top, low = _slots(key)
+        return self._root[top][low]
+
     def __getitem__(self, key: K) -> V:
-        return self._buckets[hash(key) % _BUCKETS][key]
+        return self._leaf(key)[key]
 
     def __iter__(self) -> Iterator[K]:
-        for bucket in self._buckets:
-            yield from bucket
+        for node in self._root:
+            if node is not _EMPTY_NODE:
+                for leaf in node:
+                    yield from leaf
 
     def __len__(self) -> int:
         return self._len
 
     def __contains__(self, key: object) -> bool:
-        return key in self._buckets[hash(key) % _BUCKETS]
+        return key in self._leaf(key)
+
+    def _replace(self, key: object, leaf: dict[K, V], length: int) -> PMap[K, V]:
+        top, low = _slots(key)
+        node = list(self._root[top])
+        node[low] = leaf
+        root = list(self._root)
+        root[top] = tuple(node)
+        return PMap._make(tuple(root), length)
 
     def set(self, key: K, value: V) -> PMap[K, V]:
         """A new map with `key` bound to `value`."""
-        index = hash(key) % _BUCKETS
-        old = self._buckets[index]
-        bucket = dict(old)
-        bucket[key] = value
-        buckets = self._buckets[:index] + (bucket,) + self._buckets[index + 1 :]
-        return PMap._make(buckets, self._len + (0 if key in old else 1))
+        old = self._leaf(key)
+        leaf = dict(old)
+        leaf[key] = value
+        return self._replace(key, leaf, self._len + (0 if key in old else 1))
 
     def remove(self, key: K) -> PMap[K, V]:
         """A new map without `key` (the same map when it is absent)."""
-        index = hash(key) % _BUCKETS
-        old = self._buckets[index]
+        old = self._leaf(key)
         if key not in old:
             return self
-        bucket = dict(old)
-        del bucket[key]
-        buckets = self._buckets[:index] + (bucket,) + self._buckets[index + 1 :]
-        return PMap._make(buckets, self._len - 1)
+        leaf = dict(old)
+        del leaf[key]
+        return self._replace(key, leaf, self._len - 1)
 
     def __repr__(self) -> str:
         return f"PMap({dict(self.items())!r})"

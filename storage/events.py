@@ -7,6 +7,7 @@ transaction is the group commit: one fsync for every command that arrived togeth
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,43 +59,53 @@ def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+# One statement, so one round trip and one implicit transaction: every data-modifying
+# CTE runs to completion, atomically, whether or not the final SELECT reads it.
+_COMMIT = f"""
+WITH ev AS (
+    INSERT INTO events (stream, version, type, data)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[])
+), gr AS (
+    INSERT INTO groups (campaign, id, status, leader, members, size, virtual_members, price,
+                        created_at, expires_at, version)
+    SELECT g.campaign, g.id, g.status, g.leader,
+           ARRAY(SELECT jsonb_array_elements_text(g.members::jsonb)),
+           g.size, g.virtual_members, g.price, g.created_at, g.expires_at, g.version
+    FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[],
+                $11::int[], $12::bigint[], $13::timestamptz[], $14::timestamptz[], $15::int[])
+         AS g(campaign, id, status, leader, members, size, virtual_members, price,
+              created_at, expires_at, version)
+    ON CONFLICT (campaign, id) DO UPDATE SET
+        status = EXCLUDED.status, members = EXCLUDED.members,
+        virtual_members = EXCLUDED.virtual_members, version = EXCLUDED.version,
+        updated_at = now()
+), ob AS (
+    INSERT INTO outbox (stream, version, type, data)
+    SELECT * FROM unnest($16::text[], $17::bigint[], $18::text[], $19::jsonb[])
+), cr AS (
+    INSERT INTO command_results (stream, user_id, key, result)
+    SELECT * FROM unnest($20::text[], $21::text[], $22::text[], $23::jsonb[])
+    ON CONFLICT DO NOTHING
+)
+SELECT pg_notify('{OUTBOX_CHANNEL}', '') WHERE $24::bool
+"""
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [[row[i] for row in rows] for i in range(width)] if rows else [[]] * width
+
+
 async def commit(conn: asyncpg.Connection, batch: Batch) -> None:
-    """Write `batch` atomically; wakes the pipeline when it carries outbox rows."""
-    async with conn.transaction():
-        if batch.events:
-            await conn.executemany(
-                "INSERT INTO events (stream, version, type, data) VALUES ($1, $2, $3, $4)",
-                [(e.stream, e.version, e.type, e.data) for e in batch.events],
-            )
-        if batch.groups:
-            await conn.executemany(
-                """
-                INSERT INTO groups (campaign, id, status, leader, members, size,
-                                    virtual_members, price, created_at, expires_at, version)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                ON CONFLICT (campaign, id) DO UPDATE SET
-                    status = EXCLUDED.status, members = EXCLUDED.members,
-                    virtual_members = EXCLUDED.virtual_members, version = EXCLUDED.version,
-                    updated_at = now()
-                """,
-                [
-                    (g.campaign, g.id, g.status, g.leader, list(g.members), g.size,
-                     g.virtual_members, g.price, _ts(g.created_at), _ts(g.expires_at), g.version)
-                    for g in batch.groups.values()
-                ],
-            )
-        if batch.outbox:
-            await conn.executemany(
-                "INSERT INTO outbox (stream, version, type, data) VALUES ($1, $2, $3, $4)",
-                [(e.stream, e.version, e.type, e.data) for e in batch.outbox],
-            )
-            await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-        if batch.results:
-            await conn.executemany(
-                "INSERT INTO command_results (stream, user_id, key, result)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                batch.results,
-            )
+    """Write `batch` atomically in one statement; wakes the pipeline if it has outbox rows."""
+    events = _columns([(e.stream, e.version, e.type, e.data) for e in batch.events], 4)
+    groups = _columns([
+        (g.campaign, g.id, g.status, g.leader, json.dumps(list(g.members)), g.size,
+         g.virtual_members, g.price, _ts(g.created_at), _ts(g.expires_at), g.version)
+        for g in batch.groups.values()
+    ], 11)
+    outbox = _columns([(e.stream, e.version, e.type, e.data) for e in batch.outbox], 4)
+    results = _columns(list(batch.results), 4)
+    await conn.execute(_COMMIT, *events, *groups, *outbox, *results, bool(batch.outbox))
 
 
 async def load_stream(conn: asyncpg.Connection | asyncpg.Pool, stream: str) -> list[StoredEvent]:
