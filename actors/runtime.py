@@ -26,9 +26,13 @@ def connect(config: Config) -> bool:
         ray.init(address=config.ray.address, namespace=config.ray.namespace,
                  log_to_driver=False, logging_level=logging.WARNING)
         return False
+    # Ray runs workers at niceness 15 so they yield to its own daemons; but each shard is
+    # the single writer of its campaigns, the one stage every command waits on: run it at
+    # the gateway's priority, not below the load it serves.
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
              namespace=config.ray.namespace, log_to_driver=False,
-             logging_level=logging.WARNING, num_cpus=max(2, os.cpu_count() or 2))
+             logging_level=logging.WARNING, num_cpus=max(2, os.cpu_count() or 2),
+             _system_config={"worker_niceness": 0})
     return True
 
 

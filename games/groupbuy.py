@@ -382,3 +382,29 @@ def group_view(campaign: str, group: Group) -> dict[str, Any]:
 def _share(ratio: float) -> Fraction:
     """A configured share as an exact fraction (config ratios have at most 3 decimals)."""
     return Fraction(ratio).limit_denominator(1000)
+
+
+def state_from_groups(
+    campaign: GroupBuyCampaign, groups: Iterable[Group], version: int
+) -> GroupBuyState:
+    """The state whose groups are `groups`: stock and tallies follow from them.
+
+    An owner restarts from its stored groups (a snapshot kept current in the same
+    transaction as the events) instead of replaying every event since the campaign began.
+    """
+    stock_left = campaign.stock
+    by_id: dict[str, Group] = {}
+    led: dict[str, int] = {}
+    joined: dict[str, int] = {}
+    for group in groups:
+        by_id[group.id] = group
+        if group.status is GroupStatus.FAILED:
+            continue  # a failure gave back its stock and its members' places
+        stock_left -= len(group.members)
+        led[group.leader] = led.get(group.leader, 0) + 1
+        for member in group.members[1:]:
+            joined[member] = joined.get(member, 0) + 1
+    return GroupBuyState(
+        campaign=campaign, stock_left=stock_left, groups=PMap(by_id), led=PMap(led),
+        joined=PMap(joined), version=version,
+    )

@@ -124,3 +124,28 @@ async def load_results(
         "SELECT user_id, key, result FROM command_results WHERE stream = $1", stream
     )
     return {(r["user_id"], r["key"]): r["result"] for r in rows}
+
+
+async def load_groups(conn: asyncpg.Connection | asyncpg.Pool, campaign: str) -> list[GroupRow]:
+    """Every stored group of a campaign (the read model doubles as the owner's snapshot)."""
+    rows = await conn.fetch("SELECT * FROM groups WHERE campaign = $1", campaign)
+    return [
+        GroupRow(
+            campaign=r["campaign"], id=r["id"], status=r["status"], leader=r["leader"],
+            members=tuple(r["members"]), size=r["size"], virtual_members=r["virtual_members"],
+            price=r["price"], created_at=_ms(r["created_at"]), expires_at=_ms(r["expires_at"]),
+            version=r["version"],
+        )
+        for r in rows
+    ]
+
+
+async def stream_version(conn: asyncpg.Connection | asyncpg.Pool, stream: str) -> int:
+    """The number of events in `stream` (versions run 1..n)."""
+    value = await conn.fetchval(
+        "SELECT coalesce(max(version), 0) FROM events WHERE stream = $1", stream)
+    return int(value)
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)

@@ -210,3 +210,25 @@ async def test_uses_configured_services_when_given(clean: Services) -> None:
         assert clean.external and clean.database_url == os.environ["FISSION_DATABASE_URL"]
     else:
         assert not clean.external
+
+
+async def test_restart_falls_back_to_events_when_group_rows_disagree(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, configs.campaign("c1", size=3, stock=50, led=2, joined=2))
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    [a] = await shard.submit([cmd("open", "alice")])
+    gid = a["result"]["group"]["id"]
+    await shard.submit([cmd("join", "bob", group=gid)])
+    await shard.submit([cmd("open", "carol")])
+    before = await shard.ready()
+    await shard.stop()
+    # Lose one read-model row: the snapshot no longer adds up to the event stream.
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        await conn.execute("DELETE FROM groups WHERE id = $1", gid)
+    finally:
+        await conn.close()
+    reborn = await shard_factory(config, clock)
+    assert await reborn.ready() == before
+    assert reborn.group("c1", gid)["members"] == ["alice", "bob"]

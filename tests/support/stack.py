@@ -37,6 +37,7 @@ def ray_env() -> dict[str, str]:
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["RAY_AUTH_MODE"] = "token"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["RAY_worker_niceness"] = "0"  # actors at normal priority (Ray's default is 15)
     return env
 
 

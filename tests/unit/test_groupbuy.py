@@ -43,6 +43,7 @@ from games.groupbuy import (
     fold,
     group_view,
     initial_state,
+    state_from_groups,
 )
 
 MINUTE = 60_000
@@ -784,6 +785,9 @@ def check_invariants(state: GroupBuyState, log: list[Event]) -> None:
     assert dict(refolded.joined) == dict(state.joined)
     assert refolded.version == state.version == len(log)
     assert refolded == state
+
+    # Restoring from the groups alone (the owner's restart snapshot) is the same state.
+    assert state_from_groups(campaign, state.groups.values(), state.version) == state
 
     # Each group's seqs run 1..n and its version is n.
     seqs: dict[str, list[int]] = defaultdict(list)
