@@ -8,9 +8,22 @@ deal produces the same reference and the unique constraint refuses the copy.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import asyncpg
+
+
+@dataclass(frozen=True)
+class Movement:
+    """Money moving for one member of one group: a `payment` or a `refund`, in fen."""
+
+    kind: str
+    campaign: str
+    group: str
+    user: str
+    amount: int
 
 
 class PaymentAdapter(Protocol):
@@ -18,13 +31,9 @@ class PaymentAdapter(Protocol):
 
     name: str
 
-    async def charge(self, conn: asyncpg.Connection, campaign: str, group: str, user: str,
-                     amount: int) -> str | None:
-        """Record a payment; its reference, or None when it was recorded before."""
-
-    async def refund(self, conn: asyncpg.Connection, campaign: str, group: str, user: str,
-                     amount: int) -> str | None:
-        """Record a refund; its reference, or None when it was recorded before."""
+    async def record(self, conn: asyncpg.Connection, movements: Sequence[Movement]
+                     ) -> dict[Movement, str]:
+        """Record `movements`; the references of those not recorded before."""
 
 
 class SandboxPayments:
@@ -32,25 +41,27 @@ class SandboxPayments:
 
     name = "sandbox"
 
-    async def _record(self, conn: asyncpg.Connection, kind: str, campaign: str, group: str,
-                      user: str, amount: int) -> str | None:
-        digest = hashlib.sha256(f"{kind}|{campaign}|{group}|{user}".encode()).hexdigest()
-        reference = f"sbx_{kind[:3]}_{digest[:20]}"
-        inserted = await conn.fetchval(
+    @staticmethod
+    def reference(movement: Movement) -> str:
+        key = f"{movement.kind}|{movement.campaign}|{movement.group}|{movement.user}"
+        return f"sbx_{movement.kind[:3]}_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+
+    async def record(self, conn: asyncpg.Connection, movements: Sequence[Movement]
+                     ) -> dict[Movement, str]:
+        if not movements:
+            return {}
+        references = [self.reference(m) for m in movements]
+        rows = await conn.fetch(
             "INSERT INTO payments (kind, campaign, group_id, user_id, amount, adapter, reference)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " SELECT k, c, g, u, a, $6, r FROM unnest($1::text[], $2::text[], $3::text[],"
+            " $4::text[], $5::bigint[], $7::text[]) AS m(k, c, g, u, a, r)"
             " ON CONFLICT (kind, campaign, group_id, user_id) DO NOTHING RETURNING reference",
-            kind, campaign, group, user, amount, self.name, reference,
+            [m.kind for m in movements], [m.campaign for m in movements],
+            [m.group for m in movements], [m.user for m in movements],
+            [m.amount for m in movements], self.name, references,
         )
-        return str(inserted) if inserted is not None else None
-
-    async def charge(self, conn: asyncpg.Connection, campaign: str, group: str, user: str,
-                     amount: int) -> str | None:
-        return await self._record(conn, "payment", campaign, group, user, amount)
-
-    async def refund(self, conn: asyncpg.Connection, campaign: str, group: str, user: str,
-                     amount: int) -> str | None:
-        return await self._record(conn, "refund", campaign, group, user, amount)
+        fresh = {r["reference"] for r in rows}
+        return {m: ref for m, ref in zip(movements, references, strict=True) if ref in fresh}
 
 
 def adapter(name: str) -> PaymentAdapter:

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from actors.payments import adapter
+from actors.payments import Movement, adapter
 from storage import db
 from storage.config import Config
 from storage.events import OUTBOX_CHANNEL
@@ -77,9 +77,8 @@ class PipelineWorker:
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self.config.pipeline.batch_size,
             )
-            for row in rows:
-                await self._handle(conn, row["type"], row["data"])
             if rows:
+                await self._handle(conn, [(r["type"], r["data"]) for r in rows])
                 await conn.execute(
                     "UPDATE outbox SET processed_at = now() WHERE id = ANY($1::bigint[])",
                     [r["id"] for r in rows],
@@ -90,27 +89,36 @@ class PipelineWorker:
             self.last_lag_ms = max(0.0, (time.time() - newest) * 1000)
         return len(rows)
 
-    async def _handle(self, conn: asyncpg.Connection, kind: str, data: dict[str, Any]) -> None:
-        if kind == "deal_completed":
-            for user in data["members"]:
-                reference = await self._payments.charge(
-                    conn, data["campaign"], data["group"], user, data["price"])
-                if reference is None:
-                    continue  # recorded by an earlier pass: the order exists too
-                await conn.execute(
-                    "INSERT INTO orders (campaign, group_id, user_id, sku, amount, status,"
-                    " payment_ref) VALUES ($1, $2, $3, $4, $5, 'paid', $6)"
-                    " ON CONFLICT (campaign, group_id, user_id) DO NOTHING",
-                    data["campaign"], data["group"], user, data["sku"], data["price"], reference,
-                )
-                self.orders_total += 1
-        elif kind == "refunded":
-            campaign = data.get("campaign") or ""
-            if await self._payments.refund(conn, campaign, data["group"], data["user"],
-                                           data["amount"]) is not None:
-                self.refunds_total += 1
-        else:
-            log.warning("outbox row of unknown type %s skipped", kind)
+    async def _handle(self, conn: asyncpg.Connection, items: list[tuple[str, dict[str, Any]]]
+                      ) -> None:
+        """The effects of a batch of outbox rows, set-based: a few statements per batch."""
+        movements: list[Movement] = []
+        skus: dict[tuple[str, str], str] = {}
+        for kind, data in items:
+            if kind == "deal_completed":
+                skus[(data["campaign"], data["group"])] = data["sku"]
+                movements += [Movement("payment", data["campaign"], data["group"], user,
+                                       data["price"]) for user in data["members"]]
+            elif kind == "refunded":
+                movements.append(Movement("refund", data["campaign"], data["group"],
+                                          data["user"], data["amount"]))
+            else:
+                log.warning("outbox row of unknown type %s skipped", kind)
+        recorded = await self._payments.record(conn, movements)
+        # A payment recorded by an earlier pass already has its order: only fresh ones do.
+        paid = [(m, ref) for m, ref in recorded.items() if m.kind == "payment"]
+        if paid:
+            await conn.execute(
+                "INSERT INTO orders (campaign, group_id, user_id, sku, amount, status,"
+                " payment_ref) SELECT c, g, u, s, a, 'paid', r FROM unnest($1::text[],"
+                " $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])"
+                " AS o(c, g, u, s, a, r) ON CONFLICT (campaign, group_id, user_id) DO NOTHING",
+                [m.campaign for m, _ in paid], [m.group for m, _ in paid],
+                [m.user for m, _ in paid], [skus[(m.campaign, m.group)] for m, _ in paid],
+                [m.amount for m, _ in paid], [ref for _, ref in paid],
+            )
+        self.orders_total += len(paid)
+        self.refunds_total += len(recorded) - len(paid)
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics."""

@@ -63,7 +63,7 @@ class Hub:
                 async for message in self._pubsub.listen():
                     if message.get("type") != "pmessage":
                         continue
-                    self._dispatch(message["data"])
+                    self._dispatch(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -72,16 +72,17 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await self._pubsub.psubscribe(redis_keys.EVENT_CHANNEL_PATTERN)
 
-    def _dispatch(self, raw: bytes | str) -> None:
+    def _dispatch(self, channel: bytes | str, raw: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        subscribers = self._topics.get(redis_keys.topic_of_channel(name))
+        if not subscribers:
+            return  # every gateway sees every event: most have no reader here
         frame = raw.decode() if isinstance(raw, bytes) else raw
-        subscribers = None
         try:
             head = json.loads(frame)
             topic, seq = head["topic"], int(head["seq"])
-            subscribers = self._topics.get(topic)
         except (ValueError, KeyError, TypeError):
             log.warning("malformed live frame dropped")
             return
-        if subscribers:
-            for subscriber in list(subscribers):
-                subscriber.deliver(topic, seq, frame)
+        for subscriber in list(subscribers):
+            subscriber.deliver(topic, seq, frame)

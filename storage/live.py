@@ -15,24 +15,34 @@ import redis.asyncio as aioredis
 
 from storage import redis_keys
 
-# KEYS: history, seq, channel. ARGV: topic, seq (0 = next), data JSON, max len, ttl.
+# KEYS: per event its history, seq and channel keys. ARGV: max len, ttl, then per event
+# its topic, seq (0 = next) and data JSON. One call publishes a whole commit's events, in
+# order; each event's seq and history entry are written before it is published.
 _PUBLISH = """
-local seq = tonumber(ARGV[2])
-if seq <= 0 then
-  seq = redis.call('INCR', KEYS[2])
-else
-  local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if seq > cur then redis.call('SET', KEYS[2], seq) end
+local size, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n = (#ARGV - 2) / 3
+for i = 0, n - 1 do
+  local hist, seqkey, chan = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local topic, seq, data = ARGV[3 * i + 3], tonumber(ARGV[3 * i + 4]), ARGV[3 * i + 5]
+  if seq <= 0 then
+    seq = redis.call('INCR', seqkey)
+  else
+    local cur = tonumber(redis.call('GET', seqkey) or '0')
+    if seq > cur then redis.call('SET', seqkey, seq) end
+  end
+  local frame = '{"op":"event","topic":' .. cjson.encode(topic) .. ',"seq":' .. seq ..
+    ',"data":' .. data .. '}'
+  redis.call('RPUSH', hist, frame)
+  redis.call('LTRIM', hist, -size, -1)
+  redis.call('EXPIRE', hist, ttl)
+  redis.call('EXPIRE', seqkey, ttl)
+  redis.call('PUBLISH', chan, frame)
 end
-local frame = '{"op":"event","topic":' .. cjson.encode(ARGV[1]) .. ',"seq":' .. seq ..
-  ',"data":' .. ARGV[3] .. '}'
-redis.call('RPUSH', KEYS[1], frame)
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
-redis.call('PUBLISH', KEYS[3], frame)
-return seq
+return n
 """
+
+# Events per script call: bounds how long one call holds Redis (a script blocks it).
+_CHUNK = 200
 
 
 @dataclass(frozen=True)
@@ -54,19 +64,17 @@ class Live:
         self._script = client.register_script(_PUBLISH)
 
     async def publish(self, events: Sequence[LiveEvent]) -> None:
-        """Publish `events` in order, in one round trip."""
-        if not events:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for event in events:
-                await self._script(
-                    keys=[redis_keys.history(event.topic), redis_keys.seq(event.topic),
-                          redis_keys.channel(event.topic)],
-                    args=[event.topic, event.seq, json.dumps(event.data, separators=(",", ":")),
-                          self.history_size, self.ttl_seconds],
-                    client=pipe,
-                )
-            await pipe.execute()
+        """Publish `events` in order, one script call per chunk of them."""
+        for start in range(0, len(events), _CHUNK):
+            chunk = events[start : start + _CHUNK]
+            keys: list[str] = []
+            args: list[str | int] = [self.history_size, self.ttl_seconds]
+            for event in chunk:
+                keys += [redis_keys.history(event.topic), redis_keys.seq(event.topic),
+                         redis_keys.channel(event.topic)]
+                args += [event.topic, event.seq,
+                         json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)]
+            await self._script(keys=keys, args=args)
 
     async def history(self, topic: str) -> list[dict[str, Any]]:
         """The topic's held event frames, oldest first."""
