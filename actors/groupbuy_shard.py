@@ -53,7 +53,8 @@ def group_topic(campaign_id: str, group_id: str) -> str:
 class _Campaign:
     config: GroupBuyCampaign
     state: gb.GroupBuyState
-    results: dict[tuple[str, str], Result] = field(default_factory=dict)
+    # Answers by (user, key), each with the fingerprint of the command it answered.
+    results: dict[tuple[str, str], tuple[str, Result]] = field(default_factory=dict)
 
     @property
     def stream(self) -> str:
@@ -65,7 +66,8 @@ class _Pending:
     batch: events.Batch = field(default_factory=events.Batch)
     live: list[LiveEvent] = field(default_factory=list)
     answers: list[tuple[asyncio.Future[Result], Result]] = field(default_factory=list)
-    keyed: list[tuple[_Campaign, tuple[str, str], Result]] = field(default_factory=list)
+    keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, Result]]] = field(
+        default_factory=list)
     commands: int = 0
 
 
@@ -97,7 +99,7 @@ class GroupBuyShard:
         self._campaigns: dict[str, _Campaign] = {}
         self._pending = _Pending()
         self._has_pending = asyncio.Event()
-        self._inflight: dict[tuple[str, str, str], asyncio.Future[Result]] = {}
+        self._inflight: dict[tuple[str, str, str], tuple[str, asyncio.Future[Result]]] = {}
         self._deadlines: list[tuple[int, str, str]] = []
         self._deadline_changed = asyncio.Event()
         self._publish_queue: asyncio.Queue[list[LiveEvent]] = asyncio.Queue()
@@ -148,7 +150,9 @@ class GroupBuyShard:
         else:
             log.warning("%s: group rows disagree with events; replaying events", stream)
             state = await self._replay(campaign, stream)
-        entry = _Campaign(campaign, state, await events.load_results(self._pool, stream))
+        stored = await events.load_results(self._pool, stream)
+        results = {k: (v["fingerprint"], v["answer"]) for k, v in stored.items()}
+        entry = _Campaign(campaign, state, results)
         self._campaigns[campaign.id] = entry
         for group in state.open_groups():
             # The original deadline, as group_opened stored it: never re-based on restart.
@@ -219,15 +223,24 @@ class GroupBuyShard:
             return done
         user = str(command["user"])
         key = command.get("key")
-        if key is not None:
-            answered = campaign.results.get((user, key))
-            if answered is not None:
-                done.set_result(answered)
-                return done
-            inflight = self._inflight.get((campaign.config.id, user, key))
-            if inflight is not None:
-                return inflight
         method = command.get("method")
+        # What the key was first used for: the same key for another command is a client
+        # bug that must not silently answer with the first command's result.
+        fingerprint = f"{method}|{command.get('group') or ''}"
+        if key is not None:
+            seen = campaign.results.get((user, key))
+            if seen is None:
+                seen = self._inflight.get((campaign.config.id, user, key))
+            if seen is not None:
+                first, answer = seen
+                if first != fingerprint:
+                    done.set_result(_error("invalid_request",
+                                           "this idempotency key was used for another request"))
+                    return done
+                if isinstance(answer, asyncio.Future):
+                    return answer
+                done.set_result(answer)
+                return done
         game_command: gb.Command
         if method == "groupbuy.open":
             game_command = gb.OpenGroup(user=user)
@@ -240,9 +253,10 @@ class GroupBuyShard:
         result = self._apply(campaign, game_command)
         pending = self._pending
         if key is not None:
-            self._inflight[(campaign.config.id, user, key)] = done
-            pending.batch.results.append((campaign.stream, user, key, result))
-            pending.keyed.append((campaign, (user, key), result))
+            self._inflight[(campaign.config.id, user, key)] = (fingerprint, done)
+            pending.batch.results.append(
+                (campaign.stream, user, key, {"fingerprint": fingerprint, "answer": result}))
+            pending.keyed.append((campaign, (user, key), (fingerprint, result)))
         elif not result["ok"]:
             done.set_result(result)  # nothing to make durable
             return done
@@ -330,7 +344,7 @@ class GroupBuyShard:
                 return
             self.batch_sizes.observe(pending.commands)
             for campaign, key, result in pending.keyed:
-                campaign.results[key] = result
+                campaign.results[key] = result  # (fingerprint, answer)
                 self._inflight.pop((campaign.config.id, *key), None)
             for future, result in pending.answers:
                 if not future.done():

@@ -3,7 +3,9 @@
 Named and detached, so every gateway process reaches the same ones and a gateway restart
 leaves them running. Ray restarts a killed host (`max_restarts=-1`); its constructor
 starts the owner again, which rebuilds from Postgres and re-arms its deadlines. Calls in
-flight when it died are retried (`max_task_retries`); idempotency keys make that safe.
+flight when it died are not retried by Ray: they answer `unavailable`, and the client
+retries with its idempotency key, so a command applied just before the crash is never
+applied twice (a blind retry of a keyless open could open a second group).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _die(exc: BaseException) -> None:
     os._exit(1)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=5, num_cpus=0)
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
 class ShardHost:
     """Hosts one group-buy shard."""
 

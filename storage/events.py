@@ -116,12 +116,17 @@ async def load_stream(conn: asyncpg.Connection | asyncpg.Pool, stream: str) -> l
     return [StoredEvent(stream, r["version"], r["type"], r["data"]) for r in rows]
 
 
+# How long an idempotency key is remembered across owner restarts.
+RESULT_RETENTION_DAYS = 1
+
+
 async def load_results(
-    conn: asyncpg.Connection | asyncpg.Pool, stream: str
+    conn: asyncpg.Connection | asyncpg.Pool, stream: str, days: int = RESULT_RETENTION_DAYS
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """Stored answers of `stream`'s commands, by (user, key)."""
+    """Stored answers of `stream`'s commands, by (user, key), from the last `days` days."""
     rows = await conn.fetch(
-        "SELECT user_id, key, result FROM command_results WHERE stream = $1", stream
+        "SELECT user_id, key, result FROM command_results WHERE stream = $1"
+        " AND created_at > now() - make_interval(days => $2)", stream, days,
     )
     return {(r["user_id"], r["key"]): r["result"] for r in rows}
 

@@ -232,3 +232,20 @@ async def test_restart_falls_back_to_events_when_group_rows_disagree(
     reborn = await shard_factory(config, clock)
     assert await reborn.ready() == before
     assert reborn.group("c1", gid)["members"] == ["alice", "bob"]
+
+
+async def test_a_key_reused_for_another_command_is_refused(clean: Services,
+                                                           shard_factory: Factory) -> None:
+    config = make_config(clean, configs.campaign("c1", size=3, stock=50, led=2, joined=2))
+    shard = await shard_factory(config, Clock())
+    [a] = await shard.submit([cmd("open", "alice")])
+    [b] = await shard.submit([cmd("open", "bob")])
+    ga, gb_ = a["result"]["group"]["id"], b["result"]["group"]["id"]
+    [first] = await shard.submit([cmd("join", "carol", group=ga, key="k")])
+    assert first["ok"]
+    # The same key for a join of another group is not answered with the first result.
+    [other] = await shard.submit([cmd("join", "carol", group=gb_, key="k")])
+    assert other["error"]["code"] == "invalid_request"
+    assert shard.group("c1", gb_)["members"] == ["bob"]
+    [same] = await shard.submit([cmd("join", "carol", group=ga, key="k")])
+    assert same == first
