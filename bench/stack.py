@@ -8,18 +8,15 @@ a temporary directory; the benchmark always works in its own database, `fission_
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 
 from storage import db
@@ -64,7 +61,10 @@ class Process:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
+        return self.log_text()[-chars:]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
 
 def spawn(name: str, args: list[str], tmp: Path, port: int,
@@ -77,20 +77,9 @@ def spawn(name: str, args: list[str], tmp: Path, port: int,
     return Process(name, port, proc, log_path)
 
 
-async def wait_http(process: Process, path: str = "/healthz", timeout: float = 90.0) -> None:
-    """Poll `path` until it answers 200 (the process's own readiness signal)."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while True:
-            if process.proc.poll() is not None:
-                raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
-            with suppress(aiohttp.ClientError):
-                async with session.get(process.url + path) as resp:
-                    if resp.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{process.name} not ready:\n{process.log_tail()}")
-            await asyncio.sleep(0.2)  # readiness of another process
+async def wait_http(process: Process, timeout: float = 90.0) -> None:
+    """Poll `/healthz` until it answers 200 (the process's own readiness signal)."""
+    await support_stack.wait_healthy(process, timeout)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -135,7 +135,18 @@ def start_gateway(config_path: Path, tmp: Path, env: dict[str, str] | None = Non
     return Gateway(port, proc, log_path)
 
 
-async def wait_healthy(gateway: Gateway, timeout: float = 90.0) -> None:
+class Served(Protocol):
+    """A server process started by a test or the bench."""
+
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str: ...
+
+    def log_text(self) -> str: ...
+
+
+async def wait_healthy(gateway: Served, timeout: float = 90.0) -> None:
     """Poll /healthz until it answers 200 (the server's own readiness signal)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
