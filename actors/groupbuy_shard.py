@@ -268,33 +268,38 @@ class GroupBuyShard:
     def _apply(self, campaign: _Campaign, command: gb.Command) -> Result:
         """Apply `command` to the campaign and queue its writes; the answer it earns."""
         try:
-            state, produced = gb.apply(campaign.state, command, self._clock(), self._rng)
+            produced = gb.decide(campaign.state, command, self._clock(), self._rng)
         except GameError as exc:
             return {"ok": False, "error": exc.to_dict()}
         before = campaign.state.version
+        state = campaign.state
+        as_of: list[gb.Group] = []  # each event's group right after that event
+        for event in produced:
+            state = gb.evolve(state, event)
+            as_of.append(state.groups[event.group])
         campaign.state = state
-        self._queue_events(campaign, produced, before)
+        self._queue_events(campaign, produced, as_of, before)
         if not produced:
             return {"ok": True, "result": {}}
         group = state.groups[produced[0].group]
         return {"ok": True, "result": {"group": gb.group_view(campaign.config.id, group)}}
 
-    def _queue_events(self, campaign: _Campaign, produced: list[gb.Event], before: int) -> None:
+    def _queue_events(self, campaign: _Campaign, produced: list[gb.Event],
+                      as_of: list[gb.Group], before: int) -> None:
         pending = self._pending
         cid = campaign.config.id
         state = campaign.state
-        for offset, event in enumerate(produced, start=1):
+        for offset, (event, group) in enumerate(zip(produced, as_of, strict=True), start=1):
             data = gb.event_to_dict(event)
             stored = events.StoredEvent(campaign.stream, before + offset, event.type, data)
             pending.batch.events.append(stored)
             if event.type in gb.OUTBOX_TYPES:
                 pending.batch.outbox.append(events.StoredEvent(
                     campaign.stream, stored.version, event.type, {**data, "campaign": cid}))
-            group = state.groups[event.group]
-            view = gb.group_view(cid, group)
             # Each frame carries the group as of that event, so a client never refetches.
             pending.live.append(LiveEvent(group_topic(cid, event.group), event.seq,
-                                          {**data, "campaign": cid, "group": view}))
+                                          {**data, "campaign": cid,
+                                           "group": gb.group_view(cid, group)}))
             if isinstance(event, gb.DealCompleted):
                 for member in event.members:
                     pending.live.append(LiveEvent(f"user:{member}", 0, {

@@ -57,6 +57,10 @@ async def test_resume_gets_exactly_the_missed_events_in_order(stack: Stack) -> N
         assert [f["seq"] for f in frames] == [5, 6, 7]
         assert [f["data"]["type"] for f in frames] == [
             "member_joined", "group_completed", "deal_completed"]
+        # Each frame shows the group as of its own event: full but not yet completed first.
+        assert [f["data"]["group"]["status"] for f in frames] == ["open", "completed",
+                                                                  "completed"]
+        assert [f["data"]["group"]["seq"] for f in frames] == [5, 6, 7]
         await back.close()
 
 
