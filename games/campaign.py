@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class GroupBuyCampaign:
         }
 
 
+@lru_cache(maxsize=65536)
 def iso(ms: int) -> str:
-    """Epoch milliseconds as an ISO-8601 UTC string, the API's time format."""
+    """Epoch milliseconds as an ISO-8601 UTC string, the API's time format.
+
+    Cached: a group's two times are formatted again for every frame it appears in.
+    """
     moment = datetime.fromtimestamp(ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
