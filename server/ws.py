@@ -34,6 +34,7 @@ CLOSE_UNAUTHORIZED = 4001
 CLOSE_SLOW = 4008
 CLOSE_POLICY = 1008
 CLOSE_RESTART = 1012
+CLOSE_LINGER = 10.0  # seconds a dropped client's last frames may take to flush
 
 
 @dataclass
@@ -118,6 +119,8 @@ class Connection:
             return
         self.closed = True
         self.server.metrics.ws_disconnects[reason] += 1
+        for topic in list(self.subs):
+            self.server.hub.remove(topic, self)  # a dropped socket costs the hub nothing
         self.closing = asyncio.get_running_loop().create_task(self._close(code, message))
 
     async def _close(self, code: int, message: str) -> None:
@@ -133,7 +136,11 @@ class Connection:
             pass
         transport = self.ws._req.transport if self.ws._req is not None else None
         if transport is not None and not transport.is_closing():
-            transport.abort()  # the client would not take the close frame either
+            # The close frame sits behind what the client has not read yet: close after
+            # flushing, so a client that resumes reading still learns why; one that never
+            # does is cut off after a grace period.
+            transport.close()
+            asyncio.get_running_loop().call_later(CLOSE_LINGER, transport.abort)
 
     # --- live events -------------------------------------------------------------------
 
