@@ -11,10 +11,12 @@ batch committed; its live events are published after that, in commit order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,7 @@ from storage.live import Live, LiveEvent
 log = logging.getLogger("fission.shard")
 
 Result = dict[str, Any]
+FORGET_EVERY = 600.0  # seconds between sweeps of expired idempotency answers
 
 
 def _error(code: str, message: str) -> Result:
@@ -53,8 +56,10 @@ def group_topic(campaign_id: str, group_id: str) -> str:
 class _Campaign:
     config: GroupBuyCampaign
     state: gb.GroupBuyState
-    # Answers by (user, key), each with the fingerprint of the command it answered.
-    results: dict[tuple[str, str], tuple[str, Result]] = field(default_factory=dict)
+    # Answers by (user, key): the fingerprint of the command answered, the answer, and
+    # when (epoch ms). Insertion order is time order, so expiry pops from the front.
+    results: OrderedDict[tuple[str, str], tuple[str, Result, int]] = field(
+        default_factory=OrderedDict)
 
     @property
     def stream(self) -> str:
@@ -66,7 +71,7 @@ class _Pending:
     batch: events.Batch = field(default_factory=events.Batch)
     live: list[LiveEvent] = field(default_factory=list)
     answers: list[tuple[asyncio.Future[Result], Result]] = field(default_factory=list)
-    keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, Result]]] = field(
+    keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, Result, int]]] = field(
         default_factory=list)
     commands: int = 0
 
@@ -125,6 +130,7 @@ class GroupBuyShard:
                 asyncio.create_task(self._commit_loop()),
                 asyncio.create_task(self._timer_loop()),
                 asyncio.create_task(self._publish_loop()),
+                asyncio.create_task(self._forget_loop()),
             ]
         except BaseException as exc:
             self._failed = exc
@@ -150,8 +156,9 @@ class GroupBuyShard:
         else:
             log.warning("%s: group rows disagree with events; replaying events", stream)
             state = await self._replay(campaign, stream)
-        stored = await events.load_results(self._pool, stream)
-        results = {k: (v["fingerprint"], v["answer"]) for k, v in stored.items()}
+        results: OrderedDict[tuple[str, str], tuple[str, Result, int]] = OrderedDict()
+        for user, key, stored, at in await events.load_results(self._pool, stream):
+            results[(user, key)] = (stored["fingerprint"], stored["answer"], at)
         entry = _Campaign(campaign, state, results)
         self._campaigns[campaign.id] = entry
         for group in state.open_groups():
@@ -232,7 +239,7 @@ class GroupBuyShard:
             if seen is None:
                 seen = self._inflight.get((campaign.config.id, user, key))
             if seen is not None:
-                first, answer = seen
+                first, answer = seen[0], seen[1]
                 if first != fingerprint:
                     done.set_result(_error("invalid_request",
                                            "this idempotency key was used for another request"))
@@ -256,7 +263,7 @@ class GroupBuyShard:
             self._inflight[(campaign.config.id, user, key)] = (fingerprint, done)
             pending.batch.results.append(
                 (campaign.stream, user, key, {"fingerprint": fingerprint, "answer": result}))
-            pending.keyed.append((campaign, (user, key), (fingerprint, result)))
+            pending.keyed.append((campaign, (user, key), (fingerprint, result, self._clock())))
         elif not result["ok"]:
             done.set_result(result)  # nothing to make durable
             return done
@@ -349,7 +356,7 @@ class GroupBuyShard:
                 return
             self.batch_sizes.observe(pending.commands)
             for campaign, key, result in pending.keyed:
-                campaign.results[key] = result  # (fingerprint, answer)
+                campaign.results[key] = result  # (fingerprint, answer, at)
                 self._inflight.pop((campaign.config.id, *key), None)
             for future, result in pending.answers:
                 if not future.done():
@@ -367,6 +374,30 @@ class GroupBuyShard:
                 log.exception("publishing %d live events failed", len(frames))
             finally:
                 self._publish_queue.task_done()
+
+    # --- idempotency retention ---------------------------------------------------------
+
+    def forget_answers(self) -> int:
+        """Drop remembered answers older than the retention; how many were dropped."""
+        horizon = self._clock() - events.RESULT_RETENTION_DAYS * 86_400_000
+        dropped = 0
+        for campaign in self._campaigns.values():
+            results = campaign.results
+            while results:
+                key, (_, _, at) = next(iter(results.items()))
+                if at >= horizon:
+                    break
+                del results[key]
+                dropped += 1
+        return dropped
+
+    async def _forget_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FORGET_EVERY)  # a housekeeping period, not a synchronisation
+            self.forget_answers()
+            with contextlib.suppress(Exception):  # Postgres down: try again next period
+                for campaign in self._campaigns.values():
+                    await events.forget_results(self._pool, campaign.stream)
 
     # --- deadlines ----------------------------------------------------------------------
 

@@ -122,13 +122,25 @@ RESULT_RETENTION_DAYS = 1
 
 async def load_results(
     conn: asyncpg.Connection | asyncpg.Pool, stream: str, days: int = RESULT_RETENTION_DAYS
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Stored answers of `stream`'s commands, by (user, key), from the last `days` days."""
+) -> list[tuple[str, str, dict[str, Any], int]]:
+    """Stored answers of `stream`'s commands from the last `days` days, oldest first:
+    (user, key, result, stored at in epoch ms)."""
     rows = await conn.fetch(
-        "SELECT user_id, key, result FROM command_results WHERE stream = $1"
-        " AND created_at > now() - make_interval(days => $2)", stream, days,
+        "SELECT user_id, key, result, created_at FROM command_results WHERE stream = $1"
+        " AND created_at > now() - make_interval(days => $2) ORDER BY created_at",
+        stream, days,
     )
-    return {(r["user_id"], r["key"]): r["result"] for r in rows}
+    return [(r["user_id"], r["key"], r["result"], _ms(r["created_at"])) for r in rows]
+
+
+async def forget_results(conn: asyncpg.Connection | asyncpg.Pool, stream: str,
+                         days: int = RESULT_RETENTION_DAYS) -> int:
+    """Delete answers older than the retention (plus a day of slack); how many."""
+    status = await conn.execute(
+        "DELETE FROM command_results WHERE stream = $1"
+        " AND created_at < now() - make_interval(days => $2)", stream, days + 1,
+    )
+    return int(status.split()[-1])
 
 
 async def load_groups(conn: asyncpg.Connection | asyncpg.Pool, campaign: str) -> list[GroupRow]:

@@ -249,3 +249,19 @@ async def test_a_key_reused_for_another_command_is_refused(clean: Services,
     assert shard.group("c1", gb_)["members"] == ["bob"]
     [same] = await shard.submit([cmd("join", "carol", group=ga, key="k")])
     assert same == first
+
+
+async def test_answers_are_remembered_for_the_retention_then_forgotten(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, configs.campaign("c1", size=3, stock=50, led=3,
+                                                 time_limit=600))
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    [first] = await shard.submit([cmd("open", "alice", key="k")])
+    clock.now += 23 * 3_600_000
+    assert shard.forget_answers() == 0
+    assert (await shard.submit([cmd("open", "alice", key="k")]))[0] == first
+    clock.now += 2 * 3_600_000  # 25 h after the first answer: past the 24 h retention
+    assert shard.forget_answers() == 1
+    [again] = await shard.submit([cmd("open", "alice", key="k")])
+    assert again["ok"] and again["result"]["group"]["id"] != first["result"]["group"]["id"]
