@@ -116,28 +116,58 @@ class GroupBuyShard:
 
     # --- life -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect, rebuild every campaign from its events, re-arm deadlines, go live."""
-        try:
-            self._pool = await db.create_pool(self._database_url, min_size=1, max_size=3)
-            self._redis = aioredis.from_url(self._redis_url)
-            server = self.config.server
-            self._live = Live(self._redis, server.history_size, server.history_ttl_seconds)
-            for campaign in self.config.groupbuys:
-                if shard_of(campaign.id, self.config.ray.shards) == self.index:
-                    await self._load(campaign)
-            self._tasks = [
-                asyncio.create_task(self._commit_loop()),
-                asyncio.create_task(self._timer_loop()),
-                asyncio.create_task(self._publish_loop()),
-                asyncio.create_task(self._forget_loop()),
-            ]
-        except BaseException as exc:
-            self._failed = exc
-            self._ready.set()
-            raise
+    async def start(self, *, retry: bool = False) -> None:
+        """Connect, rebuild every campaign from Postgres, re-arm deadlines, go live.
+
+        With `retry`, an unreachable Postgres or Redis is waited out with backoff (an owner
+        restarted by Ray while the database is down comes up once it is back); without,
+        the first failure is final.
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self._connect_and_load()
+                break
+            except Exception as exc:
+                await self._close_connections()
+                if not retry:
+                    self._failed = exc
+                    self._ready.set()
+                    raise
+                log.warning("shard %d cannot start yet (%r); retrying in %.1f s",
+                            self.index, exc, delay)
+                await asyncio.sleep(delay)  # backoff before reconnecting
+                delay = min(delay * 2, 5.0)
+        self._tasks = [
+            asyncio.create_task(self._commit_loop()),
+            asyncio.create_task(self._timer_loop()),
+            asyncio.create_task(self._publish_loop()),
+            asyncio.create_task(self._forget_loop()),
+        ]
         self._ready.set()
         log.info("shard %d ready with %d campaigns", self.index, len(self._campaigns))
+
+    async def _connect_and_load(self) -> None:
+        self._campaigns = {}
+        self._deadlines = []
+        self._pool = await db.create_pool(self._database_url, min_size=1, max_size=3)
+        self._redis = aioredis.from_url(self._redis_url)
+        await self._redis.ping()
+        server = self.config.server
+        self._live = Live(self._redis, server.history_size, server.history_ttl_seconds)
+        for campaign in self.config.groupbuys:
+            if shard_of(campaign.id, self.config.ray.shards) == self.index:
+                await self._load(campaign)
+
+    async def _close_connections(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.close()
+        client = getattr(self, "_redis", None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def _load(self, campaign: GroupBuyCampaign) -> None:
         stream = stream_of(campaign.id)
@@ -199,8 +229,7 @@ class GroupBuyShard:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._pool.close()
-        await self._redis.aclose()
+        await self._close_connections()
 
     async def flush(self) -> None:
         """Return once everything applied so far is committed."""
@@ -214,9 +243,9 @@ class GroupBuyShard:
 
     async def submit(self, commands: list[dict[str, Any]]) -> list[Result]:
         """Apply a batch of client commands; answers in the same order, once durable."""
-        await self._ready.wait()
-        if self._failed is not None:
-            return [_error("unavailable", "this shard is restarting") for _ in commands]
+        if not self._ready.is_set() or self._failed is not None:
+            # Starting (or restarting) owners answer at once; clients retry with their key.
+            return [_error("unavailable", "this game is starting; try again") for _ in commands]
         futures = [self._accept(command) for command in commands]
         return list(await asyncio.gather(*futures))
 

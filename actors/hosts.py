@@ -37,7 +37,7 @@ class ShardHost:
     def __init__(self, config: Config, database_url: str, redis_url: str, index: int) -> None:
         logging.basicConfig(level=logging.INFO)
         self.shard = GroupBuyShard(config, database_url, redis_url, index, on_fatal=_die)
-        self._start = asyncio.get_running_loop().create_task(self.shard.start())
+        self._start = asyncio.get_running_loop().create_task(self.shard.start(retry=True))
 
     async def ready(self) -> dict[str, Any]:
         return await self.shard.ready()

@@ -265,3 +265,33 @@ async def test_answers_are_remembered_for_the_retention_then_forgotten(
     assert shard.forget_answers() == 1
     [again] = await shard.submit([cmd("open", "alice", key="k")])
     assert again["ok"] and again["result"]["group"]["id"] != first["result"]["group"]["id"]
+
+
+async def test_an_owner_waits_for_its_database_then_starts(clean: Services) -> None:
+    from storage import db
+    from storage.migrate import migrate
+
+    name = f"fission_late_{os.getpid()}"
+    url = db.with_database(clean.database_url, name)
+    admin = await asyncpg.connect(db.with_database(clean.database_url, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        config = make_config(clean, configs.campaign("c1", size=2, stock=5))
+        shard = GroupBuyShard(config, url, clean.redis_url, 0, clock=Clock())
+        starting = asyncio.create_task(shard.start(retry=True))
+        # The database does not exist yet: commands are refused at once, not queued.
+        [early] = await shard.submit([cmd("open", "alice")])
+        assert early["error"]["code"] == "unavailable"
+        await db.ensure_database(url)
+        conn = await db.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        await asyncio.wait_for(starting, 30)  # it retries on its own and comes up
+        [opened] = await shard.submit([cmd("open", "alice")])
+        assert opened["ok"]
+        await shard.stop()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
