@@ -66,7 +66,7 @@ class PipelineHost:
     def __init__(self, config: Config, database_url: str) -> None:
         logging.basicConfig(level=logging.INFO)
         self.worker = PipelineWorker(config, database_url)
-        self._start = asyncio.get_running_loop().create_task(self.worker.start())
+        self._start = asyncio.get_running_loop().create_task(self.worker.start(retry=True))
 
     async def ready(self) -> bool:
         await self._start

@@ -38,11 +38,25 @@ class PipelineWorker:
         self.refunds_total = 0
         self.last_lag_ms = 0.0
 
-    async def start(self) -> None:
-        """Connect, listen for commits, start draining."""
-        self._pool = await db.create_pool(self._database_url, min_size=1, max_size=2)
-        self._listener = await db.connect(self._database_url)
-        await self._listener.add_listener(OUTBOX_CHANNEL, self._notified)
+    async def start(self, *, retry: bool = False) -> None:
+        """Connect, listen for commits, start draining (with `retry`, wait for Postgres)."""
+        delay = 0.5
+        while True:
+            try:
+                self._pool = await db.create_pool(self._database_url, min_size=1, max_size=2)
+                self._listener = await db.connect(self._database_url)
+                await self._listener.add_listener(OUTBOX_CHANNEL, self._notified)
+                break
+            except (OSError, asyncpg.PostgresError) as exc:
+                pool = getattr(self, "_pool", None)
+                if pool is not None:
+                    await pool.close()
+                if not retry:
+                    raise
+                log.warning("pipeline cannot start yet (%r); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)  # backoff before reconnecting
+                delay = min(delay * 2, 5.0)
+        # If the LISTEN connection is lost later, the poll still drains the outbox.
         self._task = asyncio.create_task(self._run())
 
     def _notified(self, *_: Any) -> None:
