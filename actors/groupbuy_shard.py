@@ -18,7 +18,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,6 +28,7 @@ from actors.routing import shard_of
 from games import groupbuy as gb
 from games.campaign import GroupBuyCampaign
 from games.errors import GameError
+from games.pmap import PMap
 from storage import db, events
 from storage.config import Config
 from storage.live import Live, LiveEvent
@@ -144,6 +145,7 @@ class GroupBuyShard:
             asyncio.create_task(self._publish_loop()),
             asyncio.create_task(self._forget_loop()),
         ]
+        self.retire_finished()
         self._ready.set()
         log.info("shard %d ready with %d campaigns", self.index, len(self._campaigns))
 
@@ -420,10 +422,32 @@ class GroupBuyShard:
                 dropped += 1
         return dropped
 
+    def retire_finished(self) -> list[str]:
+        """Release the groups of campaigns that ended with no group left open.
+
+        Nothing can change them any more (every command on an ended campaign is refused
+        before its groups are looked at), and the API reads them from Postgres: so an
+        owner's memory is bounded by its running campaigns, not by their history.
+        """
+        now = self._clock()
+        retired = []
+        for cid, campaign in self._campaigns.items():
+            state = campaign.state
+            if now < campaign.config.ends_at or not state.groups:
+                continue
+            if any(True for _ in state.open_groups()):
+                continue
+            campaign.state = replace(state, groups=PMap(), led=PMap(), joined=PMap())
+            retired.append(cid)
+        if retired:
+            log.info("shard %d released finished campaigns %s", self.index, retired)
+        return retired
+
     async def _forget_loop(self) -> None:
         while True:
             await asyncio.sleep(FORGET_EVERY)  # a housekeeping period, not a synchronisation
             self.forget_answers()
+            self.retire_finished()
             with contextlib.suppress(Exception):  # Postgres down: try again next period
                 for campaign in self._campaigns.values():
                     await events.forget_results(self._pool, campaign.stream)

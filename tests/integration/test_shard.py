@@ -295,3 +295,29 @@ async def test_an_owner_waits_for_its_database_then_starts(clean: Services) -> N
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_finished_campaigns_release_their_groups(clean: Services,
+                                                       shard_factory: Factory) -> None:
+    ends = "2030-03-17T18:00:00+00:00"  # a few hours after T0
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, led=2,
+                                                 time_limit=600, ends_at=ends))
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    [a] = await shard.submit([cmd("open", "alice")])
+    [b] = await shard.submit([cmd("open", "bob")])
+    await shard.submit([cmd("join", "carol", group=a["result"]["group"]["id"])])
+    assert shard.retire_finished() == []  # still running
+    clock.now = config.groupbuys[0].ends_at + 1
+    await shard.expire_due()  # bob's group fails at its deadline
+    assert shard.retire_finished() == ["c1"]
+    assert shard.group("c1", a["result"]["group"]["id"]) is None  # released from memory
+    # Commands are still answered the same way, and Postgres still has every group.
+    [late] = await shard.submit([cmd("join", "dave", group=b["result"]["group"]["id"])])
+    assert late["error"]["code"] == "campaign_not_active"
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        statuses = await conn.fetch("SELECT status FROM groups ORDER BY status")
+    finally:
+        await conn.close()
+    assert [r["status"] for r in statuses] == ["completed", "failed"]
