@@ -44,27 +44,13 @@ def ray_env() -> dict[str, str]:
 
 
 @dataclass
-class Process:
+class Process(support_stack.Gateway):
     """A server process this benchmark started (leader of its own process group)."""
 
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+    name: str = "server"
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_text()[-chars:]
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 def spawn(name: str, args: list[str], tmp: Path, port: int,
@@ -74,7 +60,7 @@ def spawn(name: str, args: list[str], tmp: Path, port: int,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
                                 env=env or ray_env(), start_new_session=True, cwd=ROOT)
-    return Process(name, port, proc, log_path)
+    return Process(port, proc, log_path, name)
 
 
 async def wait_http(process: Process, timeout: float = 90.0) -> None:
