@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import zlib
 
-NAMESPACE_PREFIX = "fission"
-
 
 def shard_of(instance_id: str, shards: int) -> int:
     """The shard index owning `instance_id` (crc32: stable across processes and runs)."""

@@ -33,7 +33,7 @@ class ApiError(Exception):
 
     @property
     def status(self) -> int:
-        return STATUS.get(self.code, 400)
+        return status_of(self.code)
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -52,8 +51,3 @@ async def ensure_database(url: str) -> None:
             await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-
-
-def row_dict(record: Any) -> dict[str, Any]:
-    """An asyncpg Record as a plain dict."""
-    return dict(record.items())
