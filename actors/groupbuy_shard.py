@@ -1,9 +1,9 @@
 """The owner of one shard's group-buy campaigns: apply, group-commit, answer, publish.
 
-Plain asyncio (no Ray) so it can be driven directly; `actors.shard` hosts it in a Ray
+Plain asyncio (no Ray) so it can be driven directly; `actors.hosts` hosts it in a Ray
 actor. Commands are applied to the in-memory state at once, with no await in between,
 so the state is only ever touched by one command at a time. Their writes accumulate in
-the pending batch, which a single committer task writes in one transaction while the
+the pending batch, which a single committer task writes in one statement while the
 next batch accumulates: that is the group commit. A command is answered only after its
 batch committed; its live events are published after that, in commit order.
 """
