@@ -316,18 +316,20 @@ class GroupBuyShard:
             state = gb.evolve(state, event)
             as_of.append(state.groups[event.group])
         campaign.state = state
-        self._queue_events(campaign, produced, as_of, before)
+        views = self._queue_events(campaign, produced, as_of, before)
         if not produced:
             return {"ok": True, "result": {}}
-        group = state.groups[produced[0].group]
-        return {"ok": True, "result": {"group": gb.group_view(campaign.config.id, group)}}
+        # A command's events all concern one group: the answer is it after the last one.
+        return {"ok": True, "result": {"group": views[-1]}}
 
     def _queue_events(self, campaign: _Campaign, produced: list[gb.Event],
-                      as_of: list[gb.Group], before: int) -> None:
+                      as_of: list[gb.Group], before: int) -> list[dict[str, Any]]:
+        """Queue the writes and frames of `produced`; each event's group view, in order."""
         pending = self._pending
         cid = campaign.config.id
         state = campaign.state
-        for offset, (event, group) in enumerate(zip(produced, as_of, strict=True), start=1):
+        views = [gb.group_view(cid, group) for group in as_of]
+        for offset, (event, view) in enumerate(zip(produced, views, strict=True), start=1):
             data = gb.event_to_dict(event)
             stored = events.StoredEvent(campaign.stream, before + offset, event.type, data)
             pending.batch.events.append(stored)
@@ -336,8 +338,7 @@ class GroupBuyShard:
                     campaign.stream, stored.version, event.type, {**data, "campaign": cid}))
             # Each frame carries the group as of that event, so a client never refetches.
             pending.live.append(LiveEvent(group_topic(cid, event.group), event.seq,
-                                          {**data, "campaign": cid,
-                                           "group": gb.group_view(cid, group)}))
+                                          {**data, "campaign": cid, "group": view}))
             if isinstance(event, gb.DealCompleted):
                 for member in event.members:
                     pending.live.append(LiveEvent(f"user:{member}", 0, {
@@ -358,6 +359,7 @@ class GroupBuyShard:
             )
         if produced:
             self._has_pending.set()
+        return views
 
     # --- group commit -------------------------------------------------------------------
 

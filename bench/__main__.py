@@ -290,7 +290,7 @@ class Bench:
         teams = max(self.plan.levels)
         recording = asyncio.create_task(
             profiler.record(pids, self.profile_seconds, self.out))
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # py-spy has no "attached" signal: give it a head start
         await self.storm(gens, "fission_ws", teams, self.profile_seconds)
         paths = await recording
         text = "\n\n".join(profiler.summarize(p) for p in paths.values())

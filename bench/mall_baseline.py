@@ -21,6 +21,8 @@ import asyncpg
 import jwt
 from aiohttp import web
 
+from bench.serving import run_forever
+
 SCHEMA = """
 DROP TABLE IF EXISTS mall_members, mall_groups, mall_campaigns;
 CREATE TABLE mall_campaigns (
@@ -142,24 +144,16 @@ class Mall:
         return web.json_response(_group(row, members))
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 async def serve(dsn: str, secret: str, port: int) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
     mall = Mall(pool, secret)
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
     app.router.add_post("/open", mall.open)
     app.router.add_post("/join", mall.join)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
     try:
-        await asyncio.Event().wait()  # until SIGTERM ends the process
+        # Two processes share the port, as a mall would run its workers on 2 cores.
+        await run_forever(app, port, reuse_port=True)
     finally:
-        await runner.cleanup()
         await pool.close()
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import asyncpg
 from aiohttp import WSMsgType, web
 
+from bench.serving import run_forever
+
 _ids = itertools.count(1)
 
 
@@ -79,23 +81,12 @@ class Raw:
         return web.json_response({"sent": sent})
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 async def serve(port: int) -> None:
     raw = Raw()
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
     app.router.add_get("/ws", raw.ws)
     app.router.add_post("/publish", raw.publish)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        await asyncio.Event().wait()  # until SIGTERM ends the process
-    finally:
-        await runner.cleanup()
+    await run_forever(app, port)
 
 
 async def insert_rate(database_url: str, seconds: float, batch: int = 100,

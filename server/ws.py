@@ -161,33 +161,40 @@ class Connection:
             self._spawn(self._catch_up(topic, sub.last))
 
     async def _catch_up(self, topic: str, after: int | None, ref: Any = None) -> None:
+        """Bring `topic` up to date from `after` (None: a snapshot), then go live.
+
+        Events that arrive meanwhile are buffered; a hole left among them (a publish that
+        never reached this gateway) is filled by catching up again from the last seq sent.
+        """
         sub = self.subs.get(topic)
         if sub is None:
             return
         try:
-            seq, snapshot = await self.server.snapshot(topic)
-            frames = None
-            if after is not None and after <= seq:
-                frames = missed(await self.server.live.history(topic), after, seq)
-            if frames is None:
-                self.send(_frame({"op": "snapshot", "topic": topic, "seq": seq,
-                                  "data": snapshot}))
-            else:
-                for item in frames:
-                    self.send(_frame(item))
-            sub.last = seq
-            while sub.buffer:
+            while True:
+                seq, snapshot = await self.server.snapshot(topic)
+                frames = None
+                if after is not None and after <= seq:
+                    frames = missed(await self.server.live.history(topic), after, seq)
+                if frames is None:
+                    self.send(_frame({"op": "snapshot", "topic": topic, "seq": seq,
+                                      "data": snapshot}))
+                else:
+                    for item in frames:
+                        self.send(_frame(item))
+                sub.last = seq
                 pending = sorted(sub.buffer)
                 sub.buffer.clear()
-                for event_seq, frame in pending:
+                for index, (event_seq, frame) in enumerate(pending):
                     if event_seq == sub.last + 1:
                         sub.last = event_seq
                         self.send(frame)
                     elif event_seq > sub.last + 1:
-                        # Still a hole: take it again from the top.
-                        await self._catch_up_more(topic, sub)
+                        sub.buffer.extend(pending[index:])  # a hole: keep the rest
                         break
-            sub.syncing = False
+                if not sub.buffer:
+                    sub.syncing = False  # no await since the check: nothing slips in
+                    return
+                after = sub.last
         except ApiError as exc:
             self._drop(topic, ref, exc.code, exc.message)
         except Exception:
@@ -199,17 +206,6 @@ class Connection:
         self.subs.pop(topic, None)
         self.server.hub.remove(topic, self)
         self.send(_error(ref, code, f"{topic}: {message}"))
-
-    async def _catch_up_more(self, topic: str, sub: _Sub) -> None:
-        frames = missed(await self.server.live.history(topic), sub.last, None)
-        if frames is None or not frames:
-            seq, snapshot = await self.server.snapshot(topic)
-            self.send(_frame({"op": "snapshot", "topic": topic, "seq": seq, "data": snapshot}))
-            sub.last = seq
-        else:
-            for item in frames:
-                self.send(_frame(item))
-            sub.last = frames[-1]["seq"]
 
     # --- receiving ---------------------------------------------------------------------
 

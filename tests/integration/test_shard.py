@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -205,11 +206,17 @@ async def test_live_events_are_numbered_per_group(clean: Services,
 
 
 async def test_uses_configured_services_when_given(clean: Services) -> None:
-    # CI's second pass sets these; then the tests above ran against those servers.
+    # CI's second pass sets FISSION_DATABASE_URL; the tests must then really talk to that
+    # TCP server, and otherwise to the embedded one over its unix socket.
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        port = await conn.fetchval("SELECT inet_server_port()")
+    finally:
+        await conn.close()
     if os.environ.get("FISSION_DATABASE_URL"):
-        assert clean.external and clean.database_url == os.environ["FISSION_DATABASE_URL"]
+        assert port == (urlsplit(os.environ["FISSION_DATABASE_URL"]).port or 5432)
     else:
-        assert not clean.external
+        assert port is None  # a unix-socket connection: the embedded server
 
 
 async def test_restart_falls_back_to_events_when_group_rows_disagree(

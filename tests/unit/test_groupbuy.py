@@ -407,15 +407,17 @@ def test_two_person_group_completes_on_first_join() -> None:
     assert deal.members == ("a", "b")
 
 
+def reprice(game: Game, group_price: int) -> None:
+    """The marketer changes the campaign's group price after groups were opened."""
+    product = replace(game.campaign.product, group_price=group_price)
+    game.state = replace(game.state, campaign=replace(game.campaign, product=product))
+
+
 def test_group_price_is_frozen_at_open() -> None:
     """The deal's price is the group's price (taken when it opened), not the campaign's."""
     game = Game()
     gid = game.open("a")
-    game.state = replace(
-        game.state,
-        campaign=replace(game.campaign, product=replace(game.campaign.product,
-                                                        group_price=1)),
-    )
+    reprice(game, 1)
     game.join("b", gid)
     deal = game.join("c", gid)[-1]
     assert isinstance(deal, DealCompleted)
@@ -500,11 +502,7 @@ def test_failure_releases_limits_for_reuse() -> None:
 def test_refunds_use_group_price() -> None:
     game = Game()
     gid = game.open("a")
-    game.state = replace(
-        game.state,
-        campaign=replace(game.campaign, product=replace(game.campaign.product,
-                                                        group_price=1)),
-    )
+    reprice(game, 1)
     events = game.expire(gid, NOW + LIMIT)
     refunds = [e for e in events if isinstance(e, Refunded)]
     assert [r.amount for r in refunds] == [PRICE]
