@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import json
 import logging
 import random
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from actors import gcstats
 from actors.metrics import BatchSizes
 from actors.routing import shard_of
 from games import groupbuy as gb
@@ -36,7 +38,11 @@ from storage.live import Live, LiveEvent
 log = logging.getLogger("fission.shard")
 
 Result = dict[str, Any]
+SLOW_COMMIT = 0.1  # seconds: a commit slower than this is logged
 FORGET_EVERY = 600.0  # seconds between sweeps of expired idempotency answers
+
+
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _error(code: str, message: str) -> Result:
@@ -57,9 +63,11 @@ def group_topic(campaign_id: str, group_id: str) -> str:
 class _Campaign:
     config: GroupBuyCampaign
     state: gb.GroupBuyState
-    # Answers by (user, key): the fingerprint of the command answered, the answer, and
-    # when (epoch ms). Insertion order is time order, so expiry pops from the front.
-    results: OrderedDict[tuple[str, str], tuple[str, Result, int]] = field(
+    # Answers by (user, key): the fingerprint of the command answered, the answer as JSON
+    # text, and when (epoch ms). Text, not dicts: a day of answers is a large part of the
+    # heap, and strings are one object each that the garbage collector never walks.
+    # Insertion order is time order, so expiry pops from the front.
+    results: OrderedDict[tuple[str, str], tuple[str, str, int]] = field(
         default_factory=OrderedDict)
 
     @property
@@ -72,7 +80,7 @@ class _Pending:
     batch: events.Batch = field(default_factory=events.Batch)
     live: list[LiveEvent] = field(default_factory=list)
     answers: list[tuple[asyncio.Future[Result], Result]] = field(default_factory=list)
-    keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, Result, int]]] = field(
+    keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, str, int]]] = field(
         default_factory=list)
     commands: int = 0
 
@@ -114,6 +122,8 @@ class GroupBuyShard:
         self._failed: BaseException | None = None
         self.batch_sizes = BatchSizes()
         self.commands_total = 0
+        self.commit_seconds = 0.0  # time spent in commit statements (Postgres round trips)
+        self.commit_longest = 0.0
 
     # --- life -------------------------------------------------------------------------
 
@@ -146,6 +156,7 @@ class GroupBuyShard:
             asyncio.create_task(self._forget_loop()),
         ]
         self.retire_finished()
+        gcstats.settle()  # the rebuilt state lives as long as its campaign
         self._ready.set()
         log.info("shard %d ready with %d campaigns", self.index, len(self._campaigns))
 
@@ -188,9 +199,9 @@ class GroupBuyShard:
         else:
             log.warning("%s: group rows disagree with events; replaying events", stream)
             state = await self._replay(campaign, stream)
-        results: OrderedDict[tuple[str, str], tuple[str, Result, int]] = OrderedDict()
+        results: OrderedDict[tuple[str, str], tuple[str, str, int]] = OrderedDict()
         for user, key, stored, at in await events.load_results(self._pool, stream):
-            results[(user, key)] = (stored["fingerprint"], stored["answer"], at)
+            results[(user, key)] = (stored["fingerprint"], _json(stored["answer"]), at)
         entry = _Campaign(campaign, state, results)
         self._campaigns[campaign.id] = entry
         for group in state.open_groups():
@@ -266,18 +277,21 @@ class GroupBuyShard:
         # bug that must not silently answer with the first command's result.
         fingerprint = f"{method}|{command.get('group') or ''}"
         if key is not None:
-            seen = campaign.results.get((user, key))
-            if seen is None:
+            seen: tuple[str, str | asyncio.Future[Result]] | None = None
+            stored = campaign.results.get((user, key))
+            if stored is not None:
+                seen = stored[0], stored[1]
+            else:
                 seen = self._inflight.get((campaign.config.id, user, key))
             if seen is not None:
-                first, answer = seen[0], seen[1]
+                first, answer = seen
                 if first != fingerprint:
                     done.set_result(_error("invalid_request",
                                            "this idempotency key was used for another request"))
                     return done
                 if isinstance(answer, asyncio.Future):
                     return answer
-                done.set_result(answer)
+                done.set_result(json.loads(answer))
                 return done
         game_command: gb.Command
         if method == "groupbuy.open":
@@ -292,9 +306,11 @@ class GroupBuyShard:
         pending = self._pending
         if key is not None:
             self._inflight[(campaign.config.id, user, key)] = (fingerprint, done)
-            pending.batch.results.append(
-                (campaign.stream, user, key, {"fingerprint": fingerprint, "answer": result}))
-            pending.keyed.append((campaign, (user, key), (fingerprint, result, self._clock())))
+            answer = _json(result)
+            pending.batch.results.append((campaign.stream, user, key,
+                                          f'{{"fingerprint":{_json(fingerprint)},'
+                                          f'"answer":{answer}}}'))
+            pending.keyed.append((campaign, (user, key), (fingerprint, answer, self._clock())))
         elif not result["ok"]:
             done.set_result(result)  # nothing to make durable
             return done
@@ -372,6 +388,7 @@ class GroupBuyShard:
                 for future, result in pending.answers:
                     future.set_result(result)
                 continue
+            started = time.perf_counter()
             try:
                 async with self._pool.acquire() as conn:
                     await events.commit(conn, pending.batch)
@@ -388,8 +405,14 @@ class GroupBuyShard:
                     self._on_fatal(exc)
                 return
             self.batch_sizes.observe(pending.commands)
-            for campaign, key, result in pending.keyed:
-                campaign.results[key] = result  # (fingerprint, answer, at)
+            took = time.perf_counter() - started
+            self.commit_seconds += took
+            self.commit_longest = max(self.commit_longest, took)
+            if took > SLOW_COMMIT:
+                log.warning("shard %d: slow commit, %d commands in %.0f ms", self.index,
+                            pending.commands, took * 1000)
+            for campaign, key, remembered in pending.keyed:
+                campaign.results[key] = remembered  # (fingerprint, answer text, at)
                 self._inflight.pop((campaign.config.id, *key), None)
             for future, result in pending.answers:
                 if not future.done():
@@ -509,6 +532,8 @@ class GroupBuyShard:
             "batch_counts": list(self.batch_sizes.counts),
             "batch_sum": self.batch_sizes.total,
             "batch_observations": self.batch_sizes.observations,
+            "commit_seconds": self.commit_seconds,
+            "commit_longest_seconds": self.commit_longest,
             "open_deadlines": len(self._deadlines),
         }
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from actors import gcstats
 from actors.groupbuy_shard import GroupBuyShard
 from actors.pipeline_worker import PipelineWorker
 from storage.config import Config
@@ -36,6 +37,7 @@ class ShardHost:
 
     def __init__(self, config: Config, database_url: str, redis_url: str, index: int) -> None:
         logging.basicConfig(level=logging.INFO)
+        gcstats.install()
         self.shard = GroupBuyShard(config, database_url, redis_url, index, on_fatal=_die)
         self._start = asyncio.get_running_loop().create_task(self.shard.start(retry=True))
 
@@ -46,7 +48,7 @@ class ShardHost:
         return await self.shard.submit(commands)
 
     async def stats(self) -> dict[str, Any]:
-        return self.shard.stats()
+        return {**self.shard.stats(), **gcstats.snapshot()}
 
     async def group(self, campaign: str, group: str) -> dict[str, Any] | None:
         await self.shard.ready()

@@ -18,14 +18,14 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
 
-from bench import checks, mall_baseline, raw, report
+from bench import checks, mall_baseline, raw, report, scrape
 from bench import profile as profiler
 from bench.clients import HttpClient, fission_route, now_ms
 from bench.loadgen import Generators
@@ -59,8 +59,12 @@ class Plan:
     fan_timeout: float
     insert_seconds: float
     drain_timeout: float
+    scenarios: tuple[str, ...] = ("storm", "fanout", "inserts")
+    systems: tuple[str, ...] = ("fission_ws", "fission_http", "mall", "echo")
+    gateways: int = 1  # Fission gateway processes (on 2 cores, two did worse than one)
 
 
+SCENARIOS = ("storm", "fanout", "inserts")
 FULL = Plan("full", (4, 16, 64), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
 SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0)
 
@@ -107,7 +111,8 @@ class Bench:
             await mall_baseline.setup(conn, STORM_CAMPAIGN, STORM_SIZE, 10_000_000)
         finally:
             await conn.close()
-        self.gateway = stack.start_gateway(self.head.address)
+        self.gateways = stack.start_gateways(self.head.address, self.plan.gateways)
+        self.gateway = self.gateways[0]
         mall_port = free_port()
         self.malls = []
         for n in range(2):  # two processes on one port (SO_REUSEPORT), one per core
@@ -117,36 +122,46 @@ class Bench:
             stack.others.append(process)
             self.malls.append(process)
         self.raw = stack.start("raw", ["-m", "bench.raw"])
-        await asyncio.gather(wait_http(self.gateway, timeout=120), wait_http(self.raw),
+        await asyncio.gather(*(wait_http(g, timeout=120) for g in self.gateways),
+                             wait_http(self.raw),
                              *(wait_http(m) for m in self.malls))
 
-    def urls(self, system: str) -> tuple[str, str]:
-        """(generator client kind, URL) for a system under test."""
+    def urls(self, system: str) -> tuple[str, list[str]]:
+        """(generator client kind, URLs) for a system under test.
+
+        The mall's processes share one port (SO_REUSEPORT); Fission's gateways each have
+        their own, so each can be scraped, and generator i drives gateway i mod n: the
+        same share of the clients a load balancer would give each.
+        """
         return {
-            "fission_ws": ("ws", self.gateway.ws_url),
-            "fission_http": ("fission_http", self.gateway.url),
-            "mall": ("mall", self.malls[0].url),
-            "echo": ("ws", self.raw.ws_url),
+            "fission_ws": ("ws", [g.ws_url for g in self.gateways]),
+            "fission_http": ("fission_http", [g.url for g in self.gateways]),
+            "mall": ("mall", [self.malls[0].url]),
+            "echo": ("ws", [self.raw.ws_url]),
         }[system]
 
     # --- a-c: join storm ---------------------------------------------------------------
 
     async def storm(self, gens: Generators, system: str, teams: int, duration: float,
                     interval: float | None = None) -> dict[str, Any]:
-        kind, url = self.urls(system)
+        kind, urls = self.urls(system)
         prefix = f"{system.replace('_', '')}{teams}{'p' if interval else ''}"
         await gens.each("storm_prepare", [
-            {"kind": kind, "url": url, "secret": SECRET, "campaign": STORM_CAMPAIGN,
-             "teams": n, "team_size": TEAM_SIZE, "prefix": prefix}
-            for n in split(teams, len(gens))])
+            {"kind": kind, "url": urls[i % len(urls)], "secret": SECRET,
+             "campaign": STORM_CAMPAIGN, "teams": n, "team_size": TEAM_SIZE, "prefix": prefix}
+            for i, n in enumerate(split(teams, len(gens)))])
         start_at = time.time() + 0.3
         roots = {"bench driver": os.getpid()}
         marker = str(self.stack.tmp)
+        fission = system.startswith("fission")
+        gateway_urls = [g.url for g in self.gateways]
+        served = await scrape.metrics(gateway_urls) if fission else None
         cpu_before = profiler.cpu_seconds(roots, marker)
         outs = await gens.all("storm_run", start_at=start_at, duration=duration,
                               round_interval=interval, timeout=duration + 60)
         cpu = profiler.cpu_share(cpu_before, profiler.cpu_seconds(roots, marker),
                                  time.time() - start_at + 0.3)
+        server = scrape.explain(served, await scrape.metrics(gateway_urls)) if served else {}
         await gens.all("storm_close")
         lat = report.latencies(o["latencies"] for o in outs)
         elapsed = max(o["elapsed"] for o in outs)
@@ -155,23 +170,24 @@ class Bench:
         for o in outs:
             for code, n in o["codes"].items():
                 codes[code] = codes.get(code, 0) + n
-        if system.startswith("fission"):
+        if fission:
             self.acked += ok
         return {"system": system, "teams": teams, "ops_per_s": ok / elapsed,
                 "ok": ok, "rounds": sum(o["rounds"] for o in outs), "calls": len(lat),
                 "p50_ms": report.percentile(lat, 0.50), "p99_ms": report.percentile(lat, 0.99),
                 "codes": codes, "seconds": elapsed, "since": start_at, "cpu": cpu,
+                "server": server,
                 "until": start_at + elapsed}
 
     async def storms(self, gens: Generators) -> None:
         plan = self.plan
         for teams in plan.levels:
-            for system in ("fission_ws", "fission_http", "mall", "echo"):
+            for system in plan.systems:
                 result = await self.storm(gens, system, teams, plan.duration)
                 self.results["storm"].append(result)
                 print(f"  storm {system:>12} {teams:>3} teams: {result['ops_per_s']:8.0f}"
                       f" cmds/s  p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms"
-                      f"  {result['codes']}", flush=True)
+                      f"  {result['codes']} {_rounded(result['server'])}", flush=True)
         fission = [r for r in self.results["storm"] if r["system"] == "fission_ws"]
         peak = max(fission, key=lambda r: r["ops_per_s"])
         target = plan.paced_fraction * peak["ops_per_s"]
@@ -284,7 +300,7 @@ class Bench:
     # --- profile -----------------------------------------------------------------------
 
     async def profile(self, gens: Generators) -> None:
-        pids = {"gateway": self.gateway.proc.pid}
+        pids = {f"gateway{n}": g.proc.pid for n, g in enumerate(self.gateways)}
         for n, pid in enumerate(profiler.shard_pids(self.head.pid)):
             pids[f"actor{n}-{pid}"] = pid
         teams = max(self.plan.levels)
@@ -306,10 +322,11 @@ class Bench:
         print(f"servers ready in {time.monotonic() - started:.1f} s", flush=True)
         gens = Generators(GENERATORS)
         try:
-            await self.storms(gens)
-            await self.verify()
+            if "storm" in self.plan.scenarios:
+                await self.storms(gens)
+                await self.verify()
             self.results["fanout"] = []
-            for sockets in self.plan.fan_sizes:
+            for sockets in self.plan.fan_sizes if "fanout" in self.plan.scenarios else ():
                 result = await self.fanout(gens, sockets)
                 self.results["fanout"].append(result)
                 print(f"  fan-out {sockets} sockets: Fission {result['fission']['per_s']:.0f}/s"
@@ -321,16 +338,21 @@ class Bench:
                 self.results["invariants"] = await checks.invariants(conn, self.acked)
             finally:
                 await conn.close()
-            self.results["inserts"] = [
-                await raw.insert_rate(self.stack.database_url, self.plan.insert_seconds),
-                await raw.insert_rate(self.stack.database_url, self.plan.insert_seconds,
-                                      durable=True)]
+            if "inserts" in self.plan.scenarios:
+                self.results["inserts"] = [
+                    await raw.insert_rate(self.stack.database_url, self.plan.insert_seconds),
+                    await raw.insert_rate(self.stack.database_url, self.plan.insert_seconds,
+                                          durable=True)]
             if self.profile_seconds:
                 await self.profile(gens)
         finally:
             gens.close()
         self.results["seconds"] = time.monotonic() - started
         return self.results
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in values.items()}
 
 
 def failures(results: dict[str, Any]) -> list[str]:
@@ -363,8 +385,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="also sample the gateway and actors with py-spy for a storm")
+    parser.add_argument("--only", choices=SCENARIOS, action="append",
+                        help="run only these scenarios (repeatable; default: all)")
+    parser.add_argument("--teams", type=int, action="append", metavar="N",
+                        help="storm concurrency levels instead of the plan's (repeatable)")
+    parser.add_argument("--system", choices=Plan.systems, action="append", dest="systems",
+                        help="storm only these systems (repeatable; default: all four)")
+    parser.add_argument("--gateways", type=int, metavar="N",
+                        help="Fission gateway processes (default 1)")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
+    if args.only:
+        plan = replace(plan, scenarios=tuple(args.only))
+    if args.systems:  # Fission /ws is the reference every ratio and the paced run need
+        plan = replace(plan, systems=tuple(dict.fromkeys(["fission_ws", *args.systems])))
+    if args.gateways:
+        plan = replace(plan, gateways=args.gateways)
+    if args.teams:
+        plan = replace(plan, levels=tuple(args.teams))
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     # SIGTERM unwinds like Ctrl-C, so every process group started here is stopped.

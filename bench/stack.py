@@ -119,19 +119,25 @@ class Stack:
     tmp: Path
     database_url: str
     redis_url: str
-    gateway: Process | None = None
+    gateways: list[Process] = field(default_factory=list)
     others: list[Process] = field(default_factory=list)
 
-    def start_gateway(self, ray_address: str) -> Process:
-        """`fission serve` with the bench config on a free port (returns at once)."""
+    def start_gateways(self, ray_address: str, count: int) -> list[Process]:
+        """`count` `fission serve` processes with the bench config, each on a free port.
+
+        They share the Ray head, Postgres and Redis, as gateways behind a load balancer
+        do (returns at once; wait for each to be healthy).
+        """
         doc = config_document(self.database_url, self.redis_url, ray_address,
                               f"bench{os.getpid()}", self.tmp / "data")
         path = self.tmp / "bench.toml"
         path.write_text(configs.to_toml(doc))
-        port = free_port()
-        self.gateway = spawn("gateway", ["-m", "server.cli", "serve", "--config", str(path),
-                                         "--port", str(port)], self.tmp, port)
-        return self.gateway
+        for n in range(count):
+            port = free_port()
+            self.gateways.append(spawn(f"gateway{n}", [
+                "-m", "server.cli", "serve", "--config", str(path), "--port", str(port)],
+                self.tmp, port))
+        return self.gateways
 
     def start(self, name: str, args: list[str]) -> Process:
         """Another server process (baseline or raw), given `--port` as its last argument."""
@@ -146,10 +152,10 @@ class Stack:
             self.others.remove(process)
 
     def close(self) -> None:
-        for process in [*self.others, *([self.gateway] if self.gateway else [])]:
+        for process in [*self.others, *self.gateways]:
             stop_group(process.proc, 10)
         self.others.clear()
-        self.gateway = None
+        self.gateways.clear()
 
 
 async def pg(database_url: str) -> asyncpg.Connection:

@@ -15,7 +15,7 @@ import ray
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from actors import runtime
+from actors import gcstats, runtime
 from actors.client import ShardClient
 from server import http_api, ws
 from server.auth import Identity
@@ -59,6 +59,7 @@ class Server:
         self.database_url = database_url
         self.redis_url = redis_url
         self.metrics = Metrics()
+        gcstats.install()
         self.connections: set[ws.Connection] = set()
         self.stopping = False
         cfg = config.server
@@ -79,6 +80,7 @@ class Server:
                              self.pipeline.ready.remote())
         self.client = ShardClient(self.shards, observe=self.metrics.actor_call)
         self.gateway = Gateway(self.config, self.client, self.pool, self.metrics)
+        gcstats.settle()
 
     async def stop(self) -> None:
         """Tell every socket to reconnect elsewhere, then close connections."""

@@ -24,6 +24,8 @@ from storage.config import Config
 
 log = logging.getLogger("fission.gateway")
 
+_SERVICE_FAILURES = frozenset({"internal", "unavailable"})
+
 Handler = Callable[["Gateway", Identity, dict[str, Any], "str | None"], Awaitable[dict[str, Any]]]
 
 
@@ -66,9 +68,13 @@ class Gateway:
             elapsed = time.perf_counter() - started
             name = method if method in METHODS else "unknown"
             self.metrics.command(name, outcome, elapsed)
-            log.info("command", extra={"fields": {
-                "method": name, "outcome": outcome, "ms": round(elapsed * 1000, 2),
-                "user": identity.user}})
+            # Failures of the service are always logged; a line per command costs a few
+            # percent of a busy gateway, so that access log is opt-in (metrics count all).
+            if outcome in _SERVICE_FAILURES or self.config.server.log_commands:
+                level = logging.WARNING if outcome in _SERVICE_FAILURES else logging.INFO
+                log.log(level, "command", extra={"fields": {
+                    "method": name, "outcome": outcome, "ms": round(elapsed * 1000, 2),
+                    "user": identity.user}})
 
     def campaign(self, campaign_id: str) -> Any:
         found = self.config.campaign(campaign_id)

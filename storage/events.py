@@ -49,7 +49,8 @@ class Batch:
     events: list[StoredEvent] = field(default_factory=list)
     groups: dict[tuple[str, str], GroupRow] = field(default_factory=dict)
     outbox: list[StoredEvent] = field(default_factory=list)
-    results: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
+    # (stream, user, key, the answer record as JSON text: the owner keeps that same text)
+    results: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.results)
@@ -84,7 +85,8 @@ WITH ev AS (
     SELECT * FROM unnest($16::text[], $17::bigint[], $18::text[], $19::jsonb[])
 ), cr AS (
     INSERT INTO command_results (stream, user_id, key, result)
-    SELECT * FROM unnest($20::text[], $21::text[], $22::text[], $23::jsonb[])
+    SELECT s, u, k, r::jsonb FROM unnest($20::text[], $21::text[], $22::text[], $23::text[])
+        AS t(s, u, k, r)
     ON CONFLICT DO NOTHING
 )
 SELECT pg_notify('{OUTBOX_CHANNEL}', '') WHERE $24::bool

@@ -12,6 +12,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import pytest
 
+from tests.support.stack import RAY_TOKEN
+
+os.environ.setdefault("RAY_AUTH_TOKEN", RAY_TOKEN)  # in-process drivers reach test heads
+
 from tests.support.services import Services, prepare, services, wipe
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,10 +34,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# `ray start` with token auth needs a token; one per run, shared by the head and its
+# drivers through the environment, so a fresh machine (no ~/.ray/auth_token) works too.
+RAY_TOKEN = os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)
+
+
 def ray_env() -> dict[str, str]:
     env = dict(os.environ)
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = RAY_TOKEN
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["RAY_worker_niceness"] = "0"  # actors at normal priority (Ray's default is 15)
     return env
@@ -73,6 +81,7 @@ def ray_head(tmp: Path, object_store_mb: int | None = None) -> Iterator[RayHead]
         yield RayHead(f"127.0.0.1:{port}", proc.pid)
     finally:
         stop_group(proc, 15)
+        shutil.rmtree(temp_dir, ignore_errors=True)  # sessions, sockets, spilled objects
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:

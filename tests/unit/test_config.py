@@ -79,6 +79,7 @@ def test_good_document_parses() -> None:
     assert config.server.port == 9000
     assert config.server.max_frame_bytes == 16_384  # defaults fill the rest
     assert config.server.frames_per_second == 20.0
+    assert config.server.log_commands is False
     assert config.auth.secret == "file-secret-0123456789abcdef-0123456789"
     assert config.storage.data_dir == "/var/lib/fission"
     assert config.storage.database_url == "postgresql://file@db/fission"
@@ -332,6 +333,8 @@ BAD: list[Any] = [
     pytest.param(section("server", frames_per_second=math.nan), "server.frames_per_second",
                  id="fps-nan"),
     pytest.param(put("server", "127.0.0.1:8080"), "server", id="server-not-table"),
+    pytest.param(section("server", log_commands="yes"), "server.log_commands",
+                 id="log-commands-string"),
     # auth
     pytest.param(drop("auth", "secret"), "auth.secret", id="secret-missing"),
     pytest.param(drop("auth"), "auth.secret", id="auth-missing"),

@@ -1,0 +1,61 @@
+"""Python's cyclic garbage collector in a long-running process: measured, kept short.
+
+Every full collection walks every tracked object. A gateway or an owner carries a large
+heap that never becomes garbage: the modules of Ray, gRPC and protobuf, and in an owner
+the state it rebuilt from Postgres. Measured in the join storm before this: the gateway
+spent 7% of its time in the collector with pauses up to 100 ms, the shard 6% with pauses
+up to 113 ms, straight into the ack latency's tail. So, once started, a process freezes
+what it holds (moved out of the collector's reach; still freed by reference counting),
+and the young generation is collected less often, in larger, cheaper steps.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+# The young generation's threshold (CPython's default is 700 allocations).
+THRESHOLDS = (20_000, 10, 10)
+
+_started: list[float] = [0.0]
+seconds = [0.0, 0.0, 0.0]
+collections = [0, 0, 0]
+longest = [0.0]
+
+
+def _callback(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _started[0] = time.perf_counter()
+        return
+    took = time.perf_counter() - _started[0]
+    generation = int(info.get("generation", 0))
+    seconds[generation] += took
+    collections[generation] += 1
+    longest[0] = max(longest[0], took)
+
+
+def install() -> None:
+    """Measure collections and set the thresholds (idempotent)."""
+    gc.set_threshold(*THRESHOLDS)
+    if _callback not in gc.callbacks:
+        gc.callbacks.append(_callback)
+
+
+def settle() -> None:
+    """Collect once, then freeze everything alive: call when start-up is done."""
+    measured = _callback in gc.callbacks
+    if measured:
+        gc.callbacks.remove(_callback)  # start-up's own collection: no one waited on it
+    try:
+        gc.collect()
+    finally:
+        if measured:
+            gc.callbacks.append(_callback)
+    gc.freeze()
+
+
+def snapshot() -> dict[str, Any]:
+    """Seconds and collections per generation so far, and the longest pause."""
+    return {"gc_seconds": list(seconds), "gc_collections": list(collections),
+            "gc_longest_seconds": longest[0]}

@@ -1,0 +1,59 @@
+"""Read the gateway's Prometheus `/metrics` around a run: what the server says it did."""
+
+from __future__ import annotations
+
+import aiohttp
+
+# Counters whose change over a storm explains its throughput: how many actor calls and
+# commits it took, how big they were and how long they lasted.
+WATCHED = (
+    "fission_actor_call_seconds_sum", "fission_actor_call_seconds_count",
+    "fission_actor_call_batch_size_sum", "fission_actor_call_batch_size_count",
+    "fission_commit_batch_size_sum", "fission_commit_batch_size_count",
+    "fission_commit_seconds_sum", "fission_shard_gc_seconds_total",
+    "fission_shard_gc_longest_seconds", "fission_gateway_gc_seconds_total",
+    "fission_gateway_gc_longest_seconds", "fission_commit_longest_seconds",
+)
+
+
+GATEWAY_OWN = ("fission_actor_call", "fission_gateway_")
+
+
+async def metrics(base_urls: list[str]) -> dict[str, float]:
+    """The watched series, each summed over its labels and over the gateways.
+
+    Actor-call series are each gateway's own; commit series come from the shard actors,
+    which every gateway reports alike, so they are read from the first gateway only.
+    """
+    found = dict.fromkeys(WATCHED, 0.0)
+    async with aiohttp.ClientSession() as session:
+        for n, base_url in enumerate(base_urls):
+            async with session.get(base_url + "/metrics") as resp:
+                text = await resp.text()
+            for line in text.splitlines():
+                if line.startswith("#") or not line:
+                    continue
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                if name in found and (n == 0 or name.startswith(GATEWAY_OWN)):
+                    found[name] += float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def explain(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Actor calls and commits during a run, with their mean size and call time."""
+    d = {name: after[name] - before[name] for name in WATCHED}
+    calls = d["fission_actor_call_seconds_count"]
+    commits = d["fission_commit_batch_size_count"]
+    return {
+        "actor_calls": calls,
+        "actor_call_ms": 1000 * d["fission_actor_call_seconds_sum"] / calls if calls else 0.0,
+        "actor_call_batch": d["fission_actor_call_batch_size_sum"] / calls if calls else 0.0,
+        "commits": commits,
+        "commit_batch": d["fission_commit_batch_size_sum"] / commits if commits else 0.0,
+        "commit_ms": 1000 * d["fission_commit_seconds_sum"] / commits if commits else 0.0,
+        "shard_gc_ms": 1000 * d["fission_shard_gc_seconds_total"],
+        "shard_gc_longest_ms": 1000 * after["fission_shard_gc_longest_seconds"],
+        "gateway_gc_ms": 1000 * d["fission_gateway_gc_seconds_total"],
+        "gateway_gc_longest_ms": 1000 * after["fission_gateway_gc_longest_seconds"],
+        "commit_longest_ms": 1000 * after["fission_commit_longest_seconds"],
+    }
