@@ -94,7 +94,10 @@ class PipelineWorker:
             if rows:
                 await self._handle(conn, [(r["type"], r["data"]) for r in rows])
                 await conn.execute(
-                    "UPDATE outbox SET processed_at = now() WHERE id = ANY($1::bigint[])",
+                    # The clock at the end of the work (not the transaction's start), so
+                    # processed_at - created_at is the whole deal-to-ledger lag.
+                    "UPDATE outbox SET processed_at = clock_timestamp()"
+                    " WHERE id = ANY($1::bigint[])",
                     [r["id"] for r in rows],
                 )
         if rows:

@@ -30,6 +30,8 @@ from bench import profile as profiler
 from bench.clients import HttpClient, fission_route, now_ms
 from bench.loadgen import Generators
 from bench.stack import (
+    DEAL_CAMPAIGNS,
+    DEAL_SIZE,
     FAN_CAMPAIGN,
     FAN_SIZE,
     SECRET,
@@ -59,14 +61,15 @@ class Plan:
     fan_timeout: float
     insert_seconds: float
     drain_timeout: float
-    scenarios: tuple[str, ...] = ("storm", "fanout", "inserts")
+    deal_teams: int = 128  # pairs in the deal scenario
+    scenarios: tuple[str, ...] = ("storm", "deals", "fanout", "inserts")
     systems: tuple[str, ...] = ("fission_ws", "fission_http", "mall", "echo")
     gateways: int = 1  # Fission gateway processes (on 2 cores, two did worse than one)
 
 
-SCENARIOS = ("storm", "fanout", "inserts")
+SCENARIOS = ("storm", "deals", "fanout", "inserts")
 FULL = Plan("full", (4, 16, 64), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
-SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0)
+SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -143,12 +146,15 @@ class Bench:
     # --- a-c: join storm ---------------------------------------------------------------
 
     async def storm(self, gens: Generators, system: str, teams: int, duration: float,
-                    interval: float | None = None) -> dict[str, Any]:
+                    interval: float | None = None, campaigns: tuple[str, ...] = (STORM_CAMPAIGN,),
+                    team_size: int = TEAM_SIZE, tag: str = "") -> dict[str, Any]:
+        """Teams loop open → joins for `duration`; generator i plays campaigns[i mod n]."""
         kind, urls = self.urls(system)
-        prefix = f"{system.replace('_', '')}{teams}{'p' if interval else ''}"
+        prefix = f"{system.replace('_', '')}{tag}{teams}{'p' if interval else ''}"
         await gens.each("storm_prepare", [
             {"kind": kind, "url": urls[i % len(urls)], "secret": SECRET,
-             "campaign": STORM_CAMPAIGN, "teams": n, "team_size": TEAM_SIZE, "prefix": prefix}
+             "campaign": campaigns[i % len(campaigns)], "teams": n, "team_size": team_size,
+             "prefix": prefix}
             for i, n in enumerate(split(teams, len(gens)))])
         start_at = time.time() + 0.3
         roots = {"bench driver": os.getpid()}
@@ -213,6 +219,30 @@ class Bench:
         finally:
             await conn.close()
 
+    # --- e: deals through the pipeline ------------------------------------------------------
+
+    async def deals(self, gens: Generators) -> None:
+        """Pairs (an open, then one join) on size-2 campaigns, one per shard: every round
+        is a deal, so the pipeline sees the highest deal rate the stack can make."""
+        plan = self.plan
+        result = await self.storm(gens, "fission_ws", plan.deal_teams, plan.duration,
+                                  campaigns=DEAL_CAMPAIGNS, team_size=DEAL_SIZE, tag="deal")
+        print(f"  deals: {result['rounds'] / result['seconds']:.0f} deals/s"
+              f" ({result['ops_per_s']:.0f} cmds/s, p99 {result['p99_ms']:.1f} ms)"
+              f" {_rounded(result['server'])}", flush=True)
+        conn = await pg(self.stack.database_url)
+        try:
+            drain = await checks.wait_drained(conn, plan.drain_timeout)
+            pipe = await checks.pipeline(conn, result["since"], result["until"],
+                                         DEAL_CAMPAIGNS)
+        finally:
+            await conn.close()
+        pipe.update(drain_seconds=drain, teams=plan.deal_teams, storm=result,
+                    source="deal pairs on one campaign per shard")
+        self.results["pipeline_deals"] = pipe
+        print(f"  pipeline: {pipe['deals_per_s']:.0f} deals/s, lag p99"
+              f" {pipe['lag_p99_ms']:.0f} ms", flush=True)
+
     # --- d: fan-out ------------------------------------------------------------------------
 
     async def fan_round(self, gens: Generators, topic: str, final_seq: int, expected: int,
@@ -230,6 +260,32 @@ class Bench:
                 "seconds": max(1e-3, (last - sent) / 1000.0) if last else 0.0,
                 "subscribe_failures": sum(s["failures"] for s in subs)}
 
+    async def _fan_group(self, session: aiohttp.ClientSession, name: str
+                         ) -> tuple[str, list[HttpClient]]:
+        """A new group of the size-50 campaign: its id and 49 clients that will join it."""
+        route = fission_route(self.gateway.url)
+        leader = HttpClient(session, route, SECRET, f"fanlead-{name}", False)
+        opened = await leader.call("groupbuy.open", {"campaign": FAN_CAMPAIGN})
+        if not opened.get("ok"):
+            raise RuntimeError(f"fan-out group did not open: {opened}")
+        self.acked += 1
+        joiners = [HttpClient(session, route, SECRET, f"fan-{name}-{i}", False)
+                   for i in range(FAN_SIZE - 1)]
+        return opened["result"]["group"]["id"], joiners
+
+    async def _join_all(self, group: str, joiners: list[HttpClient],
+                        interval: float = 0.0) -> None:
+        """Every joiner joins: at once, or one every `interval` seconds (an open loop)."""
+        async def join(n: int, client: HttpClient) -> None:
+            # Pacing: join n is due n intervals after the first.
+            await asyncio.sleep(max(0.0, began + n * interval - time.monotonic()))
+            reply = await client.call("groupbuy.join", {"campaign": FAN_CAMPAIGN,
+                                                        "group": group})
+            self.acked += 1 if reply.get("ok") else 0
+
+        began = time.monotonic()
+        await asyncio.gather(*(join(n, c) for n, c in enumerate(joiners)))
+
     async def fanout(self, gens: Generators, sockets: int) -> dict[str, Any]:
         plan = self.plan
         counts = split(sockets, len(gens))
@@ -242,28 +298,24 @@ class Bench:
         after = gateway.memory_info().rss
         rounds = []
         async with aiohttp.ClientSession() as session:
-            route = fission_route(self.gateway.url)
             for g in range(plan.fan_groups):
-                leader = HttpClient(session, route, SECRET, f"fanlead-{sockets}-{g}", False)
-                opened = await leader.call("groupbuy.open", {"campaign": FAN_CAMPAIGN})
-                if not opened.get("ok"):
-                    raise RuntimeError(f"fan-out group did not open: {opened}")
-                self.acked += 1
-                group = opened["result"]["group"]["id"]
-                joiners = [HttpClient(session, route, SECRET, f"fan-{sockets}-{g}-{i}", False)
-                           for i in range(FAN_SIZE - 1)]
-
-                async def fire(group: str = group, joiners: list[HttpClient] = joiners) -> None:
-                    replies = await asyncio.gather(*(
-                        j.call("groupbuy.join", {"campaign": FAN_CAMPAIGN, "group": group})
-                        for j in joiners))
-                    self.acked += sum(1 for r in replies if r.get("ok"))
-
+                group, joiners = await self._fan_group(session, f"{sockets}-{g}")
                 rounds.append(await self.fan_round(
                     gens, f"groupbuy:{FAN_CAMPAIGN}:{group}", FAN_SIZE + 2,
-                    sockets * (FAN_SIZE + 1), fire))
+                    sockets * (FAN_SIZE + 1),
+                    lambda group=group, joiners=joiners: self._join_all(group, joiners)))
+            fission = self._fan_summary(rounds)
+            # Latency at a load the fan-out sustains: joins paced so that deliveries run at
+            # a fraction of the burst rate just measured.
+            events_per_s = plan.paced_fraction * fission["per_s"] / sockets
+            interval = 1.0 / max(events_per_s, 1e-3)
+            group, joiners = await self._fan_group(session, f"{sockets}-paced")
+            paced = self._fan_summary([await self.fan_round(
+                gens, f"groupbuy:{FAN_CAMPAIGN}:{group}", FAN_SIZE + 2,
+                sockets * (FAN_SIZE + 1),
+                lambda: self._join_all(group, joiners, interval))])
+            paced["interval_ms"] = interval * 1000
         await gens.all("fan_close")
-        fission = self._fan_summary(rounds)
         # The same sockets and message count against the broadcast-only server.
         pad = max(0, int(fission["frame_bytes"]) - 90)
         await gens.each("fan_connect", [
@@ -281,8 +333,19 @@ class Bench:
 
                 raw_rounds.append(await self.fan_round(gens, topic, FAN_SIZE + 1,
                                                        sockets * (FAN_SIZE + 1), publish))
+
+            async def publish_paced(topic: str = f"raw:{sockets}:paced") -> None:
+                async with session.post(self.raw.url + "/publish", json={
+                        "topic": topic, "count": FAN_SIZE + 1, "pad": pad,
+                        "interval_ms": interval * 1000}) as resp:
+                    await resp.read()
+
+            raw_paced = self._fan_summary([await self.fan_round(
+                gens, f"raw:{sockets}:paced", FAN_SIZE + 1, sockets * (FAN_SIZE + 1),
+                publish_paced)])
         await gens.all("fan_close")
         return {"sockets": sockets, "fission": fission, "raw": self._fan_summary(raw_rounds),
+                "fission_paced": paced, "raw_paced": raw_paced,
                 "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
                 "rss_per_conn_kb": (after - before) / sockets / 1024}
 
@@ -325,6 +388,8 @@ class Bench:
             if "storm" in self.plan.scenarios:
                 await self.storms(gens)
                 await self.verify()
+            if "deals" in self.plan.scenarios:
+                await self.deals(gens)
             self.results["fanout"] = []
             for sockets in self.plan.fan_sizes if "fanout" in self.plan.scenarios else ():
                 result = await self.fanout(gens, sockets)
@@ -369,6 +434,10 @@ def failures(results: dict[str, Any]) -> list[str]:
     for r in results.get("storm", []):
         if r["ok"] == 0:
             found.append(f"{r['system']} at {r['teams']} teams acknowledged nothing")
+    for key in ("pipeline", "pipeline_deals"):
+        missing = results.get(key, {}).get("deals_without_orders", 0)
+        if missing:
+            found.append(f"{key}: {missing} deals have no orders after the outbox drained")
     for f in results.get("fanout", []):
         if f["fission"]["events"] == 0:
             found.append(f"fan-out to {f['sockets']} sockets delivered nothing")

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.stack import FAN_CAMPAIGN, STORM_CAMPAIGN
+from bench.stack import ALL_CAMPAIGNS, STORM_CAMPAIGN
 
 
 async def invariants(conn: asyncpg.Connection, acked: int) -> dict[str, Any]:
@@ -21,7 +21,7 @@ async def invariants(conn: asyncpg.Connection, acked: int) -> dict[str, Any]:
     overfull = await conn.fetchval(
         "SELECT count(*) FROM groups WHERE cardinality(members) > size")
     mismatch, taken_total = 0, 0
-    for campaign in (STORM_CAMPAIGN, FAN_CAMPAIGN):
+    for campaign in ALL_CAMPAIGNS:
         members = await conn.fetchval(
             "SELECT coalesce(sum(cardinality(members)), 0) FROM groups"
             " WHERE campaign = $1 AND status <> 'failed'", campaign)
@@ -53,25 +53,27 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def pipeline(conn: asyncpg.Connection, since: float, until: float,
-                   campaign: str = STORM_CAMPAIGN) -> dict[str, Any]:
+                   campaigns: tuple[str, ...] = (STORM_CAMPAIGN,)) -> dict[str, Any]:
     """Deals committed in [since, until] (epoch s) turned into orders: rates and lag.
 
-    Lag is the order row's `created_at` minus the deal's outbox `created_at`; both are
-    Postgres `now()`, the start of the writing transaction, on the same clock.
+    Lag is the outbox row's `processed_at` (Postgres' clock when the pipeline's work on it
+    was done, just before its commit) minus its `created_at` (the start of the statement
+    that committed the deal), on the same clock.
     """
     window = (datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(until, UTC))
     rows = await conn.fetch(
         """
-        SELECT ob.created_at AS dealt, max(o.created_at) AS ordered, count(o.id) AS orders
+        SELECT ob.created_at AS dealt, ob.processed_at AS ledgered, count(o.id) AS orders
         FROM outbox ob
         LEFT JOIN orders o
           ON o.campaign = ob.data->>'campaign' AND o.group_id = ob.data->>'group'
-        WHERE ob.type = 'deal_completed' AND ob.data->>'campaign' = $1
+        WHERE ob.type = 'deal_completed' AND ob.data->>'campaign' = ANY($1::text[])
           AND ob.created_at BETWEEN $2 AND $3
-        GROUP BY ob.id, ob.created_at
-        """, campaign, *window)
+        GROUP BY ob.id, ob.created_at, ob.processed_at
+        """, list(campaigns), *window)
     orders = sum(int(r["orders"]) for r in rows)
-    lags = [(r["ordered"] - r["dealt"]).total_seconds() * 1000 for r in rows if r["orders"]]
+    lags = [(r["ledgered"] - r["dealt"]).total_seconds() * 1000 for r in rows
+            if r["orders"] and r["ledgered"] is not None]
     seconds = max(1e-9, until - since)
     return {"deals": len(rows), "deals_without_orders": sum(1 for r in rows if not r["orders"]),
             "orders": int(orders), "seconds": seconds,

@@ -66,12 +66,21 @@ class Raw:
         return ws
 
     async def publish(self, request: web.Request) -> web.Response:
-        """Send `count` numbered events, stamped now, to every subscriber of `topic`."""
+        """Send `count` numbered events to every subscriber of `topic`.
+
+        All at once (a burst), or one every `interval_ms` (paced, each stamped when sent).
+        """
         body = await request.json()
         topic, count, pad = str(body["topic"]), int(body["count"]), int(body.get("pad", 0))
+        interval = float(body.get("interval_ms", 0)) / 1000
+        began = time.monotonic()
         at = int(time.time() * 1000)
         sent = 0
         for seq in range(1, count + 1):
+            if interval:
+                # Pacing: the next frame is due `interval` after the previous one.
+                await asyncio.sleep(max(0.0, began + (seq - 1) * interval - time.monotonic()))
+                at = int(time.time() * 1000)
             frame = _dumps({"op": "event", "topic": topic, "seq": seq,
                             "data": {"type": "member_joined", "at": at, "pad": "x" * pad}})
             for ws in list(self.topics.get(topic, ())):

@@ -57,8 +57,8 @@ def storm_lookup(results: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any
     return {(r["system"], r["teams"]): r for r in results["storm"]}
 
 
-def render(results: dict[str, Any]) -> str:
-    """Every table, as Markdown, with the ratios the targets are stated in."""
+def _storm_tables(results: dict[str, Any]) -> list[str]:
+    """The join storm's table, its paced run, refusals and CPU shares."""
     out: list[str] = []
     storm = storm_lookup(results)
     levels = sorted({r["teams"] for r in results["storm"]})
@@ -101,6 +101,14 @@ def render(results: dict[str, Any]) -> str:
             out.append(f"Cores used during the {top}-team {SYSTEMS[system]} storm: "
                        + ", ".join(f"{role} {share:.2f}" for role, share in r["cpu"].items()
                                    if share >= 0.01))
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    """Every table, as Markdown, with the ratios the targets are stated in."""
+    out: list[str] = []
+    if results["storm"]:
+        out += _storm_tables(results)
     inv, mall_inv = results["invariants"], results.get("mall_invariants", {})
     out.append("")
     out.append(f"Postgres after the storm — Fission: over-full groups {inv['overfull']},"
@@ -129,16 +137,39 @@ def render(results: dict[str, Any]) -> str:
             ])
         out += _table(["sockets", "Fission", "delivered", "raw broadcast", "Fission/raw",
                        "gateway KB / idle socket"], rows)
-    pipe = results.get("pipeline")
-    if pipe:
+        paced = [f for f in fan if "fission_paced" in f]
+        if paced:
+            out.append("")
+            out.append("Paced: one group filled by joins one every `interval` ms, so that"
+                       " deliveries run at half of Fission's burst rate above; the raw"
+                       " broadcast sends 51 frames at the same interval. Latency p50 / p99 ms:")
+            out.append("")
+            prow = []
+            for f in paced:
+                fis, raw = f["fission_paced"], f["raw_paced"]
+                prow.append([str(f["sockets"]), _f(fis["interval_ms"], 0),
+                             f"{_f(fis['per_s'])} ({_f(fis['p50_ms'], 0)} /"
+                             f" {_f(fis['p99_ms'], 0)})",
+                             f"{fis['events']}/{fis['expected']}",
+                             f"{_f(raw['per_s'])} ({_f(raw['p50_ms'], 0)} /"
+                             f" {_f(raw['p99_ms'], 0)})"])
+            out += _table(["sockets", "interval ms", "Fission", "delivered", "raw broadcast"],
+                          prow)
+    pipes = [(label, results[key]) for key, label in
+             (("pipeline", "join storm (teams of 7, size 5)"),
+              ("pipeline_deals", "deal pairs (size 2, one campaign per shard)"))
+             if results.get(key)]
+    if pipes:
         out.append("")
-        out.append("### e. Deal → order pipeline (during the peak Fission storm)")
+        out.append("### e. Deal → orders and payments committed (the pipeline)")
         out.append("")
-        out += _table(["deals", "deals/s", "orders/s", "lag p50 ms", "lag p99 ms",
-                       "lag max ms", "drain wait s"],
-                      [[str(pipe["deals"]), _f(pipe["deals_per_s"]), _f(pipe["orders_per_s"]),
-                        _f(pipe["lag_p50_ms"]), _f(pipe["lag_p99_ms"]),
-                        _f(pipe["lag_max_ms"]), _f(pipe["drain_seconds"], 1)]])
+        out += _table(["while", "deals", "deals/s", "orders/s", "lag p50 ms", "lag p99 ms",
+                       "lag max ms", "deals without orders", "drain wait s"],
+                      [[label, str(pipe["deals"]), _f(pipe["deals_per_s"]),
+                        _f(pipe["orders_per_s"]), _f(pipe["lag_p50_ms"]),
+                        _f(pipe["lag_p99_ms"]), _f(pipe["lag_max_ms"]),
+                        str(pipe["deals_without_orders"]), _f(pipe["drain_seconds"], 1)]
+                       for label, pipe in pipes])
     ins = results.get("inserts")
     if ins:
         out.append("")

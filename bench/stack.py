@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from actors.routing import shard_of
 from storage import db
 from storage.embedded import Embedded, start_postgres, start_redis
 from storage.migrate import migrate
@@ -33,6 +34,23 @@ STORM_CAMPAIGN = "bench-storm"
 FAN_CAMPAIGN = "bench-fan"
 STORM_SIZE = 5
 FAN_SIZE = 50
+DEAL_SIZE = 2  # the deal scenario: a leader and one friend, so every round is a deal
+
+
+def _one_per_shard(prefix: str, shards: int) -> tuple[str, ...]:
+    """Campaign ids `prefix-a`, `prefix-b`, ... the first of which lands on each shard."""
+    found: dict[int, str] = {}
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        cid = f"{prefix}-{letter}"
+        found.setdefault(shard_of(cid, shards), cid)
+        if len(found) == shards:
+            break
+    return tuple(found[n] for n in sorted(found))
+
+
+SHARDS = 2
+DEAL_CAMPAIGNS = _one_per_shard("bench-deal", SHARDS)
+ALL_CAMPAIGNS = (STORM_CAMPAIGN, FAN_CAMPAIGN, *DEAL_CAMPAIGNS)
 FISSION_TABLES = ("events", "groups", "command_results", "outbox", "orders", "payments")
 
 
@@ -97,13 +115,14 @@ async def prepare_database(database_url: str) -> None:
 
 def config_document(database_url: str, redis_url: str, ray_address: str, namespace: str,
                     data_dir: Path) -> dict[str, Any]:
-    """The gateway's config: two bench campaigns, stock and limits out of the way."""
+    """The gateway's config: the bench campaigns, stock and limits out of the way."""
     campaigns = [
         configs.campaign(cid, size=size, stock=10_000_000, led=10_000_000, joined=10_000_000)
-        for cid, size in ((STORM_CAMPAIGN, STORM_SIZE), (FAN_CAMPAIGN, FAN_SIZE))
+        for cid, size in ((STORM_CAMPAIGN, STORM_SIZE), (FAN_CAMPAIGN, FAN_SIZE),
+                          *((cid, DEAL_SIZE) for cid in DEAL_CAMPAIGNS))
     ]
     doc = configs.document(
-        campaigns, shards=2, namespace=namespace, database_url=database_url,
+        campaigns, shards=SHARDS, namespace=namespace, database_url=database_url,
         redis_url=redis_url, ray_address=ray_address, data_dir=str(data_dir),
         # The config caps both rates at 10 000: far above what one bench socket sends.
         server={"frames_per_second": 10000, "frame_burst": 10000, "send_queue": 4096},

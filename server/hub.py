@@ -1,7 +1,7 @@
 """Fan-out: one Redis pattern subscription per gateway, delivering to local sockets.
 
 Frames arrive already serialised exactly as clients receive them, so the hub parses only
-the seq and topic once per gateway and hands the same string to every subscriber.
+the seq and topic once per gateway and hands the same bytes to every subscriber.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ log = logging.getLogger("fission.hub")
 
 
 class Subscriber(Protocol):
-    def deliver(self, topic: str, seq: int, frame: str) -> None:
+    def deliver(self, topic: str, seq: int, frame: bytes) -> None:
         """Take one event frame (must not block)."""
 
 
@@ -77,7 +77,7 @@ class Hub:
         subscribers = self._topics.get(redis_keys.topic_of_channel(name))
         if not subscribers:
             return  # every gateway sees every event: most have no reader here
-        frame = raw.decode() if isinstance(raw, bytes) else raw
+        frame = raw.encode() if isinstance(raw, str) else raw
         try:
             head = json.loads(frame)
             topic, seq = head["topic"], int(head["seq"])

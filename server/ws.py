@@ -1,9 +1,11 @@
 """The `/ws` gateway: auth, subscribe with snapshot or resume, calls, ping.
 
-Each connection has a bounded send queue drained by its own writer task: a client that
-stops reading fills its queue and is disconnected with a reason, while every other
-connection keeps going. Frames in are size-checked, rate-limited and validated; a bad
-frame gets an error reply and the connection stays usable.
+Frames out go straight to the socket while it keeps up: no task, no copy per socket for
+a live event (every watcher gets the hub's bytes). Once the socket's buffer is full, a
+connection queues frames (bounded) for its writer task, which waits for the socket to
+drain: a client that stops reading fills its queue and is disconnected with a reason,
+while every other connection keeps going. Frames in are size-checked, rate-limited and
+validated; a bad frame gets an error reply and the connection stays usable.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from server import wire
 from server.auth import Identity, verify
 from server.errors import ApiError
 from storage.live import missed
@@ -35,13 +38,16 @@ CLOSE_SLOW = 4008
 CLOSE_POLICY = 1008
 CLOSE_RESTART = 1012
 CLOSE_LINGER = 10.0  # seconds a dropped client's last frames may take to flush
+# Frames are written straight to a socket holding less than this unsent (asyncio's
+# default high-water mark); above it they queue for the writer.
+DIRECT_LIMIT = 64 * 1024
 
 
 @dataclass
 class _Sub:
     last: int = 0
     syncing: bool = True
-    buffer: list[tuple[int, str]] = field(default_factory=list)
+    buffer: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class _Bucket:
@@ -77,7 +83,12 @@ class Connection:
         self.server = server
         self.ws = ws
         cfg = server.config.server
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=cfg.send_queue)
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=cfg.send_queue)
+        # True while frames wait in the queue or the writer holds one: new frames must
+        # queue behind them, or they would overtake.
+        self.backlog = False
+        transport = ws._req.transport if ws._req is not None else None
+        self.transport: asyncio.Transport | None = transport  # type: ignore[assignment]
         self.subs: dict[str, _Sub] = {}
         self.identity: Identity | None = None
         self.closed = False
@@ -95,21 +106,41 @@ class Connection:
     # --- sending -----------------------------------------------------------------------
 
     def send(self, frame: str) -> None:
-        """Queue a frame; a full queue means the client stopped reading: disconnect it."""
-        if self.closed:
+        """Send a JSON text frame (see `send_payload`)."""
+        self.send_payload(frame.encode())
+
+    def send_payload(self, payload: bytes) -> None:
+        """Write a frame now if the socket keeps up, else queue it; a full queue means
+        the client stopped reading: disconnect it."""
+        transport = self.transport
+        if self.closed or self.ws.closed or transport is None or transport.is_closing():
+            return  # a frame after the close frame would break the protocol
+        if not self.backlog and transport.get_write_buffer_size() < DIRECT_LIMIT:
+            transport.write(wire.text_frame(payload))
             return
         try:
-            self.queue.put_nowait(frame)
+            self.queue.put_nowait(payload)
         except asyncio.QueueFull:
             self.kill(CLOSE_SLOW, "slow_consumer", "send queue full: client is not reading")
+            return
+        self.backlog = True
 
     async def _write(self) -> None:
+        # aiohttp's protocol pauses writing above the transport's high-water mark; its
+        # drain helper returns once the client has read enough (the asyncio contract).
+        protocol = self.ws._req.protocol if self.ws._req is not None else None
         while True:
-            frame = await self.queue.get()
+            payload = await self.queue.get()
             try:
-                await self.ws.send_str(frame)
+                if protocol is not None:
+                    await protocol._drain_helper()
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(wire.text_frame(payload))
             finally:
                 self.queue.task_done()
+            if self.queue.empty():
+                self.backlog = False  # no await since the check: nothing queued behind
             if self.queue.qsize() <= self.low_water:
                 self.room.set()
 
@@ -144,7 +175,7 @@ class Connection:
 
     # --- live events -------------------------------------------------------------------
 
-    def deliver(self, topic: str, seq: int, frame: str) -> None:
+    def deliver(self, topic: str, seq: int, frame: bytes) -> None:
         sub = self.subs.get(topic)
         if sub is None:
             return
@@ -153,7 +184,7 @@ class Connection:
         elif seq == sub.last + 1:
             sub.last = seq
             self.server.metrics.events_delivered += 1
-            self.send(frame)
+            self.send_payload(frame)
         elif seq > sub.last + 1:
             # A gap (a publish we missed): catch up from history, or a snapshot.
             sub.syncing = True
@@ -187,7 +218,7 @@ class Connection:
                 for index, (event_seq, frame) in enumerate(pending):
                     if event_seq == sub.last + 1:
                         sub.last = event_seq
-                        self.send(frame)
+                        self.send_payload(frame)
                     elif event_seq > sub.last + 1:
                         sub.buffer.extend(pending[index:])  # a hole: keep the rest
                         break
