@@ -40,6 +40,7 @@ log = logging.getLogger("fission.shard")
 Result = dict[str, Any]
 SLOW_COMMIT = 0.1  # seconds: a commit slower than this is logged
 FORGET_EVERY = 600.0  # seconds between sweeps of expired idempotency answers
+SETTLE_EVERY = 60.0  # seconds between freezes of the grown state (see actors.gcstats)
 
 
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -153,7 +154,7 @@ class GroupBuyShard:
             asyncio.create_task(self._commit_loop()),
             asyncio.create_task(self._timer_loop()),
             asyncio.create_task(self._publish_loop()),
-            asyncio.create_task(self._forget_loop()),
+            asyncio.create_task(self._housekeeping_loop()),
         ]
         self.retire_finished()
         gcstats.settle()  # the rebuilt state lives as long as its campaign
@@ -468,9 +469,14 @@ class GroupBuyShard:
             log.info("shard %d released finished campaigns %s", self.index, retired)
         return retired
 
-    async def _forget_loop(self) -> None:
+    async def _housekeeping_loop(self) -> None:
+        last_forget = time.monotonic()
         while True:
-            await asyncio.sleep(FORGET_EVERY)  # a housekeeping period, not a synchronisation
+            await asyncio.sleep(SETTLE_EVERY)  # a housekeeping period, not a synchronisation
+            gcstats.freeze()  # what a minute of play added: out of the collector's walk
+            if time.monotonic() - last_forget < FORGET_EVERY:
+                continue
+            last_forget = time.monotonic()
             self.forget_answers()
             self.retire_finished()
             with contextlib.suppress(Exception):  # Postgres down: try again next period

@@ -61,7 +61,7 @@ class Plan:
     fan_timeout: float
     insert_seconds: float
     drain_timeout: float
-    deal_teams: int = 128  # pairs in the deal scenario
+    deal_teams: int = 256  # pairs in the deal scenario
     scenarios: tuple[str, ...] = ("storm", "deals", "fanout", "inserts")
     systems: tuple[str, ...] = ("fission_ws", "fission_http", "mall", "echo")
     gateways: int = 1  # Fission gateway processes (on 2 cores, two did worse than one)
