@@ -201,6 +201,7 @@ class Connection:
         if sub is None:
             return
         try:
+            await self.server.hub.subscribed(topic)  # live first, so nothing falls between
             while True:
                 seq, snapshot = await self.server.snapshot(topic)
                 frames = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 PREFIX = "fission"
-EVENT_CHANNEL_PATTERN = f"{PREFIX}:ev:*"
 
 
 def history(topic: str) -> str:
@@ -24,3 +23,8 @@ def channel(topic: str) -> str:
 def topic_of_channel(name: str) -> str:
     """The topic a channel name carries."""
     return name[len(PREFIX) + 4 :]
+
+
+def hub_channel() -> str:
+    """A channel no one publishes on: a gateway's hub stays subscribed to it."""
+    return f"{PREFIX}:hub"
