@@ -66,23 +66,28 @@ class Raw:
         return ws
 
     async def publish(self, request: web.Request) -> web.Response:
-        """Send `count` numbered events to every subscriber of `topic`.
+        """Send `count` numbered events, shaped like `data`, to every subscriber of `topic`.
 
-        All at once (a burst), or one every `interval_ms` (paced, each stamped when sent).
+        All at once (a burst), or one every `interval_ms` (paced, each stamped when sent)
+        with the last `together` frames at once, as a group's last join brings its
+        completion and deal events with it.
         """
         body = await request.json()
-        topic, count, pad = str(body["topic"]), int(body["count"]), int(body.get("pad", 0))
+        topic, count = str(body["topic"]), int(body["count"])
+        template = dict(body.get("data") or {"type": "member_joined"})
         interval = float(body.get("interval_ms", 0)) / 1000
+        together = max(1, int(body.get("together", 1)))
         began = time.monotonic()
         at = int(time.time() * 1000)
         sent = 0
         for seq in range(1, count + 1):
             if interval:
                 # Pacing: the next frame is due `interval` after the previous one.
-                await asyncio.sleep(max(0.0, began + (seq - 1) * interval - time.monotonic()))
+                step = min(seq, count - together + 1) - 1
+                await asyncio.sleep(max(0.0, began + step * interval - time.monotonic()))
                 at = int(time.time() * 1000)
             frame = _dumps({"op": "event", "topic": topic, "seq": seq,
-                            "data": {"type": "member_joined", "at": at, "pad": "x" * pad}})
+                            "data": {**template, "at": at}})
             for ws in list(self.topics.get(topic, ())):
                 if not ws.closed:
                     await ws.send_str(frame)
