@@ -217,6 +217,13 @@ async def test_metrics_expose_the_promised_series(stack: Stack) -> None:
             text = await resp.text()
     for name in ("fission_ws_open_connections", "fission_commands_total",
                  "fission_actor_call_seconds_bucket", "fission_commit_batch_size_bucket",
-                 "fission_outbox_lag_seconds", "fission_http_requests_total"):
+                 "fission_outbox_lag_seconds", "fission_http_requests_total",
+                 "fission_actor_call_batch_size_bucket", "fission_commit_seconds_sum",
+                 "fission_commit_longest_seconds", "fission_shard_gc_seconds_total",
+                 "fission_shard_gc_longest_seconds", "fission_gateway_gc_seconds_total",
+                 "fission_gateway_gc_longest_seconds"):
         assert name in text, name
+    gc_lines = [line for line in text.splitlines() if line.startswith("fission_shard_gc_seconds")]
+    assert len(gc_lines) == 3 * 2  # a line per generation for each of the two shards
+    assert all(float(line.split()[-1]) >= 0 for line in gc_lines)
     assert 'fission_commands_total{method="groupbuy.open",outcome="ok"}' in text
