@@ -7,6 +7,7 @@ import aiohttp
 # Counters whose change over a storm explains its throughput: how many actor calls and
 # commits it took, how big they were and how long they lasted.
 WATCHED = (
+    "fission_command_seconds_sum", "fission_command_seconds_count",
     "fission_actor_call_seconds_sum", "fission_actor_call_seconds_count",
     "fission_actor_call_batch_size_sum", "fission_actor_call_batch_size_count",
     "fission_commit_batch_size_sum", "fission_commit_batch_size_count",
@@ -16,7 +17,7 @@ WATCHED = (
 )
 
 
-GATEWAY_OWN = ("fission_actor_call", "fission_gateway_")
+GATEWAY_OWN = ("fission_actor_call", "fission_gateway_", "fission_command_seconds")
 
 
 async def metrics(base_urls: list[str]) -> dict[str, float]:
@@ -44,7 +45,10 @@ def explain(before: dict[str, float], after: dict[str, float]) -> dict[str, floa
     d = {name: after[name] - before[name] for name in WATCHED}
     calls = d["fission_actor_call_seconds_count"]
     commits = d["fission_commit_batch_size_count"]
+    commands = d["fission_command_seconds_count"]
     return {
+        # A command's time in the gateway: from its frame parsed to its answer.
+        "command_ms": 1000 * d["fission_command_seconds_sum"] / commands if commands else 0.0,
         "actor_calls": calls,
         "actor_call_ms": 1000 * d["fission_actor_call_seconds_sum"] / calls if calls else 0.0,
         "actor_call_batch": d["fission_actor_call_batch_size_sum"] / calls if calls else 0.0,
