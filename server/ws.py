@@ -79,7 +79,8 @@ def _error(ref: Any, code: str, message: str) -> str:
 class Connection:
     """One client socket."""
 
-    def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
+    def __init__(self, server: Server, ws: web.WebSocketResponse,
+                 request: web.Request) -> None:
         self.server = server
         self.ws = ws
         cfg = server.config.server
@@ -87,8 +88,8 @@ class Connection:
         # True while frames wait in the queue or the writer holds one: new frames must
         # queue behind them, or they would overtake.
         self.backlog = False
-        transport = ws._req.transport if ws._req is not None else None
-        self.transport: asyncio.Transport | None = transport  # type: ignore[assignment]
+        self.transport: asyncio.Transport | None = request.transport  # type: ignore[assignment]
+        self.protocol = request.protocol
         self.subs: dict[str, _Sub] = {}
         self.identity: Identity | None = None
         self.closed = False
@@ -128,12 +129,10 @@ class Connection:
     async def _write(self) -> None:
         # aiohttp's protocol pauses writing above the transport's high-water mark; its
         # drain helper returns once the client has read enough (the asyncio contract).
-        protocol = self.ws._req.protocol if self.ws._req is not None else None
         while True:
             payload = await self.queue.get()
             try:
-                if protocol is not None:
-                    await protocol._drain_helper()
+                await self.protocol._drain_helper()
                 transport = self.transport
                 if transport is not None and not transport.is_closing():
                     transport.write(wire.text_frame(payload))
@@ -165,7 +164,7 @@ class Connection:
             await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), 1.0)
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
-        transport = self.ws._req.transport if self.ws._req is not None else None
+        transport = self.transport
         if transport is not None and not transport.is_closing():
             # The close frame sits behind what the client has not read yet: close after
             # flushing, so a client that resumes reading still learns why; one that never
@@ -424,7 +423,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=4 * cfg.max_frame_bytes, heartbeat=30.0,
                                compress=False)
     await ws.prepare(request)
-    connection = Connection(server, ws)
+    connection = Connection(server, ws, request)
     server.connections.add(connection)
     server.metrics.ws_open += 1
     try:
