@@ -136,6 +136,8 @@ class Connection:
                 transport = self.transport
                 if transport is not None and not transport.is_closing():
                     transport.write(wire.text_frame(payload))
+            except ConnectionError:
+                return  # the client is gone: its reader sees the close and cleans up
             finally:
                 self.queue.task_done()
             if self.queue.empty():
