@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import time
+from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,22 @@ class Bench:
         await fire()
         outs = await collect
         last = max((o["last"] for o in outs), default=0.0)
+        since_commit: list[float] = []
+        if topic.startswith("groupbuy:"):
+            _, campaign, group = topic.split(":")
+            conn = await pg(self.stack.database_url)
+            try:
+                commits = await checks.committed_at(conn, campaign, group)
+            finally:
+                await conn.close()
+            for o in outs:
+                seqs, received = array("q"), array("d")
+                seqs.frombytes(o["seqs"])
+                received.frombytes(o["received"])
+                since_commit += [r - commits[q] for q, r in zip(seqs, received, strict=True)
+                                 if q in commits]
         return {"events": sum(o["events"] for o in outs), "expected": expected,
+                "since_commit": array("d", since_commit).tobytes(),
                 "bytes": sum(o["bytes"] for o in outs),
                 "latencies": [o["latencies"] for o in outs],
                 "seconds": max(1e-3, (last - sent) / 1000.0) if last else 0.0,
@@ -359,11 +375,14 @@ class Bench:
     @staticmethod
     def _fan_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         lat = report.latencies(chunk for r in rounds for chunk in r["latencies"])
+        committed = report.latencies(r["since_commit"] for r in rounds)
         events = sum(r["events"] for r in rounds)
         seconds = sum(r["seconds"] for r in rounds)
         return {"events": events, "expected": sum(r["expected"] for r in rounds),
                 "per_s": events / seconds if seconds else 0.0, "seconds": seconds,
                 "p50_ms": report.percentile(lat, 0.50), "p99_ms": report.percentile(lat, 0.99),
+                "commit_p50_ms": report.percentile(committed, 0.50),
+                "commit_p99_ms": report.percentile(committed, 0.99),
                 "frame_bytes": sum(r["bytes"] for r in rounds) / events if events else 0.0,
                 "subscribe_failures": sum(r["subscribe_failures"] for r in rounds)}
 

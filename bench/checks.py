@@ -80,3 +80,12 @@ async def pipeline(conn: asyncpg.Connection, since: float, until: float,
             "deals_per_s": len(rows) / seconds, "orders_per_s": int(orders) / seconds,
             "lag_p50_ms": _pct(lags, 0.50), "lag_p99_ms": _pct(lags, 0.99),
             "lag_max_ms": max(lags) if lags else float("nan")}
+
+
+async def committed_at(conn: asyncpg.Connection, campaign: str, group: str) -> dict[int, float]:
+    """A group's events by their seq on its topic: when their commit statement began
+    (Postgres `now()`, epoch ms), just before the commit itself."""
+    rows = await conn.fetch(
+        "SELECT (data->>'seq')::int AS seq, created_at FROM events"
+        " WHERE stream = $1 AND data->>'group' = $2", f"groupbuy:{campaign}", group)
+    return {int(r["seq"]): r["created_at"].timestamp() * 1000 for r in rows}

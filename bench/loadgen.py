@@ -61,6 +61,9 @@ class Generator:
         self.fan_final = 0
         self.fan_done = 0
         self.fan_latencies: array[float] = array("d")
+        # Each delivery's seq and receive time, to measure from the commit afterwards.
+        self.fan_seqs: array[int] = array("q")
+        self.fan_received: array[float] = array("d")
         self.fan_events = 0
         self.fan_bytes = 0
         self.fan_first = 0.0
@@ -174,6 +177,8 @@ class Generator:
         at = frame.get("data", {}).get("at")
         if isinstance(at, int | float):
             self.fan_latencies.append(received - at)
+            self.fan_seqs.append(int(frame.get("seq", 0)))
+            self.fan_received.append(received)
         self.fan_events += 1
         self.fan_bytes += len(raw)
         if not self.fan_first:
@@ -191,6 +196,7 @@ class Generator:
         self.fan_done, self.fan_events, self.fan_bytes = 0, 0, 0
         self.fan_first = self.fan_last = 0.0
         self.fan_latencies = array("d")
+        self.fan_seqs, self.fan_received = array("q"), array("d")
         self.fan_all_done = asyncio.Event()
         failures = 0
         for start in range(0, len(self.fans), CONNECT_CHUNK * 5):
@@ -212,7 +218,8 @@ class Generator:
         return {"events": self.fan_events, "bytes": self.fan_bytes,
                 "complete": self.fan_done, "sockets": len(self.fans),
                 "first": self.fan_first, "last": self.fan_last,
-                "latencies": self.fan_latencies.tobytes()}
+                "latencies": self.fan_latencies.tobytes(),
+                "seqs": self.fan_seqs.tobytes(), "received": self.fan_received.tobytes()}
 
     async def fan_close(self) -> int:
         closed = len(self.fans)
