@@ -302,72 +302,72 @@ class Bench:
         began = time.monotonic()
         await asyncio.gather(*(join(n, c) for n, c in enumerate(joiners)))
 
+    async def _fan_connect(self, gens: Generators, url: str, sockets: int, prefix: str) -> None:
+        await gens.each("fan_connect", [
+            {"url": url, "secret": SECRET, "count": n, "prefix": prefix}
+            for n in split(sockets, len(gens))], timeout=180)
+
+    async def _fission_fan(self, gens: Generators, sockets: int, name: str,
+                           interval: float = 0.0) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One Fission round on a new group: its result, and the group as it ended."""
+        async with aiohttp.ClientSession() as session:
+            group, joiners = await self._fan_group(session, name)
+            result = await self.fan_round(
+                gens, f"groupbuy:{FAN_CAMPAIGN}:{group}", FAN_SIZE + 2, sockets * (FAN_SIZE + 1),
+                lambda: self._join_all(group, joiners, interval))
+            async with session.get(
+                    f"{self.gateway.url}/api/groupbuys/{FAN_CAMPAIGN}/groups/{group}",
+                    headers=joiners[-1].headers) as resp:
+                view = (await resp.json())["group"]
+        return result, {"type": "member_joined", "user": joiners[-1].user,
+                        "campaign": FAN_CAMPAIGN, "group": view}
+
+    async def _raw_fan(self, gens: Generators, sockets: int, topic: str,
+                       template: dict[str, Any], interval: float = 0.0) -> dict[str, Any]:
+        """The same 51 events from the broadcast-only server: at once, or paced with the
+        last 3 together (as Fission's completing join sends them)."""
+        async def publish() -> None:
+            async with aiohttp.ClientSession() as session, session.post(
+                    self.raw.url + "/publish", json={
+                        "topic": topic, "count": FAN_SIZE + 1, "data": template,
+                        "interval_ms": interval * 1000, "together": 3 if interval else 1},
+            ) as resp:
+                await resp.read()
+
+        return await self.fan_round(gens, topic, FAN_SIZE + 1, sockets * (FAN_SIZE + 1),
+                                    publish)
+
     async def fanout(self, gens: Generators, sockets: int) -> dict[str, Any]:
+        """Bursts on Fission, then on the raw broadcast (frames shaped like Fission's, so
+        the clients parse the same JSON); then both paced at half the slower burst rate."""
         plan = self.plan
-        counts = split(sockets, len(gens))
         gateway = psutil.Process(self.gateway.proc.pid)
         before = gateway.memory_info().rss
-        await gens.each("fan_connect", [
-            {"url": self.gateway.ws_url, "secret": SECRET, "count": n,
-             "prefix": f"fan{sockets}"} for n in counts], timeout=180)
-        await asyncio.sleep(1.0)  # let the gateway settle its buffers
+        await self._fan_connect(gens, self.gateway.ws_url, sockets, f"fan{sockets}")
+        await asyncio.sleep(1.0)  # let the gateway settle its buffers before reading RSS
         after = gateway.memory_info().rss
         rounds = []
-        async with aiohttp.ClientSession() as session:
-            for g in range(plan.fan_groups):
-                group, joiners = await self._fan_group(session, f"{sockets}-{g}")
-                rounds.append(await self.fan_round(
-                    gens, f"groupbuy:{FAN_CAMPAIGN}:{group}", FAN_SIZE + 2,
-                    sockets * (FAN_SIZE + 1),
-                    lambda group=group, joiners=joiners: self._join_all(group, joiners)))
-            fission = self._fan_summary(rounds)
-            # Latency at a load the fan-out sustains: joins paced so that deliveries run at
-            # a fraction of the burst rate just measured.
-            events_per_s = plan.paced_fraction * fission["per_s"] / sockets
-            interval = 1.0 / max(events_per_s, 1e-3)
-            group, joiners = await self._fan_group(session, f"{sockets}-paced")
-            paced = self._fan_summary([await self.fan_round(
-                gens, f"groupbuy:{FAN_CAMPAIGN}:{group}", FAN_SIZE + 2,
-                sockets * (FAN_SIZE + 1),
-                lambda: self._join_all(group, joiners, interval))])
-            paced["interval_ms"] = interval * 1000
+        for g in range(plan.fan_groups):
+            result, template = await self._fission_fan(gens, sockets, f"{sockets}-{g}")
+            rounds.append(result)
+        fission = self._fan_summary(rounds)
         await gens.all("fan_close")
-        # The same sockets and message count against the broadcast-only server, with
-        # frames shaped like Fission's (a member_joined carrying its full group), so the
-        # clients parse the same structures.
-        async with aiohttp.ClientSession() as session, session.get(
-                f"{self.gateway.url}/api/groupbuys/{FAN_CAMPAIGN}/groups/{group}",
-                headers=joiners[-1].headers) as resp:
-            view = (await resp.json())["group"]
-        template = {"type": "member_joined", "user": joiners[-1].user, "campaign": FAN_CAMPAIGN,
-                    "group": view}
-        await gens.each("fan_connect", [
-            {"url": self.raw.ws_url, "secret": SECRET, "count": n, "prefix": f"raw{sockets}"}
-            for n in counts], timeout=180)
-        raw_rounds = []
-        async with aiohttp.ClientSession() as session:
-            for g in range(plan.fan_groups):
-                topic = f"raw:{sockets}:{g}"
-
-                async def publish(topic: str = topic) -> None:
-                    async with session.post(self.raw.url + "/publish", json={
-                            "topic": topic, "count": FAN_SIZE + 1, "data": template}) as resp:
-                        await resp.read()
-
-                raw_rounds.append(await self.fan_round(gens, topic, FAN_SIZE + 1,
-                                                       sockets * (FAN_SIZE + 1), publish))
-
-            async def publish_paced(topic: str = f"raw:{sockets}:paced") -> None:
-                async with session.post(self.raw.url + "/publish", json={
-                        "topic": topic, "count": FAN_SIZE + 1, "data": template,
-                        "interval_ms": interval * 1000, "together": 3}) as resp:
-                    await resp.read()
-
-            raw_paced = self._fan_summary([await self.fan_round(
-                gens, f"raw:{sockets}:paced", FAN_SIZE + 1, sockets * (FAN_SIZE + 1),
-                publish_paced)])
+        await self._fan_connect(gens, self.raw.ws_url, sockets, f"raw{sockets}")
+        raw = self._fan_summary([await self._raw_fan(gens, sockets, f"raw:{sockets}:{g}",
+                                                     template)
+                                 for g in range(plan.fan_groups)])
+        # A load both sustain: deliveries at a fraction of the slower burst rate.
+        events_per_s = plan.paced_fraction * min(fission["per_s"], raw["per_s"]) / sockets
+        interval = 1.0 / max(events_per_s, 1e-3)
+        raw_paced = self._fan_summary([await self._raw_fan(
+            gens, sockets, f"raw:{sockets}:paced", template, interval)])
         await gens.all("fan_close")
-        return {"sockets": sockets, "fission": fission, "raw": self._fan_summary(raw_rounds),
+        await self._fan_connect(gens, self.gateway.ws_url, sockets, f"fanp{sockets}")
+        paced = self._fan_summary([(await self._fission_fan(
+            gens, sockets, f"{sockets}-paced", interval))[0]])
+        paced["interval_ms"] = interval * 1000
+        await gens.all("fan_close")
+        return {"sockets": sockets, "fission": fission, "raw": raw,
                 "fission_paced": paced, "raw_paced": raw_paced,
                 "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
                 "rss_per_conn_kb": (after - before) / sockets / 1024}

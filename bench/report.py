@@ -141,7 +141,7 @@ def render(results: dict[str, Any]) -> str:
         if paced:
             out.append("")
             out.append("Paced: one group filled by joins one every `interval` ms, so that"
-                       " deliveries run at half of Fission's burst rate above; the raw"
+                       " deliveries run at half of the slower burst rate above; the raw"
                        " broadcast sends 51 frames at the same interval, the last 3 at once as"
                        " Fission's last join brings group_completed and deal_completed. Latency"
                        " p50 / p99 ms, from the event's `at` (the shard applied the"

@@ -61,6 +61,7 @@ class Server:
         self.metrics = Metrics()
         gcstats.install()
         self.connections: set[ws.Connection] = set()
+        self.corked = ws.Corked()
         self.stopping = False
         cfg = config.server
         self.http_limiter = UserLimiter(cfg.frames_per_second, cfg.frame_burst)

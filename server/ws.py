@@ -1,7 +1,8 @@
 """The `/ws` gateway: auth, subscribe with snapshot or resume, calls, ping.
 
 Frames out go straight to the socket while it keeps up: no task, no copy per socket for
-a live event (every watcher gets the hub's bytes). Once the socket's buffer is full, a
+a live event (every watcher gets the hub's bytes), and a socket's frames of one loop tick
+leave in one write at the end of the tick. Once the socket's buffer is full, a
 connection queues frames (bounded) for its writer task, which waits for the socket to
 drain: a client that stops reading fills its queue and is disconnected with a reason,
 while every other connection keeps going. Frames in are size-checked, rate-limited and
@@ -76,6 +77,24 @@ def _error(ref: Any, code: str, message: str) -> str:
                    "error": {"code": code, "message": message}})
 
 
+class Corked:
+    """Connections with frames waiting for the end of this loop tick; one callback a tick
+    writes them all (not one per socket or frame)."""
+
+    def __init__(self) -> None:
+        self._connections: list[Connection] = []
+
+    def add(self, connection: Connection) -> None:
+        if not self._connections:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._connections.append(connection)
+
+    def _flush(self) -> None:
+        connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.flush()
+
+
 class Connection:
     """One client socket."""
 
@@ -88,6 +107,7 @@ class Connection:
         # True while frames wait in the queue or the writer holds one: new frames must
         # queue behind them, or they would overtake.
         self.backlog = False
+        self.out: list[bytes] = []  # this loop tick's frames, written together by flush()
         self.transport: asyncio.Transport | None = request.transport  # type: ignore[assignment]
         self.protocol = request.protocol
         self.subs: dict[str, _Sub] = {}
@@ -111,20 +131,31 @@ class Connection:
         self.send_payload(frame.encode())
 
     def send_payload(self, payload: bytes) -> None:
-        """Write a frame now if the socket keeps up, else queue it; a full queue means
-        the client stopped reading: disconnect it."""
-        transport = self.transport
-        if self.closed or self.ws.closed or transport is None or transport.is_closing():
+        """Send a frame at the end of this loop tick, with the socket's other frames of
+        the tick in one write (a completing join's three events to each watcher, say)."""
+        if self.closed or self.ws.closed:
             return  # a frame after the close frame would break the protocol
+        if not self.out:
+            self.server.corked.add(self)
+        self.out.append(payload)
+
+    def flush(self) -> None:
+        """Write this tick's frames now if the socket keeps up, else queue them; a full
+        queue means the client stopped reading: disconnect it."""
+        frames, self.out = self.out, []
+        transport = self.transport
+        if self.ws.closed or transport is None or transport.is_closing():
+            return
         if not self.backlog and transport.get_write_buffer_size() < DIRECT_LIMIT:
-            transport.write(wire.text_frame(payload))
+            transport.write(b"".join(wire.text_frame(f) for f in frames))
             return
-        try:
-            self.queue.put_nowait(payload)
-        except asyncio.QueueFull:
-            self.kill(CLOSE_SLOW, "slow_consumer", "send queue full: client is not reading")
-            return
-        self.backlog = True
+        for payload in frames:
+            try:
+                self.queue.put_nowait(payload)
+            except asyncio.QueueFull:
+                self.kill(CLOSE_SLOW, "slow_consumer", "send queue full: client is not reading")
+                return
+            self.backlog = True
 
     async def _write(self) -> None:
         # aiohttp's protocol pauses writing above the transport's high-water mark; its
@@ -290,6 +321,8 @@ class Connection:
         lets the writer catch up, and a client that really stops reading is caught by
         the timeout (or by the full queue, when events keep coming).
         """
+        if len(self.out) >= self.high_water:
+            await asyncio.sleep(0)  # a yield: this tick's frames get written or queued first
         if self.queue.qsize() < self.high_water or self.closed:
             return
         self.room.clear()
