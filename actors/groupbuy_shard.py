@@ -40,7 +40,7 @@ log = logging.getLogger("fission.shard")
 Result = dict[str, Any]
 SLOW_COMMIT = 0.1  # seconds: a commit slower than this is logged
 FORGET_EVERY = 600.0  # seconds between sweeps of expired idempotency answers
-SETTLE_EVERY = 60.0  # seconds between freezes of the grown state (see actors.gcstats)
+SETTLE_EVERY = 10.0  # seconds between freezes of the grown state (see actors.gcstats)
 
 
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -473,7 +473,7 @@ class GroupBuyShard:
         last_forget = time.monotonic()
         while True:
             await asyncio.sleep(SETTLE_EVERY)  # a housekeeping period, not a synchronisation
-            gcstats.freeze()  # what a minute of play added: out of the collector's walk
+            gcstats.freeze()  # what these seconds of play added: out of the collector's walk
             if time.monotonic() - last_forget < FORGET_EVERY:
                 continue
             last_forget = time.monotonic()

@@ -36,7 +36,10 @@ async def metrics(base_urls: list[str]) -> dict[str, float]:
                     continue
                 name = line.split("{", 1)[0].split(" ", 1)[0]
                 if name in found and (n == 0 or name.startswith(GATEWAY_OWN)):
-                    found[name] += float(line.rsplit(" ", 1)[1])
+                    value = float(line.rsplit(" ", 1)[1])
+                    # The longest of several shards or gateways is the longest of them all.
+                    found[name] = (max(found[name], value) if "_longest_" in name
+                                   else found[name] + value)
     return found
 
 
