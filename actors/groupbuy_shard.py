@@ -24,7 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from actors import gcstats
+from actors import backoff, gcstats
 from actors.metrics import BatchSizes
 from actors.routing import shard_of
 from games import groupbuy as gb
@@ -135,21 +135,13 @@ class GroupBuyShard:
         restarted by Ray while the database is down comes up once it is back); without,
         the first failure is final.
         """
-        delay = 0.5
-        while True:
-            try:
-                await self._connect_and_load()
-                break
-            except Exception as exc:
-                await self._close_connections()
-                if not retry:
-                    self._failed = exc
-                    self._ready.set()
-                    raise
-                log.warning("shard %d cannot start yet (%r); retrying in %.1f s",
-                            self.index, exc, delay)
-                await asyncio.sleep(delay)  # backoff before reconnecting
-                delay = min(delay * 2, 5.0)
+        try:
+            await backoff.until_started(self._connect_and_load, self._close_connections,
+                                        retry=retry, what=f"shard {self.index}")
+        except Exception as exc:
+            self._failed = exc
+            self._ready.set()
+            raise
         self._tasks = [
             asyncio.create_task(self._commit_loop()),
             asyncio.create_task(self._timer_loop()),
@@ -201,8 +193,8 @@ class GroupBuyShard:
             log.warning("%s: group rows disagree with events; replaying events", stream)
             state = await self._replay(campaign, stream)
         results: OrderedDict[tuple[str, str], tuple[str, str, int]] = OrderedDict()
-        for user, key, stored, at in await events.load_results(self._pool, stream):
-            results[(user, key)] = (stored["fingerprint"], _json(stored["answer"]), at)
+        for user, key, fingerprint, answer, at in await events.load_results(self._pool, stream):
+            results[(user, key)] = (fingerprint, answer, at)
         entry = _Campaign(campaign, state, results)
         self._campaigns[campaign.id] = entry
         for group in state.open_groups():

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from actors import backoff
 from actors.payments import Movement, adapter
 from storage import db
 from storage.config import Config
@@ -40,24 +41,23 @@ class PipelineWorker:
 
     async def start(self, *, retry: bool = False) -> None:
         """Connect, listen for commits, start draining (with `retry`, wait for Postgres)."""
-        delay = 0.5
-        while True:
-            try:
-                self._pool = await db.create_pool(self._database_url, min_size=1, max_size=2)
-                self._listener = await db.connect(self._database_url)
-                await self._listener.add_listener(OUTBOX_CHANNEL, self._notified)
-                break
-            except (OSError, asyncpg.PostgresError) as exc:
-                pool = getattr(self, "_pool", None)
-                if pool is not None:
-                    await pool.close()
-                if not retry:
-                    raise
-                log.warning("pipeline cannot start yet (%r); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)  # backoff before reconnecting
-                delay = min(delay * 2, 5.0)
+        await backoff.until_started(self._connect, self._close_connections, retry=retry,
+                                    what="pipeline", errors=(OSError, asyncpg.PostgresError))
         # If the LISTEN connection is lost later, the poll still drains the outbox.
         self._task = asyncio.create_task(self._run())
+
+    async def _connect(self) -> None:
+        self._pool = await db.create_pool(self._database_url, min_size=1, max_size=2)
+        self._listener = await db.connect(self._database_url)
+        await self._listener.add_listener(OUTBOX_CHANNEL, self._notified)
+
+    async def _close_connections(self) -> None:
+        for name in ("_listener", "_pool"):
+            resource = getattr(self, name, None)
+            if resource is not None:
+                with contextlib.suppress(Exception):
+                    await resource.close()
+            setattr(self, name, None)
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
@@ -68,8 +68,7 @@ class PipelineWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._listener.close()
-        await self._pool.close()
+        await self._close_connections()
 
     async def _run(self) -> None:
         interval = self.config.pipeline.poll_interval_ms / 1000

@@ -28,7 +28,7 @@ import psutil
 
 from bench import checks, mall_baseline, raw, report, scrape
 from bench import profile as profiler
-from bench.clients import HttpClient, fission_route, now_ms
+from bench.clients import HttpClient, fission_route, now_ms, token
 from bench.loadgen import Generators
 from bench.stack import (
     DEAL_CAMPAIGNS,
@@ -209,16 +209,21 @@ class Bench:
     async def verify(self) -> None:
         conn = await pg(self.stack.database_url)
         try:
-            drain = await checks.wait_drained(conn, self.plan.drain_timeout)
-            self.results["invariants"] = await checks.invariants(conn, self.acked)
-            self.results["mall_invariants"] = await mall_baseline.check(conn, STORM_CAMPAIGN)
             fission = [r for r in self.results["storm"] if r["system"] == "fission_ws"]
             peak = max(fission, key=lambda r: r["ops_per_s"])
-            pipe = await checks.pipeline(conn, peak["since"], peak["until"])
-            pipe.update(drain_seconds=drain, teams=peak["teams"])
-            self.results["pipeline"] = pipe
+            self.results["pipeline"] = await self._pipeline(conn, peak, (STORM_CAMPAIGN,))
+            self.results["invariants"] = await checks.invariants(conn, self.acked)
+            self.results["mall_invariants"] = await mall_baseline.check(conn, STORM_CAMPAIGN)
         finally:
             await conn.close()
+
+    async def _pipeline(self, conn: Any, run: dict[str, Any], campaigns: tuple[str, ...]
+                        ) -> dict[str, Any]:
+        """Once the outbox drained: the deals `run` made in `campaigns`, and their lag."""
+        drain = await checks.wait_drained(conn, self.plan.drain_timeout)
+        pipe = await checks.pipeline(conn, run["since"], run["until"], campaigns)
+        pipe.update(drain_seconds=drain, teams=run["teams"])
+        return pipe
 
     # --- e: deals through the pipeline ------------------------------------------------------
 
@@ -233,13 +238,10 @@ class Bench:
               f" {_rounded(result['server'])}", flush=True)
         conn = await pg(self.stack.database_url)
         try:
-            drain = await checks.wait_drained(conn, plan.drain_timeout)
-            pipe = await checks.pipeline(conn, result["since"], result["until"],
-                                         DEAL_CAMPAIGNS)
+            pipe = await self._pipeline(conn, result, DEAL_CAMPAIGNS)
         finally:
             await conn.close()
-        pipe.update(drain_seconds=drain, teams=plan.deal_teams, storm=result,
-                    source="deal pairs on one campaign per shard")
+        pipe.update(storm=result, source="deal pairs on one campaign per shard")
         self.results["pipeline_deals"] = pipe
         print(f"  pipeline: {pipe['deals_per_s']:.0f} deals/s, lag p99"
               f" {pipe['lag_p99_ms']:.0f} ms", flush=True)
@@ -308,19 +310,24 @@ class Bench:
             for n in split(sockets, len(gens))], timeout=180)
 
     async def _fission_fan(self, gens: Generators, sockets: int, name: str,
-                           interval: float = 0.0) -> tuple[dict[str, Any], dict[str, Any]]:
-        """One Fission round on a new group: its result, and the group as it ended."""
+                           interval: float = 0.0) -> tuple[dict[str, Any], str]:
+        """One Fission round on a new group: its result and the group's id."""
         async with aiohttp.ClientSession() as session:
             group, joiners = await self._fan_group(session, name)
             result = await self.fan_round(
                 gens, f"groupbuy:{FAN_CAMPAIGN}:{group}", FAN_SIZE + 2, sockets * (FAN_SIZE + 1),
                 lambda: self._join_all(group, joiners, interval))
-            async with session.get(
-                    f"{self.gateway.url}/api/groupbuys/{FAN_CAMPAIGN}/groups/{group}",
-                    headers=joiners[-1].headers) as resp:
-                view = (await resp.json())["group"]
-        return result, {"type": "member_joined", "user": joiners[-1].user,
-                        "campaign": FAN_CAMPAIGN, "group": view}
+        return result, group
+
+    async def _fan_template(self, group: str) -> dict[str, Any]:
+        """A member_joined event carrying `group` as it ended: what raw broadcasts send."""
+        viewer = f"fanview-{group}"
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{self.gateway.url}/api/groupbuys/{FAN_CAMPAIGN}/groups/{group}",
+                headers={"Authorization": f"Bearer {token(SECRET, viewer)}"}) as resp:
+            view = (await resp.json())["group"]
+        return {"type": "member_joined", "user": viewer, "campaign": FAN_CAMPAIGN,
+                "group": view}
 
     async def _raw_fan(self, gens: Generators, sockets: int, topic: str,
                        template: dict[str, Any], interval: float = 0.0) -> dict[str, Any]:
@@ -348,9 +355,10 @@ class Bench:
         after = gateway.memory_info().rss
         rounds = []
         for g in range(plan.fan_groups):
-            result, template = await self._fission_fan(gens, sockets, f"{sockets}-{g}")
+            result, group = await self._fission_fan(gens, sockets, f"{sockets}-{g}")
             rounds.append(result)
         fission = self._fan_summary(rounds)
+        template = await self._fan_template(group)
         await gens.all("fan_close")
         await self._fan_connect(gens, self.raw.ws_url, sockets, f"raw{sockets}")
         raw = self._fan_summary([await self._raw_fan(gens, sockets, f"raw:{sockets}:{g}",

@@ -26,6 +26,18 @@ log = logging.getLogger("fission.gateway")
 
 _SERVICE_FAILURES = frozenset({"internal", "unavailable"})
 
+
+def command_log_level(outcome: str, log_commands: bool) -> int | None:
+    """The level of a command's log line, or None for no line.
+
+    Failures of the service are always logged; a line per command costs a few percent of
+    a busy gateway, so that access log is opt-in (metrics count every command anyway).
+    """
+    if outcome in _SERVICE_FAILURES:
+        return logging.WARNING
+    return logging.INFO if log_commands else None
+
+
 Handler = Callable[["Gateway", Identity, dict[str, Any], "str | None"], Awaitable[dict[str, Any]]]
 
 
@@ -68,10 +80,8 @@ class Gateway:
             elapsed = time.perf_counter() - started
             name = method if method in METHODS else "unknown"
             self.metrics.command(name, outcome, elapsed)
-            # Failures of the service are always logged; a line per command costs a few
-            # percent of a busy gateway, so that access log is opt-in (metrics count all).
-            if outcome in _SERVICE_FAILURES or self.config.server.log_commands:
-                level = logging.WARNING if outcome in _SERVICE_FAILURES else logging.INFO
+            level = command_log_level(outcome, self.config.server.log_commands)
+            if level is not None:
                 log.log(level, "command", extra={"fields": {
                     "method": name, "outcome": outcome, "ms": round(elapsed * 1000, 2),
                     "user": identity.user}})

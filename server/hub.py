@@ -42,7 +42,6 @@ class Hub:
         self._subscribed: dict[str, asyncio.Future[None]] = {}
         self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self.ready = asyncio.Event()
 
     async def start(self) -> None:
         self._pubsub = self._client.pubsub()
@@ -51,7 +50,6 @@ class Hub:
         await self._pubsub.subscribe(redis_keys.hub_channel())
         self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._send()),
                        asyncio.create_task(self._sweep())]
-        self.ready.set()
 
     async def stop(self) -> None:
         for task in self._tasks:

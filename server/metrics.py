@@ -104,14 +104,13 @@ class Metrics:
                        f'{stats["batch_observations"]}')
         out.append("# TYPE fission_shard_gc_seconds counter")
         for stats in shard_stats:
-            for gen, took in enumerate(stats.get("gc_seconds", ())):
+            for gen, took in enumerate(stats["gc_seconds"]):
                 out.append(f'fission_shard_gc_seconds_total{{shard="{stats["shard"]}",'
                            f'generation="{gen}"}} {took:.6f}')
         out.append("# TYPE fission_shard_gc_longest_seconds gauge")
         for stats in shard_stats:
-            if "gc_longest_seconds" in stats:
-                out.append(f'fission_shard_gc_longest_seconds{{shard="{stats["shard"]}"}} '
-                           f'{stats["gc_longest_seconds"]:.6f}')
+            out.append(f'fission_shard_gc_longest_seconds{{shard="{stats["shard"]}"}} '
+                       f'{stats["gc_longest_seconds"]:.6f}')
         gc_now = gcstats.snapshot()
         out.append("# TYPE fission_gateway_gc_seconds counter")
         for gen, took in enumerate(gc_now["gc_seconds"]):
@@ -120,9 +119,8 @@ class Metrics:
                 f'fission_gateway_gc_longest_seconds {gc_now["gc_longest_seconds"]:.6f}',
                 "# TYPE fission_commit_longest_seconds gauge"]
         for stats in shard_stats:
-            if "commit_longest_seconds" in stats:
-                out.append(f'fission_commit_longest_seconds{{shard="{stats["shard"]}"}} '
-                           f'{stats["commit_longest_seconds"]:.6f}')
+            out.append(f'fission_commit_longest_seconds{{shard="{stats["shard"]}"}} '
+                       f'{stats["commit_longest_seconds"]:.6f}')
         out.append("# TYPE fission_commit_seconds summary")
         for stats in shard_stats:
             label = f'shard="{stats["shard"]}"'

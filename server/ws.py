@@ -144,8 +144,8 @@ class Connection:
         queue means the client stopped reading: disconnect it."""
         frames, self.out = self.out, []
         transport = self.transport
-        if self.ws.closed or transport is None or transport.is_closing():
-            return
+        if not frames or self.ws.closed or transport is None or transport.is_closing():
+            return  # nothing left (flushed early), or the socket is closing
         if not self.backlog and transport.get_write_buffer_size() < DIRECT_LIMIT:
             transport.write(b"".join(wire.text_frame(f) for f in frames))
             return
@@ -322,7 +322,7 @@ class Connection:
         the timeout (or by the full queue, when events keep coming).
         """
         if len(self.out) >= self.high_water:
-            await asyncio.sleep(0)  # a yield: this tick's frames get written or queued first
+            self.flush()  # this tick's replies: written or queued now, then counted
         if self.queue.qsize() < self.high_water or self.closed:
             return
         self.room.clear()

@@ -124,15 +124,19 @@ RESULT_RETENTION_DAYS = 1
 
 async def load_results(
     conn: asyncpg.Connection | asyncpg.Pool, stream: str, days: int = RESULT_RETENTION_DAYS
-) -> list[tuple[str, str, dict[str, Any], int]]:
+) -> list[tuple[str, str, str, str, int]]:
     """Stored answers of `stream`'s commands from the last `days` days, oldest first:
-    (user, key, result, stored at in epoch ms)."""
+    (user, key, fingerprint, the answer as JSON text, stored at in epoch ms). Text as
+    Postgres renders it: the owner keeps answers as text and parses one only on a retry."""
     rows = await conn.fetch(
-        "SELECT user_id, key, result, created_at FROM command_results WHERE stream = $1"
-        " AND created_at > now() - make_interval(days => $2) ORDER BY created_at",
+        "SELECT user_id, key, result->>'fingerprint' AS fingerprint,"
+        " (result->'answer')::text AS answer, created_at FROM command_results"
+        " WHERE stream = $1 AND created_at > now() - make_interval(days => $2)"
+        " ORDER BY created_at",
         stream, days,
     )
-    return [(r["user_id"], r["key"], r["result"], _ms(r["created_at"])) for r in rows]
+    return [(r["user_id"], r["key"], r["fingerprint"], r["answer"], _ms(r["created_at"]))
+            for r in rows]
 
 
 async def forget_results(conn: asyncpg.Connection | asyncpg.Pool, stream: str,

@@ -18,9 +18,10 @@ pytestmark = pytest.mark.acceptance
 
 
 def _embedded_env() -> dict[str, str]:
-    # Strip every override so the server really runs on its embedded default.
+    # Strip every override (and the test heads' Ray token) so the server runs as on a
+    # fresh machine, on its embedded default.
     return {k: v for k, v in os.environ.items()
-            if not k.startswith("FISSION_") and k != "RAY_AUTH_MODE"}
+            if not k.startswith("FISSION_") and k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
 
 
 def _running_under(folder: Path) -> list[str]:

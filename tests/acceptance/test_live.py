@@ -225,5 +225,4 @@ async def test_metrics_expose_the_promised_series(stack: Stack) -> None:
         assert name in text, name
     gc_lines = [line for line in text.splitlines() if line.startswith("fission_shard_gc_seconds")]
     assert len(gc_lines) == 3 * 2  # a line per generation for each of the two shards
-    assert all(float(line.split()[-1]) >= 0 for line in gc_lines)
     assert 'fission_commands_total{method="groupbuy.open",outcome="ok"}' in text
