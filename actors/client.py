@@ -8,28 +8,30 @@ loop tick, or until one of the few calls in flight returns, and travel together.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 from actors.routing import shard_of
 
-Result = dict[str, Any]
+# An answer as the shard's JSON text (`{"ok":true,"result":...}` or `{"ok":false,...}`).
+Answer = str
 Observer = Callable[[int, float, int], None]  # shard, seconds, batch size
 
 
-def unavailable(message: str = "the game service is unavailable; try again") -> Result:
+def unavailable(message: str = "the game service is unavailable; try again") -> Answer:
     """The answer when the actor cannot be reached."""
-    return {"ok": False, "error": {"code": "unavailable", "message": message}}
+    return json.dumps({"ok": False, "error": {"code": "unavailable", "message": message}})
 
 
 class ShardClient:
     """Routes commands to the shard owning their campaign, in batches."""
 
-    def __init__(self, handles: list[Any], *, max_inflight: int = 16, max_batch: int = 512,
+    def __init__(self, handles: list[Any], *, max_inflight: int = 2, max_batch: int = 512,
                  timeout: float = 15.0, observe: Observer | None = None) -> None:
         self._handles = handles
-        self._queues: list[list[tuple[dict[str, Any], asyncio.Future[Result]]]] = [
+        self._queues: list[list[tuple[dict[str, Any], asyncio.Future[Answer]]]] = [
             [] for _ in handles
         ]
         self._inflight = [0] * len(handles)
@@ -44,11 +46,11 @@ class ShardClient:
     def shards(self) -> int:
         return len(self._handles)
 
-    async def call(self, command: dict[str, Any]) -> Result:
+    async def call(self, command: dict[str, Any]) -> Answer:
         """Send one command (it carries `campaign`); its answer once durable."""
         index = shard_of(str(command["campaign"]), len(self._handles))
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Result] = loop.create_future()
+        future: asyncio.Future[Answer] = loop.create_future()
         self._queues[index].append((command, future))
         if not self._scheduled[index] and self._inflight[index] < self._max_inflight:
             self._scheduled[index] = True
@@ -65,12 +67,12 @@ class ShardClient:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, index: int, batch: list[tuple[dict[str, Any], asyncio.Future[Result]]]
+    async def _send(self, index: int, batch: list[tuple[dict[str, Any], asyncio.Future[Answer]]]
                     ) -> None:
         started = time.perf_counter()
         try:
             ref = self._handles[index].submit.remote([command for command, _ in batch])
-            results: list[Result] = await asyncio.wait_for(ref, self._timeout)
+            results: list[Answer] = await asyncio.wait_for(ref, self._timeout)
         except Exception:
             results = [unavailable() for _ in batch]
         finally:

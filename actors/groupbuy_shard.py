@@ -38,6 +38,10 @@ from storage.live import Live, LiveEvent
 log = logging.getLogger("fission.shard")
 
 Result = dict[str, Any]
+# An answer as JSON text: `{"ok":true,"result":{...}}` or `{"ok":false,"error":{...}}`.
+# Answers travel and are remembered as text: encoded once here, spliced into the reply
+# by the gateway, never decoded and encoded again on the way.
+Answer = str
 SLOW_COMMIT = 0.1  # seconds: a commit slower than this is logged
 FORGET_EVERY = 600.0  # seconds between sweeps of expired idempotency answers
 SETTLE_EVERY = 10.0  # seconds between freezes of the grown state (see actors.gcstats)
@@ -46,8 +50,8 @@ SETTLE_EVERY = 10.0  # seconds between freezes of the grown state (see actors.gc
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _error(code: str, message: str) -> Result:
-    return {"ok": False, "error": {"code": code, "message": message}}
+def _error(code: str, message: str) -> Answer:
+    return _json({"ok": False, "error": {"code": code, "message": message}})
 
 
 def stream_of(campaign_id: str) -> str:
@@ -80,7 +84,7 @@ class _Campaign:
 class _Pending:
     batch: events.Batch = field(default_factory=events.Batch)
     live: list[LiveEvent] = field(default_factory=list)
-    answers: list[tuple[asyncio.Future[Result], Result]] = field(default_factory=list)
+    answers: list[tuple[asyncio.Future[Answer], Answer]] = field(default_factory=list)
     keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, str, int]]] = field(
         default_factory=list)
     commands: int = 0
@@ -114,7 +118,7 @@ class GroupBuyShard:
         self._campaigns: dict[str, _Campaign] = {}
         self._pending = _Pending()
         self._has_pending = asyncio.Event()
-        self._inflight: dict[tuple[str, str, str], tuple[str, asyncio.Future[Result]]] = {}
+        self._inflight: dict[tuple[str, str, str], tuple[str, asyncio.Future[Answer]]] = {}
         self._deadlines: list[tuple[int, str, str]] = []
         self._deadline_changed = asyncio.Event()
         self._publish_queue: asyncio.Queue[list[LiveEvent]] = asyncio.Queue()
@@ -240,8 +244,8 @@ class GroupBuyShard:
     async def flush(self) -> None:
         """Return once everything applied so far is committed."""
         # A marker answered by the committer after everything queued before it.
-        marker: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.answers.append((marker, {"ok": True}))
+        marker: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._pending.answers.append((marker, '{"ok":true}'))
         self._has_pending.set()
         await marker
 
@@ -249,16 +253,20 @@ class GroupBuyShard:
 
     async def submit(self, commands: list[dict[str, Any]]) -> list[Result]:
         """Apply a batch of client commands; answers in the same order, once durable."""
+        return [json.loads(answer) for answer in await self.submit_json(commands)]
+
+    async def submit_json(self, commands: list[dict[str, Any]]) -> list[Answer]:
+        """`submit`, with each answer as its JSON text (what the gateway sends on)."""
         if not self._ready.is_set() or self._failed is not None:
             # Starting (or restarting) owners answer at once; clients retry with their key.
             return [_error("unavailable", "this game is starting; try again") for _ in commands]
         futures = [self._accept(command) for command in commands]
         return list(await asyncio.gather(*futures))
 
-    def _accept(self, command: dict[str, Any]) -> asyncio.Future[Result]:
+    def _accept(self, command: dict[str, Any]) -> asyncio.Future[Answer]:
         """Apply one command now (no await); a future of its durable answer."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[Result] = loop.create_future()
+        done: asyncio.Future[Answer] = loop.create_future()
         campaign = self._campaigns.get(str(command.get("campaign")))
         if campaign is None:
             done.set_result(_error("not_found", f"no group-buy campaign {command.get('campaign')}"))
@@ -270,7 +278,7 @@ class GroupBuyShard:
         # bug that must not silently answer with the first command's result.
         fingerprint = f"{method}|{command.get('group') or ''}"
         if key is not None:
-            seen: tuple[str, str | asyncio.Future[Result]] | None = None
+            seen: tuple[str, str | asyncio.Future[Answer]] | None = None
             stored = campaign.results.get((user, key))
             if stored is not None:
                 seen = stored[0], stored[1]
@@ -284,7 +292,7 @@ class GroupBuyShard:
                     return done
                 if isinstance(answer, asyncio.Future):
                     return answer
-                done.set_result(json.loads(answer))
+                done.set_result(answer)
                 return done
         game_command: gb.Command
         if method == "groupbuy.open":
@@ -295,29 +303,29 @@ class GroupBuyShard:
             done.set_result(_error("invalid_request", f"unknown method {method}"))
             return done
         self.commands_total += 1
-        result = self._apply(campaign, game_command)
+        ok, answer = self._apply(campaign, game_command)
         pending = self._pending
         if key is not None:
             self._inflight[(campaign.config.id, user, key)] = (fingerprint, done)
-            answer = _json(result)
             pending.batch.results.append((campaign.stream, user, key,
                                           f'{{"fingerprint":{_json(fingerprint)},'
                                           f'"answer":{answer}}}'))
             pending.keyed.append((campaign, (user, key), (fingerprint, answer, self._clock())))
-        elif not result["ok"]:
-            done.set_result(result)  # nothing to make durable
+        elif not ok:
+            done.set_result(answer)  # nothing to make durable
             return done
-        pending.answers.append((done, result))
+        pending.answers.append((done, answer))
         pending.commands += 1
         self._has_pending.set()
         return done
 
-    def _apply(self, campaign: _Campaign, command: gb.Command) -> Result:
-        """Apply `command` to the campaign and queue its writes; the answer it earns."""
+    def _apply(self, campaign: _Campaign, command: gb.Command) -> tuple[bool, Answer]:
+        """Apply `command` to the campaign and queue its writes; whether it was accepted,
+        and the answer it earns."""
         try:
             produced = gb.decide(campaign.state, command, self._clock(), self._rng)
         except GameError as exc:
-            return {"ok": False, "error": exc.to_dict()}
+            return False, _json({"ok": False, "error": exc.to_dict()})
         before = campaign.state.version
         state = campaign.state
         as_of: list[gb.Group] = []  # each event's group right after that event
@@ -325,20 +333,23 @@ class GroupBuyShard:
             state = gb.evolve(state, event)
             as_of.append(state.groups[event.group])
         campaign.state = state
-        views = self._queue_events(campaign, produced, as_of, before)
-        if not produced:
-            return {"ok": True, "result": {}}
+        view = self._queue_events(campaign, produced, as_of, before)
+        if not view:
+            return True, '{"ok":true,"result":{}}'
         # A command's events all concern one group: the answer is it after the last one.
-        return {"ok": True, "result": {"group": views[-1]}}
+        return True, f'{{"ok":true,"result":{{"group":{view}}}}}'
 
     def _queue_events(self, campaign: _Campaign, produced: list[gb.Event],
-                      as_of: list[gb.Group], before: int) -> list[dict[str, Any]]:
-        """Queue the writes and frames of `produced`; each event's group view, in order."""
+                      as_of: list[gb.Group], before: int) -> str:
+        """Queue the writes and frames of `produced`; the JSON text of the group view after
+        the last event ("" when nothing happened)."""
         pending = self._pending
         cid = campaign.config.id
         state = campaign.state
-        views = [gb.group_view(cid, group) for group in as_of]
-        for offset, (event, view) in enumerate(zip(produced, views, strict=True), start=1):
+        text = ""
+        for offset, (event, group) in enumerate(zip(produced, as_of, strict=True), start=1):
+            # Each view is encoded once: the frame and the answer share its text.
+            text = _json(gb.group_view(cid, group))
             data = gb.event_to_dict(event)
             stored = events.StoredEvent(campaign.stream, before + offset, event.type, data)
             pending.batch.events.append(stored)
@@ -346,8 +357,10 @@ class GroupBuyShard:
                 pending.batch.outbox.append(events.StoredEvent(
                     campaign.stream, stored.version, event.type, {**data, "campaign": cid}))
             # Each frame carries the group as of that event, so a client never refetches.
+            # (`group` is the id in the event and the view in the frame.)
+            head = _json({**{k: v for k, v in data.items() if k != "group"}, "campaign": cid})
             pending.live.append(LiveEvent(group_topic(cid, event.group), event.seq,
-                                          {**data, "campaign": cid, "group": view}))
+                                          f'{head[:-1]},"group":{text}}}'))
             if isinstance(event, gb.DealCompleted):
                 for member in event.members:
                     pending.live.append(LiveEvent(f"user:{member}", 0, {
@@ -368,7 +381,7 @@ class GroupBuyShard:
             )
         if produced:
             self._has_pending.set()
-        return views
+        return text
 
     # --- group commit -------------------------------------------------------------------
 
@@ -506,7 +519,11 @@ class GroupBuyShard:
             _, campaign_id, group_id = heapq.heappop(self._deadlines)
             campaign = self._campaigns.get(campaign_id)
             # Deadlines of groups that completed meanwhile are dropped here, lazily.
-            if campaign is not None and self._apply(campaign, gb.ExpireGroup(group_id))["result"]:
+            if campaign is None:
+                continue
+            version = campaign.state.version
+            self._apply(campaign, gb.ExpireGroup(group_id))
+            if campaign.state.version != version:
                 count += 1
         return count
 

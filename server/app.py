@@ -79,7 +79,8 @@ class Server:
         self.pipeline = runtime.pipeline_host(self.config, self.database_url)
         await asyncio.gather(*(h.ready.remote() for h in self.shards),
                              self.pipeline.ready.remote())
-        self.client = ShardClient(self.shards, observe=self.metrics.actor_call)
+        self.client = ShardClient(self.shards, observe=self.metrics.actor_call,
+                                  max_inflight=self.config.ray.calls_in_flight)
         self.gateway = Gateway(self.config, self.client, self.pool, self.metrics)
         gcstats.settle()
 

@@ -6,6 +6,7 @@ whichever way it arrives. Game commands go to the owning actor; reads go to Post
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,23 @@ def command_log_level(outcome: str, log_commands: bool) -> int | None:
     return logging.INFO if log_commands else None
 
 
-Handler = Callable[["Gateway", Identity, dict[str, Any], "str | None"], Awaitable[dict[str, Any]]]
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A result that is JSON text already (a shard's answer, passed on as it came)."""
+
+    text: str
+
+
+Outcome = dict[str, Any] | Encoded
+Handler = Callable[["Gateway", Identity, dict[str, Any], "str | None"], Awaitable[Outcome]]
+_OK = '{"ok":true,"result":'
+
+
+def encode(result: Outcome) -> str:
+    """A method's result as JSON text."""
+    if isinstance(result, Encoded):
+        return result.text
+    return json.dumps(result, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -60,7 +77,7 @@ class Gateway:
         self.metrics = metrics
 
     async def call(self, identity: Identity, method: str, params: Any,
-                   key: str | None) -> dict[str, Any]:
+                   key: str | None) -> Outcome:
         """Run `method` as `identity`; its result, or ApiError. Logs and counts it."""
         started = time.perf_counter()
         outcome = "ok"
@@ -92,33 +109,41 @@ class Gateway:
             raise ApiError("not_found", f"no campaign {campaign_id!r}")
         return found
 
-    async def game(self, command: dict[str, Any]) -> dict[str, Any]:
+    async def game(self, command: dict[str, Any]) -> Outcome:
         """Send a game command to its owner; the result, or ApiError with its code."""
         answer = await self.client.call(command)
-        if not answer.get("ok"):
-            error = answer.get("error") or {}
+        if answer.startswith(_OK):
+            # The shard's own encoding: its result is passed on without a decode.
+            return Encoded(answer[len(_OK):-1])
+        # A refusal, or an answer remembered by Postgres (its jsonb text is spaced).
+        try:
+            decoded = json.loads(answer)
+        except ValueError:
+            raise ApiError("internal", "the game answered something unreadable") from None
+        if not decoded.get("ok"):
+            error = decoded.get("error") or {}
             raise ApiError(str(error.get("code", "internal")),
                            str(error.get("message", "the command failed")))
-        result: dict[str, Any] = answer.get("result") or {}
+        result: dict[str, Any] = decoded.get("result") or {}
         return result
 
 
 async def _open(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                ) -> dict[str, Any]:
+                ) -> Outcome:
     gw.campaign(p["campaign"])
     return await gw.game({"method": "groupbuy.open", "campaign": p["campaign"],
                           "user": who.user, "key": key})
 
 
 async def _join(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                ) -> dict[str, Any]:
+                ) -> Outcome:
     gw.campaign(p["campaign"])
     return await gw.game({"method": "groupbuy.join", "campaign": p["campaign"],
                           "group": p["group"], "user": who.user, "key": key})
 
 
 async def _get(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-               ) -> dict[str, Any]:
+               ) -> Outcome:
     gw.campaign(p["campaign"])
     group = await reads.get_group(gw.pool, p["campaign"], p["group"])
     if group is None:
@@ -127,19 +152,19 @@ async def _get(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
 
 
 async def _list_open(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                     ) -> dict[str, Any]:
+                     ) -> Outcome:
     gw.campaign(p["campaign"])
     groups = await reads.list_open_groups(gw.pool, p["campaign"], p.get("limit", 20))
     return {"groups": groups}
 
 
 async def _campaigns(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                     ) -> dict[str, Any]:
+                     ) -> Outcome:
     return {"campaigns": [c.public() for c in gw.config.groupbuys]}
 
 
 async def _orders(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                  ) -> dict[str, Any]:
+                  ) -> Outcome:
     return {"orders": await reads.list_orders(gw.pool, who.user, p.get("limit", 50))}
 
 

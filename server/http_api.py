@@ -12,6 +12,7 @@ from aiohttp import web
 
 from server.auth import Identity, verify
 from server.errors import ApiError, status_of
+from server.gateway import encode
 
 if TYPE_CHECKING:
     from server.app import Server
@@ -101,7 +102,7 @@ async def _call(request: web.Request, who: Identity, method: str, params: dict[s
                 status: int = 200) -> web.Response:
     server: Server = request.app["server"]
     result = await server.gateway.call(who, method, params, _key(request))
-    return web.json_response(result, status=status)
+    return web.Response(text=encode(result), status=status, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 from server import wire
 from server.auth import Identity, verify
 from server.errors import ApiError
+from server.gateway import encode
 from storage.live import missed
 
 if TYPE_CHECKING:
@@ -434,7 +435,7 @@ class Connection:
             log.exception("call %s failed", method)
             self.send(_error(ref, "internal", "the server failed to run this call"))
             return
-        self.send(_frame({"op": "reply", "ref": ref, "ok": True, "result": result}))
+        self.send(f'{{"op":"reply","ref":{_frame(ref)},"ok":true,"result":{encode(result)}}}')
 
     async def finish(self) -> None:
         """Unsubscribe everything and stop background work."""

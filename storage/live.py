@@ -1,7 +1,7 @@
 """Live topics in Redis: numbered events, a bounded history per topic, pub/sub fan-out.
 
-One Lua script per event appends the frame to the topic's history, trims it, and
-publishes it, so history and live delivery never disagree about a seq.
+One Lua script call per commit appends each event's frame to its topic's history, trims
+it, and publishes it, so history and live delivery never disagree about a seq.
 """
 
 from __future__ import annotations
@@ -15,15 +15,20 @@ import redis.asyncio as aioredis
 
 from storage import redis_keys
 
-# KEYS: per event its history, seq and channel keys. ARGV: max len, ttl, then per event
-# its topic, seq (0 = next) and data JSON. One call publishes a whole commit's events, in
-# order; each event's seq and history entry are written before it is published.
+# ARGV: max len, ttl, the history, seq and channel key prefixes (from redis_keys), then
+# the events as one JSON array of [topic, seq (0 = next), data JSON text]. One argument
+# for the lot, not six per event: packing arguments is pure Python in redis-py's asyncio
+# client and cost a shard more than anything else per event. (Keys are built here, not
+# declared: every topic's keys would sit in different cluster slots anyway.) One call
+# publishes a commit's events in order; each event's seq and history entry are written
+# before it is published.
 _PUBLISH = """
 local size, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-local n = (#ARGV - 2) / 3
-for i = 0, n - 1 do
-  local hist, seqkey, chan = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local topic, seq, data = ARGV[3 * i + 3], tonumber(ARGV[3 * i + 4]), ARGV[3 * i + 5]
+local hist_prefix, seq_prefix, chan_prefix = ARGV[3], ARGV[4], ARGV[5]
+local batch = cjson.decode(ARGV[6])
+for i = 1, #batch do
+  local topic, seq, data = batch[i][1], tonumber(batch[i][2]), batch[i][3]
+  local hist, seqkey, chan = hist_prefix .. topic, seq_prefix .. topic, chan_prefix .. topic
   if seq <= 0 then
     seq = redis.call('INCR', seqkey)
   else
@@ -38,7 +43,7 @@ for i = 0, n - 1 do
   redis.call('EXPIRE', seqkey, ttl)
   redis.call('PUBLISH', chan, frame)
 end
-return n
+return #batch
 """
 
 # Events per script call: bounds how long one call holds Redis (a script blocks it).
@@ -47,11 +52,17 @@ _CHUNK = 200
 
 @dataclass(frozen=True)
 class LiveEvent:
-    """An event for a topic; `seq` 0 lets Redis number it (topics with no durable seq)."""
+    """An event for a topic; `seq` 0 lets Redis number it (topics with no durable seq).
+
+    `data` is the event's JSON object, or its text when the publisher encoded it already.
+    """
 
     topic: str
     seq: int
-    data: dict[str, Any]
+    data: dict[str, Any] | str
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class Live:
@@ -65,16 +76,14 @@ class Live:
 
     async def publish(self, events: Sequence[LiveEvent]) -> None:
         """Publish `events` in order, one script call per chunk of them."""
+        prefixes = [redis_keys.history(""), redis_keys.seq(""), redis_keys.channel("")]
         for start in range(0, len(events), _CHUNK):
-            chunk = events[start : start + _CHUNK]
-            keys: list[str] = []
-            args: list[str | int] = [self.history_size, self.ttl_seconds]
-            for event in chunk:
-                keys += [redis_keys.history(event.topic), redis_keys.seq(event.topic),
-                         redis_keys.channel(event.topic)]
-                args += [event.topic, event.seq,
-                         json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)]
-            await self._script(keys=keys, args=args)
+            batch = _encode([
+                [e.topic, e.seq, e.data if isinstance(e.data, str) else _encode(e.data)]
+                for e in events[start : start + _CHUNK]
+            ])
+            await self._script(keys=[], args=[self.history_size, self.ttl_seconds,
+                                              *prefixes, batch])
 
     async def history(self, topic: str) -> list[dict[str, Any]]:
         """The topic's held event frames, oldest first."""

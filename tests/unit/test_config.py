@@ -33,7 +33,8 @@ def good() -> dict[str, Any]:
             "database_url": "postgresql://file@db/fission",
             "redis_url": "redis://file:6379/0",
         },
-        "ray": {"address": "file:6380", "namespace": "file-ns", "shards": 4},
+        "ray": {"address": "file:6380", "namespace": "file-ns", "shards": 4,
+                "calls_in_flight": 3},
         "pipeline": {"payment_adapter": "sandbox", "poll_interval_ms": 250, "batch_size": 100},
         "campaigns": [
             {
@@ -87,6 +88,7 @@ def test_good_document_parses() -> None:
     assert config.ray.address == "file:6380"
     assert config.ray.namespace == "file-ns"
     assert config.ray.shards == 4
+    assert config.ray.calls_in_flight == 3
     assert config.pipeline.poll_interval_ms == 250
     assert config.pipeline.batch_size == 100
 
@@ -119,6 +121,7 @@ def test_minimal_document_uses_defaults() -> None:
     assert config.storage.redis_url is None
     assert config.ray.address is None
     assert config.ray.shards == 2
+    assert config.ray.calls_in_flight == 2
     assert config.pipeline.payment_adapter == "sandbox"
 
 
@@ -350,6 +353,9 @@ BAD: list[Any] = [
     pytest.param(section("ray", shards=0), "ray.shards", id="shards-0"),
     pytest.param(section("ray", shards=65), "ray.shards", id="shards-65"),
     pytest.param(section("ray", shards="2"), "ray.shards", id="shards-string"),
+    pytest.param(section("ray", calls_in_flight=0), "ray.calls_in_flight", id="inflight-0"),
+    pytest.param(section("ray", calls_in_flight=65), "ray.calls_in_flight",
+                 id="inflight-65"),
     pytest.param(section("pipeline", payment_adapter="stripe"), "pipeline.payment_adapter",
                  id="adapter-unknown"),
     pytest.param(section("pipeline", poll_interval_ms=9), "pipeline.poll_interval_ms",
