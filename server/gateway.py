@@ -111,21 +111,27 @@ class Gateway:
 
     async def game(self, command: dict[str, Any]) -> Outcome:
         """Send a game command to its owner; the result, or ApiError with its code."""
-        answer = await self.client.call(command)
-        if answer.startswith(_OK):
-            # The shard's own encoding: its result is passed on without a decode.
-            return Encoded(answer[len(_OK):-1])
-        # A refusal, or an answer remembered by Postgres (its jsonb text is spaced).
-        try:
-            decoded = json.loads(answer)
-        except ValueError:
-            raise ApiError("internal", "the game answered something unreadable") from None
-        if not decoded.get("ok"):
-            error = decoded.get("error") or {}
-            raise ApiError(str(error.get("code", "internal")),
-                           str(error.get("message", "the command failed")))
-        result: dict[str, Any] = decoded.get("result") or {}
-        return result
+        return result_of(await self.client.call(command))
+
+
+def result_of(answer: str) -> Outcome:
+    """A shard's answer (JSON text) as a method's result, or ApiError with its code."""
+    if answer.startswith(_OK):
+        # The shard's own compact encoding: the result is passed on without a decode.
+        return Encoded(answer[len(_OK):-1])
+    # A refusal, or an answer remembered by Postgres (its jsonb text is spaced).
+    try:
+        decoded = json.loads(answer)
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, dict):
+        raise ApiError("internal", "the game answered something unreadable")
+    if decoded.get("ok") is not True:
+        error = decoded.get("error") or {}
+        raise ApiError(str(error.get("code", "internal")),
+                       str(error.get("message", "the command failed")))
+    result: dict[str, Any] = decoded.get("result") or {}
+    return result
 
 
 async def _open(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from server import wire
 from storage import redis_keys
 
 log = logging.getLogger("fission.hub")
@@ -29,7 +30,7 @@ SWEEP_EVERY = 30.0  # seconds between unsubscribes of topics nobody here watches
 
 class Subscriber(Protocol):
     def deliver(self, topic: str, seq: int, frame: bytes) -> None:
-        """Take one event frame (must not block)."""
+        """Take one event as a whole WebSocket frame, header included (must not block)."""
 
 
 class Hub:
@@ -153,5 +154,7 @@ class Hub:
         except (ValueError, KeyError, TypeError):
             log.warning("malformed live frame dropped")
             return
+        # Framed once here: every watcher's socket writes these very bytes.
+        framed = wire.text_frame(frame)
         for subscriber in list(subscribers):
-            subscriber.deliver(topic, seq, frame)
+            subscriber.deliver(topic, seq, framed)

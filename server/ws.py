@@ -128,17 +128,18 @@ class Connection:
     # --- sending -----------------------------------------------------------------------
 
     def send(self, frame: str) -> None:
-        """Send a JSON text frame (see `send_payload`)."""
-        self.send_payload(frame.encode())
+        """Send a JSON text frame (see `send_wire`)."""
+        self.send_wire(wire.text_frame(frame.encode()))
 
-    def send_payload(self, payload: bytes) -> None:
-        """Send a frame at the end of this loop tick, with the socket's other frames of
-        the tick in one write (a completing join's three events to each watcher, say)."""
+    def send_wire(self, framed: bytes) -> None:
+        """Send a whole WebSocket frame (header and payload) at the end of this loop tick,
+        with the socket's other frames of the tick in one write (a completing join's
+        three events to each watcher, say)."""
         if self.closed or self.ws.closed:
             return  # a frame after the close frame would break the protocol
         if not self.out:
             self.server.corked.add(self)
-        self.out.append(payload)
+        self.out.append(framed)
 
     def flush(self) -> None:
         """Write this tick's frames now if the socket keeps up, else queue them; a full
@@ -148,11 +149,11 @@ class Connection:
         if not frames or self.ws.closed or transport is None or transport.is_closing():
             return  # nothing left (flushed early), or the socket is closing
         if not self.backlog and transport.get_write_buffer_size() < DIRECT_LIMIT:
-            transport.write(b"".join(wire.text_frame(f) for f in frames))
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
             return
-        for payload in frames:
+        for framed in frames:
             try:
-                self.queue.put_nowait(payload)
+                self.queue.put_nowait(framed)
             except asyncio.QueueFull:
                 self.kill(CLOSE_SLOW, "slow_consumer", "send queue full: client is not reading")
                 return
@@ -162,12 +163,12 @@ class Connection:
         # aiohttp's protocol pauses writing above the transport's high-water mark; its
         # drain helper returns once the client has read enough (the asyncio contract).
         while True:
-            payload = await self.queue.get()
+            framed = await self.queue.get()
             try:
                 await self.protocol._drain_helper()
                 transport = self.transport
                 if transport is not None and not transport.is_closing():
-                    transport.write(wire.text_frame(payload))
+                    transport.write(framed)
             except ConnectionError:
                 return  # the client is gone: its reader sees the close and cleans up
             finally:
@@ -209,6 +210,8 @@ class Connection:
     # --- live events -------------------------------------------------------------------
 
     def deliver(self, topic: str, seq: int, frame: bytes) -> None:
+        """Take a live event of `topic` as the hub framed it (the same bytes for every
+        watcher of this gateway)."""
         sub = self.subs.get(topic)
         if sub is None:
             return
@@ -217,7 +220,7 @@ class Connection:
         elif seq == sub.last + 1:
             sub.last = seq
             self.server.metrics.events_delivered += 1
-            self.send_payload(frame)
+            self.send_wire(frame)
         elif seq > sub.last + 1:
             # A gap (a publish we missed): catch up from history, or a snapshot.
             sub.syncing = True
@@ -252,7 +255,7 @@ class Connection:
                 for index, (event_seq, frame) in enumerate(pending):
                     if event_seq == sub.last + 1:
                         sub.last = event_seq
-                        self.send_payload(frame)
+                        self.send_wire(frame)
                     elif event_seq > sub.last + 1:
                         sub.buffer.extend(pending[index:])  # a hole: keep the rest
                         break
