@@ -163,10 +163,11 @@ class Bench:
         fission = system.startswith("fission")
         gateway_urls = [g.url for g in self.gateways]
         served = await scrape.metrics(gateway_urls) if fission else None
-        cpu_before = profiler.cpu_seconds(roots, marker)
+        redis = profiler.redis_marker(self.stack.redis_url)
+        cpu_before = profiler.cpu_seconds(roots, marker, redis)
         outs = await gens.all("storm_run", start_at=start_at, duration=duration,
                               round_interval=interval, timeout=duration + 60)
-        cpu = profiler.cpu_share(cpu_before, profiler.cpu_seconds(roots, marker),
+        cpu = profiler.cpu_share(cpu_before, profiler.cpu_seconds(roots, marker, redis),
                                  time.time() - start_at + 0.3)
         server = scrape.explain(served, await scrape.metrics(gateway_urls)) if served else {}
         await gens.all("storm_close")

