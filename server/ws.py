@@ -104,7 +104,10 @@ class Connection:
         self.server = server
         self.ws = ws
         cfg = server.config.server
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=cfg.send_queue)
+        # The queue and its writer task exist only once the socket fell behind: most
+        # sockets never do, and thousands of idle ones should cost little.
+        self.queue: asyncio.Queue[bytes] | None = None
+        self.queue_size = cfg.send_queue
         # True while frames wait in the queue or the writer holds one: new frames must
         # queue behind them, or they would overtake.
         self.backlog = False
@@ -151,19 +154,23 @@ class Connection:
         if not self.backlog and transport.get_write_buffer_size() < DIRECT_LIMIT:
             transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
             return
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = asyncio.Queue(maxsize=self.queue_size)
+            self.writer = asyncio.get_running_loop().create_task(self._write(queue))
         for framed in frames:
             try:
-                self.queue.put_nowait(framed)
+                queue.put_nowait(framed)
             except asyncio.QueueFull:
                 self.kill(CLOSE_SLOW, "slow_consumer", "send queue full: client is not reading")
                 return
             self.backlog = True
 
-    async def _write(self) -> None:
+    async def _write(self, queue: asyncio.Queue[bytes]) -> None:
         # aiohttp's protocol pauses writing above the transport's high-water mark; its
         # drain helper returns once the client has read enough (the asyncio contract).
         while True:
-            framed = await self.queue.get()
+            framed = await queue.get()
             try:
                 await self.protocol._drain_helper()
                 transport = self.transport
@@ -172,10 +179,10 @@ class Connection:
             except ConnectionError:
                 return  # the client is gone: its reader sees the close and cleans up
             finally:
-                self.queue.task_done()
-            if self.queue.empty():
+                queue.task_done()
+            if queue.empty():
                 self.backlog = False  # no await since the check: nothing queued behind
-            if self.queue.qsize() <= self.low_water:
+            if queue.qsize() <= self.low_water:
                 self.room.set()
 
     def kill(self, code: int, reason: str, message: str) -> None:
@@ -189,7 +196,7 @@ class Connection:
         self.closing = asyncio.get_running_loop().create_task(self._close(code, message))
 
     async def _close(self, code: int, message: str) -> None:
-        if code != CLOSE_SLOW:
+        if code != CLOSE_SLOW and self.queue is not None:
             # Let the reply that explains the close reach a client that is reading.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.queue.join(), 1.0)
@@ -283,7 +290,6 @@ class Connection:
         task.add_done_callback(self.calls.discard)
 
     async def run(self, token: str | None) -> None:
-        self.writer = asyncio.get_running_loop().create_task(self._write())
         if token is not None:
             try:
                 self.identity = verify(self.server.config.auth.secret, token)
@@ -327,7 +333,7 @@ class Connection:
         """
         if len(self.out) >= self.high_water:
             self.flush()  # this tick's replies: written or queued now, then counted
-        if self.queue.qsize() < self.high_water or self.closed:
+        if self.queue is None or self.queue.qsize() < self.high_water or self.closed:
             return
         self.room.clear()
         try:
