@@ -94,7 +94,7 @@ def _storm_tables(results: dict[str, Any]) -> list[str]:
         out.append("Refusals by code (expected: group_full, 2 per round for the real systems): "
                    + "; ".join(f"{k}: {v}" for k, v in errors.items()))
     top = max(levels)
-    for system in ("fission_ws", "mall"):
+    for system in ("fission_ws", "fission_http", "mall"):
         r = storm.get((system, top))
         if r and r.get("cpu"):
             out.append("")

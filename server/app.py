@@ -18,7 +18,7 @@ from aiohttp import web
 from actors import gcstats, runtime
 from actors.client import ShardClient
 from server import http_api, ws
-from server.auth import Identity
+from server.auth import Identity, Verifier
 from server.errors import ApiError
 from server.gateway import Gateway
 from server.hub import Hub
@@ -65,6 +65,7 @@ class Server:
         self.stopping = False
         cfg = config.server
         self.http_limiter = UserLimiter(cfg.frames_per_second, cfg.frame_burst)
+        self.verify = Verifier(config.auth.secret)
 
     async def start(self) -> None:
         """Connect to everything and wait until the actors have rebuilt their state."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from server.auth import Identity, verify
+from server.auth import Identity
 from server.errors import ApiError, status_of
 from server.gateway import encode
 
@@ -70,7 +70,7 @@ def identity(request: web.Request) -> Identity:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ApiError("unauthorized", "send Authorization: Bearer <token>")
-    who = verify(server.config.auth.secret, token.strip())
+    who = server.verify(token.strip())
     if not server.http_limiter.take(who.user):
         raise ApiError("rate_limited", "too many requests; slow down")
     return who

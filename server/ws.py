@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from server import wire
-from server.auth import Identity, verify
+from server.auth import Identity
 from server.errors import ApiError
 from server.gateway import encode
 from storage.live import missed
@@ -292,7 +292,7 @@ class Connection:
     async def run(self, token: str | None) -> None:
         if token is not None:
             try:
-                self.identity = verify(self.server.config.auth.secret, token)
+                self.identity = self.server.verify(token)
             except ApiError as exc:
                 self.send(_error(None, exc.code, exc.message))
                 self.kill(CLOSE_UNAUTHORIZED, "unauthorized", exc.message)
@@ -383,8 +383,7 @@ class Connection:
     def _auth(self, frame: dict[str, Any], ref: Any) -> None:
         token = frame.get("token")
         try:
-            identity = verify(self.server.config.auth.secret,
-                              token if isinstance(token, str) else "")
+            identity = self.server.verify(token if isinstance(token, str) else "")
         except ApiError as exc:
             self.send(_error(ref, exc.code, exc.message))
             return
