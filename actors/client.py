@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from actors.routing import shard_of
@@ -40,7 +41,6 @@ class ShardClient:
         self._max_batch = max_batch
         self._timeout = timeout
         self._observe = observe
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def shards(self) -> int:
@@ -58,29 +58,43 @@ class ShardClient:
         return await future
 
     def _flush(self, index: int) -> None:
+        # The call goes out from here and its answers are handed out from a callback: no
+        # task per call, no loop iteration between a batch closing and its call leaving.
         self._scheduled[index] = False
+        loop = asyncio.get_running_loop()
         while self._queues[index] and self._inflight[index] < self._max_inflight:
             queue = self._queues[index]
             batch, self._queues[index] = queue[: self._max_batch], queue[self._max_batch :]
             self._inflight[index] += 1
-            task = asyncio.get_running_loop().create_task(self._send(index, batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            started = time.perf_counter()
+            try:
+                reply = self._handles[index].submit.remote(
+                    [command for command, _ in batch]).as_future()
+            except Exception:
+                self._answer(index, batch, started, None)
+                continue
+            timer = loop.call_later(self._timeout, reply.cancel)
+            reply.add_done_callback(partial(self._replied, index, batch, started, timer))
 
-    async def _send(self, index: int, batch: list[tuple[dict[str, Any], asyncio.Future[Answer]]]
-                    ) -> None:
-        started = time.perf_counter()
-        try:
-            ref = self._handles[index].submit.remote([command for command, _ in batch])
-            results: list[Answer] = await asyncio.wait_for(ref, self._timeout)
-        except Exception:
+    def _replied(self, index: int, batch: list[tuple[dict[str, Any], asyncio.Future[Answer]]],
+                 started: float, timer: asyncio.TimerHandle,
+                 reply: asyncio.Future[list[Answer]]) -> None:
+        timer.cancel()
+        self._answer(index, batch, started, reply)
+
+    def _answer(self, index: int, batch: list[tuple[dict[str, Any], asyncio.Future[Answer]]],
+                started: float, reply: asyncio.Future[list[Answer]] | None) -> None:
+        """Hand out a call's answers (every one `unavailable` if it failed or timed out)."""
+        self._inflight[index] -= 1
+        if self._observe is not None:
+            self._observe(index, time.perf_counter() - started, len(batch))
+        results: list[Answer] | None = None
+        if reply is not None and not reply.cancelled() and reply.exception() is None:
+            results = reply.result()
+        if results is None or len(results) != len(batch):
             results = [unavailable() for _ in batch]
-        finally:
-            self._inflight[index] -= 1
-            if self._observe is not None:
-                self._observe(index, time.perf_counter() - started, len(batch))
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
-        if self._queues[index]:
+        if self._queues[index] and not self._scheduled[index]:
             self._flush(index)
