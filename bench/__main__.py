@@ -69,7 +69,7 @@ class Plan:
 
 
 SCENARIOS = ("storm", "deals", "fanout", "inserts")
-FULL = Plan("full", (4, 16, 64), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
+FULL = Plan("full", (4, 16, 64, 256), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
 SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8)
 
 
