@@ -1,8 +1,8 @@
 """WebSocket text frames as bytes on the wire (RFC 6455 §5.2), server to client.
 
-A live event goes to every socket watching its topic as the same bytes: the hub encodes
-its payload once, and each socket only prefixes this small header. Server frames are
-never masked, and this gateway never compresses (`compress=False`).
+A live event goes to every socket watching its topic as the same bytes: the hub frames
+it once (this header and the payload Redis carried), and every watching socket writes it.
+Server frames are never masked, and this gateway never compresses (`compress=False`).
 """
 
 from __future__ import annotations

@@ -107,7 +107,6 @@ class Connection:
         # The queue and its writer task exist only once the socket fell behind: most
         # sockets never do, and thousands of idle ones should cost little.
         self.queue: asyncio.Queue[bytes] | None = None
-        self.queue_size = cfg.send_queue
         # True while frames wait in the queue or the writer holds one: new frames must
         # queue behind them, or they would overtake.
         self.backlog = False
@@ -156,7 +155,7 @@ class Connection:
             return
         queue = self.queue
         if queue is None:
-            queue = self.queue = asyncio.Queue(maxsize=self.queue_size)
+            queue = self.queue = asyncio.Queue(maxsize=self.server.config.server.send_queue)
             self.writer = asyncio.get_running_loop().create_task(self._write(queue))
         for framed in frames:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
@@ -21,9 +22,9 @@ class Clock:
         return self.now
 
 
-def refused(check: object, token: str) -> str:
+def refused(check: Callable[[str], Identity], token: str) -> str:
     with pytest.raises(ApiError) as caught:
-        check(token)  # type: ignore[operator]
+        check(token)
     assert caught.value.code == "unauthorized"
     return caught.value.message
 
