@@ -346,21 +346,19 @@ class GroupBuyShard:
         pending = self._pending
         cid = campaign.config.id
         state = campaign.state
-        text = ""
         for offset, (event, group) in enumerate(zip(produced, as_of, strict=True), start=1):
-            # Each view is encoded once: the frame and the answer share its text.
-            text = _json(gb.group_view(cid, group))
             data = gb.event_to_dict(event)
             stored = events.StoredEvent(campaign.stream, before + offset, event.type, data)
             pending.batch.events.append(stored)
             if event.type in gb.OUTBOX_TYPES:
                 pending.batch.outbox.append(events.StoredEvent(
                     campaign.stream, stored.version, event.type, {**data, "campaign": cid}))
-            # Each frame carries the group as of that event, so a client never refetches.
-            # (`group` is the id in the event and the view in the frame.)
-            head = _json({**{k: v for k, v in data.items() if k != "group"}, "campaign": cid})
-            pending.live.append(LiveEvent(group_topic(cid, event.group), event.seq,
-                                          f'{head[:-1]},"group":{text}}}'))
+            # Each frame carries the group's summary as of that event (the member list
+            # only where the event brings it): a client applies frames to its snapshot.
+            # (`group` is the id in the event and the summary in the frame.)
+            head = _json({**{k: v for k, v in data.items() if k != "group"}, "campaign": cid,
+                          "group": gb.group_summary(cid, group)})
+            pending.live.append(LiveEvent(group_topic(cid, event.group), event.seq, head))
             if isinstance(event, gb.DealCompleted):
                 for member in event.members:
                     pending.live.append(LiveEvent(f"user:{member}", 0, {
@@ -379,9 +377,10 @@ class GroupBuyShard:
                 members=g.members, size=g.size, virtual_members=g.virtual, price=g.price,
                 created_at=g.created_at, expires_at=g.expires_at, version=g.version,
             )
-        if produced:
-            self._has_pending.set()
-        return text
+        if not produced:
+            return ""
+        self._has_pending.set()
+        return _json(gb.group_view(cid, as_of[-1]))
 
     # --- group commit -------------------------------------------------------------------
 

@@ -321,14 +321,16 @@ class Bench:
         return result, group
 
     async def _fan_template(self, group: str) -> dict[str, Any]:
-        """A member_joined event carrying `group` as it ended: what raw broadcasts send."""
+        """A member_joined frame for `group` as it ended: what raw broadcasts send."""
         viewer = f"fanview-{group}"
         async with aiohttp.ClientSession() as session, session.get(
                 f"{self.gateway.url}/api/groupbuys/{FAN_CAMPAIGN}/groups/{group}",
                 headers={"Authorization": f"Bearer {token(SECRET, viewer)}"}) as resp:
             view = (await resp.json())["group"]
+        # A live frame carries the group's summary: G without its member list.
+        summary = {k: v for k, v in view.items() if k != "members"}
         return {"type": "member_joined", "user": viewer, "campaign": FAN_CAMPAIGN,
-                "group": view}
+                "group": summary}
 
     async def _raw_fan(self, gens: Generators, sockets: int, topic: str,
                        template: dict[str, Any], interval: float = 0.0) -> dict[str, Any]:

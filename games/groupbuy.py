@@ -364,13 +364,25 @@ def fold(state: GroupBuyState, events: Sequence[Event]) -> GroupBuyState:
 
 
 def group_view(campaign: str, group: Group) -> dict[str, Any]:
-    """The contract's group object `G`."""
+    """The contract's group object `G`: its summary plus `members` (leader first)."""
+    view = group_summary(campaign, group)
+    view["members"] = list(group.members)
+    return view
+
+
+def group_summary(campaign: str, group: Group) -> dict[str, Any]:
+    """`G` without its member list; `joined` counts its real members.
+
+    What a live frame carries: a frame's size does not grow with the group, so a group
+    filled by n joins sends O(n) bytes to each watcher rather than O(n²). A watcher keeps
+    the member list from its snapshot, appending each `member_joined`'s `user`.
+    """
     return {
         "id": group.id,
         "campaign": campaign,
         "status": group.status.value,
         "size": group.size,
-        "members": list(group.members),
+        "joined": len(group.members),
         "virtual_members": group.virtual,
         "price": group.price,
         "created_at": iso(group.created_at),

@@ -15,6 +15,7 @@ def _group(row: asyncpg.Record) -> dict[str, Any]:
         "campaign": row["campaign"],
         "status": row["status"],
         "size": row["size"],
+        "joined": len(row["members"]),
         "members": list(row["members"]),
         "virtual_members": row["virtual_members"],
         "price": row["price"],

@@ -202,7 +202,9 @@ async def test_live_events_are_numbered_per_group(clean: Services,
     assert [f["seq"] for f in history] == [1, 2, 3, 4, 5]
     assert [f["data"]["type"] for f in history] == [
         "group_opened", "member_joined", "member_joined", "group_completed", "deal_completed"]
-    assert history[-1]["data"]["group"]["members"] == ["alice", "bob", "carol"]
+    assert history[-1]["data"]["members"] == ["alice", "bob", "carol"]
+    assert [f["data"]["group"]["joined"] for f in history] == [1, 2, 3, 3, 3]
+    assert all("members" not in f["data"]["group"] for f in history)
 
 
 async def test_uses_configured_services_when_given(clean: Services) -> None:

@@ -41,10 +41,12 @@ from games.groupbuy import (
     event_to_dict,
     evolve,
     fold,
+    group_summary,
     group_view,
     initial_state,
     state_from_groups,
 )
+from tests.support.client import apply_event
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -684,6 +686,7 @@ def test_group_view() -> None:
         "campaign": "tea-trio",
         "status": "completed",
         "size": 3,
+        "joined": 2,
         "members": ["a", "b"],
         "virtual_members": 1,
         "price": PRICE,
@@ -693,6 +696,9 @@ def test_group_view() -> None:
     }
     assert view["created_at"] == "2025-12-31T17:00:00.000Z"
     json.dumps(view)
+    # A live frame's summary is the same object without the member list.
+    assert group_summary("tea-trio", game.group(gid)) == {
+        k: v for k, v in view.items() if k != "members"}
 
 
 def test_iso_format() -> None:
@@ -828,6 +834,7 @@ class Player:
         self.state = initial_state(campaign)
         self.log: list[Event] = []
         self.opened: list[str] = []
+        self.watched: dict[str, dict[str, object]] = {}
 
     def pick(self, back: int) -> str:
         """A group, counting back from the newest (recent ones are likelier open)."""
@@ -843,12 +850,21 @@ class Player:
             self.note(f"refused {error.code}")
             return
         check_events(state, events)
+        as_of = state
         for emitted in events:
             self.note(f"emitted {emitted.type}")
             # Every event survives serialisation.
             assert event_from_dict(event_to_dict(emitted)) == emitted
+            as_of = evolve(as_of, emitted)
+            group = as_of.groups[emitted.group]
             if isinstance(emitted, GroupOpened):
                 self.opened.append(emitted.group)
+                self.watched[emitted.group] = group_view("c", group)  # a snapshot
+            else:
+                # A watcher applying each live frame to its copy holds the group.
+                frame = {**event_to_dict(emitted), "group": group_summary("c", group)}
+                self.watched[emitted.group] = apply_event(self.watched[emitted.group], frame)
+            assert self.watched[emitted.group] == group_view("c", group)
         if isinstance(command, ExpireGroup):
             group = state.groups.get(command.group)
             due = (group is not None and group.status is GroupStatus.OPEN
