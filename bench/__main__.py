@@ -63,14 +63,20 @@ class Plan:
     insert_seconds: float
     drain_timeout: float
     deal_teams: int = 256  # pairs in the deal scenario
-    scenarios: tuple[str, ...] = ("storm", "deals", "fanout", "inserts")
+    # The open-loop sweep: offered cmds/s, lowest first, by this many teams.
+    sweep_rates: tuple[int, ...] = (250, 500, 1000, 2000, 3000, 4000, 5000)
+    sweep_teams: int = 256
+    scenarios: tuple[str, ...] = ("storm", "sweep", "deals", "fanout", "inserts")
     systems: tuple[str, ...] = ("fission_ws", "fission_http", "mall", "echo")
     gateways: int = 1  # Fission gateway processes (on 2 cores, two did worse than one)
 
 
-SCENARIOS = ("storm", "deals", "fanout", "inserts")
+SCENARIOS = ("storm", "sweep", "deals", "fanout", "inserts")
+SWEPT = ("fission_ws", "mall")  # the systems the open-loop sweep compares
+SATURATED = 0.9  # a sweep point acking less than this share of its offered load
 FULL = Plan("full", (4, 16, 64, 256), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
-SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8)
+SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8,
+             sweep_rates=(40, 80), sweep_teams=8)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -207,12 +213,39 @@ class Bench:
         print(f"  paced fission_ws at {target:.0f} cmds/s: {paced['ops_per_s']:.0f} cmds/s,"
               f" p99 {paced['p99_ms']:.1f} ms", flush=True)
 
+    async def sweep(self, gens: Generators) -> None:
+        """Ack latency against offered load (an open loop) for Fission /ws and the mall.
+
+        Each rate is offered by the same teams, each starting a round every `interval`; a
+        system's sweep ends at its first saturated rate (acking under 90% of the offer:
+        its queue would only grow with the rate).
+        """
+        plan = self.plan
+        teams = plan.sweep_teams
+        self.results["sweep"] = []
+        for system in (s for s in SWEPT if s in plan.systems):
+            for rate in plan.sweep_rates:
+                interval = teams * STORM_SIZE / rate  # STORM_SIZE acked commands a round
+                # A prefix of its own per rate: new users, so no idempotency key repeats.
+                r = await self.storm(gens, system, teams, plan.duration, interval,
+                                     tag=f"sw{rate}-")
+                r.update(offered_ops_per_s=rate,
+                         saturated=r["ops_per_s"] < SATURATED * rate)
+                self.results["sweep"].append(r)
+                print(f"  sweep {system:>12} offered {rate:5d} cmds/s: acked"
+                      f" {r['ops_per_s']:6.0f}  p50 {r['p50_ms']:7.1f} ms"
+                      f"  p99 {r['p99_ms']:7.1f} ms{'  (saturated)' if r['saturated'] else ''}",
+                      flush=True)
+                if r["saturated"]:
+                    break
+
     async def verify(self) -> None:
         conn = await pg(self.stack.database_url)
         try:
             fission = [r for r in self.results["storm"] if r["system"] == "fission_ws"]
-            peak = max(fission, key=lambda r: r["ops_per_s"])
-            self.results["pipeline"] = await self._pipeline(conn, peak, (STORM_CAMPAIGN,))
+            if fission:
+                peak = max(fission, key=lambda r: r["ops_per_s"])
+                self.results["pipeline"] = await self._pipeline(conn, peak, (STORM_CAMPAIGN,))
             self.results["invariants"] = await checks.invariants(conn, self.acked)
             self.results["mall_invariants"] = await mall_baseline.check(conn, STORM_CAMPAIGN)
         finally:
@@ -424,6 +457,9 @@ class Bench:
         try:
             if "storm" in self.plan.scenarios:
                 await self.storms(gens)
+            if "sweep" in self.plan.scenarios:
+                await self.sweep(gens)
+            if "storm" in self.plan.scenarios or "sweep" in self.plan.scenarios:
                 await self.verify()
             if "deals" in self.plan.scenarios:
                 await self.deals(gens)
@@ -471,6 +507,10 @@ def failures(results: dict[str, Any]) -> list[str]:
     for r in results.get("storm", []):
         if r["ok"] == 0:
             found.append(f"{r['system']} at {r['teams']} teams acknowledged nothing")
+    for r in results.get("sweep", []):
+        if r["ok"] == 0:
+            found.append(f"{r['system']} offered {r['offered_ops_per_s']} cmds/s"
+                         " acknowledged nothing")
     for key in ("pipeline", "pipeline_deals"):
         missing = results.get(key, {}).get("deals_without_orders", 0)
         if missing:

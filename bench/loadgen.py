@@ -124,6 +124,8 @@ class Generator:
         next_round = time.monotonic() + (random.random() * interval if interval else 0.0)
         for _ in range(MAX_ROUNDS):
             if interval:
+                if next_round >= deadline:
+                    return  # its start would fall after the run: no idle tail to time
                 await asyncio.sleep(max(0.0, next_round - time.monotonic()))  # pacing
                 next_round = max(next_round + interval, time.monotonic())
             if time.monotonic() >= deadline:

@@ -104,11 +104,35 @@ def _storm_tables(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _sweep_table(sweep: list[dict[str, Any]]) -> list[str]:
+    """Acked cmds/s and ack p50 / p99 per offered rate, per swept system."""
+    systems = [s for s in SYSTEMS if any(r["system"] == s for r in sweep)]
+    at = {(r["system"], r["offered_ops_per_s"]): r for r in sweep}
+    rows = []
+    for rate in sorted({r["offered_ops_per_s"] for r in sweep}):
+        cells = []
+        for system in systems:
+            r = at.get((system, rate))
+            cells.append("–" if r is None else
+                         f"{_f(r['ops_per_s'])} ({_f(r['p50_ms'], 1)} / {_f(r['p99_ms'], 1)})"
+                         + (" saturated" if r["saturated"] else ""))
+        rows.append([_f(rate), *cells])
+    teams = sweep[0]["teams"]
+    return ["", "### Open loop: ack latency against offered load", "",
+            f"{teams} teams each start a round every `interval`, phases spread at random, so"
+            " that the offered rate of successful commands is the first column; acked"
+            " cmds/s (ack p50 / p99 ms). A system's sweep stops at its first saturated"
+            " rate (acked under 90% of the offer).", "",
+            *_table(["offered cmds/s", *(SYSTEMS[s] for s in systems)], rows)]
+
+
 def render(results: dict[str, Any]) -> str:
     """Every table, as Markdown, with the ratios the targets are stated in."""
     out: list[str] = []
     if results["storm"]:
         out += _storm_tables(results)
+    if results.get("sweep"):
+        out += _sweep_table(results["sweep"])
     inv, mall_inv = results["invariants"], results.get("mall_invariants", {})
     out.append("")
     out.append(f"Postgres after the storm — Fission: over-full groups {inv['overfull']},"
@@ -203,50 +227,93 @@ def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     return json_path, chart(results, out_dir / "latency.png")
 
 
+def _sweep_chart(ax: Any, sweep: list[dict[str, Any]]) -> None:
+    """Ack latency against offered load; a saturated point is marked with an x."""
+    for system, label in SYSTEMS.items():
+        points = sorted((r for r in sweep if r["system"] == system),
+                        key=lambda r: r["offered_ops_per_s"])
+        if not points:
+            continue
+        xs = [r["offered_ops_per_s"] for r in points]
+        ax.plot(xs, [r["p99_ms"] for r in points], marker="o", label=f"{label} p99")
+        color = ax.lines[-1].get_color()
+        ax.plot(xs, [r["p50_ms"] for r in points], marker=".", linestyle=":", color=color,
+                label=f"{label} p50")
+        for r in points:
+            if r["saturated"]:
+                ax.plot([r["offered_ops_per_s"]], [r["p99_ms"]], marker="x", markersize=12,
+                        color="black")
+                ax.annotate(f"acked {r['ops_per_s']:.0f}/s",
+                            (r["offered_ops_per_s"], r["p99_ms"]), fontsize=7,
+                            textcoords="offset points", xytext=(-70, -3))
+    rates = sorted({r["offered_ops_per_s"] for r in sweep})
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(rates, [f"{r:,}" for r in rates], fontsize=7)
+    ax.minorticks_off()
+    ax.set_xlabel("offered commands/s (open loop, log)")
+    ax.set_ylabel("ack latency ms (log)")
+    ax.set_title("Open loop: ack latency against offered load (x: saturated)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _storm_chart(ax: Any, storm: list[dict[str, Any]]) -> None:
+    """Closed-loop levels: ack latency against the throughput each reached."""
+    for system, label in SYSTEMS.items():
+        points = sorted((r for r in storm if r["system"] == system), key=lambda r: r["teams"])
+        if not points:
+            continue
+        xs = [r["ops_per_s"] for r in points]
+        ax.plot(xs, [r["p99_ms"] for r in points], marker="o", label=f"{label} p99")
+        ax.plot(xs, [r["p50_ms"] for r in points], marker=".", linestyle=":",
+                color=ax.lines[-1].get_color(), label=f"{label} p50")
+        for r in points:
+            ax.annotate(str(r["teams"]), (r["ops_per_s"], r["p99_ms"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("acked commands/s (log)")
+    ax.set_ylabel("ack latency ms (log)")
+    ax.set_title("Closed loop: teams of 7 race for 4 places (labels: teams)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _fan_chart(ax: Any, fan: list[dict[str, Any]]) -> None:
+    """Burst deliveries per second, Fission against the raw broadcast."""
+    xs = list(range(len(fan)))
+    width = 0.38
+    fis = [f["fission"]["per_s"] for f in fan]
+    raw = [f["raw"]["per_s"] for f in fan]
+    ax.bar([x - width / 2 for x in xs], fis, width, label="Fission")
+    ax.bar([x + width / 2 for x in xs], raw, width, label="raw broadcast")
+    for x, f in zip(xs, fan, strict=True):
+        ax.annotate(f"p99 {f['fission']['p99_ms']:.0f} ms", (x - width / 2, fis[x]),
+                    fontsize=7, ha="center", textcoords="offset points", xytext=(0, 3))
+        ax.annotate(f"p99 {f['raw']['p99_ms']:.0f} ms", (x + width / 2, raw[x]),
+                    fontsize=7, ha="center", textcoords="offset points", xytext=(0, 3))
+    ax.set_xticks(xs, [f"{f['sockets']} sockets" for f in fan])
+    ax.set_ylabel("events delivered/s")
+    ax.set_title("Fan-out of one hot group topic (burst)")
+    ax.legend(fontsize=8)
+
+
 def chart(results: dict[str, Any], path: Path) -> Path:
-    """Throughput vs p99 ack latency per system, and fan-out rates, in one PNG."""
+    """Ack latency against offered load (open loop) and against throughput (closed
+    loop) per system, and fan-out rates: a panel for each the run measured, one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    for system, label in SYSTEMS.items():
-        points = sorted((r for r in results["storm"] if r["system"] == system),
-                        key=lambda r: r["teams"])
-        if not points:
-            continue
-        xs = [r["ops_per_s"] for r in points]
-        left.plot(xs, [r["p99_ms"] for r in points], marker="o", label=f"{label} p99")
-        left.plot(xs, [r["p50_ms"] for r in points], marker=".", linestyle=":",
-                  color=left.lines[-1].get_color(), label=f"{label} p50")
-        for r in points:
-            left.annotate(str(r["teams"]), (r["ops_per_s"], r["p99_ms"]), fontsize=7,
-                          textcoords="offset points", xytext=(3, 3))
-    left.set_xscale("log")
-    left.set_yscale("log")
-    left.set_xlabel("acked commands/s (log)")
-    left.set_ylabel("ack latency ms (log)")
-    left.set_title("Join storm: teams of 7 race for 4 places (labels: teams)")
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=7)
-    fan = results.get("fanout", [])
-    if fan:
-        xs = list(range(len(fan)))
-        width = 0.38
-        fis = [f["fission"]["per_s"] for f in fan]
-        raw = [f["raw"]["per_s"] for f in fan]
-        right.bar([x - width / 2 for x in xs], fis, width, label="Fission")
-        right.bar([x + width / 2 for x in xs], raw, width, label="raw broadcast")
-        for x, f in zip(xs, fan, strict=True):
-            right.annotate(f"p99 {f['fission']['p99_ms']:.0f} ms", (x - width / 2, fis[x]),
-                           fontsize=7, ha="center", textcoords="offset points", xytext=(0, 3))
-            right.annotate(f"p99 {f['raw']['p99_ms']:.0f} ms", (x + width / 2, raw[x]),
-                           fontsize=7, ha="center", textcoords="offset points", xytext=(0, 3))
-        right.set_xticks(xs, [f"{f['sockets']} sockets" for f in fan])
-        right.set_ylabel("events delivered/s")
-        right.set_title("Fan-out of one hot group topic")
-        right.legend(fontsize=8)
+    panels = [(draw, data) for draw, data in (
+        (_sweep_chart, results.get("sweep", [])), (_storm_chart, results.get("storm", [])),
+        (_fan_chart, results.get("fanout", []))) if data]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.3 * max(1, len(panels)), 5.5),
+                             squeeze=False)
+    for ax, (draw, data) in zip(axes[0], panels, strict=False):
+        draw(ax, data)
     fig.suptitle(f"Fission bench ({results['mode']}, {results['machine']['cpus']} CPUs)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
