@@ -384,11 +384,7 @@ class Bench:
         """Bursts on Fission, then on the raw broadcast (frames shaped like Fission's, so
         the clients parse the same JSON); then both paced at half the slower burst rate."""
         plan = self.plan
-        gateway = psutil.Process(self.gateway.proc.pid)
-        before = gateway.memory_info().rss
         await self._fan_connect(gens, self.gateway.ws_url, sockets, f"fan{sockets}")
-        await asyncio.sleep(1.0)  # let the gateway settle its buffers before reading RSS
-        after = gateway.memory_info().rss
         rounds = []
         for g in range(plan.fan_groups):
             result, group = await self._fission_fan(gens, sockets, f"{sockets}-{g}")
@@ -412,9 +408,30 @@ class Bench:
         paced["interval_ms"] = interval * 1000
         await gens.all("fan_close")
         return {"sockets": sockets, "fission": fission, "raw": raw,
-                "fission_paced": paced, "raw_paced": raw_paced,
-                "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
-                "rss_per_conn_kb": (after - before) / sockets / 1024}
+                "fission_paced": paced, "raw_paced": raw_paced}
+
+    async def idle_memory(self, gens: Generators) -> None:
+        """The gateway's memory per idle, authenticated socket at each fan-out size.
+
+        Measured before anything else: once storms have grown and freed the gateway's heap,
+        new sockets reuse that memory and its RSS may not grow at all.
+        """
+        gateway = psutil.Process(self.gateway.proc.pid)
+        before = gateway.memory_info().rss
+        opened = 0
+        self.results["idle_memory"] = []
+        for sockets in sorted(self.plan.fan_sizes):
+            await self._fan_connect(gens, self.gateway.ws_url, sockets - opened,
+                                    f"idle{sockets}")
+            opened = sockets
+            await asyncio.sleep(1.0)  # let the gateway settle its buffers before reading RSS
+            after = gateway.memory_info().rss
+            per_socket_kb = (after - before) / sockets / 1024
+            self.results["idle_memory"].append({
+                "sockets": sockets, "rss_before_mb": before / 2**20,
+                "rss_after_mb": after / 2**20, "rss_per_conn_kb": per_socket_kb})
+            print(f"  idle memory: {sockets} sockets, {per_socket_kb:.1f} KB each", flush=True)
+        await gens.all("fan_close")
 
     @staticmethod
     def _fan_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -455,6 +472,8 @@ class Bench:
         print(f"servers ready in {time.monotonic() - started:.1f} s", flush=True)
         gens = Generators(GENERATORS)
         try:
+            if "fanout" in self.plan.scenarios:
+                await self.idle_memory(gens)
             if "storm" in self.plan.scenarios:
                 await self.storms(gens)
             if "sweep" in self.plan.scenarios:
@@ -469,8 +488,7 @@ class Bench:
                 self.results["fanout"].append(result)
                 print(f"  fan-out {sockets} sockets: Fission {result['fission']['per_s']:.0f}/s"
                       f" p99 {result['fission']['p99_ms']:.0f} ms; raw"
-                      f" {result['raw']['per_s']:.0f}/s; {result['rss_per_conn_kb']:.1f} KB"
-                      " per idle socket", flush=True)
+                      f" {result['raw']['per_s']:.0f}/s", flush=True)
             conn = await pg(self.stack.database_url)
             try:
                 self.results["invariants"] = await checks.invariants(conn, self.acked)

@@ -148,6 +148,7 @@ def render(results: dict[str, Any]) -> str:
         out.append("### d. Fan-out to one hot group topic:"
                    " events delivered/s (latency p50 / p99 ms)")
         out.append("")
+        memory = {m["sockets"]: m["rss_per_conn_kb"] for m in results.get("idle_memory", [])}
         rows = []
         for f in fan:
             fis, raw = f["fission"], f["raw"]
@@ -157,10 +158,14 @@ def render(results: dict[str, Any]) -> str:
                 f"{fis['events']}/{fis['expected']}",
                 f"{_f(raw['per_s'])} ({_f(raw['p50_ms'], 0)} / {_f(raw['p99_ms'], 0)})",
                 f"{_f(100 * ratio(fis['per_s'], raw['per_s']), 0)}%",
-                _f(f["rss_per_conn_kb"], 1),
+                _f(memory.get(f["sockets"], math.nan), 1),
             ])
         out += _table(["sockets", "Fission", "delivered", "raw broadcast", "Fission/raw",
-                       "gateway KB / idle socket"], rows)
+                       "gateway KB / idle socket¹"], rows)
+        out.append("")
+        out.append("¹ the gateway's RSS growth per socket when that many idle, authenticated"
+                   " sockets were open, measured at the start of the run (before the storms"
+                   " grow and free its heap).")
         paced = [f for f in fan if "fission_paced" in f]
         if paced:
             out.append("")
