@@ -216,9 +216,9 @@ class Bench:
     async def sweep(self, gens: Generators) -> None:
         """Ack latency against offered load (an open loop) for Fission /ws and the mall.
 
-        Each rate is offered by the same teams, each starting a round every `interval`; a
-        system's sweep ends at its first saturated rate (acking under 90% of the offer:
-        its queue would only grow with the rate).
+        Each rate is offered by `sweep_teams` teams of new users, each team starting a
+        round every `interval`; a system's sweep ends at its first saturated rate (acking
+        under 90% of the offer: its queue would only grow with the rate).
         """
         plan = self.plan
         teams = plan.sweep_teams
