@@ -232,6 +232,24 @@ def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     return json_path, chart(results, out_dir / "latency.png")
 
 
+def _latency_lines(ax: Any, xs: list[float], points: list[dict[str, Any]], label: str) -> None:
+    """A system's p99 (solid) and p50 (dotted, same colour) against `xs`."""
+    ax.plot(xs, [r["p99_ms"] for r in points], marker="o", label=f"{label} p99")
+    ax.plot(xs, [r["p50_ms"] for r in points], marker=".", linestyle=":",
+            color=ax.lines[-1].get_color(), label=f"{label} p50")
+
+
+def _latency_axes(ax: Any, xlabel: str, title: str) -> None:
+    """Log-log axes for latency against a rate."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("ack latency ms (log)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def _sweep_chart(ax: Any, sweep: list[dict[str, Any]]) -> None:
     """Ack latency against offered load; a saturated point is marked with an x."""
     for system, label in SYSTEMS.items():
@@ -239,11 +257,7 @@ def _sweep_chart(ax: Any, sweep: list[dict[str, Any]]) -> None:
                         key=lambda r: r["offered_ops_per_s"])
         if not points:
             continue
-        xs = [r["offered_ops_per_s"] for r in points]
-        ax.plot(xs, [r["p99_ms"] for r in points], marker="o", label=f"{label} p99")
-        color = ax.lines[-1].get_color()
-        ax.plot(xs, [r["p50_ms"] for r in points], marker=".", linestyle=":", color=color,
-                label=f"{label} p50")
+        _latency_lines(ax, [r["offered_ops_per_s"] for r in points], points, label)
         for r in points:
             if r["saturated"]:
                 ax.plot([r["offered_ops_per_s"]], [r["p99_ms"]], marker="x", markersize=12,
@@ -251,16 +265,11 @@ def _sweep_chart(ax: Any, sweep: list[dict[str, Any]]) -> None:
                 ax.annotate(f"acked {r['ops_per_s']:.0f}/s",
                             (r["offered_ops_per_s"], r["p99_ms"]), fontsize=7,
                             textcoords="offset points", xytext=(-70, -3))
+    _latency_axes(ax, "offered commands/s (open loop, log)",
+                  "Open loop: ack latency against offered load (x: saturated)")
     rates = sorted({r["offered_ops_per_s"] for r in sweep})
-    ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set_xticks(rates, [f"{r:,}" for r in rates], fontsize=7)
     ax.minorticks_off()
-    ax.set_xlabel("offered commands/s (open loop, log)")
-    ax.set_ylabel("ack latency ms (log)")
-    ax.set_title("Open loop: ack latency against offered load (x: saturated)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
 
 
 def _storm_chart(ax: Any, storm: list[dict[str, Any]]) -> None:
@@ -269,20 +278,12 @@ def _storm_chart(ax: Any, storm: list[dict[str, Any]]) -> None:
         points = sorted((r for r in storm if r["system"] == system), key=lambda r: r["teams"])
         if not points:
             continue
-        xs = [r["ops_per_s"] for r in points]
-        ax.plot(xs, [r["p99_ms"] for r in points], marker="o", label=f"{label} p99")
-        ax.plot(xs, [r["p50_ms"] for r in points], marker=".", linestyle=":",
-                color=ax.lines[-1].get_color(), label=f"{label} p50")
+        _latency_lines(ax, [r["ops_per_s"] for r in points], points, label)
         for r in points:
             ax.annotate(str(r["teams"]), (r["ops_per_s"], r["p99_ms"]), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("acked commands/s (log)")
-    ax.set_ylabel("ack latency ms (log)")
-    ax.set_title("Closed loop: teams of 7 race for 4 places (labels: teams)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    _latency_axes(ax, "acked commands/s (log)",
+                  "Closed loop: teams of 7 race for 4 places (labels: teams)")
 
 
 def _fan_chart(ax: Any, fan: list[dict[str, Any]]) -> None:
