@@ -15,10 +15,21 @@ async def _init(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Return a connection to its pool as it is.
+
+    asyncpg's default reset runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL;` on every release: a second statement for every shard commit and gateway
+    read. Pooled sessions here never take session locks, LISTEN, open cursors or SET
+    anything, so there is nothing to undo; an open transaction is still rolled back by
+    the pool itself before this runs.
+    """
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections read and write jsonb as Python objects."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=_init
+        url, min_size=min_size, max_size=max_size, init=_init, reset=_keep_session
     )
     return pool
 
