@@ -9,7 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from storage import redis_keys
-from tests.support.client import WS, apply_event, get, post
+from tests.support.client import WS, get, post
+from tests.support.frames import apply_event
 from tests.support.services import Services
 from tests.support.stack import Stack
 

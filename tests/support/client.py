@@ -36,14 +36,6 @@ async def get(session: aiohttp.ClientSession, url: str, user: str
         return resp.status, await resp.json()
 
 
-def apply_event(group: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """A watcher's copy of `G` after a group topic's event, by docs/api.md's rule: merge
-    the frame's summary, append a `member_joined`'s user."""
-    members = [*group["members"], data["user"]] if data["type"] == "member_joined" \
-        else group["members"]
-    return {**group, **data["group"], "members": members}
-
-
 class WS:
     """A socket that keeps unmatched frames so tests can wait for the one they expect."""
 

@@ -46,7 +46,7 @@ from games.groupbuy import (
     initial_state,
     state_from_groups,
 )
-from tests.support.client import apply_event
+from tests.support.frames import apply_event
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
