@@ -29,7 +29,7 @@ def unavailable(message: str = "the game service is unavailable; try again") -> 
 class ShardClient:
     """Routes commands to the shard owning their campaign, in batches."""
 
-    def __init__(self, handles: list[Any], *, max_inflight: int = 2, max_batch: int = 512,
+    def __init__(self, handles: list[Any], *, max_inflight: int = 1, max_batch: int = 512,
                  timeout: float = 15.0, observe: Observer | None = None) -> None:
         self._handles = handles
         self._queues: list[list[tuple[dict[str, Any], asyncio.Future[Answer]]]] = [

@@ -64,7 +64,7 @@ class RayConfig:
     # Actor calls a gateway keeps in flight per shard. Few calls carrying many commands
     # beat many small ones: a call costs ~1 ms of CPU across processes whatever it carries,
     # and a shard commits what arrived during its previous commit in one statement anyway.
-    calls_in_flight: int = 2
+    calls_in_flight: int = 1
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
         address=ray_s.get("address", str, None) or None,
         namespace=ray_s.get("namespace", str, "fission"),
         shards=ray_s.get("shards", int, 2),
-        calls_in_flight=ray_s.get("calls_in_flight", int, 2),
+        calls_in_flight=ray_s.get("calls_in_flight", int, 1),
     )
     ray_s.check("shards", 1 <= ray.shards <= 64, "must be from 1 to 64")
     ray_s.check("calls_in_flight", 1 <= ray.calls_in_flight <= 64, "must be from 1 to 64")

@@ -121,7 +121,7 @@ def test_minimal_document_uses_defaults() -> None:
     assert config.storage.redis_url is None
     assert config.ray.address is None
     assert config.ray.shards == 2
-    assert config.ray.calls_in_flight == 2
+    assert config.ray.calls_in_flight == 1
     assert config.pipeline.payment_adapter == "sandbox"
 
 
