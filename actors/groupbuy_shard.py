@@ -356,9 +356,8 @@ class GroupBuyShard:
             # Each frame carries the group's summary as of that event (the member list
             # only where the event brings it): a client applies frames to its snapshot.
             # (`group` is the id in the event and the summary in the frame.)
-            head = _json({**{k: v for k, v in data.items() if k != "group"}, "campaign": cid,
-                          "group": gb.group_summary(cid, group)})
-            pending.live.append(LiveEvent(group_topic(cid, event.group), event.seq, head))
+            frame = _json({**data, "campaign": cid, "group": gb.group_summary(cid, group)})
+            pending.live.append(LiveEvent(group_topic(cid, event.group), event.seq, frame))
             if isinstance(event, gb.DealCompleted):
                 for member in event.members:
                     pending.live.append(LiveEvent(f"user:{member}", 0, {

@@ -51,11 +51,15 @@ Handler = Callable[["Gateway", Identity, dict[str, Any], "str | None"], Awaitabl
 _OK = '{"ok":true,"result":'
 
 
+# Compact JSON, as every reply and frame this server writes.
+compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode(result: Outcome) -> str:
     """A method's result as JSON text."""
     if isinstance(result, Encoded):
         return result.text
-    return json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+    return compact(result)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 from server import wire
 from server.auth import Identity
 from server.errors import ApiError
+from server.gateway import compact as _frame  # replies and errors, compact JSON
 from server.gateway import encode
 from storage.live import missed
 
@@ -67,10 +68,6 @@ class _Bucket:
             self.tokens -= 1
             return True
         return False
-
-
-def _frame(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
 def _error(ref: Any, code: str, message: str) -> str:

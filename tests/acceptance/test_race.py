@@ -13,24 +13,12 @@ import aiohttp
 import asyncpg
 import pytest
 
+from bench import scrape
 from tests.support.client import get, post
 from tests.support.services import Services
 from tests.support.stack import Stack, ray_env
 
 pytestmark = pytest.mark.acceptance
-
-
-async def _actor_calls(session: aiohttp.ClientSession, url: str) -> tuple[float, float]:
-    """Actor calls this gateway made so far, and the commands they carried."""
-    async with session.get(url + "/metrics") as resp:
-        text = await resp.text()
-    found = {}
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name in ("fission_actor_call_batch_size_count", "fission_actor_call_batch_size_sum"):
-            found[name] = float(value)
-    return (found["fission_actor_call_batch_size_count"],
-            found["fission_actor_call_batch_size_sum"])
 
 
 async def test_200_users_race_for_groups_of_five(stack: Stack, migrated: Services) -> None:
@@ -39,7 +27,8 @@ async def test_200_users_race_for_groups_of_five(stack: Stack, migrated: Service
     leaders = [f"lead{i}" for i in range(10)]
     racers = [f"racer{i}" for i in range(190)]
     async with aiohttp.ClientSession() as session:
-        before = [await _actor_calls(session, g.url) for g in gw]
+        urls = [g.url for g in gw]
+        before = await scrape.metrics(urls)  # actor calls so far, summed over gateways
         opened = await asyncio.gather(*(
             post(session, gw[i % 2].url + base, user) for i, user in enumerate(leaders)))
         assert all(status == 201 for status, _ in opened), opened
@@ -59,7 +48,7 @@ async def test_200_users_race_for_groups_of_five(stack: Stack, migrated: Service
 
         results = await asyncio.gather(*(race(i, u) for i, u in enumerate(racers)))
         finals = [await get(session, f"{gw[0].url}{base}/{gid}", "lead0") for gid in groups]
-        after = [await _actor_calls(session, g.url) for g in gw]
+        after = await scrape.metrics(urls)
 
     winners = {user: gid for user, _, gid in results if gid is not None}
     refusals = Counter(code for _, codes, _ in results for code in codes)
@@ -85,8 +74,10 @@ async def test_200_users_race_for_groups_of_five(stack: Stack, migrated: Service
     assert sold == 50
     # Commands that arrive together travel to their owner together (a Ray call costs about
     # a millisecond whatever it carries): far fewer actor calls than commands.
-    calls = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
-    commands = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+    calls = (after["fission_actor_call_batch_size_count"]
+             - before["fission_actor_call_batch_size_count"])
+    commands = (after["fission_actor_call_batch_size_sum"]
+                - before["fission_actor_call_batch_size_sum"])
     assert commands >= 10 + 190
     assert calls <= commands / 2, (calls, commands)
 

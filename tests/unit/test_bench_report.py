@@ -41,9 +41,16 @@ def test_sweep_table_has_a_row_per_offered_rate_and_marks_saturation() -> None:
     assert "saturated" not in rows[0]
 
 
+def _png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
 def test_chart_draws_only_what_the_run_measured(tmp_path: Path) -> None:
-    path = chart(_results(sweep=SWEEP), tmp_path / "latency.png")
-    assert path.stat().st_size > 0
+    # A panel per measured scenario, each the same width: a sweep-only run gets one.
+    one = _png_width(chart(_results(sweep=SWEEP), tmp_path / "one.png"))
+    # The sweep's points serve as closed-loop levels too (they carry teams and rates).
+    two = _png_width(chart(_results(sweep=SWEEP, storm=SWEEP), tmp_path / "two.png"))
+    assert two == 2 * one
 
 
 def test_a_sweep_point_that_acked_nothing_fails_the_run() -> None:
