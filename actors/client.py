@@ -8,22 +8,15 @@ loop tick, or until one of the few calls in flight returns, and travel together.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from actors.answers import Answer, unavailable
 from actors.routing import shard_of
 
-# An answer as the shard's JSON text (`{"ok":true,"result":...}` or `{"ok":false,...}`).
-Answer = str
 Observer = Callable[[int, float, int], None]  # shard, seconds, batch size
-
-
-def unavailable(message: str = "the game service is unavailable; try again") -> Answer:
-    """The answer when the actor cannot be reached."""
-    return json.dumps({"ok": False, "error": {"code": "unavailable", "message": message}})
 
 
 class ShardClient:

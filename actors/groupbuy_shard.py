@@ -24,7 +24,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from actors import backoff, gcstats
+from actors import answers, backoff, gcstats
+from actors.answers import Answer
 from actors.metrics import BatchSizes
 from actors.routing import shard_of
 from games import groupbuy as gb
@@ -38,20 +39,13 @@ from storage.live import Live, LiveEvent
 log = logging.getLogger("fission.shard")
 
 Result = dict[str, Any]
-# An answer as JSON text: `{"ok":true,"result":{...}}` or `{"ok":false,"error":{...}}`.
-# Answers travel and are remembered as text: encoded once here, spliced into the reply
-# by the gateway, never decoded and encoded again on the way.
-Answer = str
 SLOW_COMMIT = 0.1  # seconds: a commit slower than this is logged
 FORGET_EVERY = 600.0  # seconds between sweeps of expired idempotency answers
 SETTLE_EVERY = 10.0  # seconds between freezes of the grown state (see actors.gcstats)
 
 
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def _error(code: str, message: str) -> Answer:
-    return _json({"ok": False, "error": {"code": code, "message": message}})
+_json = answers.compact
+_error = answers.error
 
 
 def stream_of(campaign_id: str) -> str:

@@ -64,11 +64,11 @@ class ShardHost:
 
 @ray.remote(max_restarts=-1, max_task_retries=5, num_cpus=0)
 class PipelineHost:
-    """Hosts the pipeline worker."""
+    """Hosts the pipeline worker, the one writer of orders and the commission ledger."""
 
-    def __init__(self, config: Config, database_url: str) -> None:
+    def __init__(self, config: Config, database_url: str, redis_url: str) -> None:
         logging.basicConfig(level=logging.INFO)
-        self.worker = PipelineWorker(config, database_url)
+        self.worker = PipelineWorker(config, database_url, redis_url)
         self._start = asyncio.get_running_loop().create_task(self.worker.start(retry=True))
 
     async def ready(self) -> bool:
@@ -78,10 +78,17 @@ class PipelineHost:
     async def drain(self) -> int:
         """Process everything pending now; how many rows."""
         await self._start
-        total = 0
-        while (n := await self.worker.drain_once()) > 0:
-            total += n
-        return total
+        return await self.worker.drain()
+
+    async def bind(self, user: str, referrer: str) -> str:
+        """Bind a referral; the answer as JSON text."""
+        await self._start
+        return await self.worker.bind(user, referrer)
+
+    async def refund(self, user: str, order_id: int) -> str:
+        """Refund an order inside its return window; the answer as JSON text."""
+        await self._start
+        return await self.worker.refund(user, order_id)
 
     async def stats(self) -> dict[str, Any]:
         return self.worker.stats()

@@ -1,9 +1,14 @@
-"""The pipeline: outbox rows become orders, payments and refunds, exactly once.
+"""The pipeline: outbox rows become orders, payments, refunds and commissions, once.
 
 Each batch is one transaction: lock pending outbox rows (SKIP LOCKED, so two workers
 never take the same row), write their effects, mark them processed. Effects are keyed by
 (campaign, group, user) with unique constraints, so replaying a processed row (an
 operator resetting the outbox, a crash between commit and ack) creates nothing twice.
+
+The pipeline is also the one writer of the commission ledger: it settles commissions
+when their return window ends (a timer armed for the earliest, not a scan on a cron),
+refunds orders inside the window, and binds referrals. What changed for a user is
+published on their `user:` topic after the commit.
 """
 
 from __future__ import annotations
@@ -12,15 +17,21 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
 
-from actors import backoff
+from actors import answers, backoff, commissions
+from actors.answers import Answer
+from actors.commissions import FreshOrder
 from actors.payments import Movement, adapter
-from storage import db
+from storage import db, ledger, reads
 from storage.config import Config
 from storage.events import OUTBOX_CHANNEL
+from storage.live import Live, LiveEvent
 
 log = logging.getLogger("fission.pipeline")
 
@@ -28,15 +39,22 @@ log = logging.getLogger("fission.pipeline")
 class PipelineWorker:
     """Drains the outbox whenever a commit notifies it, and on a slow poll as a fallback."""
 
-    def __init__(self, config: Config, database_url: str) -> None:
+    def __init__(self, config: Config, database_url: str, redis_url: str | None = None,
+                 *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config = config
         self._database_url = database_url
+        self._redis_url = redis_url
+        self._clock = clock
         self._payments = adapter(config.pipeline.payment_adapter)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._live: Live | None = None
+        self._next_due: datetime | None = None
         self.processed_total = 0
         self.orders_total = 0
         self.refunds_total = 0
+        self.commissions_total = 0
+        self.settled_total = 0
         self.last_lag_ms = 0.0
 
     async def start(self, *, retry: bool = False) -> None:
@@ -47,9 +65,15 @@ class PipelineWorker:
         self._task = asyncio.create_task(self._run())
 
     async def _connect(self) -> None:
-        self._pool = await db.create_pool(self._database_url, min_size=1, max_size=2)
+        self._pool = await db.create_pool(self._database_url, min_size=1, max_size=4)
         self._listener = await db.connect(self._database_url)
         await self._listener.add_listener(OUTBOX_CHANNEL, self._notified)
+        if self._redis_url is not None:
+            cfg = self.config.server
+            self._live = Live(aioredis.from_url(self._redis_url), cfg.history_size,
+                              cfg.history_ttl_seconds)
+        async with self._pool.acquire() as conn:
+            self._next_due = await ledger.next_due(conn)
 
     async def _close_connections(self) -> None:
         for name in ("_listener", "_pool"):
@@ -58,6 +82,10 @@ class PipelineWorker:
                 with contextlib.suppress(Exception):
                     await resource.close()
             setattr(self, name, None)
+        if self._live is not None:
+            with contextlib.suppress(Exception):
+                await self._live.client.aclose()
+            self._live = None
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
@@ -76,37 +104,118 @@ class PipelineWorker:
             try:
                 while await self.drain_once() > 0:
                     pass
+                while await self.settle_once() > 0:
+                    pass
             except Exception:
                 log.exception("pipeline batch failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            # Sleep until woken by a commit, the next commission falls due, or the poll.
+            timeout = interval
+            if self._next_due is not None:
+                until_due = (self._next_due - self._clock()).total_seconds()
+                timeout = min(interval, max(0.0, until_due))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except TimeoutError:
+                # Quiet for a poll: learn of commissions other workers wrote, too.
+                with contextlib.suppress(OSError, asyncpg.PostgresError):
+                    async with self._pool.acquire() as conn:
+                        self._next_due = await ledger.next_due(conn)
             self._wake.clear()
 
-    async def drain_once(self) -> int:
-        """Process one batch of pending outbox rows; how many it processed."""
+    async def _transaction(self, work: Callable[[asyncpg.Connection],
+                                                  Awaitable[tuple[Any, list[LiveEvent]]]]) -> Any:
+        """Run `work` in one transaction; publish its live events once it has committed."""
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, type, data, created_at FROM outbox WHERE processed_at IS NULL"
-                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self.config.pipeline.batch_size,
-            )
-            if rows:
-                await self._handle(conn, [(r["type"], r["data"]) for r in rows])
-                await conn.execute(
-                    # The clock at the end of the work (not the transaction's start), so
-                    # processed_at - created_at is the whole deal-to-ledger lag.
-                    "UPDATE outbox SET processed_at = clock_timestamp()"
-                    " WHERE id = ANY($1::bigint[])",
-                    [r["id"] for r in rows],
-                )
+            result, live = await work(conn)
+        if live and self._live is not None:
+            try:
+                await self._live.publish(live)
+            except Exception:  # the ledger is durable; a lost frame is a lost nudge
+                log.exception("publishing %d pipeline events failed", len(live))
+        return result
+
+    async def drain_once(self, *, wait: bool = False) -> int:
+        """Process one batch of pending outbox rows; how many it processed.
+
+        Rows another transaction holds are skipped, or with `wait` waited for (then found
+        processed, or processed here): a caller that must see everything pending now
+        done, whoever does it, waits.
+        """
+        rows: list[asyncpg.Record] = await self._transaction(
+            lambda conn: self._drain(conn, wait))
         if rows:
             self.processed_total += len(rows)
             newest = max(r["created_at"] for r in rows).timestamp()
             self.last_lag_ms = max(0.0, (time.time() - newest) * 1000)
         return len(rows)
 
+    async def drain(self) -> int:
+        """Process everything pending now, waiting for rows in another's hands; how many."""
+        total = 0
+        while (n := await self.drain_once(wait=True)) > 0:
+            total += n
+        return total
+
+    async def _drain(self, conn: asyncpg.Connection, wait: bool
+                     ) -> tuple[list[asyncpg.Record], list[LiveEvent]]:
+        rows = await conn.fetch(
+            "SELECT id, type, data, created_at FROM outbox WHERE processed_at IS NULL"
+            f" ORDER BY id LIMIT $1 FOR UPDATE{'' if wait else ' SKIP LOCKED'}",
+            self.config.pipeline.batch_size,
+        )
+        if not rows:
+            return rows, []
+        live = await self._handle(conn, [(r["type"], r["data"]) for r in rows])
+        await conn.execute(
+            # The clock at the end of the work (not the transaction's start), so
+            # processed_at - created_at is the whole deal-to-ledger lag.
+            "UPDATE outbox SET processed_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in rows],
+        )
+        return rows, live
+
+    async def settle_once(self, now: datetime | None = None) -> int:
+        """Settle one batch of commissions due by `now`; how many.
+
+        Without `now`, the clock's time, and only when the earliest known due time has
+        come (the timer's path: no query while nothing is due).
+        """
+        if now is None:
+            now = self._clock()
+            if self._next_due is None or self._next_due > now:
+                return 0
+        moment = now
+
+        async def work(conn: asyncpg.Connection) -> tuple[int, list[LiveEvent]]:
+            settled, live = await commissions.settle(conn, moment,
+                                                     self.config.pipeline.batch_size)
+            self._next_due = await ledger.next_due(conn)
+            return len(settled), live
+
+        count: int = await self._transaction(work)
+        self.settled_total += count
+        return count
+
+    async def bind(self, user: str, referrer: str) -> Answer:
+        """Bind `user` to `referrer` (see `actors.commissions.bind`)."""
+        return await self._answer(lambda conn: commissions.bind(conn, user, referrer))
+
+    async def refund(self, user: str, order_id: int) -> Answer:
+        """Refund `user`'s order `order_id` inside its return window."""
+        return await self._answer(lambda conn: commissions.refund(
+            conn, self._payments, user, order_id, self.config.commission, self._clock()))
+
+    async def _answer(self, work: Callable[[asyncpg.Connection],
+                                           Awaitable[tuple[Answer, list[LiveEvent]]]]) -> Answer:
+        try:
+            answer: Answer = await self._transaction(work)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("pipeline command failed: %r", exc)
+            return answers.unavailable("the order service is unavailable; try again")
+        return answer
+
     async def _handle(self, conn: asyncpg.Connection, items: list[tuple[str, dict[str, Any]]]
-                      ) -> None:
+                      ) -> list[LiveEvent]:
         """The effects of a batch of outbox rows, set-based: a few statements per batch."""
         movements: list[Movement] = []
         skus: dict[tuple[str, str], str] = {}
@@ -123,20 +232,38 @@ class PipelineWorker:
         recorded = await self._payments.record(conn, movements)
         # A payment recorded by an earlier pass already has its order: only fresh ones do.
         paid = [(m, ref) for m, ref in recorded.items() if m.kind == "payment"]
+        orders: list[FreshOrder] = []
+        live: list[LiveEvent] = []
         if paid:
-            await conn.execute(
+            rows = await conn.fetch(
                 "INSERT INTO orders (campaign, group_id, user_id, sku, amount, status,"
                 " payment_ref) SELECT c, g, u, s, a, 'paid', r FROM unnest($1::text[],"
                 " $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])"
-                " AS o(c, g, u, s, a, r) ON CONFLICT (campaign, group_id, user_id) DO NOTHING",
+                " AS o(c, g, u, s, a, r) ON CONFLICT (campaign, group_id, user_id) DO NOTHING"
+                " RETURNING *",
                 [m.campaign for m, _ in paid], [m.group for m, _ in paid],
                 [m.user for m, _ in paid], [skus[(m.campaign, m.group)] for m, _ in paid],
                 [m.amount for m, _ in paid], [ref for _, ref in paid],
             )
+            orders = [FreshOrder(r["id"], r["campaign"], r["user_id"], r["amount"],
+                                 r["created_at"]) for r in rows]
+            # Each buyer sees their order appear (the deal's frame came before it existed).
+            live = [LiveEvent(f"user:{r['user_id']}", 0,
+                              {"type": "order_created", "order": reads.order_view(r)})
+                    for r in rows]
+        earned, earned_live = await commissions.earn(conn, orders, self.config.commission)
+        if earned:
+            due = min(c.settle_at for c in earned)
+            if self._next_due is None or due < self._next_due:
+                self._next_due = due
         self.orders_total += len(paid)
         self.refunds_total += len(recorded) - len(paid)
+        self.commissions_total += len(earned)
+        return live + earned_live
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics."""
         return {"processed_total": self.processed_total, "orders_total": self.orders_total,
-                "refunds_total": self.refunds_total, "last_lag_ms": self.last_lag_ms}
+                "refunds_total": self.refunds_total,
+                "commissions_total": self.commissions_total,
+                "settled_total": self.settled_total, "last_lag_ms": self.last_lag_ms}

@@ -47,12 +47,12 @@ def shard_hosts(config: Config, database_url: str, redis_url: str) -> list[Any]:
     ]
 
 
-def pipeline_host(config: Config, database_url: str) -> Any:
+def pipeline_host(config: Config, database_url: str, redis_url: str) -> Any:
     """Handle of the pipeline actor."""
     return PipelineHost.options(  # type: ignore[attr-defined]
         name=PIPELINE_NAME, namespace=config.ray.namespace, lifetime="detached",
         get_if_exists=True,
-    ).remote(config, database_url)
+    ).remote(config, database_url, redis_url)
 
 
 def kill_all(config: Config) -> None:

@@ -22,7 +22,7 @@ import asyncpg
 from actors.routing import shard_of
 from storage import db
 from storage.embedded import Embedded, start_postgres, start_redis
-from storage.migrate import migrate
+from storage.migrate import DATA_TABLES, migrate
 from tests.support import configs
 from tests.support import stack as support_stack
 from tests.support.stack import free_port, stop_group
@@ -51,7 +51,6 @@ def _one_per_shard(prefix: str, shards: int) -> tuple[str, ...]:
 SHARDS = 2
 DEAL_CAMPAIGNS = _one_per_shard("bench-deal", SHARDS)
 ALL_CAMPAIGNS = (STORM_CAMPAIGN, FAN_CAMPAIGN, *DEAL_CAMPAIGNS)
-FISSION_TABLES = ("events", "groups", "command_results", "outbox", "orders", "payments")
 
 
 def ray_env() -> dict[str, str]:
@@ -108,7 +107,7 @@ async def prepare_database(database_url: str) -> None:
     conn = await db.connect(database_url)
     try:
         await migrate(conn)
-        await conn.execute(f"TRUNCATE {', '.join(FISSION_TABLES)} RESTART IDENTITY")
+        await conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY")
     finally:
         await conn.close()
 

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from actors import gcstats, runtime
 from actors.client import ShardClient
+from actors.pipeline_client import PipelineClient
 from server import http_api, ws
 from server.auth import Identity, Verifier
 from server.errors import ApiError
@@ -77,12 +78,13 @@ class Server:
         self.hub = Hub(self.redis)
         await self.hub.start()
         self.shards = runtime.shard_hosts(self.config, self.database_url, self.redis_url)
-        self.pipeline = runtime.pipeline_host(self.config, self.database_url)
+        self.pipeline = runtime.pipeline_host(self.config, self.database_url, self.redis_url)
         await asyncio.gather(*(h.ready.remote() for h in self.shards),
                              self.pipeline.ready.remote())
         self.client = ShardClient(self.shards, observe=self.metrics.actor_call,
                                   max_inflight=self.config.ray.calls_in_flight)
-        self.gateway = Gateway(self.config, self.client, self.pool, self.metrics)
+        self.gateway = Gateway(self.config, self.client, self.pool, self.metrics,
+                               PipelineClient(self.pipeline))
         gcstats.settle()
 
     async def stop(self) -> None:

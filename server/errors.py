@@ -17,6 +17,8 @@ STATUS = {
     "limit_reached": 409,
     "out_of_stock": 409,
     "campaign_not_active": 409,
+    "already_bound": 409,
+    "return_window_closed": 409,
     "rate_limited": 429,
     "unavailable": 503,
     "internal": 500,

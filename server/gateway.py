@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from actors.client import ShardClient
+from actors.pipeline_client import PipelineClient
 from server.auth import Identity
 from server.errors import ApiError
 from server.metrics import Metrics
@@ -74,11 +75,12 @@ class Gateway:
     """What the transports call; holds the actor client, the read pool and metrics."""
 
     def __init__(self, config: Config, client: ShardClient, pool: asyncpg.Pool,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, pipeline: PipelineClient) -> None:
         self.config = config
         self.client = client
         self.pool = pool
         self.metrics = metrics
+        self.pipeline = pipeline
 
     async def call(self, identity: Identity, method: str, params: Any,
                    key: str | None) -> Outcome:
@@ -178,6 +180,28 @@ async def _orders(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
     return {"orders": await reads.list_orders(gw.pool, who.user, p.get("limit", 50))}
 
 
+async def _bind(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                ) -> Outcome:
+    # Binding is idempotent by nature: the same binding again answers as the first did.
+    return result_of(await gw.pipeline.bind(who.user, p["referrer"]))
+
+
+async def _referral(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                    ) -> Outcome:
+    return await reads.referral(gw.pool, who.user)
+
+
+async def _commissions(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                       ) -> Outcome:
+    return await reads.commissions(gw.pool, who.user, p.get("limit", 50))
+
+
+async def _refund(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                  ) -> Outcome:
+    # Idempotent by nature too: refunding a refunded order answers the refunded order.
+    return result_of(await gw.pipeline.refund(who.user, p["order"]))
+
+
 _CAMPAIGN = Param(str, pattern=SLUG)
 _GROUP = Param(str, pattern=IDENT)
 _LIMIT = Param(int, required=False, low=1, high=100)
@@ -192,5 +216,10 @@ METHODS: dict[str, Method] = {
                False),
         Method("campaigns.list", {}, _campaigns, False),
         Method("orders.list", {"limit": _LIMIT}, _orders, False),
+        Method("orders.refund", {"order": Param(int, low=1, high=(1 << 63) - 1)}, _refund,
+               True),
+        Method("referrals.bind", {"referrer": Param(str, pattern=IDENT)}, _bind, True),
+        Method("referrals.get", {}, _referral, False),
+        Method("commissions.list", {"limit": _LIMIT}, _commissions, False),
     )
 }

@@ -162,6 +162,30 @@ async def orders(request: web.Request) -> web.Response:
     return await _call(request, identity(request), "orders.list", _limit(request))
 
 
+async def refund_order(request: web.Request) -> web.Response:
+    who = identity(request)
+    body = await _body(request)
+    raw = request.match_info["order"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError("invalid_request", "the order id must be a positive integer")
+    if body:
+        raise ApiError("invalid_request", f"unknown field {sorted(body)[0]!r}")
+    return await _call(request, who, "orders.refund", {"order": int(raw)})
+
+
+async def bind_referral(request: web.Request) -> web.Response:
+    who = identity(request)
+    return await _call(request, who, "referrals.bind", await _body(request))
+
+
+async def get_referral(request: web.Request) -> web.Response:
+    return await _call(request, identity(request), "referrals.get", {})
+
+
+async def commissions(request: web.Request) -> web.Response:
+    return await _call(request, identity(request), "commissions.list", _limit(request))
+
+
 def _merge(body: dict[str, Any], **path: str) -> dict[str, Any]:
     """Path parameters win; a body repeating them with other values is refused."""
     for name, value in path.items():
@@ -180,3 +204,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/api/groupbuys/{campaign}/groups/{group}/join", join_group)
     app.router.add_get("/api/groupbuys/{campaign}/groups/{group}", get_group)
     app.router.add_get("/api/orders", orders)
+    app.router.add_post("/api/orders/{order}/refund", refund_order)
+    app.router.add_get("/api/referrals", get_referral)
+    app.router.add_post("/api/referrals", bind_referral)
+    app.router.add_get("/api/commissions", commissions)

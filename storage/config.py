@@ -11,12 +11,13 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from games.campaign import GroupBuyCampaign, Product
+from games.commission import BPS, Rates
 
 
 class ConfigError(Exception):
@@ -75,6 +76,22 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class CommissionConfig:
+    """Two-level commission: rates in basis points of the order, and the return window.
+
+    A commission is pending for `return_window_days` after its order (the buyer may
+    still return it), then settles; 0 settles at once and allows no returns.
+    """
+
+    rates: Rates = field(default_factory=lambda: Rates(level1_bps=1000, level2_bps=300))
+    return_window_days: int = 30
+
+    @property
+    def return_window_seconds(self) -> int:
+        return self.return_window_days * 86_400
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything Fission reads from config, validated and frozen."""
 
@@ -85,6 +102,7 @@ class Config:
     ray: RayConfig
     pipeline: PipelineConfig
     groupbuys: tuple[GroupBuyCampaign, ...]
+    commission: CommissionConfig = field(default_factory=CommissionConfig)
 
     def campaign(self, campaign_id: str) -> GroupBuyCampaign | None:
         """The campaign called `campaign_id`, if configured."""
@@ -224,6 +242,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
                  "must be from 10 to 60000")
     pipe_s.check("batch_size", 1 <= pipeline.batch_size <= 10_000, "must be from 1 to 10000")
     pipe_s.done()
+    commission = _commission(_Section(source, "commission", root.get("commission", dict, {})))
     campaigns_raw = root.get("campaigns", list, [])
     groupbuys: list[GroupBuyCampaign] = []
     seen: set[str] = set()
@@ -235,7 +254,22 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
         groupbuys.append(campaign)
     root.done()
     return Config(source=source, server=server, auth=AuthConfig(secret), storage=storage,
-                  ray=ray, pipeline=pipeline, groupbuys=tuple(groupbuys))
+                  ray=ray, pipeline=pipeline, groupbuys=tuple(groupbuys),
+                  commission=commission)
+
+
+def _commission(s: _Section) -> CommissionConfig:
+    d = CommissionConfig()
+    level1 = s.get("level1_bps", int, d.rates.level1_bps)
+    level2 = s.get("level2_bps", int, d.rates.level2_bps)
+    for name, value in (("level1_bps", level1), ("level2_bps", level2)):
+        s.check(name, 0 <= value <= BPS, f"must be from 0 to {BPS} (basis points)")
+    s.check("level2_bps", level1 + level2 <= BPS,
+            f"level1_bps + level2_bps must be at most {BPS} (the whole order)")
+    window = s.get("return_window_days", int, d.return_window_days)
+    s.check("return_window_days", 0 <= window <= 365, "must be from 0 to 365")
+    s.done()
+    return CommissionConfig(Rates(level1, level2), window)
 
 
 def _server(s: _Section) -> ServerConfig:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from games.campaign import iso
+from games.commission import available, pending
 
 
 def _group(row: asyncpg.Record) -> dict[str, Any]:
@@ -41,18 +43,64 @@ async def list_open_groups(pool: asyncpg.Pool, campaign: str, limit: int) -> lis
     return [_group(r) for r in rows]
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else iso(int(moment.timestamp() * 1000))
+
+
+def order_view(row: asyncpg.Record) -> dict[str, Any]:
+    """An order as the API shows it."""
+    return {
+        "id": row["id"], "campaign": row["campaign"], "group": row["group_id"],
+        "sku": row["sku"], "amount": row["amount"], "status": row["status"],
+        "payment_ref": row["payment_ref"], "created_at": _iso(row["created_at"]),
+        "refunded_at": _iso(row["refunded_at"]),
+    }
+
+
 async def list_orders(pool: asyncpg.Pool, user: str, limit: int) -> list[dict[str, Any]]:
     """A user's orders, newest first."""
-    rows = await pool.fetch(
-        "SELECT id, campaign, group_id, sku, amount, status, payment_ref, created_at"
-        " FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2", user, limit,
-    )
-    return [
-        {"id": r["id"], "campaign": r["campaign"], "group": r["group_id"], "sku": r["sku"],
-         "amount": r["amount"], "status": r["status"], "payment_ref": r["payment_ref"],
-         "created_at": iso(int(r["created_at"].timestamp() * 1000))}
-        for r in rows
-    ]
+    rows = await pool.fetch("SELECT * FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+                            user, limit)
+    return [order_view(r) for r in rows]
+
+
+def referral_view(row: asyncpg.Record) -> dict[str, Any]:
+    """A referral binding as the API shows it."""
+    return {"user": row["user_id"], "referrer": row["referrer"],
+            "bound_at": _iso(row["bound_at"])}
+
+
+async def referral(pool: asyncpg.Pool, user: str) -> dict[str, Any]:
+    """Who brought `user` in (None if nobody), and how many `user` brought in."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT user_id, referrer, bound_at FROM referrals WHERE user_id = $1", user)
+        invited = await conn.fetchval("SELECT count(*) FROM referrals WHERE referrer = $1", user)
+    return {"referral": None if row is None else referral_view(row), "invited": invited}
+
+
+async def commissions(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, Any]:
+    """A user's commission balances (fen) and their newest commissions."""
+    accounts = {"pending": pending(user), "available": available(user)}
+    async with pool.acquire() as conn:
+        sums = await conn.fetch(
+            "SELECT account, sum(amount) AS total FROM ledger_entries"
+            " WHERE account = ANY($1::text[]) GROUP BY account", list(accounts.values()))
+        rows = await conn.fetch(
+            "SELECT * FROM commissions WHERE beneficiary = $1 ORDER BY id DESC LIMIT $2",
+            user, limit)
+    totals = {r["account"]: int(r["total"]) for r in sums}
+    return {
+        "balance": {name: totals.get(account, 0) for name, account in accounts.items()},
+        "commissions": [
+            {"id": r["id"], "order": r["order_id"], "level": r["level"], "buyer": r["buyer"],
+             "campaign": r["campaign"], "base": r["base"], "rate_bps": r["rate_bps"],
+             "amount": r["amount"], "status": r["status"],
+             "settle_at": _iso(r["settle_at"]), "created_at": _iso(r["created_at"]),
+             "closed_at": _iso(r["closed_at"])}
+            for r in rows
+        ],
+    }
 
 
 async def outbox_lag(pool: asyncpg.Pool) -> tuple[int, float]:

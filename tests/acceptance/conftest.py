@@ -25,6 +25,7 @@ CAMPAIGNS = [
     configs.campaign("live", size=5, stock=1000, led=50, joined=50),
     configs.campaign("guard", size=3, stock=1000, led=50, joined=50),
     configs.campaign("brief", size=3, stock=100, led=5, joined=5, time_limit=2),
+    configs.campaign("pair", size=2, stock=1000, led=50, joined=50),
     configs.campaign("later", size=2, stock=10, starts_at="2098-01-01T00:00:00+00:00"),
 ]
 

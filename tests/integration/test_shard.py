@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,55 +12,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from actors.groupbuy_shard import GroupBuyShard, group_topic
-from storage.config import Config, parse
 from storage.live import Live
+from tests.integration.conftest import T0, Clock, Factory, cmd, make_config
 from tests.support import configs
 from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
-
-T0 = 1_900_000_000_000  # a fixed "now" inside the test campaigns, epoch ms
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def make_config(svc: Services, *campaigns: dict[str, Any]) -> Config:
-    doc = configs.document(list(campaigns), shards=1, database_url=svc.database_url,
-                           redis_url=svc.redis_url)
-    return parse(doc, {}, "test")
-
-
-Factory = Callable[..., Any]
-
-
-@pytest.fixture
-async def shard_factory(clean: Services) -> AsyncIterator[Factory]:
-    started: list[GroupBuyShard] = []
-
-    async def start(config: Config, clock: Clock) -> GroupBuyShard:
-        shard = GroupBuyShard(config, clean.database_url, clean.redis_url, 0, clock=clock)
-        await shard.start()
-        started.append(shard)
-        return shard
-
-    yield start
-    for shard in started:
-        await shard.stop()
-
-
-def cmd(method: str, user: str, campaign: str = "c1", group: str | None = None,
-        key: str | None = None) -> dict[str, Any]:
-    return {"method": f"groupbuy.{method}", "campaign": campaign, "user": user,
-            "group": group, "key": key}
-
 
 async def test_answers_only_what_is_committed(clean: Services, shard_factory: Factory) -> None:
     config = make_config(clean, configs.campaign("c1", size=3, stock=10))
@@ -157,8 +113,7 @@ async def test_expiry_refunds_and_pipeline_is_exactly_once(clean: Services,
     worker = PipelineWorker(config, clean.database_url)
     await worker.start()
     try:
-        while await worker.drain_once():
-            pass
+        await worker.drain()
         conn = await asyncpg.connect(clean.database_url)
         try:
             async def counts() -> tuple[Any, ...]:
@@ -175,8 +130,7 @@ async def test_expiry_refunds_and_pipeline_is_exactly_once(clean: Services,
             assert refunded == "erin"
             # Replay the whole outbox: nothing is created twice.
             await conn.execute("UPDATE outbox SET processed_at = NULL")
-            while await worker.drain_once():
-                pass
+            await worker.drain()
             assert await counts() == first
         finally:
             await conn.close()

@@ -17,9 +17,7 @@ import redis.asyncio as aioredis
 
 from storage import db
 from storage.embedded import Embedded, start_postgres, start_redis
-from storage.migrate import migrate
-
-TABLES = ("events", "groups", "command_results", "outbox", "orders", "payments")
+from storage.migrate import DATA_TABLES, migrate
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ async def wipe(svc: Services) -> None:
     """Empty every table and Fission's Redis keys (between tests)."""
     conn: asyncpg.Connection = await asyncpg.connect(svc.database_url)
     try:
-        await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        await conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY")
     finally:
         await conn.close()
     client = aioredis.from_url(svc.redis_url)

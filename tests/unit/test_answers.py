@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actors.client import unavailable
+from actors.answers import unavailable
 from server.errors import ApiError
 from server.gateway import Encoded, encode, result_of
 

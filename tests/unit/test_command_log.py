@@ -47,7 +47,7 @@ async def test_the_gateway_writes_the_lines(caplog: pytest.LogCaptureFixture, lo
                                             expected: list[tuple[str, str]]) -> None:
     # Methods that need neither an actor nor Postgres: only the logging is under test.
     doc = configs.document([configs.campaign("tea-duo")], server={"log_commands": log_commands})
-    gateway = Gateway(parse(doc, {}), None, None, Metrics())  # type: ignore[arg-type]
+    gateway = Gateway(parse(doc, {}), None, None, Metrics(), None)  # type: ignore[arg-type]
     with caplog.at_level(logging.DEBUG, logger="fission.gateway"):
         assert await _call(gateway, method) == code
     lines: list[tuple[str, Any]] = [(r.levelname, r.fields["outcome"])  # type: ignore[attr-defined]

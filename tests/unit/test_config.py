@@ -14,8 +14,16 @@ from typing import Any
 import pytest
 
 from games.campaign import GroupBuyCampaign
+from games.commission import Rates
 from games.groupbuy import OpenGroup, apply, initial_state
-from storage.config import ENV_OVERRIDES, Config, ConfigError, load, parse
+from storage.config import (
+    ENV_OVERRIDES,
+    CommissionConfig,
+    Config,
+    ConfigError,
+    load,
+    parse,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_TOML = REPO_ROOT / "config.toml"
@@ -545,3 +553,132 @@ def test_load_applies_env_overrides_to_repo_config() -> None:
         load(CONFIG_TOML, env={"FISSION_SHARDS": "many"})
     assert str(CONFIG_TOML) in str(info.value)
     assert info.value.key == "FISSION_SHARDS"
+
+
+# --- [commission] ---------------------------------------------------------------------------
+
+
+def with_commission(table: Any) -> dict[str, Any]:
+    data = good()
+    data["commission"] = table
+    return data
+
+
+def test_commission_defaults_without_a_table() -> None:
+    commission = parse(good(), {}, SOURCE).commission
+    assert commission == CommissionConfig()
+    assert commission.rates == Rates(level1_bps=1000, level2_bps=300)
+    assert commission.return_window_days == 30
+    assert commission.return_window_seconds == 30 * 86_400
+    # An empty table means the same.
+    assert parse(with_commission({}), {}, SOURCE).commission == commission
+
+
+def test_commission_explicit_values() -> None:
+    table = {"level1_bps": 1500, "level2_bps": 450, "return_window_days": 7}
+    commission = parse(with_commission(table), {}, SOURCE).commission
+    assert commission.rates.level1_bps == 1500
+    assert commission.rates.level2_bps == 450
+    assert commission.return_window_days == 7
+    assert commission.return_window_seconds == 7 * 86_400
+
+
+def test_commission_partial_table_keeps_other_defaults() -> None:
+    commission = parse(with_commission({"level2_bps": 0}), {}, SOURCE).commission
+    assert commission.rates == Rates(level1_bps=1000, level2_bps=0)
+    assert commission.return_window_days == 30
+
+
+def test_commission_from_toml_text() -> None:
+    text = """
+[auth]
+secret = "0123456789abcdef0123456789abcdef-toml"
+
+[commission]
+level1_bps = 800
+level2_bps = 200
+return_window_days = 14
+"""
+    commission = parse(tomllib.loads(text), {}, SOURCE).commission
+    assert commission.rates == Rates(800, 200)
+    assert commission.return_window_seconds == 14 * 86_400
+
+
+@pytest.mark.parametrize(
+    ("level1", "level2", "days"),
+    [(0, 0, 0), (10_000, 0, 365), (0, 10_000, 1), (5000, 5000, 30), (9999, 1, 0)],
+)
+def test_commission_boundary_values_are_accepted(level1: int, level2: int, days: int) -> None:
+    table = {"level1_bps": level1, "level2_bps": level2, "return_window_days": days}
+    commission = parse(with_commission(table), {}, SOURCE).commission
+    assert commission.rates == Rates(level1, level2)
+    assert commission.return_window_days == days
+    assert commission.return_window_seconds == days * 86_400
+
+
+BAD_COMMISSION: list[Any] = [
+    # rates: each within 0..10000 basis points
+    pytest.param({"level1_bps": -1}, "commission.level1_bps", id="level1-negative"),
+    pytest.param({"level1_bps": 10_001, "level2_bps": 0}, "commission.level1_bps",
+                 id="level1-above-100pct"),
+    pytest.param({"level2_bps": -1}, "commission.level2_bps", id="level2-negative"),
+    pytest.param({"level1_bps": 0, "level2_bps": 10_001}, "commission.level2_bps",
+                 id="level2-above-100pct"),
+    # together at most the whole order
+    pytest.param({"level1_bps": 5001, "level2_bps": 5000}, "commission.level2_bps",
+                 id="sum-above-100pct"),
+    pytest.param({"level1_bps": 10_000, "level2_bps": 1}, "commission.level2_bps",
+                 id="sum-one-over"),
+    # return window: 0..365 days
+    pytest.param({"return_window_days": -1}, "commission.return_window_days",
+                 id="window-negative"),
+    pytest.param({"return_window_days": 366}, "commission.return_window_days",
+                 id="window-366"),
+    # types: integers only, never strings, floats or booleans
+    pytest.param({"level1_bps": "1000"}, "commission.level1_bps", id="level1-string"),
+    pytest.param({"level1_bps": 1000.0}, "commission.level1_bps", id="level1-float"),
+    pytest.param({"level1_bps": True}, "commission.level1_bps", id="level1-boolean"),
+    pytest.param({"level2_bps": "3%"}, "commission.level2_bps", id="level2-string"),
+    pytest.param({"level2_bps": 0.03}, "commission.level2_bps", id="level2-float"),
+    pytest.param({"return_window_days": "30"}, "commission.return_window_days",
+                 id="window-string"),
+    pytest.param({"return_window_days": 7.5}, "commission.return_window_days",
+                 id="window-float"),
+    pytest.param({"return_window_days": False}, "commission.return_window_days",
+                 id="window-boolean"),
+    # unknown keys
+    pytest.param({"level3_bps": 100}, "commission.level3_bps", id="level3-unknown"),
+    pytest.param({"return_window": 30}, "commission.return_window", id="misspelled-key"),
+    pytest.param({"level1_bps": 1000, "zeta": 1, "alpha": 1}, "commission.alpha",
+                 id="first-unknown-named"),
+    # the table itself
+    pytest.param(1000, "commission", id="commission-not-table"),
+    pytest.param([{"level1_bps": 1000}], "commission", id="commission-array"),
+]
+
+
+@pytest.mark.parametrize(("table", "key"), BAD_COMMISSION)
+def test_bad_commission_config_names_key(table: Any, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(with_commission(table), {}, SOURCE)
+    error = info.value
+    assert error.key == key
+    assert error.source == SOURCE
+    assert error.reason
+    assert str(error) == f"{SOURCE}: {key}: {error.reason}"
+
+
+def test_commission_sum_above_whole_order_with_default_level2_is_refused() -> None:
+    # level1 alone is in range, but with the default 300 bps of level 2 it exceeds 100%.
+    with pytest.raises(ConfigError) as info:
+        parse(with_commission({"level1_bps": 9_800}), {}, SOURCE)
+    assert info.value.key.startswith("commission.")
+
+
+def test_commission_wrong_type_reason_is_readable() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(with_commission({"level1_bps": "1000"}), {}, SOURCE)
+    assert info.value.reason == "must be an integer, not str"
+    with pytest.raises(ConfigError) as info:
+        parse(with_commission({"return_window_days": True}), {}, SOURCE)
+    assert "boolean" in info.value.reason

@@ -1,0 +1,128 @@
+"""The pipeline's commission work: earn on fresh orders, settle, reverse, bind referrals.
+
+Each function runs inside the pipeline's transaction, so a commission and its ledger
+lines are written exactly when the order (or the refund, or the settlement) is: one
+commit, or none. Each returns the live events to publish once that commit is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from actors import answers
+from actors.answers import Answer
+from actors.payments import Movement, PaymentAdapter
+from games import commission as rules
+from games.campaign import iso
+from storage import ledger, reads
+from storage.config import CommissionConfig
+from storage.ledger import Commission, NewCommission
+from storage.live import LiveEvent
+
+
+@dataclass(frozen=True)
+class FreshOrder:
+    """An order the pipeline has just written."""
+
+    id: int
+    campaign: str
+    buyer: str
+    amount: int
+    created_at: datetime
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _event(c: Commission, kind: str) -> LiveEvent:
+    # The beneficiary sees their commission move; `buyer` is who bought through them.
+    return LiveEvent(f"user:{c.beneficiary}", 0, {
+        "type": kind, "commission": c.id, "order": c.order_id, "level": c.level,
+        "amount": c.amount, "buyer": c.buyer, "campaign": c.campaign})
+
+
+def _txn(c: Commission, step: str) -> str:
+    return f"commission:{c.id}:{step}"
+
+
+async def earn(conn: asyncpg.Connection, orders: Sequence[FreshOrder],
+               config: CommissionConfig) -> tuple[list[Commission], list[LiveEvent]]:
+    """Write the commissions `orders` earn their buyers' referrers, pending, with lines."""
+    if not orders:
+        return [], []
+    chains = await ledger.referral_chains(conn, [o.buyer for o in orders])
+    window = timedelta(seconds=config.return_window_seconds)
+    fresh = [
+        NewCommission(order.id, share.level, share.beneficiary, order.buyer, order.campaign,
+                      order.amount, share.rate_bps, share.amount, order.created_at + window)
+        for order in orders if order.buyer in chains
+        for share in rules.shares(order.buyer, order.amount, chains[order.buyer], config.rates)
+    ]
+    written = await ledger.insert_commissions(conn, fresh)
+    await ledger.write_lines(conn, [
+        (_txn(c, "post"), c.id, rules.post(c.beneficiary, c.amount))
+        for c in written
+    ])
+    return written, [_event(c, "commission_pending") for c in written]
+
+
+async def settle(conn: asyncpg.Connection, now: datetime, limit: int
+                 ) -> tuple[list[Commission], list[LiveEvent]]:
+    """Settle up to `limit` commissions whose return window has ended by `now`."""
+    settled = await ledger.settle_due(conn, now, limit)
+    await ledger.write_lines(conn, [
+        (_txn(c, "settle"), c.id, rules.settle(c.beneficiary, c.amount)) for c in settled])
+    return settled, [_event(c, "commission_settled") for c in settled]
+
+
+async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, order_id: int,
+                 config: CommissionConfig, now: datetime) -> tuple[Answer, list[LiveEvent]]:
+    """Refund `user`'s order inside its return window and reverse what it earned.
+
+    A repeat answers the refunded order again and changes nothing.
+    """
+    order = await ledger.lock_order(conn, order_id)
+    if order is None or order["user_id"] != user:
+        return answers.error("not_found", f"you have no order {order_id}"), []
+    if order["status"] == "refunded":
+        return answers.ok({"order": reads.order_view(order)}), []
+    earned = await ledger.order_commissions(conn, order_id)
+    closes = order["created_at"] + timedelta(seconds=config.return_window_seconds)
+    if now >= closes or any(c.status == "settled" for c in earned):
+        return answers.error(
+            "return_window_closed",
+            f"the return window of order {order_id} closed at {iso(_ms(closes))}"), []
+    await payments.record(conn, [Movement("refund", order["campaign"], order["group_id"], user,
+                                          order["amount"])])
+    refunded = await ledger.mark_refunded(conn, order_id)
+    reversed_ = [c for c in earned if c.status == "pending"]
+    await ledger.mark_reversed(conn, [c.id for c in reversed_])
+    await ledger.write_lines(conn, [
+        (_txn(c, "reverse"), c.id, rules.reverse(c.beneficiary, c.amount)) for c in reversed_])
+    view = reads.order_view(refunded)
+    live = [LiveEvent(f"user:{user}", 0, {"type": "order_refunded", "order": view}),
+            *(_event(c, "commission_reversed") for c in reversed_)]
+    return answers.ok({"order": view}), live
+
+
+async def bind(conn: asyncpg.Connection, user: str, referrer: str
+               ) -> tuple[Answer, list[LiveEvent]]:
+    """Bind `user` to `referrer` once; the same binding again answers as the first did."""
+    await ledger.lock_referrals(conn)
+    existing = await ledger.referral_of(conn, user)
+    if existing is not None:
+        if existing["referrer"] == referrer:
+            return answers.ok({"referral": reads.referral_view(existing)}), []
+        return answers.error(
+            "already_bound", f"you were brought in by {existing['referrer']!r} already"), []
+    refusal = rules.bind_refusal(user, referrer, await ledger.ancestors(conn, referrer))
+    if refusal is not None:
+        return answers.error("invalid_request", refusal), []
+    row = await ledger.insert_referral(conn, user, referrer)
+    live = [LiveEvent(f"user:{referrer}", 0, {"type": "referral_bound", "user": user})]
+    return answers.ok({"referral": reads.referral_view(row)}), live

@@ -1,0 +1,42 @@
+"""The gateway's way to the pipeline actor: referral binds and order refunds.
+
+These are rare next to game commands (a user binds once, refunds seldom), so each is its
+own actor call; no batching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from actors.answers import Answer, unavailable
+
+log = logging.getLogger("fission.pipeline_client")
+
+_DOWN = "the order service is unavailable; try again"
+
+
+class PipelineClient:
+    """Calls the pipeline actor; an unreachable actor answers `unavailable`."""
+
+    def __init__(self, handle: Any, *, timeout: float = 15.0) -> None:
+        self._handle = handle
+        self._timeout = timeout
+
+    async def bind(self, user: str, referrer: str) -> Answer:
+        """Bind `user` to `referrer` (the first binding stands)."""
+        return await self._call("bind", user, referrer)
+
+    async def refund(self, user: str, order_id: int) -> Answer:
+        """Refund `user`'s order inside its return window."""
+        return await self._call("refund", user, order_id)
+
+    async def _call(self, method: str, *args: Any) -> Answer:
+        try:
+            reply = getattr(self._handle, method).remote(*args).as_future()
+            answer: Answer = await asyncio.wait_for(reply, self._timeout)
+        except Exception as exc:  # a dead or restarting actor: the client retries
+            log.warning("pipeline call %s failed: %r", method, exc)
+            return unavailable(_DOWN)
+        return answer

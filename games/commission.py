@@ -1,0 +1,133 @@
+"""Two-level distribution commission (分销佣金): who earns what, and the ledger lines.
+
+Pure rules, no I/O. A buyer bound to a referrer earns that referrer a level-1 share of
+each order, and the referrer's own referrer a level-2 share; never more levels (the law
+allows two). Every movement of commission money is a set of ledger lines that sums to
+zero: the shop's commission expense pays into a user's *pending* account when a deal
+completes; pending moves to *available* when the return window has passed, or back to
+the shop when the order is refunded within it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Basis points: 10,000 bps = 100%. Rates are integers so the split is exact in fen.
+BPS = 10_000
+LEVELS = 2
+SHOP = "shop:commission"
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What each level earns, in basis points of the order's amount."""
+
+    level1_bps: int
+    level2_bps: int
+
+    def __post_init__(self) -> None:
+        if any(type(rate) is not int for rate in (self.level1_bps, self.level2_bps)):
+            raise TypeError("commission rates are integer basis points")
+        if self.level1_bps < 0 or self.level2_bps < 0:
+            raise ValueError("commission rates must not be negative")
+        if self.level1_bps + self.level2_bps > BPS:
+            raise ValueError("commission rates must not add up to more than the order")
+
+    def of(self, level: int) -> int:
+        """The rate of `level` (1 or 2)."""
+        if level == 1:
+            return self.level1_bps
+        if level == 2:
+            return self.level2_bps
+        raise ValueError(f"commission has levels 1 and 2, not {level}")
+
+
+@dataclass(frozen=True)
+class Share:
+    """One beneficiary's commission on one order."""
+
+    level: int
+    beneficiary: str
+    rate_bps: int
+    amount: int  # fen, floor of amount * rate: never more than the rate allows
+
+
+@dataclass(frozen=True)
+class Line:
+    """One ledger line: `amount` fen into `account` (negative: out of it)."""
+
+    account: str
+    amount: int
+
+
+def pending(user: str) -> str:
+    """The account of a user's commission still inside its return window."""
+    return f"user:{user}:pending"
+
+
+def available(user: str) -> str:
+    """The account of a user's settled commission, free to withdraw."""
+    return f"user:{user}:available"
+
+
+def shares(buyer: str, amount: int, chain: Sequence[str], rates: Rates) -> list[Share]:
+    """The commissions an order of `amount` fen by `buyer` earns along `chain`.
+
+    `chain` is the buyer's referrer, then that referrer's referrer (either may be
+    missing). Only the first two count; a share that rounds to 0 fen is not earned, and
+    nobody earns on their own order (binding refuses cycles; this guards anyway).
+    """
+    if type(amount) is not int or amount < 0:
+        raise ValueError("an order amount is an integer of fen, never negative")
+    earned: list[Share] = []
+    seen = {buyer}
+    for level, beneficiary in enumerate(chain[:LEVELS], start=1):
+        if beneficiary in seen:
+            break
+        seen.add(beneficiary)
+        rate = rates.of(level)
+        fen = amount * rate // BPS
+        if fen > 0:
+            earned.append(Share(level, beneficiary, rate, fen))
+    return earned
+
+
+def _move(source: str, target: str, amount: int) -> list[Line]:
+    # Each step moves a commission one way; a zero or negative one would be a bug upstream.
+    if type(amount) is not int or amount <= 0:
+        raise ValueError("a commission is a positive integer of fen")
+    return [Line(source, -amount), Line(target, amount)]
+
+
+def post(beneficiary: str, amount: int) -> list[Line]:
+    """Lines that credit a fresh commission to its beneficiary's pending account."""
+    return _move(SHOP, pending(beneficiary), amount)
+
+
+def settle(beneficiary: str, amount: int) -> list[Line]:
+    """Lines that move a commission past its return window to the available account."""
+    return _move(pending(beneficiary), available(beneficiary), amount)
+
+
+def reverse(beneficiary: str, amount: int) -> list[Line]:
+    """Lines that take a refunded order's commission back from pending to the shop."""
+    return _move(pending(beneficiary), SHOP, amount)
+
+
+def balanced(lines: Sequence[Line]) -> bool:
+    """True when `lines` move no money into or out of the ledger as a whole."""
+    return sum(line.amount for line in lines) == 0
+
+
+def bind_refusal(user: str, referrer: str, referrer_chain: Sequence[str]) -> str | None:
+    """Why `user` may not bind to `referrer`, or None when they may.
+
+    `referrer_chain` is the referrer's own referrers, nearest first, as far as they go:
+    binding to someone who was (indirectly) brought in by `user` would make a loop.
+    """
+    if referrer == user:
+        return "you cannot be your own referrer"
+    if user in referrer_chain:
+        return f"{referrer!r} was brought in through you; a referral may not loop"
+    return None

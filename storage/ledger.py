@@ -1,0 +1,198 @@
+"""Referrals, commissions and ledger lines in Postgres: the pipeline's writes.
+
+Every function runs on a connection inside the caller's transaction, set-based (a few
+statements per batch whatever its size). The rules of who earns what live in
+`games.commission`; this module only stores and finds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from games.commission import Line
+
+# Binds take one transaction-scoped advisory lock: two users binding to each other at
+# once must not both pass the loop check. Binding is rare next to everything else.
+_BIND_LOCK = 0x46495352  # "FISR"
+# Deeper referral chains than this are not followed when looking for a loop.
+_MAX_DEPTH = 10_000
+
+
+@dataclass(frozen=True)
+class NewCommission:
+    """A commission to write: what `order_id` earns `beneficiary` at `level`."""
+
+    order_id: int
+    level: int
+    beneficiary: str
+    buyer: str
+    campaign: str
+    base: int
+    rate_bps: int
+    amount: int
+    settle_at: datetime
+
+
+@dataclass(frozen=True)
+class Commission:
+    """A commission as stored."""
+
+    id: int
+    order_id: int
+    level: int
+    beneficiary: str
+    buyer: str
+    campaign: str
+    amount: int
+    status: str
+    settle_at: datetime
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> Commission:
+        return cls(row["id"], row["order_id"], row["level"], row["beneficiary"], row["buyer"],
+                   row["campaign"], row["amount"], row["status"], row["settle_at"])
+
+
+_COLUMNS = "id, order_id, level, beneficiary, buyer, campaign, amount, status, settle_at"
+_RETURNING = f"RETURNING {_COLUMNS}"
+
+
+async def write_lines(conn: asyncpg.Connection,
+                      txns: Sequence[tuple[str, int | None, Sequence[Line]]]) -> None:
+    """Append ledger transactions `(txn, commission id, lines)`, all in one statement.
+
+    One statement, because the database checks each statement's transactions balance.
+    """
+    names: list[str] = []
+    commissions: list[int | None] = []
+    accounts: list[str] = []
+    amounts: list[int] = []
+    for txn, commission_id, lines in txns:
+        for line in lines:
+            names.append(txn)
+            commissions.append(commission_id)
+            accounts.append(line.account)
+            amounts.append(line.amount)
+    if names:
+        await conn.execute(
+            "INSERT INTO ledger_entries (txn, commission_id, account, amount)"
+            " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
+            names, commissions, accounts, amounts,
+        )
+
+
+async def referral_chains(conn: asyncpg.Connection, users: Sequence[str]
+                          ) -> dict[str, tuple[str, ...]]:
+    """Each bound user's referrer and that referrer's referrer (the two that earn)."""
+    rows = await conn.fetch(
+        "SELECT r1.user_id, r1.referrer AS first, r2.referrer AS second FROM referrals r1"
+        " LEFT JOIN referrals r2 ON r2.user_id = r1.referrer WHERE r1.user_id = ANY($1::text[])",
+        list(set(users)),
+    )
+    return {r["user_id"]: (r["first"],) if r["second"] is None else (r["first"], r["second"])
+            for r in rows}
+
+
+async def insert_commissions(conn: asyncpg.Connection, fresh: Sequence[NewCommission]
+                             ) -> list[Commission]:
+    """Write `fresh` commissions; those not written before (an order earns once)."""
+    if not fresh:
+        return []
+    rows = await conn.fetch(
+        "INSERT INTO commissions (order_id, level, beneficiary, buyer, campaign, base, rate_bps,"
+        " amount, status, settle_at) SELECT o, l, b, u, c, base, r, a, 'pending', s FROM"
+        " unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::bigint[],"
+        " $7::int[], $8::bigint[], $9::timestamptz[]) AS n(o, l, b, u, c, base, r, a, s)"
+        f" ON CONFLICT (order_id, level) DO NOTHING {_RETURNING}",
+        [c.order_id for c in fresh], [c.level for c in fresh], [c.beneficiary for c in fresh],
+        [c.buyer for c in fresh], [c.campaign for c in fresh], [c.base for c in fresh],
+        [c.rate_bps for c in fresh], [c.amount for c in fresh], [c.settle_at for c in fresh],
+    )
+    return [Commission.of(r) for r in rows]
+
+
+async def settle_due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[Commission]:
+    """Mark up to `limit` pending commissions whose window ended by `now` settled.
+
+    SKIP LOCKED: a commission a refund holds is left to it (it will be reversed).
+    """
+    rows = await conn.fetch(
+        "UPDATE commissions SET status = 'settled', closed_at = $1 WHERE id IN ("
+        " SELECT id FROM commissions WHERE status = 'pending' AND settle_at <= $1"
+        f" ORDER BY settle_at LIMIT $2 FOR UPDATE SKIP LOCKED) {_RETURNING}",
+        now, limit,
+    )
+    return [Commission.of(r) for r in rows]
+
+
+async def next_due(conn: asyncpg.Connection) -> datetime | None:
+    """When the earliest pending commission's window ends (None: nothing pending)."""
+    due: datetime | None = await conn.fetchval(
+        "SELECT min(settle_at) FROM commissions WHERE status = 'pending'")
+    return due
+
+
+async def lock_order(conn: asyncpg.Connection, order_id: int) -> asyncpg.Record | None:
+    """An order's row, locked for the rest of the transaction."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
+    return row
+
+
+async def order_commissions(conn: asyncpg.Connection, order_id: int) -> list[Commission]:
+    """An order's commissions, locked for the rest of the transaction."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM commissions WHERE order_id = $1 ORDER BY level FOR UPDATE",
+        order_id)
+    return [Commission.of(r) for r in rows]
+
+
+async def mark_refunded(conn: asyncpg.Connection, order_id: int) -> asyncpg.Record:
+    """Set an order refunded; its row as it now is."""
+    row: asyncpg.Record = await conn.fetchrow(
+        "UPDATE orders SET status = 'refunded', refunded_at = now() WHERE id = $1 RETURNING *",
+        order_id)
+    return row
+
+
+async def mark_reversed(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+    """Set commissions reversed (their order was refunded inside its window)."""
+    await conn.execute(
+        "UPDATE commissions SET status = 'reversed', closed_at = now()"
+        " WHERE id = ANY($1::bigint[])", list(ids))
+
+
+async def referral_of(conn: asyncpg.Connection, user: str) -> asyncpg.Record | None:
+    """`user`'s referral row, if bound."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT user_id, referrer, bound_at FROM referrals WHERE user_id = $1", user)
+    return row
+
+
+async def lock_referrals(conn: asyncpg.Connection) -> None:
+    """Serialise binds until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _BIND_LOCK)
+
+
+async def ancestors(conn: asyncpg.Connection, user: str) -> list[str]:
+    """`user`'s referrer, its referrer, and so on up the chain, nearest first."""
+    rows = await conn.fetch(
+        "WITH RECURSIVE up(user_id, depth) AS ("
+        " SELECT referrer, 1 FROM referrals WHERE user_id = $1"
+        " UNION ALL SELECT r.referrer, up.depth + 1 FROM referrals r"
+        " JOIN up ON r.user_id = up.user_id WHERE up.depth < $2)"
+        " SELECT user_id FROM up ORDER BY depth", user, _MAX_DEPTH,
+    )
+    return [r["user_id"] for r in rows]
+
+
+async def insert_referral(conn: asyncpg.Connection, user: str, referrer: str) -> asyncpg.Record:
+    """Bind `user` to `referrer`; the row written."""
+    row: asyncpg.Record = await conn.fetchrow(
+        "INSERT INTO referrals (user_id, referrer) VALUES ($1, $2)"
+        " RETURNING user_id, referrer, bound_at", user, referrer)
+    return row

@@ -1,0 +1,123 @@
+"""Referrals to money: a shared deal pays two levels of commission, live and durably, and
+a refund inside the return window takes it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.client import WS, get, post
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.acceptance
+
+PAIR = "/api/groupbuys/pair/groups"
+PRICE = 6000  # the test campaigns' group price, fen
+
+
+def user_event(kind: str) -> Any:
+    return lambda f: f.get("op") == "event" and f["data"]["type"] == kind
+
+
+async def watch(url: str, user: str) -> WS:
+    ws = await WS.connect(url, user)
+    await ws.send({"op": "subscribe", "topic": f"user:{user}"})
+    await ws.until(lambda f: f.get("op") == "snapshot")
+    return ws
+
+
+async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
+        stack: Stack) -> None:
+    gw = stack.gateways
+    async with aiohttp.ClientSession() as session:
+        # cm-zed brought cm-amy; cm-amy brought cm-bob (over HTTP and over a socket).
+        status, body = await post(session, gw[0].url + "/api/referrals", "cm-amy",
+                                  {"referrer": "cm-zed"})
+        assert status == 200 and body["referral"]["referrer"] == "cm-zed", body
+        bob = await WS.connect(gw[1].ws_url, "cm-bob")
+        reply = await bob.call("r1", "referrals.bind", {"referrer": "cm-amy"})
+        assert reply["ok"] and reply["result"]["referral"]["user"] == "cm-bob", reply
+        await bob.close()
+        status, body = await get(session, gw[1].url + "/api/referrals", "cm-amy")
+        assert body == {"referral": {"user": "cm-amy", "referrer": "cm-zed",
+                                     "bound_at": body["referral"]["bound_at"]},
+                        "invited": 1}
+        amy, zed = await watch(gw[0].ws_url, "cm-amy"), await watch(gw[1].ws_url, "cm-zed")
+        # cm-carol opens, cm-bob joins: a deal of two orders.
+        status, body = await post(session, gw[0].url + PAIR, "cm-carol")
+        assert status == 201, body
+        status, body = await post(session, f"{gw[1].url}{PAIR}/{body['group']['id']}/join",
+                                  "cm-bob")
+        assert status == 200 and body["group"]["status"] == "completed", body
+        # Both referrers see their share of cm-bob's order as soon as it is committed.
+        first = await amy.until(user_event("commission_pending"))
+        second = await zed.until(user_event("commission_pending"))
+        assert (first["data"]["level"], first["data"]["amount"]) == (1, PRICE // 10)
+        assert (second["data"]["level"], second["data"]["amount"]) == (2, PRICE * 3 // 100)
+        order = first["data"]["order"]
+        assert second["data"]["order"] == order and first["data"]["buyer"] == "cm-bob"
+        status, body = await get(session, gw[0].url + "/api/commissions", "cm-amy")
+        assert status == 200 and body["balance"] == {"pending": PRICE // 10, "available": 0}
+        [earned] = body["commissions"]
+        assert (earned["order"], earned["status"], earned["rate_bps"]) == (order, "pending", 1000)
+        # cm-carol came on her own: her order earns nobody anything.
+        status, body = await get(session, gw[0].url + "/api/commissions", "cm-carol")
+        assert body == {"balance": {"pending": 0, "available": 0}, "commissions": []}
+
+        # Someone else's order is not theirs to refund; the buyer's own is, once.
+        status, body = await post(session, f"{gw[0].url}/api/orders/{order}/refund", "cm-amy")
+        assert (status, body["error"]["code"]) == (404, "not_found")
+        status, body = await post(session, f"{gw[0].url}/api/orders/{order}/refund", "cm-bob",
+                                  key="refund-1")
+        assert status == 200 and body["order"]["status"] == "refunded", body
+        again = await post(session, f"{gw[1].url}/api/orders/{order}/refund", "cm-bob")
+        assert again == (200, body)
+        reversed_ = await amy.until(user_event("commission_reversed"))
+        assert reversed_["data"]["order"] == order
+        await zed.until(user_event("commission_reversed"))
+        for user in ("cm-amy", "cm-zed"):
+            status, body = await get(session, gw[1].url + "/api/commissions", user)
+            assert body["balance"] == {"pending": 0, "available": 0}, (user, body)
+            assert [c["status"] for c in body["commissions"]] == ["reversed"]
+        status, body = await get(session, gw[0].url + "/api/orders", "cm-bob")
+        assert [(o["id"], o["status"]) for o in body["orders"]] == [(order, "refunded")]
+        await amy.close()
+        await zed.close()
+
+
+@pytest.mark.parametrize("body, code", [
+    ({}, "invalid_request"),
+    ({"referrer": ""}, "invalid_request"),
+    ({"referrer": 7}, "invalid_request"),
+    ({"referrer": "ok", "user": "someone-else"}, "invalid_request"),
+    ({"referrer": "cm-self"}, "invalid_request"),
+])
+async def test_bad_binds_are_refused_and_bind_nothing(stack: Stack, body: dict[str, Any],
+                                                      code: str) -> None:
+    url = stack.gateways[0].url
+    async with aiohttp.ClientSession() as session:
+        status, answer = await post(session, url + "/api/referrals", "cm-self", body)
+        assert (status, answer["error"]["code"]) == (400, code), answer
+        status, answer = await get(session, url + "/api/referrals", "cm-self")
+        assert answer["referral"] is None
+
+
+async def test_a_second_referrer_is_refused(stack: Stack) -> None:
+    url = stack.gateways[0].url + "/api/referrals"
+    async with aiohttp.ClientSession() as session:
+        assert (await post(session, url, "cm-dee", {"referrer": "cm-eve"}))[0] == 200
+        status, body = await post(session, url, "cm-dee", {"referrer": "cm-fay"})
+        assert (status, body["error"]["code"]) == (409, "already_bound")
+        # The loop back is refused too: cm-eve may not be brought in by cm-dee.
+        status, body = await post(session, url, "cm-eve", {"referrer": "cm-dee"})
+        assert (status, body["error"]["code"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize("order", ["abc", "0", "-1", "1.5", "99999999999999999999"])
+async def test_bad_order_ids_are_refused(stack: Stack, order: str) -> None:
+    url = f"{stack.gateways[0].url}/api/orders/{order}/refund"
+    async with aiohttp.ClientSession() as session:
+        status, body = await post(session, url, "cm-bob")
+        assert (status, body["error"]["code"]) == (400, "invalid_request"), body

@@ -1,0 +1,55 @@
+"""Helpers for the integration tests: a hand-moved clock and plain asyncio shard owners."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from actors.groupbuy_shard import GroupBuyShard
+from storage.config import Config, parse
+from tests.support import configs
+from tests.support.services import Services
+
+T0 = 1_900_000_000_000  # a fixed "now" inside the test campaigns, epoch ms
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def make_config(svc: Services, *campaigns: dict[str, Any]) -> Config:
+    doc = configs.document(list(campaigns), shards=1, database_url=svc.database_url,
+                           redis_url=svc.redis_url)
+    return parse(doc, {}, "test")
+
+
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+async def shard_factory(clean: Services) -> AsyncIterator[Factory]:
+    started: list[GroupBuyShard] = []
+
+    async def start(config: Config, clock: Clock) -> GroupBuyShard:
+        shard = GroupBuyShard(config, clean.database_url, clean.redis_url, 0, clock=clock)
+        await shard.start()
+        started.append(shard)
+        return shard
+
+    yield start
+    for shard in started:
+        await shard.stop()
+
+
+def cmd(method: str, user: str, campaign: str = "c1", group: str | None = None,
+        key: str | None = None) -> dict[str, Any]:
+    return {"method": f"groupbuy.{method}", "campaign": campaign, "user": user,
+            "group": group, "key": key}

@@ -1,0 +1,216 @@
+"""Referrals, commissions and the ledger: the pipeline against real Postgres and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from actors.pipeline_worker import PipelineWorker
+from storage.config import Config
+from storage.live import Live
+from tests.integration.conftest import Clock, Factory, cmd, make_config
+from tests.support import configs
+from tests.support.services import Services
+
+pytestmark = pytest.mark.integration
+
+PRICE = 6000  # configs.campaign's group price, fen
+DAY = timedelta(days=1)
+
+
+def answer(text: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(text)
+    return decoded
+
+
+WorkerFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def worker_factory(clean: Services) -> AsyncIterator[WorkerFactory]:
+    started: list[PipelineWorker] = []
+
+    async def start(config: Config, clock: Callable[[], datetime] | None = None
+                    ) -> PipelineWorker:
+        kwargs = {} if clock is None else {"clock": clock}
+        worker = PipelineWorker(config, clean.database_url, clean.redis_url, **kwargs)
+        await worker.start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        await worker.stop()
+
+
+@pytest.fixture
+async def conn(clean: Services) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(clean.database_url)
+    yield connection
+    await connection.close()
+
+
+async def balances(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT account, sum(amount) AS total FROM ledger_entries GROUP BY account")
+    return {r["account"]: int(r["total"]) for r in rows if r["total"] != 0}
+
+
+async def unbalanced(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT txn FROM ledger_entries GROUP BY txn HAVING sum(amount) <> 0")
+    return [r["txn"] for r in rows]
+
+
+async def deal(shard: Any, leader: str, *joiners: str) -> str:
+    [opened] = await shard.submit([cmd("open", leader)])
+    group = opened["result"]["group"]["id"]
+    for user in joiners:
+        [joined] = await shard.submit([cmd("join", user, group=group)])
+        assert joined["ok"], joined
+    return str(group)
+
+
+async def test_binding_is_once_and_never_loops(clean: Services,
+                                               worker_factory: WorkerFactory) -> None:
+    worker = await worker_factory(make_config(clean))
+    first = answer(await worker.bind("bob", "alice"))
+    assert first["ok"] and first["result"]["referral"]["referrer"] == "alice"
+    # The same binding again answers as the first did; another referrer is refused.
+    assert answer(await worker.bind("bob", "alice")) == first
+    assert answer(await worker.bind("bob", "carol"))["error"]["code"] == "already_bound"
+    assert answer(await worker.bind("dan", "dan"))["error"]["code"] == "invalid_request"
+    # alice <- bob <- erin: alice may not now be brought in by erin (nor by bob).
+    assert answer(await worker.bind("erin", "bob"))["ok"]
+    for referrer in ("erin", "bob"):
+        refused = answer(await worker.bind("alice", referrer))
+        assert refused["error"]["code"] == "invalid_request", refused
+    # Two users binding to each other at the same moment: exactly one wins.
+    both = await asyncio.gather(worker.bind("x1", "x2"), worker.bind("x2", "x1"))
+    assert sorted(answer(a)["ok"] for a in both) == [False, True]
+
+
+async def test_a_deal_earns_two_levels_once(clean: Services, shard_factory: Factory,
+                                            worker_factory: WorkerFactory,
+                                            conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=3, stock=10))
+    worker = await worker_factory(config)
+    # zed brought alice, alice brought bob; carol came on her own.
+    for user, referrer in (("alice", "zed"), ("bob", "alice")):
+        assert answer(await worker.bind(user, referrer))["ok"]
+    listener = aioredis.from_url(clean.redis_url)
+    shard = await shard_factory(config, Clock())
+    await deal(shard, "alice", "bob", "carol")
+    await worker.drain()
+    rows = await conn.fetch(
+        "SELECT buyer, beneficiary, level, amount, status FROM commissions ORDER BY buyer, level")
+    assert [tuple(r) for r in rows] == [
+        ("alice", "zed", 1, PRICE * 1000 // 10_000, "pending"),
+        ("bob", "alice", 1, PRICE * 1000 // 10_000, "pending"),
+        ("bob", "zed", 2, PRICE * 300 // 10_000, "pending"),
+    ]
+    assert await balances(conn) == {"shop:commission": -1380, "user:alice:pending": 600,
+                                    "user:zed:pending": 780}
+    assert await unbalanced(conn) == []
+    # Replaying the whole outbox earns nothing twice.
+    await conn.execute("UPDATE outbox SET processed_at = NULL")
+    await worker.drain()
+    assert await conn.fetchval("SELECT count(*) FROM commissions") == 3
+    assert await conn.fetchval("SELECT count(*) FROM ledger_entries") == 6
+    # zed saw both commissions arrive, live, on their own topic.
+    try:
+        frames = await Live(listener, 100, 60).history("user:zed")
+    finally:
+        await listener.aclose()
+    pending = [f["data"] for f in frames if f["data"]["type"] == "commission_pending"]
+    assert sorted((d["buyer"], d["level"], d["amount"]) for d in pending) == [
+        ("alice", 1, 600), ("bob", 2, 180)]
+
+
+async def test_commissions_settle_when_the_window_ends(clean: Services, shard_factory: Factory,
+                                                       worker_factory: WorkerFactory,
+                                                       conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10))
+    worker = await worker_factory(config)
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+    shard = await shard_factory(config, Clock())
+    await deal(shard, "carol", "bob")
+    await worker.drain()
+    created = await conn.fetchval("SELECT created_at FROM orders WHERE user_id = 'bob'")
+    # A day before the 30-day window ends: nothing settles.
+    assert await worker.settle_once(created + 29 * DAY) == 0
+    assert await worker.settle_once(created + 30 * DAY) == 1
+    assert await worker.settle_once(created + 31 * DAY) == 0
+    assert await balances(conn) == {"shop:commission": -600, "user:alice:available": 600}
+    assert await unbalanced(conn) == []
+    status = await conn.fetchval("SELECT status FROM commissions")
+    assert status == "settled"
+    # A settled commission's order is past its window: it can no longer be refunded.
+    order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    refused = answer(await worker.refund("bob", order))
+    assert refused["error"]["code"] == "return_window_closed"
+
+
+async def test_a_refund_inside_the_window_reverses_commission(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10))
+    worker = await worker_factory(config)
+    for user, referrer in (("bob", "alice"), ("alice", "zed")):
+        assert answer(await worker.bind(user, referrer))["ok"]
+    shard = await shard_factory(config, Clock())
+    await deal(shard, "carol", "bob")
+    await worker.drain()
+    order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    # Only the buyer may refund their order.
+    assert answer(await worker.refund("carol", order))["error"]["code"] == "not_found"
+    refunded = answer(await worker.refund("bob", order))
+    assert refunded["ok"], refunded
+    assert refunded["result"]["order"]["status"] == "refunded"
+    assert refunded["result"]["order"]["refunded_at"] is not None
+    # Again: the same order, and no second refund anywhere.
+    assert answer(await worker.refund("bob", order)) == refunded
+    assert await conn.fetchval(
+        "SELECT count(*) FROM payments WHERE kind = 'refund' AND user_id = 'bob'") == 1
+    assert await conn.fetchval(
+        "SELECT count(*) FROM commissions WHERE status = 'reversed'") == 2
+    assert await balances(conn) == {}
+    assert await unbalanced(conn) == []
+    # Reversed commissions never settle.
+    far = datetime.now(UTC) + 400 * DAY
+    assert await worker.settle_once(far) == 0
+
+
+async def test_refund_after_the_window_is_refused(clean: Services, shard_factory: Factory,
+                                                  worker_factory: WorkerFactory,
+                                                  conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10))
+    later = await worker_factory(config, clock=lambda: datetime.now(UTC) + 31 * DAY)
+    shard = await shard_factory(config, Clock())
+    await deal(shard, "carol", "bob")
+    await later.drain()
+    order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    refused = answer(await later.refund("bob", order))
+    assert refused["error"]["code"] == "return_window_closed"
+    assert await conn.fetchval("SELECT status FROM orders WHERE id = $1", order) == "paid"
+
+
+async def test_the_database_refuses_an_unbalanced_or_edited_ledger(
+        clean: Services, conn: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
+        await conn.execute("INSERT INTO ledger_entries (txn, account, amount) VALUES"
+                           " ('t1', 'shop:commission', -5), ('t1', 'user:a:pending', 4)")
+    await conn.execute("INSERT INTO ledger_entries (txn, account, amount) VALUES"
+                       " ('t2', 'shop:commission', -5), ('t2', 'user:a:pending', 5)")
+    for statement in ("UPDATE ledger_entries SET amount = 6 WHERE amount = 5",
+                      "DELETE FROM ledger_entries"):
+        with pytest.raises(asyncpg.CheckViolationError, match="append-only"):
+            await conn.execute(statement)
+    assert await balances(conn) == {"shop:commission": -5, "user:a:pending": 5}
