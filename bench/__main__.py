@@ -154,14 +154,18 @@ class Bench:
 
     async def storm(self, gens: Generators, system: str, teams: int, duration: float,
                     interval: float | None = None, campaigns: tuple[str, ...] = (STORM_CAMPAIGN,),
-                    team_size: int = TEAM_SIZE, tag: str = "") -> dict[str, Any]:
-        """Teams loop open → joins for `duration`; generator i plays campaigns[i mod n]."""
+                    team_size: int = TEAM_SIZE, tag: str = "", referrals: bool = False
+                    ) -> dict[str, Any]:
+        """Teams loop open → joins for `duration`; generator i plays campaigns[i mod n].
+
+        With `referrals`, every member was brought in by someone first (see storm_prepare).
+        """
         kind, urls = self.urls(system)
         prefix = f"{system.replace('_', '')}{tag}{teams}{'p' if interval else ''}"
         await gens.each("storm_prepare", [
             {"kind": kind, "url": urls[i % len(urls)], "secret": SECRET,
              "campaign": campaigns[i % len(campaigns)], "teams": n, "team_size": team_size,
-             "prefix": prefix}
+             "prefix": prefix, "referrals": referrals}
             for i, n in enumerate(split(teams, len(gens)))])
         start_at = time.time() + 0.3
         roots = {"bench driver": os.getpid()}
@@ -266,7 +270,8 @@ class Bench:
         is a deal, so the pipeline sees the highest deal rate the stack can make."""
         plan = self.plan
         result = await self.storm(gens, "fission_ws", plan.deal_teams, plan.duration,
-                                  campaigns=DEAL_CAMPAIGNS, team_size=DEAL_SIZE, tag="deal")
+                                  campaigns=DEAL_CAMPAIGNS, team_size=DEAL_SIZE, tag="deal",
+                                  referrals=True)
         print(f"  deals: {result['rounds'] / result['seconds']:.0f} deals/s"
               f" ({result['ops_per_s']:.0f} cmds/s, p99 {result['p99_ms']:.1f} ms)"
               f" {_rounded(result['server'])}", flush=True)
@@ -533,6 +538,12 @@ def failures(results: dict[str, Any]) -> list[str]:
         missing = results.get(key, {}).get("deals_without_orders", 0)
         if missing:
             found.append(f"{key}: {missing} deals have no orders after the outbox drained")
+    deals = results.get("pipeline_deals", {})
+    if deals.get("orders_without_commission", 0):
+        found.append(f"pipeline_deals: {deals['orders_without_commission']} orders of referred"
+                     " buyers earned no commission")
+    if inv.get("ledger_unbalanced", 0):
+        found.append(f"the ledger has {inv['ledger_unbalanced']} unbalanced transactions")
     for f in results.get("fanout", []):
         if f["fission"]["events"] == 0:
             found.append(f"fan-out to {f['sockets']} sockets delivered nothing")

@@ -30,9 +30,12 @@ async def invariants(conn: asyncpg.Connection, acked: int) -> dict[str, Any]:
             " AND type IN ('group_opened', 'member_joined')", f"groupbuy:{campaign}")
         mismatch += abs(int(members) - int(taken))
         taken_total += int(taken)
+    unbalanced = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT txn FROM ledger_entries GROUP BY txn"
+        " HAVING sum(amount) <> 0) AS t")
     return {"overfull": int(overfull), "oversold": mismatch,
             "committed": taken_total, "acked": acked,
-            "lost_acks": max(0, acked - taken_total)}
+            "lost_acks": max(0, acked - taken_total), "ledger_unbalanced": int(unbalanced)}
 
 
 async def wait_drained(conn: asyncpg.Connection, timeout: float) -> float:
@@ -54,30 +57,40 @@ def _pct(values: list[float], q: float) -> float:
 
 async def pipeline(conn: asyncpg.Connection, since: float, until: float,
                    campaigns: tuple[str, ...] = (STORM_CAMPAIGN,)) -> dict[str, Any]:
-    """Deals committed in [since, until] (epoch s) turned into orders: rates and lag.
+    """Deals committed in [since, until] (epoch s) turned into orders and commissions:
+    rates and lag.
 
     Lag is the outbox row's `processed_at` (Postgres' clock when the pipeline's work on it
-    was done, just before its commit) minus its `created_at` (the start of the statement
-    that committed the deal), on the same clock.
+    was done, just before its commit: orders, payments, commissions and ledger lines are
+    one transaction) minus its `created_at` (the start of the statement that committed
+    the deal), on the same clock.
     """
     window = (datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(until, UTC))
     rows = await conn.fetch(
         """
-        SELECT ob.created_at AS dealt, ob.processed_at AS ledgered, count(o.id) AS orders
+        SELECT ob.created_at AS dealt, ob.processed_at AS ledgered,
+               count(DISTINCT o.id) AS orders, count(c.id) AS commissions,
+               count(DISTINCT o.id) FILTER (WHERE r.user_id IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM commissions e WHERE e.order_id = o.id)) AS unearned
         FROM outbox ob
         LEFT JOIN orders o
           ON o.campaign = ob.data->>'campaign' AND o.group_id = ob.data->>'group'
+        LEFT JOIN commissions c ON c.order_id = o.id
+        LEFT JOIN referrals r ON r.user_id = o.user_id
         WHERE ob.type = 'deal_completed' AND ob.data->>'campaign' = ANY($1::text[])
           AND ob.created_at BETWEEN $2 AND $3
         GROUP BY ob.id, ob.created_at, ob.processed_at
         """, list(campaigns), *window)
     orders = sum(int(r["orders"]) for r in rows)
+    postings = sum(int(r["commissions"]) for r in rows)
     lags = [(r["ledgered"] - r["dealt"]).total_seconds() * 1000 for r in rows
             if r["orders"] and r["ledgered"] is not None]
     seconds = max(1e-9, until - since)
     return {"deals": len(rows), "deals_without_orders": sum(1 for r in rows if not r["orders"]),
             "orders": int(orders), "seconds": seconds,
             "deals_per_s": len(rows) / seconds, "orders_per_s": int(orders) / seconds,
+            "commissions": postings, "commissions_per_s": postings / seconds,
+            "orders_without_commission": sum(int(r["unearned"]) for r in rows),
             "lag_p50_ms": _pct(lags, 0.50), "lag_p99_ms": _pct(lags, 0.99),
             "lag_max_ms": max(lags) if lags else float("nan")}
 

@@ -36,9 +36,9 @@ def timeout_reply() -> Reply:
 class WsClient:
     """One authenticated socket; replies matched by `ref`, events handed to `on_event`."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, prefix: str) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, user: str) -> None:
         self.ws = ws
-        self.prefix = prefix
+        self.user = user
         self.pending: dict[str, asyncio.Future[Reply]] = {}
         self.waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.on_event: Callable[[dict[str, Any], str], None] | None = None
@@ -73,7 +73,7 @@ class WsClient:
 
     async def call(self, method: str, params: dict[str, Any]) -> Reply:
         """Send a `call` frame; its reply (or a timeout reply)."""
-        ref = f"{self.prefix}-{next(_refs)}"
+        ref = f"{self.user}-{next(_refs)}"
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self.pending[ref] = future
         await self.ws.send_str(json.dumps({"op": "call", "ref": ref, "method": method,
@@ -88,7 +88,7 @@ class WsClient:
                       timeout: float = 30.0) -> dict[str, Any]:
         """Send `frame` (given a ref); the first frame keyed `op:topic` == `wait_for`, or
         the error reply to its ref."""
-        ref = f"{self.prefix}-r{next(_refs)}"
+        ref = f"{self.user}-r{next(_refs)}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.waiters[wait_for] = future
         self.pending[ref] = future

@@ -25,6 +25,7 @@ from bench.clients import HttpClient, WsClient, fission_route, mall_route, now_m
 
 CONNECT_CHUNK = 100  # sockets opened at once
 MAX_ROUNDS = 10_000_000  # a bound on any team loop besides its deadline
+SHARERS = 16  # sharers per generator who brought the deal scenario's leaders in
 
 
 @dataclass
@@ -79,8 +80,13 @@ class Generator:
     # --- join storm ---------------------------------------------------------------------
 
     async def storm_prepare(self, kind: str, url: str, secret: str, campaign: str,
-                            teams: int, team_size: int, prefix: str) -> int:
-        """Open `teams` teams of `team_size` clients; kind is ws, fission_http or mall."""
+                            teams: int, team_size: int, prefix: str,
+                            referrals: bool = False) -> int:
+        """Open `teams` teams of `team_size` clients; kind is ws, fission_http or mall.
+
+        With `referrals` (ws only), each team's friends were brought in by its leader and
+        each leader by one of a few sharers, so every order earns two levels of commission.
+        """
         session = await self._session()
         self.campaign = campaign
         self.teams = []
@@ -94,11 +100,25 @@ class Generator:
                 clients += await asyncio.gather(
                     *(WsClient.connect(session, url, secret, user) for user in chunk))
             self.teams = [clients[t * team_size:(t + 1) * team_size] for t in range(teams)]
+            if referrals:
+                await self._bind_referrals(prefix)
         else:
             route = fission_route(url) if kind == "fission_http" else mall_route(url)
             self.teams = [[HttpClient(session, route, secret, user, kind == "mall")
                            for user in team] for team in users]
         return sum(len(team) for team in self.teams)
+
+    async def _bind_referrals(self, prefix: str) -> None:
+        binds = [(team[0], f"{prefix}-g{self.index}-sharer{t % SHARERS}")
+                 for t, team in enumerate(self.teams)]
+        binds += [(friend, team[0].user) for team in self.teams for friend in team[1:]]
+        for start in range(0, len(binds), CONNECT_CHUNK):
+            replies = await asyncio.gather(*(
+                client.call("referrals.bind", {"referrer": referrer})
+                for client, referrer in binds[start:start + CONNECT_CHUNK]))
+            refused = [r for r in replies if not r.get("ok")]
+            if refused:
+                raise RuntimeError(f"referral binds refused: {refused[0]}")
 
     async def storm_run(self, start_at: float, duration: float,
                         round_interval: float | None) -> dict[str, Any]:

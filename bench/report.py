@@ -135,9 +135,10 @@ def render(results: dict[str, Any]) -> str:
         out += _sweep_table(results["sweep"])
     inv, mall_inv = results["invariants"], results.get("mall_invariants", {})
     out.append("")
-    out.append(f"Postgres after the storm — Fission: over-full groups {inv['overfull']},"
+    out.append(f"Postgres after the run — Fission: over-full groups {inv['overfull']},"
                f" oversold {inv['oversold']}, acked-but-not-committed {inv['lost_acks']}"
-               f" ({inv['acked']} acked, {inv['committed']} committed);"
+               f" ({inv['acked']} acked, {inv['committed']} committed),"
+               f" unbalanced ledger transactions {inv.get('ledger_unbalanced', '–')};"
                f" mall: over-full {mall_inv.get('overfull', '–')},"
                f" oversold {mall_inv.get('oversold', '–')}"
                f" (stock mismatch {mall_inv.get('stock_mismatch', '–')}).")
@@ -197,19 +198,24 @@ def render(results: dict[str, Any]) -> str:
     durable = next((i["rows_per_s"] for i in ins or [] if i["durable"]), math.nan)
     if pipes:
         out.append("")
-        out.append("### e. Deal → orders and payments committed (the pipeline)")
+        out.append("### e. Deal → orders, payments and commissions committed (the pipeline)")
         out.append("")
-        out.append("Rows are the orders and payments written (one of each per member); the"
-                   " share is of the raw durable batched inserts below, the raw limit of"
-                   " writing rows (the pipeline writes what the deals bring, so this is"
-                   " headroom, not its ceiling).")
+        out.append("Lag is from the deal's commit to the commit of its orders, payments,"
+                   " commissions and ledger lines (one transaction). Rows are those written:"
+                   " an order and a payment per member, a commission and two ledger lines"
+                   " per share (the deal pairs' members were all brought in by someone, so"
+                   " each deal earns three shares; the storm's players by nobody). The share"
+                   " is of the raw durable batched inserts below, the raw limit of writing"
+                   " rows (the pipeline writes what the deals bring, so this is headroom, not"
+                   " its ceiling).")
         out.append("")
-        out += _table(["while", "deals", "deals/s", "orders/s", "rows/s", "of raw inserts",
-                       "lag p50 ms", "lag p99 ms", "lag max ms", "deals without orders",
-                       "drain wait s"],
+        out += _table(["while", "deals", "deals/s", "orders/s", "commissions/s", "rows/s",
+                       "of raw inserts", "lag p50 ms", "lag p99 ms", "lag max ms",
+                       "deals without orders", "drain wait s"],
                       [[label, str(pipe["deals"]), _f(pipe["deals_per_s"]),
-                        _f(pipe["orders_per_s"]), _f(2 * pipe["orders_per_s"]),
-                        f"{_f(100 * ratio(2 * pipe['orders_per_s'], durable), 0)}%",
+                        _f(pipe["orders_per_s"]), _f(pipe.get("commissions_per_s", 0.0)),
+                        _f(_rows_per_s(pipe)),
+                        f"{_f(100 * ratio(_rows_per_s(pipe), durable), 0)}%",
                         _f(pipe["lag_p50_ms"]),
                         _f(pipe["lag_p99_ms"]), _f(pipe["lag_max_ms"]),
                         str(pipe["deals_without_orders"]), _f(pipe["drain_seconds"], 1)]
@@ -325,3 +331,9 @@ def chart(results: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _rows_per_s(pipe: dict[str, Any]) -> float:
+    """Rows the pipeline wrote per second: an order and a payment per member, a
+    commission and two ledger lines per share."""
+    return 2 * pipe["orders_per_s"] + 3 * pipe.get("commissions_per_s", 0.0)
