@@ -64,10 +64,14 @@ async def earn(conn: asyncpg.Connection, orders: Sequence[FreshOrder],
         for share in rules.shares(order.buyer, order.amount, chains[order.buyer], config.rates)
     ]
     written = await ledger.insert_commissions(conn, fresh)
-    await ledger.write_lines(conn, [
-        (_txn(c, "post"), c.id, rules.post(c.beneficiary, c.amount))
-        for c in written
-    ])
+    if written:
+        # One compound entry per batch (the shop's line for the sum, a line per
+        # commission): half the rows of an entry per commission, as auditable.
+        ids = [c.id for c in written]
+        txn = f"commissions:{min(ids)}-{max(ids)}:post"
+        shop, *credits = rules.post_all([(c.beneficiary, c.amount) for c in written])
+        await ledger.write_lines(conn, [(txn, None, shop), *(
+            (txn, c.id, line) for c, line in zip(written, credits, strict=True))])
     return written, [_event(c, "commission_pending") for c in written]
 
 
@@ -76,7 +80,8 @@ async def settle(conn: asyncpg.Connection, now: datetime, limit: int
     """Settle up to `limit` commissions whose return window has ended by `now`."""
     settled = await ledger.settle_due(conn, now, limit)
     await ledger.write_lines(conn, [
-        (_txn(c, "settle"), c.id, rules.settle(c.beneficiary, c.amount)) for c in settled])
+        (_txn(c, "settle"), c.id, line) for c in settled
+        for line in rules.settle(c.beneficiary, c.amount)])
     return settled, [_event(c, "commission_settled") for c in settled]
 
 
@@ -103,7 +108,8 @@ async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, 
     reversed_ = [c for c in earned if c.status == "pending"]
     await ledger.mark_reversed(conn, [c.id for c in reversed_])
     await ledger.write_lines(conn, [
-        (_txn(c, "reverse"), c.id, rules.reverse(c.beneficiary, c.amount)) for c in reversed_])
+        (_txn(c, "reverse"), c.id, line) for c in reversed_
+        for line in rules.reverse(c.beneficiary, c.amount)])
     view = reads.order_view(refunded)
     live = [LiveEvent(f"user:{user}", 0, {"type": "order_refunded", "order": view}),
             *(_event(c, "commission_reversed") for c in reversed_)]

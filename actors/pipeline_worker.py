@@ -49,6 +49,7 @@ class PipelineWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._live: Live | None = None
+        self._publishing: asyncio.Task[None] | None = None
         self._next_due: datetime | None = None
         self.processed_total = 0
         self.orders_total = 0
@@ -91,11 +92,12 @@ class PipelineWorker:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop draining and close connections."""
+        """Stop draining, finish publishing, close connections."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.published()
         await self._close_connections()
 
     async def _run(self) -> None:
@@ -128,11 +130,27 @@ class PipelineWorker:
         async with self._pool.acquire() as conn, conn.transaction():
             result, live = await work(conn)
         if live and self._live is not None:
-            try:
-                await self._live.publish(live)
-            except Exception:  # the ledger is durable; a lost frame is a lost nudge
-                log.exception("publishing %d pipeline events failed", len(live))
+            # Published in commit order, but off the drain's path: the next batch's
+            # statements run while Redis takes this one's frames.
+            self._publishing = asyncio.create_task(
+                self._publish(self._publishing, self._live, live))
         return result
+
+    @staticmethod
+    async def _publish(before: asyncio.Task[None] | None, live: Live,
+                       events: list[LiveEvent]) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        try:
+            await live.publish(events)
+        except Exception:  # the ledger is durable; a lost frame is a lost nudge
+            log.exception("publishing %d pipeline events failed", len(events))
+
+    async def published(self) -> None:
+        """Wait until every committed change's events have been published."""
+        if self._publishing is not None:
+            await self._publishing
 
     async def drain_once(self, *, wait: bool = False) -> int:
         """Process one batch of pending outbox rows; how many it processed.
@@ -154,6 +172,7 @@ class PipelineWorker:
         total = 0
         while (n := await self.drain_once(wait=True)) > 0:
             total += n
+        await self.published()
         return total
 
     async def _drain(self, conn: asyncpg.Connection, wait: bool

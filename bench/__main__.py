@@ -63,6 +63,7 @@ class Plan:
     insert_seconds: float
     drain_timeout: float
     deal_teams: int = 256  # pairs in the deal scenario
+    deal_rate: int = 1000  # deals/s of the paced deal run (the pipeline target's rate)
     # The open-loop sweep: offered cmds/s, lowest first, by this many teams.
     sweep_rates: tuple[int, ...] = (250, 500, 1000, 2000, 3000, 4000, 5000)
     sweep_teams: int = 256
@@ -76,7 +77,7 @@ SWEPT = ("fission_ws", "mall")  # the systems the open-loop sweep compares
 SATURATED = 0.9  # a sweep point acking less than this share of its offered load
 FULL = Plan("full", (4, 16, 64, 256), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
 SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8,
-             sweep_rates=(40, 80), sweep_teams=8)
+             deal_rate=40, sweep_rates=(40, 80), sweep_teams=8)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -267,23 +268,28 @@ class Bench:
 
     async def deals(self, gens: Generators) -> None:
         """Pairs (an open, then one join) on size-2 campaigns, one per shard: every round
-        is a deal, so the pipeline sees the highest deal rate the stack can make."""
+        is a deal. Flat out, so the pipeline sees the highest deal rate the stack can
+        make; then paced at `deal_rate`, the rate the pipeline's lag target is set at."""
         plan = self.plan
-        result = await self.storm(gens, "fission_ws", plan.deal_teams, plan.duration,
-                                  campaigns=DEAL_CAMPAIGNS, team_size=DEAL_SIZE, tag="deal",
-                                  referrals=True)
-        print(f"  deals: {result['rounds'] / result['seconds']:.0f} deals/s"
-              f" ({result['ops_per_s']:.0f} cmds/s, p99 {result['p99_ms']:.1f} ms)"
-              f" {_rounded(result['server'])}", flush=True)
-        conn = await pg(self.stack.database_url)
-        try:
-            pipe = await self._pipeline(conn, result, DEAL_CAMPAIGNS)
-        finally:
-            await conn.close()
-        pipe.update(storm=result, source="deal pairs on one campaign per shard")
-        self.results["pipeline_deals"] = pipe
-        print(f"  pipeline: {pipe['deals_per_s']:.0f} deals/s, lag p99"
-              f" {pipe['lag_p99_ms']:.0f} ms", flush=True)
+        for key, interval in (("pipeline_deals", None),
+                              ("pipeline_deals_paced", plan.deal_teams / plan.deal_rate)):
+            result = await self.storm(gens, "fission_ws", plan.deal_teams, plan.duration,
+                                      interval=interval, campaigns=DEAL_CAMPAIGNS,
+                                      team_size=DEAL_SIZE, tag="deal", referrals=True)
+            print(f"  deals{' paced' if interval else ''}:"
+                  f" {result['rounds'] / result['seconds']:.0f} deals/s"
+                  f" ({result['ops_per_s']:.0f} cmds/s, p99 {result['p99_ms']:.1f} ms)"
+                  f" {_rounded(result['server'])}", flush=True)
+            conn = await pg(self.stack.database_url)
+            try:
+                pipe = await self._pipeline(conn, result, DEAL_CAMPAIGNS)
+            finally:
+                await conn.close()
+            pipe.update(storm=result, source="deal pairs on one campaign per shard",
+                        offered_deals_per_s=plan.deal_rate if interval else None)
+            self.results[key] = pipe
+            print(f"  pipeline: {pipe['deals_per_s']:.0f} deals/s, {pipe['commissions']}"
+                  f" commissions, lag p99 {pipe['lag_p99_ms']:.0f} ms", flush=True)
 
     # --- d: fan-out ------------------------------------------------------------------------
 
@@ -534,14 +540,14 @@ def failures(results: dict[str, Any]) -> list[str]:
         if r["ok"] == 0:
             found.append(f"{r['system']} offered {r['offered_ops_per_s']} cmds/s"
                          " acknowledged nothing")
-    for key in ("pipeline", "pipeline_deals"):
-        missing = results.get(key, {}).get("deals_without_orders", 0)
-        if missing:
-            found.append(f"{key}: {missing} deals have no orders after the outbox drained")
-    deals = results.get("pipeline_deals", {})
-    if deals.get("orders_without_commission", 0):
-        found.append(f"pipeline_deals: {deals['orders_without_commission']} orders of referred"
-                     " buyers earned no commission")
+    for key in ("pipeline", "pipeline_deals", "pipeline_deals_paced"):
+        pipe = results.get(key, {})
+        if pipe.get("deals_without_orders", 0):
+            found.append(f"{key}: {pipe['deals_without_orders']} deals have no orders after"
+                         " the outbox drained")
+        if pipe.get("orders_without_commission", 0):
+            found.append(f"{key}: {pipe['orders_without_commission']} orders of referred"
+                         " buyers earned no commission")
     if inv.get("ledger_unbalanced", 0):
         found.append(f"the ledger has {inv['ledger_unbalanced']} unbalanced transactions")
     for f in results.get("fanout", []):

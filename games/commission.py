@@ -105,6 +105,13 @@ def post(beneficiary: str, amount: int) -> list[Line]:
     return _move(SHOP, pending(beneficiary), amount)
 
 
+def post_all(credits: Sequence[tuple[str, int]]) -> list[Line]:
+    """One compound entry crediting many fresh commissions `(beneficiary, amount)`: the
+    shop's line for their sum first, then each credit's line in the order given."""
+    lines = [post(beneficiary, amount)[1] for beneficiary, amount in credits]
+    return [Line(SHOP, -sum(line.amount for line in lines)), *lines] if lines else []
+
+
 def settle(beneficiary: str, amount: int) -> list[Line]:
     """Lines that move a commission past its return window to the available account."""
     return _move(pending(beneficiary), available(beneficiary), amount)

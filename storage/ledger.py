@@ -62,26 +62,17 @@ _RETURNING = f"RETURNING {_COLUMNS}"
 
 
 async def write_lines(conn: asyncpg.Connection,
-                      txns: Sequence[tuple[str, int | None, Sequence[Line]]]) -> None:
-    """Append ledger transactions `(txn, commission id, lines)`, all in one statement.
+                      lines: Sequence[tuple[str, int | None, Line]]) -> None:
+    """Append ledger lines `(txn, commission id, line)`, all in one statement.
 
     One statement, because the database checks each statement's transactions balance.
     """
-    names: list[str] = []
-    commissions: list[int | None] = []
-    accounts: list[str] = []
-    amounts: list[int] = []
-    for txn, commission_id, lines in txns:
-        for line in lines:
-            names.append(txn)
-            commissions.append(commission_id)
-            accounts.append(line.account)
-            amounts.append(line.amount)
-    if names:
+    if lines:
         await conn.execute(
             "INSERT INTO ledger_entries (txn, commission_id, account, amount)"
             " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
-            names, commissions, accounts, amounts,
+            [txn for txn, _, _ in lines], [cid for _, cid, _ in lines],
+            [line.account for _, _, line in lines], [line.amount for _, _, line in lines],
         )
 
 

@@ -35,13 +35,16 @@ CREATE INDEX commissions_beneficiary ON commissions (beneficiary, id);
 -- The ledger: every movement of commission money as lines that sum to zero per txn.
 CREATE TABLE ledger_entries (
     id             bigserial   PRIMARY KEY,
-    txn            text        NOT NULL,        -- 'commission:{id}:post|settle|reverse'
+    -- 'commissions:{first}-{last}:post' (one compound entry per pipeline batch),
+    -- 'commission:{id}:settle', 'commission:{id}:reverse'
+    txn            text        NOT NULL,
     account        text        NOT NULL,        -- 'shop:commission', 'user:{id}:pending', ...
     amount         bigint      NOT NULL CHECK (amount <> 0),   -- fen; negative = out
-    commission_id  bigint      REFERENCES commissions (id),
-    created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
-    UNIQUE (txn, account)
+    commission_id  bigint      REFERENCES commissions (id),    -- null on the shop's sum line
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- No unique key here: a commission is written once (commissions' own unique key), and
+-- its lines only with it, in the same transaction.
 CREATE INDEX ledger_account ON ledger_entries (account, id);
 
 -- The database itself refuses an unbalanced ledger: every statement that writes lines

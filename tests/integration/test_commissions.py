@@ -123,7 +123,10 @@ async def test_a_deal_earns_two_levels_once(clean: Services, shard_factory: Fact
     await conn.execute("UPDATE outbox SET processed_at = NULL")
     await worker.drain()
     assert await conn.fetchval("SELECT count(*) FROM commissions") == 3
-    assert await conn.fetchval("SELECT count(*) FROM ledger_entries") == 6
+    # One compound entry: the shop's line for the sum, a line per commission.
+    lines = await conn.fetch("SELECT txn, commission_id, account, amount FROM ledger_entries")
+    assert len({r["txn"] for r in lines}) == 1 and len(lines) == 4
+    assert sorted(r["amount"] for r in lines if r["commission_id"] is None) == [-1380]
     # zed saw both commissions arrive, live, on their own topic.
     try:
         frames = await Live(listener, 100, 60).history("user:zed")

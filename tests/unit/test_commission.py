@@ -24,6 +24,7 @@ from games.commission import (
     bind_refusal,
     pending,
     post,
+    post_all,
     reverse,
     settle,
     shares,
@@ -419,3 +420,23 @@ def test_a_movement_is_a_positive_amount(move: Callable[[str, int], list[Line]],
                                          amount: object) -> None:
     with pytest.raises(ValueError, match="positive"):
         move("u", amount)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200)
+@given(credits=st.lists(st.tuples(users, st.integers(min_value=1, max_value=10**12)),
+                        max_size=20))
+def test_a_compound_posting_balances_and_keeps_the_credits_order(
+        credits: list[tuple[str, int]]) -> None:
+    lines = post_all(credits)
+    if not credits:
+        assert lines == []
+        return
+    shop, *rest = lines
+    assert balanced(lines)
+    assert shop == Line(SHOP, -sum(amount for _, amount in credits))
+    assert rest == [Line(pending(user), amount) for user, amount in credits]
+
+
+def test_a_compound_posting_refuses_a_zero_credit() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        post_all([("a", 5), ("b", 0)])
