@@ -152,7 +152,10 @@ class Server:
         outbox = None
         with contextlib.suppress(Exception):
             outbox = await reads.outbox_lag(self.pool)
-        return self.metrics.render(stats, outbox)
+        pipeline = None
+        with contextlib.suppress(Exception):
+            pipeline = await asyncio.wait_for(self.pipeline.stats.remote(), 2.0)
+        return self.metrics.render(stats, outbox, pipeline)
 
 
 def make_app(server: Server) -> web.Application:

@@ -65,8 +65,10 @@ class Metrics:
         self.actor_call_seconds.observe(seconds)
         self.actor_batch_size.observe(float(batch))
 
-    def render(self, shard_stats: list[dict[str, Any]], outbox: tuple[int, float] | None) -> str:
-        """The exposition text, with shard commit batches and outbox lag."""
+    def render(self, shard_stats: list[dict[str, Any]], outbox: tuple[int, float] | None,
+               pipeline: dict[str, Any] | None = None) -> str:
+        """The exposition text, with shard commit batches, outbox lag and the pipeline's
+        counts (since its actor started)."""
         out = ["# TYPE fission_http_requests_total counter"]
         for (method, route, status), n in sorted(self.http.items()):
             out.append(f'fission_http_requests_total{{method="{method}",route="{route}",'
@@ -130,4 +132,8 @@ class Metrics:
             out += ["# TYPE fission_outbox_pending gauge", f"fission_outbox_pending {outbox[0]}",
                     "# TYPE fission_outbox_lag_seconds gauge",
                     f"fission_outbox_lag_seconds {outbox[1]}"]
+        if pipeline is not None:
+            for key in ("processed", "orders", "refunds", "commissions", "settled"):
+                out += [f"# TYPE fission_pipeline_{key}_total counter",
+                        f"fission_pipeline_{key}_total {pipeline[f'{key}_total']}"]
         return "\n".join(out) + "\n"

@@ -62,6 +62,11 @@ async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
         assert status == 200 and body["balance"] == {"pending": PRICE // 10, "available": 0}
         [earned] = body["commissions"]
         assert (earned["order"], earned["status"], earned["rate_bps"]) == (order, "pending", 1000)
+        # The pipeline's counts reach /metrics (at least this deal's two commissions).
+        async with session.get(gw[0].url + "/metrics") as resp:
+            counted = [line for line in (await resp.text()).splitlines()
+                       if line.startswith("fission_pipeline_commissions_total ")]
+        assert len(counted) == 1 and int(counted[0].split()[1]) >= 2, counted
         # cm-carol came on her own: her order earns nobody anything.
         status, body = await get(session, gw[0].url + "/api/commissions", "cm-carol")
         assert body == {"balance": {"pending": 0, "available": 0}, "commissions": []}

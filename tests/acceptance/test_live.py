@@ -233,7 +233,8 @@ async def test_metrics_expose_the_promised_series(stack: Stack) -> None:
                  "fission_actor_call_batch_size_bucket", "fission_commit_seconds_sum",
                  "fission_commit_longest_seconds", "fission_shard_gc_seconds_total",
                  "fission_shard_gc_longest_seconds", "fission_gateway_gc_seconds_total",
-                 "fission_gateway_gc_longest_seconds"):
+                 "fission_gateway_gc_longest_seconds", "fission_pipeline_orders_total",
+                 "fission_pipeline_commissions_total", "fission_pipeline_settled_total"):
         assert name in text, name
     gc_lines = [line for line in text.splitlines() if line.startswith("fission_shard_gc_seconds")]
     assert len(gc_lines) == 3 * 2  # a line per generation for each of the two shards
