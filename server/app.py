@@ -24,6 +24,7 @@ from server.errors import ApiError
 from server.gateway import Gateway
 from server.hub import Hub
 from server.metrics import Metrics
+from server.params import USER_CHARS
 from storage import db, reads
 from storage.config import Config
 from storage.live import Live
@@ -31,7 +32,7 @@ from storage.live import Live
 log = logging.getLogger("fission.app")
 
 _GROUP_TOPIC = re.compile(r"^groupbuy:([a-z0-9_-]{1,64}):([A-Za-z0-9_-]{1,64})$")
-_USER_TOPIC = re.compile(r"^user:([A-Za-z0-9_.:@-]{1,64})$")
+_USER_TOPIC = re.compile(f"^user:({USER_CHARS})$")
 
 
 class UserLimiter:

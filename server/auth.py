@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -11,9 +10,9 @@ from dataclasses import dataclass
 import jwt
 
 from server.errors import ApiError
+from server.params import USER_ID
 
 ROLES = frozenset({"user", "marketer"})
-_USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Identity:
 def issue(secret: str, user: str, *, role: str = "user", region: str | None = None,
           device: str | None = None, ttl: int = 86400, now: float | None = None) -> str:
     """A signed token for `user`."""
-    if not _USER_ID.match(user):
+    if not USER_ID.match(user):
         raise ValueError("user ids are 1-64 characters of letters, digits and _.:@-")
     if role not in ROLES:
         raise ValueError(f"role must be one of {sorted(ROLES)}")
@@ -59,7 +58,7 @@ def verify_claims(secret: str, token: str) -> tuple[Identity, float]:
     except jwt.PyJWTError:
         raise ApiError("unauthorized", "the token is not valid") from None
     user, role = claims.get("sub"), claims.get("role", "user")
-    if not isinstance(user, str) or not _USER_ID.match(user):
+    if not isinstance(user, str) or not USER_ID.match(user):
         raise ApiError("unauthorized", "the token's subject is not a valid user id")
     if role not in ROLES:
         raise ApiError("unauthorized", "the token's role is not known")

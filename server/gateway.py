@@ -20,7 +20,7 @@ from actors.pipeline_client import PipelineClient
 from server.auth import Identity
 from server.errors import ApiError
 from server.metrics import Metrics
-from server.params import IDENT, SLUG, Param, check
+from server.params import IDENT, SLUG, USER_ID, Param, check
 from storage import reads
 from storage.config import Config
 
@@ -218,7 +218,7 @@ METHODS: dict[str, Method] = {
         Method("orders.list", {"limit": _LIMIT}, _orders, False),
         Method("orders.refund", {"order": Param(int, low=1, high=(1 << 63) - 1)}, _refund,
                True),
-        Method("referrals.bind", {"referrer": Param(str, pattern=IDENT)}, _bind, True),
+        Method("referrals.bind", {"referrer": Param(str, pattern=USER_ID)}, _bind, True),
         Method("referrals.get", {}, _referral, False),
         Method("commissions.list", {"limit": _LIMIT}, _commissions, False),
     )

@@ -14,6 +14,9 @@ from server.errors import ApiError
 
 SLUG = re.compile(r"^[a-z0-9_-]{1,64}$")
 IDENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A user id (a token's `sub`, a referrer): wider than IDENT, for ids like phone@shop.
+USER_CHARS = r"[A-Za-z0-9_.:@-]{1,64}"
+USER_ID = re.compile(f"^{USER_CHARS}$")
 
 
 @dataclass(frozen=True)

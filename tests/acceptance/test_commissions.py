@@ -96,6 +96,7 @@ async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
     ({}, "invalid_request"),
     ({"referrer": ""}, "invalid_request"),
     ({"referrer": 7}, "invalid_request"),
+    ({"referrer": "has space"}, "invalid_request"),
     ({"referrer": "ok", "user": "someone-else"}, "invalid_request"),
     ({"referrer": "cm-self"}, "invalid_request"),
 ])
@@ -112,6 +113,9 @@ async def test_bad_binds_are_refused_and_bind_nothing(stack: Stack, body: dict[s
 async def test_a_second_referrer_is_refused(stack: Stack) -> None:
     url = stack.gateways[0].url + "/api/referrals"
     async with aiohttp.ClientSession() as session:
+        # Any user id a token may carry can be a referrer, dots and @ included.
+        status, body = await post(session, url, "cm-gus", {"referrer": "13800138000@shop.cn"})
+        assert status == 200 and body["referral"]["referrer"] == "13800138000@shop.cn", body
         assert (await post(session, url, "cm-dee", {"referrer": "cm-eve"}))[0] == 200
         status, body = await post(session, url, "cm-dee", {"referrer": "cm-fay"})
         assert (status, body["error"]["code"]) == (409, "already_bound")
