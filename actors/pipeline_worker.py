@@ -103,6 +103,7 @@ class PipelineWorker:
     async def _run(self) -> None:
         interval = self.config.pipeline.poll_interval_ms / 1000
         while True:
+            failed = False
             try:
                 while await self.drain_once() > 0:
                     pass
@@ -110,9 +111,11 @@ class PipelineWorker:
                     pass
             except Exception:
                 log.exception("pipeline batch failed; retrying")
-            # Sleep until woken by a commit, the next commission falls due, or the poll.
+                failed = True
+            # Sleep until woken by a commit, the next commission falls due, or the poll
+            # (a whole poll after a failure: a due commission must not spin the loop).
             timeout = interval
-            if self._next_due is not None:
+            if self._next_due is not None and not failed:
                 until_due = (self._next_due - self._clock()).total_seconds()
                 timeout = min(interval, max(0.0, until_due))
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ log = logging.getLogger("fission.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _KEY_MAX = 128
+_ORDER_ID = re.compile(r"^[0-9]{1,18}$")
 
 
 def error_response(code: str, message: str, status: int | None = None) -> web.Response:
@@ -166,7 +168,7 @@ async def refund_order(request: web.Request) -> web.Response:
     who = identity(request)
     body = await _body(request)
     raw = request.match_info["order"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not _ORDER_ID.match(raw):  # ASCII digits only: str.isdigit() admits '²'
         raise ApiError("invalid_request", "the order id must be a positive integer")
     if body:
         raise ApiError("invalid_request", f"unknown field {sorted(body)[0]!r}")

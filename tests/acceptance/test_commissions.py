@@ -124,7 +124,8 @@ async def test_a_second_referrer_is_refused(stack: Stack) -> None:
         assert (status, body["error"]["code"]) == (400, "invalid_request")
 
 
-@pytest.mark.parametrize("order", ["abc", "0", "-1", "1.5", "99999999999999999999"])
+@pytest.mark.parametrize("order", ["abc", "0", "-1", "1.5", "99999999999999999999", "²",
+                                   "%D9%A1%D9%A2", "1e3", "%201"])
 async def test_bad_order_ids_are_refused(stack: Stack, order: str) -> None:
     url = f"{stack.gateways[0].url}/api/orders/{order}/refund"
     async with aiohttp.ClientSession() as session:
