@@ -90,6 +90,17 @@ class PipelineHost:
         await self._start
         return await self.worker.refund(user, order_id)
 
+    async def withdraw(self, user: str, key: str, amount: int) -> str:
+        """Withdraw settled commission; the answer as JSON text."""
+        await self._start
+        return await self.worker.withdraw(user, key, amount)
+
+    async def review(self, reviewer: str, withdrawal_id: int, approve: bool,
+                     note: str | None) -> str:
+        """Pay or reject a withdrawal waiting for review; the answer as JSON text."""
+        await self._start
+        return await self.worker.review(reviewer, withdrawal_id, approve, note)
+
     async def stats(self) -> dict[str, Any]:
         return self.worker.stats()
 

@@ -35,6 +35,15 @@ class PaymentAdapter(Protocol):
                      ) -> dict[Movement, str]:
         """Record `movements`; the references of those not recorded before."""
 
+    async def payout(self, conn: asyncpg.Connection, withdrawal_id: int, user: str,
+                     amount: int) -> str:
+        """Pay a withdrawal out to `user`; its reference (the same for the same one).
+
+        Called inside the pipeline's transaction. A provider that moves real money would
+        record the intent here and confirm it after the commit, so that a rolled-back
+        transaction never leaves a payment behind.
+        """
+
 
 class SandboxPayments:
     """Records every movement in `payments`, with a reference derived from what it pays."""
@@ -62,6 +71,13 @@ class SandboxPayments:
         )
         fresh = {r["reference"] for r in rows}
         return {m: ref for m, ref in zip(movements, references, strict=True) if ref in fresh}
+
+
+    async def payout(self, conn: asyncpg.Connection, withdrawal_id: int, user: str,
+                     amount: int) -> str:
+        # The withdrawal row keeps the reference; the sandbox moves nothing.
+        digest = hashlib.sha256(f"payout|{withdrawal_id}|{user}".encode()).hexdigest()[:20]
+        return f"sbx_out_{digest}"
 
 
 def adapter(name: str) -> PaymentAdapter:

@@ -1,7 +1,7 @@
-"""The gateway's way to the pipeline actor: referral binds and order refunds.
+"""The gateway's way to the pipeline actor: referral binds, order refunds, withdrawals.
 
-These are rare next to game commands (a user binds once, refunds seldom), so each is its
-own actor call; no batching.
+These are rare next to game commands (a user binds once, refunds and withdraws seldom),
+so each is its own actor call; no batching.
 """
 
 from __future__ import annotations
@@ -31,6 +31,15 @@ class PipelineClient:
     async def refund(self, user: str, order_id: int) -> Answer:
         """Refund `user`'s order inside its return window."""
         return await self._call("refund", user, order_id)
+
+    async def withdraw(self, user: str, key: str, amount: int) -> Answer:
+        """`user` withdraws `amount` fen; `key` makes a repeat answer the first."""
+        return await self._call("withdraw", user, key, amount)
+
+    async def review(self, reviewer: str, withdrawal_id: int, approve: bool,
+                     note: str | None) -> Answer:
+        """A marketer pays or rejects a withdrawal waiting for review."""
+        return await self._call("review", reviewer, withdrawal_id, approve, note)
 
     async def _call(self, method: str, *args: Any) -> Answer:
         try:

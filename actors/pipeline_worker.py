@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from actors import answers, backoff, commissions
+from actors import answers, backoff, commissions, withdrawals
 from actors.answers import Answer
 from actors.commissions import FreshOrder
 from actors.payments import Movement, adapter
@@ -226,6 +226,17 @@ class PipelineWorker:
         """Refund `user`'s order `order_id` inside its return window."""
         return await self._answer(lambda conn: commissions.refund(
             conn, self._payments, user, order_id, self.config.commission, self._clock()))
+
+    async def withdraw(self, user: str, key: str, amount: int) -> Answer:
+        """`user` withdraws `amount` fen of settled commission (see actors.withdrawals)."""
+        return await self._answer(lambda conn: withdrawals.request(
+            conn, self._payments, user, key, amount, self.config.commission.withdrawals))
+
+    async def review(self, reviewer: str, withdrawal_id: int, approve: bool,
+                     note: str | None) -> Answer:
+        """A marketer pays or rejects a withdrawal waiting for review."""
+        return await self._answer(lambda conn: withdrawals.review(
+            conn, self._payments, reviewer, withdrawal_id, approve, note))
 
     async def _answer(self, work: Callable[[asyncpg.Connection],
                                            Awaitable[tuple[Answer, list[LiveEvent]]]]) -> Answer:

@@ -19,6 +19,8 @@ STATUS = {
     "campaign_not_active": 409,
     "already_bound": 409,
     "return_window_closed": 409,
+    "insufficient_balance": 409,
+    "already_reviewed": 409,
     "rate_limited": 429,
     "unavailable": 503,
     "internal": 500,

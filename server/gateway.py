@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -202,9 +204,49 @@ async def _refund(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
     return result_of(await gw.pipeline.refund(who.user, p["order"]))
 
 
+def _marketer(who: Identity) -> None:
+    if who.role != "marketer":
+        raise ApiError("forbidden", "only a marketer may review withdrawals")
+
+
+async def _withdraw(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                    ) -> Outcome:
+    # Without a key every request is a new withdrawal; with one, a repeat answers the first.
+    return result_of(await gw.pipeline.withdraw(who.user, key or f"auto-{uuid.uuid4().hex}",
+                                                 p["amount"]))
+
+
+async def _withdrawals(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                       ) -> Outcome:
+    return {"withdrawals": await reads.withdrawals(gw.pool, who.user, None,
+                                                   p.get("limit", 50))}
+
+
+async def _to_review(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                     ) -> Outcome:
+    _marketer(who)
+    return {"withdrawals": await reads.withdrawals(gw.pool, None, p.get("status", "reviewing"),
+                                                   p.get("limit", 50))}
+
+
+async def _approve(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                   ) -> Outcome:
+    _marketer(who)
+    return result_of(await gw.pipeline.review(who.user, p["withdrawal"], True, p.get("note")))
+
+
+async def _reject(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                  ) -> Outcome:
+    _marketer(who)
+    return result_of(await gw.pipeline.review(who.user, p["withdrawal"], False, p.get("note")))
+
+
 _CAMPAIGN = Param(str, pattern=SLUG)
 _GROUP = Param(str, pattern=IDENT)
 _LIMIT = Param(int, required=False, low=1, high=100)
+_ID = Param(int, low=1, high=(1 << 63) - 1)
+_STATUS = re.compile(r"^(reviewing|paid|rejected)$")
+_NOTE = Param(str, required=False, pattern=re.compile(r"^[^\x00-\x1f\x7f]{1,200}$"))
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -216,10 +258,17 @@ METHODS: dict[str, Method] = {
                False),
         Method("campaigns.list", {}, _campaigns, False),
         Method("orders.list", {"limit": _LIMIT}, _orders, False),
-        Method("orders.refund", {"order": Param(int, low=1, high=(1 << 63) - 1)}, _refund,
-               True),
+        Method("orders.refund", {"order": _ID}, _refund, True),
         Method("referrals.bind", {"referrer": Param(str, pattern=USER_ID)}, _bind, True),
         Method("referrals.get", {}, _referral, False),
         Method("commissions.list", {"limit": _LIMIT}, _commissions, False),
+        Method("withdrawals.create", {"amount": Param(int, low=1, high=10**12)}, _withdraw,
+               True),
+        Method("withdrawals.list", {"limit": _LIMIT}, _withdrawals, False),
+        Method("withdrawals.review_list", {"status": Param(str, required=False,
+                                                           pattern=_STATUS),
+                                           "limit": _LIMIT}, _to_review, False),
+        Method("withdrawals.approve", {"withdrawal": _ID, "note": _NOTE}, _approve, True),
+        Method("withdrawals.reject", {"withdrawal": _ID, "note": _NOTE}, _reject, True),
     )
 }

@@ -22,7 +22,7 @@ log = logging.getLogger("fission.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _KEY_MAX = 128
-_ORDER_ID = re.compile(r"^[0-9]{1,18}$")
+_ID = re.compile(r"^[0-9]{1,18}$")
 
 
 def error_response(code: str, message: str, status: int | None = None) -> web.Response:
@@ -167,12 +167,46 @@ async def orders(request: web.Request) -> web.Response:
 async def refund_order(request: web.Request) -> web.Response:
     who = identity(request)
     body = await _body(request)
-    raw = request.match_info["order"]
-    if not _ORDER_ID.match(raw):  # ASCII digits only: str.isdigit() admits '²'
-        raise ApiError("invalid_request", "the order id must be a positive integer")
-    if body:
-        raise ApiError("invalid_request", f"unknown field {sorted(body)[0]!r}")
-    return await _call(request, who, "orders.refund", {"order": int(raw)})
+    return await _call(request, who, "orders.refund", _merge(body, order=_path_id(request,
+                                                                                 "order")))
+
+
+def _path_id(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not _ID.match(raw):  # ASCII digits only: str.isdigit() admits '²'
+        raise ApiError("invalid_request", f"the {name} id must be a positive integer")
+    return int(raw)
+
+
+async def create_withdrawal(request: web.Request) -> web.Response:
+    who = identity(request)
+    return await _call(request, who, "withdrawals.create", await _body(request), status=201)
+
+
+async def list_withdrawals(request: web.Request) -> web.Response:
+    return await _call(request, identity(request), "withdrawals.list", _limit(request))
+
+
+async def review_list(request: web.Request) -> web.Response:
+    who = identity(request)
+    params = _limit(request)
+    if "status" in request.query:
+        params["status"] = request.query["status"]
+    return await _call(request, who, "withdrawals.review_list", params)
+
+
+async def approve_withdrawal(request: web.Request) -> web.Response:
+    who = identity(request)
+    body = await _body(request)
+    return await _call(request, who, "withdrawals.approve",
+                       _merge(body, withdrawal=_path_id(request, "withdrawal")))
+
+
+async def reject_withdrawal(request: web.Request) -> web.Response:
+    who = identity(request)
+    body = await _body(request)
+    return await _call(request, who, "withdrawals.reject",
+                       _merge(body, withdrawal=_path_id(request, "withdrawal")))
 
 
 async def bind_referral(request: web.Request) -> web.Response:
@@ -188,7 +222,7 @@ async def commissions(request: web.Request) -> web.Response:
     return await _call(request, identity(request), "commissions.list", _limit(request))
 
 
-def _merge(body: dict[str, Any], **path: str) -> dict[str, Any]:
+def _merge(body: dict[str, Any], **path: object) -> dict[str, Any]:
     """Path parameters win; a body repeating them with other values is refused."""
     for name, value in path.items():
         if name in body and body[name] != value:
@@ -210,3 +244,8 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/referrals", get_referral)
     app.router.add_post("/api/referrals", bind_referral)
     app.router.add_get("/api/commissions", commissions)
+    app.router.add_get("/api/withdrawals", list_withdrawals)
+    app.router.add_post("/api/withdrawals", create_withdrawal)
+    app.router.add_get("/api/admin/withdrawals", review_list)
+    app.router.add_post("/api/admin/withdrawals/{withdrawal}/approve", approve_withdrawal)
+    app.router.add_post("/api/admin/withdrawals/{withdrawal}/reject", reject_withdrawal)

@@ -18,6 +18,7 @@ from typing import Any
 
 from games.campaign import GroupBuyCampaign, Product
 from games.commission import BPS, Rates
+from games.withdrawal import Limits
 
 
 class ConfigError(Exception):
@@ -85,6 +86,10 @@ class CommissionConfig:
 
     rates: Rates = field(default_factory=lambda: Rates(level1_bps=1000, level2_bps=300))
     return_window_days: int = 30
+    # Settled commission is withdrawn in amounts of at least `min_fen`; from `review_fen`
+    # up, a marketer approves each withdrawal before it is paid.
+    withdrawals: Limits = field(default_factory=lambda: Limits(min_fen=100,
+                                                               review_fen=50_000))
 
     @property
     def return_window_seconds(self) -> int:
@@ -268,8 +273,12 @@ def _commission(s: _Section) -> CommissionConfig:
             f"level1_bps + level2_bps must be at most {BPS} (the whole order)")
     window = s.get("return_window_days", int, d.return_window_days)
     s.check("return_window_days", 0 <= window <= 365, "must be from 0 to 365")
+    least = s.get("withdrawal_min_fen", int, d.withdrawals.min_fen)
+    s.check("withdrawal_min_fen", least >= 1, "must be at least 1 fen")
+    review = s.get("withdrawal_review_fen", int, d.withdrawals.review_fen)
+    s.check("withdrawal_review_fen", review >= least, "must not be below withdrawal_min_fen")
     s.done()
-    return CommissionConfig(Rates(level1, level2), window)
+    return CommissionConfig(Rates(level1, level2), window, Limits(least, review))
 
 
 def _server(s: _Section) -> ServerConfig:

@@ -14,7 +14,7 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_ID = 0x46495353  # "FISS"
 # Every table that holds Fission's data (what a test or a benchmark empties between runs).
 DATA_TABLES = ("events", "groups", "command_results", "outbox", "orders", "payments",
-               "referrals", "commissions", "ledger_entries")
+               "referrals", "commissions", "ledger_entries", "withdrawals")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import asyncpg
 
 from games.campaign import iso
 from games.commission import available, pending
+from games.withdrawal import withdrawing
 
 
 def _group(row: asyncpg.Record) -> dict[str, Any]:
@@ -80,8 +81,10 @@ async def referral(pool: asyncpg.Pool, user: str) -> dict[str, Any]:
 
 
 async def commissions(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, Any]:
-    """A user's commission balances (fen) and their newest commissions."""
-    accounts = {"pending": pending(user), "available": available(user)}
+    """A user's commission balances (fen: pending, available, held by withdrawals not
+    yet paid) and their newest commissions."""
+    accounts = {"pending": pending(user), "available": available(user),
+                "withdrawing": withdrawing(user)}
     async with pool.acquire() as conn:
         sums = await conn.fetch(
             "SELECT account, sum(amount) AS total FROM ledger_entries"
@@ -110,3 +113,21 @@ async def outbox_lag(pool: asyncpg.Pool) -> tuple[int, float]:
         " FROM outbox WHERE processed_at IS NULL"
     )
     return int(row["n"]), float(row["age"])
+
+
+def withdrawal_view(row: asyncpg.Record) -> dict[str, Any]:
+    """A withdrawal as the API shows it."""
+    return {"id": row["id"], "user": row["user_id"], "amount": row["amount"],
+            "status": row["status"], "payout_ref": row["payout_ref"],
+            "reviewer": row["reviewer"], "note": row["note"],
+            "created_at": _iso(row["created_at"]), "closed_at": _iso(row["closed_at"])}
+
+
+async def withdrawals(pool: asyncpg.Pool, user: str | None, status: str | None, limit: int
+                      ) -> list[dict[str, Any]]:
+    """Withdrawals, newest first: one user's (or everyone's), of one status (or any)."""
+    rows = await pool.fetch(
+        "SELECT * FROM withdrawals WHERE ($1::text IS NULL OR user_id = $1)"
+        " AND ($2::text IS NULL OR status = $2) ORDER BY id DESC LIMIT $3",
+        user, status, limit)
+    return [withdrawal_view(r) for r in rows]

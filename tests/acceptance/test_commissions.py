@@ -59,7 +59,8 @@ async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
         order = first["data"]["order"]
         assert second["data"]["order"] == order and first["data"]["buyer"] == "cm-bob"
         status, body = await get(session, gw[0].url + "/api/commissions", "cm-amy")
-        assert status == 200 and body["balance"] == {"pending": PRICE // 10, "available": 0}
+        assert status == 200 and body["balance"] == {"pending": PRICE // 10, "available": 0,
+                                                     "withdrawing": 0}
         [earned] = body["commissions"]
         assert (earned["order"], earned["status"], earned["rate_bps"]) == (order, "pending", 1000)
         # The pipeline's counts reach /metrics (at least this deal's two commissions).
@@ -69,7 +70,8 @@ async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
         assert len(counted) == 1 and int(counted[0].split()[1]) >= 2, counted
         # cm-carol came on her own: her order earns nobody anything.
         status, body = await get(session, gw[0].url + "/api/commissions", "cm-carol")
-        assert body == {"balance": {"pending": 0, "available": 0}, "commissions": []}
+        assert body == {"balance": {"pending": 0, "available": 0, "withdrawing": 0},
+                        "commissions": []}
 
         # Someone else's order is not theirs to refund; the buyer's own is, once.
         status, body = await post(session, f"{gw[0].url}/api/orders/{order}/refund", "cm-amy")
@@ -84,7 +86,8 @@ async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
         await zed.until(user_event("commission_reversed"))
         for user in ("cm-amy", "cm-zed"):
             status, body = await get(session, gw[1].url + "/api/commissions", user)
-            assert body["balance"] == {"pending": 0, "available": 0}, (user, body)
+            assert body["balance"] == {"pending": 0, "available": 0, "withdrawing": 0}, (
+                user, body)
             assert [c["status"] for c in body["commissions"]] == ["reversed"]
         status, body = await get(session, gw[0].url + "/api/orders", "cm-bob")
         assert [(o["id"], o["status"]) for o in body["orders"]] == [(order, "refunded")]

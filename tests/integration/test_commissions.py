@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from actors.pipeline_worker import PipelineWorker
-from storage.config import Config
+from storage.config import Config, parse
 from storage.live import Live
 from tests.integration.conftest import Clock, Factory, cmd, make_config
 from tests.support import configs
@@ -217,3 +217,62 @@ async def test_the_database_refuses_an_unbalanced_or_edited_ledger(
         with pytest.raises(asyncpg.CheckViolationError, match="append-only"):
             await conn.execute(statement)
     assert await balances(conn) == {"shop:commission": -5, "user:a:pending": 5}
+
+
+async def test_withdrawals_hold_pay_release_and_never_overdraw(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10))
+    worker = await worker_factory(config)
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+    shard = await shard_factory(config, Clock())
+    await deal(shard, "carol", "bob")
+    await worker.drain()
+    # Nothing is available before the window ends: pending money cannot be withdrawn.
+    early = answer(await worker.withdraw("alice", "k0", 100))
+    assert early["error"]["code"] == "insufficient_balance"
+    created = await conn.fetchval("SELECT created_at FROM orders WHERE user_id = 'bob'")
+    assert await worker.settle_once(created + 30 * DAY) == 1
+    # 600 available; the default review threshold (50,000 fen) is far above: paid at once.
+    paid = answer(await worker.withdraw("alice", "k1", 250))
+    assert paid["result"]["withdrawal"]["status"] == "paid", paid
+    assert answer(await worker.withdraw("alice", "k1", 250)) == paid
+    reused = answer(await worker.withdraw("alice", "k1", 300))
+    assert reused["error"]["code"] == "invalid_request"
+    # Ten requests at once for more than half of what is left: one is paid.
+    racing = await asyncio.gather(*(worker.withdraw("alice", f"r{n}", 200)
+                                    for n in range(10)))
+    assert sorted(answer(a)["ok"] for a in racing) == [False] * 9 + [True]
+    assert await balances(conn) == {"shop:commission": -600, "user:alice:available": 150,
+                                    "shop:payouts": 450}
+    assert await unbalanced(conn) == []
+    assert answer(await worker.review("boss", 999, True, None))["error"]["code"] == "not_found"
+    assert await conn.fetchval("SELECT count(*) FROM withdrawals") == 2
+
+
+async def test_a_large_withdrawal_waits_for_review(clean: Services, shard_factory: Factory,
+                                                   worker_factory: WorkerFactory,
+                                                   conn: asyncpg.Connection) -> None:
+    doc = configs.document([configs.campaign("c1", size=2, stock=10)], shards=1,
+                           database_url=clean.database_url, redis_url=clean.redis_url)
+    doc["commission"] = {"withdrawal_review_fen": 500}
+    config = parse(doc, {}, "test")
+    worker = await worker_factory(config)
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+    shard = await shard_factory(config, Clock())
+    await deal(shard, "carol", "bob")
+    await worker.drain()
+    created = await conn.fetchval("SELECT created_at FROM orders WHERE user_id = 'bob'")
+    assert await worker.settle_once(created + 30 * DAY) == 1
+    held = answer(await worker.withdraw("alice", "big", 600))["result"]["withdrawal"]
+    assert held["status"] == "reviewing"
+    assert await balances(conn) == {"shop:commission": -600, "user:alice:withdrawing": 600}
+    approved = answer(await worker.review("boss", held["id"], True, "ok"))
+    assert approved["result"]["withdrawal"]["status"] == "paid"
+    assert approved["result"]["withdrawal"]["reviewer"] == "boss"
+    # Approving again answers the same; rejecting a paid one is refused; nothing moves.
+    assert answer(await worker.review("boss", held["id"], True, "ok")) == approved
+    refused = answer(await worker.review("boss", held["id"], False, None))
+    assert refused["error"]["code"] == "already_reviewed"
+    assert await balances(conn) == {"shop:commission": -600, "shop:payouts": 600}
+    assert await unbalanced(conn) == []

@@ -59,7 +59,7 @@ def _value(value: Any) -> str:
 def to_toml(doc: dict[str, Any]) -> str:
     """Serialise a document of the shape `document` builds (tables, one array of tables)."""
     lines: list[str] = []
-    for section in ("server", "auth", "storage", "ray", "pipeline"):
+    for section in ("server", "auth", "storage", "ray", "pipeline", "commission"):
         lines.append(f"[{section}]")
         lines += [f"{k} = {_value(v)}" for k, v in doc.get(section, {}).items()]
     for item in doc.get("campaigns", []):

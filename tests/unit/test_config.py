@@ -682,3 +682,108 @@ def test_commission_wrong_type_reason_is_readable() -> None:
     with pytest.raises(ConfigError) as info:
         parse(with_commission({"return_window_days": True}), {}, SOURCE)
     assert "boolean" in info.value.reason
+
+
+# --- [commission] withdrawal limits ---------------------------------------------------------
+
+
+def test_withdrawal_limits_default() -> None:
+    limits = parse(good(), {}, SOURCE).commission.withdrawals
+    assert limits == CommissionConfig().withdrawals
+    assert (limits.min_fen, limits.review_fen) == (100, 50_000)
+    assert parse(with_commission({}), {}, SOURCE).commission.withdrawals == limits
+
+
+@pytest.mark.parametrize(
+    ("table", "least", "review"),
+    [
+        pytest.param({"withdrawal_min_fen": 1}, 1, 50_000, id="min-only-smallest"),
+        pytest.param({"withdrawal_min_fen": 50_000}, 50_000, 50_000, id="min-only-at-review"),
+        pytest.param({"withdrawal_review_fen": 100}, 100, 100, id="review-only-at-min"),
+        pytest.param({"withdrawal_review_fen": 10**9}, 100, 10**9, id="review-only-large"),
+        pytest.param({"withdrawal_min_fen": 1, "withdrawal_review_fen": 1}, 1, 1,
+                     id="both-one"),
+        pytest.param({"withdrawal_min_fen": 500, "withdrawal_review_fen": 500}, 500, 500,
+                     id="equal"),
+        pytest.param({"withdrawal_min_fen": 200, "withdrawal_review_fen": 20_000}, 200,
+                     20_000, id="both-set"),
+        pytest.param({"withdrawal_min_fen": 60_000, "withdrawal_review_fen": 60_001}, 60_000,
+                     60_001, id="both-above-default-review"),
+    ],
+)
+def test_withdrawal_limits_accepted(table: dict[str, int], least: int, review: int) -> None:
+    commission = parse(with_commission(table), {}, SOURCE).commission
+    limits = commission.withdrawals
+    assert (limits.min_fen, limits.review_fen) == (least, review)
+    # The other commission keys keep their defaults.
+    assert commission.rates == CommissionConfig().rates
+    assert commission.return_window_days == CommissionConfig().return_window_days
+
+
+def test_withdrawal_limits_from_toml_text() -> None:
+    text = """
+[auth]
+secret = "0123456789abcdef0123456789abcdef-toml"
+
+[commission]
+level1_bps = 800
+withdrawal_min_fen = 1000
+withdrawal_review_fen = 200000
+"""
+    commission = parse(tomllib.loads(text), {}, SOURCE).commission
+    assert (commission.withdrawals.min_fen, commission.withdrawals.review_fen) == (
+        1_000, 200_000)
+    assert commission.rates == Rates(800, 300)
+
+
+BAD_WITHDRAWAL: list[Any] = [
+    pytest.param({"withdrawal_min_fen": 0}, "commission.withdrawal_min_fen", id="min-zero"),
+    pytest.param({"withdrawal_min_fen": -1}, "commission.withdrawal_min_fen",
+                 id="min-negative"),
+    pytest.param({"withdrawal_min_fen": 0, "withdrawal_review_fen": 0},
+                 "commission.withdrawal_min_fen", id="both-zero"),
+    pytest.param({"withdrawal_min_fen": 101, "withdrawal_review_fen": 100},
+                 "commission.withdrawal_review_fen", id="review-one-below-min"),
+    pytest.param({"withdrawal_review_fen": 99}, "commission.withdrawal_review_fen",
+                 id="review-below-default-min"),
+    pytest.param({"withdrawal_review_fen": 0}, "commission.withdrawal_review_fen",
+                 id="review-zero"),
+    # A minimum above the default review threshold needs its own threshold.
+    pytest.param({"withdrawal_min_fen": 50_001}, "commission.withdrawal_review_fen",
+                 id="min-above-default-review"),
+    pytest.param({"withdrawal_min_fen": "100"}, "commission.withdrawal_min_fen",
+                 id="min-string"),
+    pytest.param({"withdrawal_min_fen": 100.0}, "commission.withdrawal_min_fen",
+                 id="min-float"),
+    pytest.param({"withdrawal_min_fen": True}, "commission.withdrawal_min_fen",
+                 id="min-boolean"),
+    pytest.param({"withdrawal_review_fen": "50000"}, "commission.withdrawal_review_fen",
+                 id="review-string"),
+    pytest.param({"withdrawal_review_fen": 5e4}, "commission.withdrawal_review_fen",
+                 id="review-float"),
+    pytest.param({"withdrawal_review_fen": False}, "commission.withdrawal_review_fen",
+                 id="review-boolean"),
+    pytest.param({"withdrawal_max_fen": 100}, "commission.withdrawal_max_fen",
+                 id="unknown-withdrawal-key"),
+    pytest.param({"withdrawal_min": 100}, "commission.withdrawal_min", id="misspelled-min"),
+]
+
+
+@pytest.mark.parametrize(("table", "key"), BAD_WITHDRAWAL)
+def test_bad_withdrawal_config_names_key(table: Any, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(with_commission(table), {}, SOURCE)
+    error = info.value
+    assert error.key == key
+    assert error.source == SOURCE
+    assert error.reason
+    assert str(error) == f"{SOURCE}: {key}: {error.reason}"
+
+
+def test_withdrawal_wrong_type_reason_is_readable() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(with_commission({"withdrawal_min_fen": "100"}), {}, SOURCE)
+    assert info.value.reason == "must be an integer, not str"
+    with pytest.raises(ConfigError) as info:
+        parse(with_commission({"withdrawal_review_fen": True}), {}, SOURCE)
+    assert "boolean" in info.value.reason

@@ -1,0 +1,55 @@
+"""Withdrawals in Postgres: the pipeline's writes, inside the caller's transaction."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# A user's withdrawals are serialised by a transaction-scoped advisory lock on the user:
+# the balance a request is checked against is then the one it holds against.
+_LOCK_SPACE = 0x46495357  # "FISW"
+
+
+async def lock_user(conn: asyncpg.Connection, user: str) -> None:
+    """Serialise `user`'s withdrawals until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_SPACE, user)
+
+
+async def balance(conn: asyncpg.Connection, account: str) -> int:
+    """The sum of an account's ledger lines, fen."""
+    total = await conn.fetchval(
+        "SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE account = $1", account)
+    return int(total)
+
+
+async def by_key(conn: asyncpg.Connection, user: str, key: str) -> asyncpg.Record | None:
+    """The withdrawal `user` asked for with idempotency key `key`, if any."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM withdrawals WHERE user_id = $1 AND key = $2", user, key)
+    return row
+
+
+async def insert(conn: asyncpg.Connection, user: str, key: str, amount: int, status: str
+                 ) -> asyncpg.Record:
+    """A new withdrawal row."""
+    row: asyncpg.Record = await conn.fetchrow(
+        "INSERT INTO withdrawals (user_id, key, amount, status) VALUES ($1, $2, $3, $4)"
+        " RETURNING *", user, key, amount, status)
+    return row
+
+
+async def lock(conn: asyncpg.Connection, withdrawal_id: int) -> asyncpg.Record | None:
+    """A withdrawal's row, locked for the rest of the transaction."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM withdrawals WHERE id = $1 FOR UPDATE", withdrawal_id)
+    return row
+
+
+async def close(conn: asyncpg.Connection, withdrawal_id: int, status: str,
+                payout_ref: str | None, reviewer: str | None, note: str | None
+                ) -> asyncpg.Record:
+    """Mark a withdrawal paid or rejected; its row as it now is."""
+    row: asyncpg.Record = await conn.fetchrow(
+        "UPDATE withdrawals SET status = $2, payout_ref = $3, reviewer = $4, note = $5,"
+        " closed_at = now() WHERE id = $1 RETURNING *",
+        withdrawal_id, status, payout_ref, reviewer, note)
+    return row
