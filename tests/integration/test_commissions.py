@@ -78,6 +78,17 @@ async def deal(shard: Any, leader: str, *joiners: str) -> str:
     return str(group)
 
 
+async def bob_buys_through_alice(worker: PipelineWorker, shard: Any,
+                                 conn: asyncpg.Connection) -> datetime:
+    """bob, brought in by alice, completes a pair with carol; when bob's order was made."""
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+    await deal(shard, "carol", "bob")
+    await worker.drain()
+    created: datetime = await conn.fetchval(
+        "SELECT created_at FROM orders WHERE user_id = 'bob'")
+    return created
+
+
 async def test_binding_is_once_and_never_loops(clean: Services,
                                                worker_factory: WorkerFactory) -> None:
     worker = await worker_factory(make_config(clean))
@@ -142,11 +153,7 @@ async def test_commissions_settle_when_the_window_ends(clean: Services, shard_fa
                                                        conn: asyncpg.Connection) -> None:
     config = make_config(clean, configs.campaign("c1", size=2, stock=10))
     worker = await worker_factory(config)
-    assert answer(await worker.bind("bob", "alice"))["ok"]
-    shard = await shard_factory(config, Clock())
-    await deal(shard, "carol", "bob")
-    await worker.drain()
-    created = await conn.fetchval("SELECT created_at FROM orders WHERE user_id = 'bob'")
+    created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
     # A day before the 30-day window ends: nothing settles.
     assert await worker.settle_once(created + 29 * DAY) == 0
     assert await worker.settle_once(created + 30 * DAY) == 1
@@ -224,14 +231,10 @@ async def test_withdrawals_hold_pay_release_and_never_overdraw(
         conn: asyncpg.Connection) -> None:
     config = make_config(clean, configs.campaign("c1", size=2, stock=10))
     worker = await worker_factory(config)
-    assert answer(await worker.bind("bob", "alice"))["ok"]
-    shard = await shard_factory(config, Clock())
-    await deal(shard, "carol", "bob")
-    await worker.drain()
+    created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
     # Nothing is available before the window ends: pending money cannot be withdrawn.
     early = answer(await worker.withdraw("alice", "k0", 100))
     assert early["error"]["code"] == "insufficient_balance"
-    created = await conn.fetchval("SELECT created_at FROM orders WHERE user_id = 'bob'")
     assert await worker.settle_once(created + 30 * DAY) == 1
     # 600 available; the default review threshold (50,000 fen) is far above: paid at once.
     paid = answer(await worker.withdraw("alice", "k1", 250))
@@ -258,11 +261,7 @@ async def test_a_large_withdrawal_waits_for_review(clean: Services, shard_factor
     doc["commission"] = {"withdrawal_review_fen": 500}
     config = parse(doc, {}, "test")
     worker = await worker_factory(config)
-    assert answer(await worker.bind("bob", "alice"))["ok"]
-    shard = await shard_factory(config, Clock())
-    await deal(shard, "carol", "bob")
-    await worker.drain()
-    created = await conn.fetchval("SELECT created_at FROM orders WHERE user_id = 'bob'")
+    created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
     assert await worker.settle_once(created + 30 * DAY) == 1
     held = answer(await worker.withdraw("alice", "big", 600))["result"]["withdrawal"]
     assert held["status"] == "reviewing"

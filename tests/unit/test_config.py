@@ -598,10 +598,14 @@ secret = "0123456789abcdef0123456789abcdef-toml"
 level1_bps = 800
 level2_bps = 200
 return_window_days = 14
+withdrawal_min_fen = 1000
+withdrawal_review_fen = 200000
 """
     commission = parse(tomllib.loads(text), {}, SOURCE).commission
     assert commission.rates == Rates(800, 200)
     assert commission.return_window_seconds == 14 * 86_400
+    assert (commission.withdrawals.min_fen, commission.withdrawals.review_fen) == (
+        1_000, 200_000)
 
 
 @pytest.mark.parametrize(
@@ -657,17 +661,6 @@ BAD_COMMISSION: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize(("table", "key"), BAD_COMMISSION)
-def test_bad_commission_config_names_key(table: Any, key: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse(with_commission(table), {}, SOURCE)
-    error = info.value
-    assert error.key == key
-    assert error.source == SOURCE
-    assert error.reason
-    assert str(error) == f"{SOURCE}: {key}: {error.reason}"
-
-
 def test_commission_sum_above_whole_order_with_default_level2_is_refused() -> None:
     # level1 alone is in range, but with the default 300 bps of level 2 it exceeds 100%.
     with pytest.raises(ConfigError) as info:
@@ -675,12 +668,14 @@ def test_commission_sum_above_whole_order_with_default_level2_is_refused() -> No
     assert info.value.key.startswith("commission.")
 
 
-def test_commission_wrong_type_reason_is_readable() -> None:
+@pytest.mark.parametrize("key", ["level1_bps", "return_window_days", "withdrawal_min_fen",
+                                 "withdrawal_review_fen"])
+def test_commission_wrong_type_reason_is_readable(key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse(with_commission({"level1_bps": "1000"}), {}, SOURCE)
+        parse(with_commission({key: "1000"}), {}, SOURCE)
     assert info.value.reason == "must be an integer, not str"
     with pytest.raises(ConfigError) as info:
-        parse(with_commission({"return_window_days": True}), {}, SOURCE)
+        parse(with_commission({key: True}), {}, SOURCE)
     assert "boolean" in info.value.reason
 
 
@@ -720,22 +715,6 @@ def test_withdrawal_limits_accepted(table: dict[str, int], least: int, review: i
     assert commission.return_window_days == CommissionConfig().return_window_days
 
 
-def test_withdrawal_limits_from_toml_text() -> None:
-    text = """
-[auth]
-secret = "0123456789abcdef0123456789abcdef-toml"
-
-[commission]
-level1_bps = 800
-withdrawal_min_fen = 1000
-withdrawal_review_fen = 200000
-"""
-    commission = parse(tomllib.loads(text), {}, SOURCE).commission
-    assert (commission.withdrawals.min_fen, commission.withdrawals.review_fen) == (
-        1_000, 200_000)
-    assert commission.rates == Rates(800, 300)
-
-
 BAD_WITHDRAWAL: list[Any] = [
     pytest.param({"withdrawal_min_fen": 0}, "commission.withdrawal_min_fen", id="min-zero"),
     pytest.param({"withdrawal_min_fen": -1}, "commission.withdrawal_min_fen",
@@ -769,8 +748,8 @@ BAD_WITHDRAWAL: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize(("table", "key"), BAD_WITHDRAWAL)
-def test_bad_withdrawal_config_names_key(table: Any, key: str) -> None:
+@pytest.mark.parametrize(("table", "key"), [*BAD_COMMISSION, *BAD_WITHDRAWAL])
+def test_bad_commission_config_names_key(table: Any, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(with_commission(table), {}, SOURCE)
     error = info.value
@@ -778,12 +757,3 @@ def test_bad_withdrawal_config_names_key(table: Any, key: str) -> None:
     assert error.source == SOURCE
     assert error.reason
     assert str(error) == f"{SOURCE}: {key}: {error.reason}"
-
-
-def test_withdrawal_wrong_type_reason_is_readable() -> None:
-    with pytest.raises(ConfigError) as info:
-        parse(with_commission({"withdrawal_min_fen": "100"}), {}, SOURCE)
-    assert info.value.reason == "must be an integer, not str"
-    with pytest.raises(ConfigError) as info:
-        parse(with_commission({"withdrawal_review_fen": True}), {}, SOURCE)
-    assert "boolean" in info.value.reason
