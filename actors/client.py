@@ -61,8 +61,9 @@ class ShardClient:
             self._inflight[index] += 1
             started = time.perf_counter()
             try:
-                reply = self._handles[index].submit.remote(
-                    [command for command, _ in batch]).as_future()
+                # (`ref.as_future()` logs a deprecation warning on every call.)
+                reply = asyncio.wrap_future(self._handles[index].submit.remote(
+                    [command for command, _ in batch]).future())
             except Exception:
                 self._answer(index, batch, started, None)
                 continue

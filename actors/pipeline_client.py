@@ -43,8 +43,8 @@ class PipelineClient:
 
     async def _call(self, method: str, *args: Any) -> Answer:
         try:
-            reply = getattr(self._handle, method).remote(*args).as_future()
-            answer: Answer = await asyncio.wait_for(reply, self._timeout)
+            answer: Answer = await asyncio.wait_for(getattr(self._handle, method).remote(*args),
+                                                    self._timeout)
         except Exception as exc:  # a dead or restarting actor: the client retries
             log.warning("pipeline call %s failed: %r", method, exc)
             return unavailable(_DOWN)

@@ -22,7 +22,14 @@ from storage.migrate import DATA_TABLES
 from tests.support import configs
 from tests.support.client import WS, auth, get, post, token
 from tests.support.services import Services, prepare
-from tests.support.stack import Stack, start_gateway, stop_group, wait_healthy, write_config
+from tests.support.stack import (
+    Stack,
+    ray_env,
+    start_gateway,
+    stop_group,
+    wait_healthy,
+    write_config,
+)
 
 pytestmark = pytest.mark.acceptance
 
@@ -47,7 +54,10 @@ async def money(migrated: Services, ray_address: str,
         redis_url=migrated.redis_url, ray_address=ray_address, data_dir=str(tmp / "data"))
     doc["commission"] = {"return_window_days": 0, "withdrawal_min_fen": MIN_FEN,
                          "withdrawal_review_fen": REVIEW_FEN}
-    gateway = start_gateway(write_config(tmp, doc), tmp)
+    # The environment overrides config (CI's second pass sets FISSION_DATABASE_URL): this
+    # deployment's database must win, or the shared stack's pipeline drains its deals.
+    env = {**ray_env(), "FISSION_DATABASE_URL": database_url}
+    gateway = start_gateway(write_config(tmp, doc), tmp, env=env)
     try:
         await wait_healthy(gateway)
         yield Stack(tmp / "config.toml", doc, [gateway], ray_address)
