@@ -19,7 +19,7 @@ from actors.payments import Movement, PaymentAdapter
 from games import commission as rules
 from games.campaign import iso
 from storage import ledger, reads
-from storage.config import CommissionConfig
+from storage.config import CommissionConfig, Config
 from storage.ledger import Commission, NewCommission
 from storage.live import LiveEvent
 
@@ -50,18 +50,19 @@ def _txn(c: Commission, step: str) -> str:
     return f"commission:{c.id}:{step}"
 
 
-async def earn(conn: asyncpg.Connection, orders: Sequence[FreshOrder],
-               config: CommissionConfig) -> tuple[list[Commission], list[LiveEvent]]:
+async def earn(conn: asyncpg.Connection, orders: Sequence[FreshOrder], config: Config
+               ) -> tuple[list[Commission], list[LiveEvent]]:
     """Write the commissions `orders` earn their buyers' referrers, pending, with lines."""
     if not orders:
         return [], []
     chains = await ledger.referral_chains(conn, [o.buyer for o in orders])
-    window = timedelta(seconds=config.return_window_seconds)
+    window = timedelta(seconds=config.commission.return_window_seconds)
     fresh = [
         NewCommission(order.id, share.level, share.beneficiary, order.buyer, order.campaign,
                       order.amount, share.rate_bps, share.amount, order.created_at + window)
         for order in orders if order.buyer in chains
-        for share in rules.shares(order.buyer, order.amount, chains[order.buyer], config.rates)
+        for share in rules.shares(order.buyer, order.amount, chains[order.buyer],
+                                  config.commission_rates(order.campaign))
     ]
     written = await ledger.insert_commissions(conn, fresh)
     if written:

@@ -284,7 +284,7 @@ class PipelineWorker:
             live = [LiveEvent(f"user:{r['user_id']}", 0,
                               {"type": "order_created", "order": reads.order_view(r)})
                     for r in rows]
-        earned, earned_live = await commissions.earn(conn, orders, self.config.commission)
+        earned, earned_live = await commissions.earn(conn, orders, self.config)
         if earned:
             due = min(c.settle_at for c in earned)
             if self._next_due is None or due < self._next_due:

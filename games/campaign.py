@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from games.commission import Rates
+
 
 @dataclass(frozen=True)
 class Product:
@@ -33,6 +35,8 @@ class GroupBuyCampaign:
     max_groups_joined: int
     virtual_fill_ratio: float | None = None
     kind: str = "groupbuy"
+    # What a referred buyer's order earns up the referral chain (None: the shop's rates).
+    commission: Rates | None = None
 
     def is_active(self, now: int) -> bool:
         """True while the campaign takes new groups and joins."""
@@ -58,6 +62,10 @@ class GroupBuyCampaign:
             "max_groups_led": self.max_groups_led,
             "max_groups_joined": self.max_groups_joined,
             "virtual_fill_ratio": self.virtual_fill_ratio,
+            # A sharer's page shows what sharing earns (分享赚): the rates of this campaign.
+            "commission": None if self.commission is None else {
+                "level1_bps": self.commission.level1_bps,
+                "level2_bps": self.commission.level2_bps},
         }
 
 

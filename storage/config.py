@@ -116,6 +116,14 @@ class Config:
                 return campaign
         return None
 
+    def commission_rates(self, campaign_id: str) -> Rates:
+        """What an order of `campaign_id` earns up the referral chain: the campaign's own
+        rates, or the shop's (also for a campaign since removed from the config)."""
+        campaign = self.campaign(campaign_id)
+        if campaign is None or campaign.commission is None:
+            return self.commission.rates
+        return campaign.commission
+
 
 # Environment variable -> (section, key). Nothing else in Fission reads the environment.
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -252,7 +260,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
     groupbuys: list[GroupBuyCampaign] = []
     seen: set[str] = set()
     for index, raw in enumerate(campaigns_raw):
-        campaign = _campaign(_Section(source, f"campaigns[{index}]", raw))
+        campaign = _campaign(_Section(source, f"campaigns[{index}]", raw), commission.rates)
         if campaign.id in seen:
             raise ConfigError(source, f"campaigns[{index}].id", f"{campaign.id!r} is used twice")
         seen.add(campaign.id)
@@ -263,14 +271,19 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
                   commission=commission)
 
 
-def _commission(s: _Section) -> CommissionConfig:
-    d = CommissionConfig()
-    level1 = s.get("level1_bps", int, d.rates.level1_bps)
-    level2 = s.get("level2_bps", int, d.rates.level2_bps)
+def _rates(s: _Section, default: Rates) -> Rates:
+    level1 = s.get("level1_bps", int, default.level1_bps)
+    level2 = s.get("level2_bps", int, default.level2_bps)
     for name, value in (("level1_bps", level1), ("level2_bps", level2)):
         s.check(name, 0 <= value <= BPS, f"must be from 0 to {BPS} (basis points)")
     s.check("level2_bps", level1 + level2 <= BPS,
             f"level1_bps + level2_bps must be at most {BPS} (the whole order)")
+    return Rates(level1, level2)
+
+
+def _commission(s: _Section) -> CommissionConfig:
+    d = CommissionConfig()
+    rates = _rates(s, d.rates)
     window = s.get("return_window_days", int, d.return_window_days)
     s.check("return_window_days", 0 <= window <= 365, "must be from 0 to 365")
     least = s.get("withdrawal_min_fen", int, d.withdrawals.min_fen)
@@ -278,7 +291,7 @@ def _commission(s: _Section) -> CommissionConfig:
     review = s.get("withdrawal_review_fen", int, d.withdrawals.review_fen)
     s.check("withdrawal_review_fen", review >= least, "must not be below withdrawal_min_fen")
     s.done()
-    return CommissionConfig(Rates(level1, level2), window, Limits(least, review))
+    return CommissionConfig(rates, window, Limits(least, review))
 
 
 def _server(s: _Section) -> ServerConfig:
@@ -304,7 +317,9 @@ def _server(s: _Section) -> ServerConfig:
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-def _campaign(s: _Section) -> GroupBuyCampaign:
+def _campaign(s: _Section, rates: Rates) -> GroupBuyCampaign:
+    """A campaign table; `rates` are the shop's commission rates, which its optional
+    `[campaigns.commission]` table overrides key by key."""
     cid = s.get("id", str)
     s.check("id", 0 < len(cid) <= 64 and set(cid) <= _ID_CHARS,
             "must be 1-64 characters of a-z, 0-9, - and _")
@@ -338,11 +353,16 @@ def _campaign(s: _Section) -> GroupBuyCampaign:
     if ratio is not None:
         s.check("virtual_fill_ratio", 0 < ratio <= 1, "must be above 0 and at most 1")
         ratio = float(ratio)
+    own = s.get("commission", dict, None)
+    if own is not None:
+        c = _Section(s.source, s.key("commission"), own)
+        rates = _rates(c, rates)
+        c.done()
     s.done()
     return GroupBuyCampaign(
         id=cid, title=title, starts_at=starts_at, ends_at=ends_at, product=product,
         group_size=size, time_limit_ms=time_limit * 1000, stock=stock, max_groups_led=led,
-        max_groups_joined=joined, virtual_fill_ratio=ratio,
+        max_groups_joined=joined, virtual_fill_ratio=ratio, commission=rates,
     )
 
 

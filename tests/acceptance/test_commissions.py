@@ -44,6 +44,10 @@ async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
         assert body == {"referral": {"user": "cm-amy", "referrer": "cm-zed",
                                      "bound_at": body["referral"]["bound_at"]},
                         "invited": 1}
+        # A sharer's page shows what sharing this campaign earns (分享赚).
+        async with session.get(gw[0].url + "/api/campaigns") as resp:
+            listed = {c["id"]: c for c in (await resp.json())["campaigns"]}
+        assert listed["pair"]["commission"] == {"level1_bps": 1000, "level2_bps": 300}
         amy, zed = await watch(gw[0].ws_url, "cm-amy"), await watch(gw[1].ws_url, "cm-zed")
         # cm-carol opens, cm-bob joins: a deal of two orders.
         status, body = await post(session, gw[0].url + PAIR, "cm-carol")

@@ -130,6 +130,7 @@ async def test_a_deal_earns_two_levels_once(clean: Services, shard_factory: Fact
     assert await balances(conn) == {"shop:commission": -1380, "user:alice:pending": 600,
                                     "user:zed:pending": 780}
     assert await unbalanced(conn) == []
+    assert worker.stats()["commissions_total"] == 3
     # Replaying the whole outbox earns nothing twice.
     await conn.execute("UPDATE outbox SET processed_at = NULL")
     await worker.drain()
@@ -274,4 +275,28 @@ async def test_a_large_withdrawal_waits_for_review(clean: Services, shard_factor
     refused = answer(await worker.review("boss", held["id"], False, None))
     assert refused["error"]["code"] == "already_reviewed"
     assert await balances(conn) == {"shop:commission": -600, "shop:payouts": 600}
+    assert await unbalanced(conn) == []
+
+
+async def test_a_campaign_pays_its_own_rates(clean: Services, shard_factory: Factory,
+                                             worker_factory: WorkerFactory,
+                                             conn: asyncpg.Connection) -> None:
+    own = configs.campaign("c1", size=2, stock=10)
+    own["commission"] = {"level1_bps": 2000, "level2_bps": 0}
+    config = make_config(clean, own, configs.campaign("c2", size=2, stock=10))
+    worker = await worker_factory(config)
+    for user, referrer in (("bob", "alice"), ("alice", "zed")):
+        assert answer(await worker.bind(user, referrer))["ok"]
+    shard = await shard_factory(config, Clock())
+    await deal(shard, "carol", "bob")  # c1: 20% to alice, nothing to zed
+    [opened] = await shard.submit([cmd("open", "dan", campaign="c2")])
+    [joined] = await shard.submit([cmd("join", "bob", campaign="c2",
+                                       group=opened["result"]["group"]["id"])])
+    assert joined["ok"], joined
+    await worker.drain()
+    rows = await conn.fetch("SELECT campaign, beneficiary, level, rate_bps, amount"
+                            " FROM commissions ORDER BY campaign, level")
+    assert [tuple(r) for r in rows] == [
+        ("c1", "alice", 1, 2000, PRICE // 5),
+        ("c2", "alice", 1, 1000, PRICE // 10), ("c2", "zed", 2, 300, PRICE * 3 // 100)]
     assert await unbalanced(conn) == []

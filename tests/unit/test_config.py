@@ -757,3 +757,43 @@ def test_bad_commission_config_names_key(table: Any, key: str) -> None:
     assert error.source == SOURCE
     assert error.reason
     assert str(error) == f"{SOURCE}: {key}: {error.reason}"
+
+
+# --- [campaigns.commission]: a campaign's own rates ------------------------------------------
+
+
+def test_a_campaign_without_rates_earns_the_shops() -> None:
+    config = parse(with_commission({"level1_bps": 800, "level2_bps": 100}), {}, SOURCE)
+    assert config.groupbuys[0].commission == Rates(800, 100)
+    assert config.commission_rates("tea-duo") == Rates(800, 100)
+    assert config.groupbuys[0].public()["commission"] == {"level1_bps": 800, "level2_bps": 100}
+
+
+@pytest.mark.parametrize(("own", "expected"), [
+    ({"level1_bps": 2000, "level2_bps": 0}, Rates(2000, 0)),
+    ({"level1_bps": 0}, Rates(0, 300)),  # a key it leaves out is the shop's
+    ({}, Rates(1000, 300)),
+])
+def test_a_campaign_overrides_the_shops_rates_key_by_key(own: dict[str, int],
+                                                         expected: Rates) -> None:
+    data = good()
+    data["campaigns"][0]["commission"] = own
+    config = parse(data, {}, SOURCE)
+    assert config.commission_rates("tea-duo") == expected
+    # A campaign no longer configured (its orders may still be in the outbox): the shop's.
+    assert config.commission_rates("gone") == Rates(1000, 300)
+
+
+@pytest.mark.parametrize(("own", "key"), [
+    ({"level1_bps": -1}, "campaigns[0].commission.level1_bps"),
+    ({"level1_bps": 9_000, "level2_bps": 1_001}, "campaigns[0].commission.level2_bps"),
+    ({"level3_bps": 5}, "campaigns[0].commission.level3_bps"),
+    ({"return_window_days": 7}, "campaigns[0].commission.return_window_days"),
+    (5, "campaigns[0].commission"),
+])
+def test_bad_campaign_rates_name_their_key(own: Any, key: str) -> None:
+    data = good()
+    data["campaigns"][0]["commission"] = own
+    with pytest.raises(ConfigError) as info:
+        parse(data, {}, SOURCE)
+    assert info.value.key == key
