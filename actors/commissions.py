@@ -17,7 +17,6 @@ from actors import answers
 from actors.answers import Answer
 from actors.payments import Movement, PaymentAdapter
 from games import commission as rules
-from games.campaign import iso
 from storage import ledger, reads
 from storage.config import CommissionConfig, Config
 from storage.ledger import Commission, NewCommission
@@ -33,10 +32,6 @@ class FreshOrder:
     buyer: str
     amount: int
     created_at: datetime
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 def _event(c: Commission, kind: str) -> LiveEvent:
@@ -57,12 +52,13 @@ async def earn(conn: asyncpg.Connection, orders: Sequence[FreshOrder], config: C
         return [], []
     chains = await ledger.referral_chains(conn, [o.buyer for o in orders])
     window = timedelta(seconds=config.commission.return_window_seconds)
+    rates = {c: config.commission_rates(c) for c in {o.campaign for o in orders}}
     fresh = [
         NewCommission(order.id, share.level, share.beneficiary, order.buyer, order.campaign,
                       order.amount, share.rate_bps, share.amount, order.created_at + window)
         for order in orders if order.buyer in chains
         for share in rules.shares(order.buyer, order.amount, chains[order.buyer],
-                                  config.commission_rates(order.campaign))
+                                  rates[order.campaign])
     ]
     written = await ledger.insert_commissions(conn, fresh)
     if written:
@@ -102,7 +98,7 @@ async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, 
     if now >= closes or any(c.status == "settled" for c in earned):
         return answers.error(
             "return_window_closed",
-            f"the return window of order {order_id} closed at {iso(_ms(closes))}"), []
+            f"the return window of order {order_id} closed at {reads.iso_time(closes)}"), []
     await payments.record(conn, [Movement("refund", order["campaign"], order["group_id"], user,
                                           order["amount"])])
     refunded = await ledger.mark_refunded(conn, order_id)

@@ -118,13 +118,8 @@ class PipelineWorker:
             if self._next_due is not None and not failed:
                 until_due = (self._next_due - self._clock()).total_seconds()
                 timeout = min(interval, max(0.0, until_due))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
-                # Quiet for a poll: learn of commissions other workers wrote, too.
-                with contextlib.suppress(OSError, asyncpg.PostgresError):
-                    async with self._pool.acquire() as conn:
-                        self._next_due = await ledger.next_due(conn)
             self._wake.clear()
 
     async def _transaction(self, work: Callable[[asyncpg.Connection],
@@ -202,11 +197,9 @@ class PipelineWorker:
         Without `now`, the clock's time, and only when the earliest known due time has
         come (the timer's path: no query while nothing is due).
         """
-        if now is None:
-            now = self._clock()
-            if self._next_due is None or self._next_due > now:
-                return 0
-        moment = now
+        moment = self._clock() if now is None else now
+        if now is None and (self._next_due is None or self._next_due > moment):
+            return 0
 
         async def work(conn: asyncpg.Connection) -> tuple[int, list[LiveEvent]]:
             settled, live = await commissions.settle(conn, moment,

@@ -93,16 +93,18 @@ def shares(buyer: str, amount: int, chain: Sequence[str], rates: Rates) -> list[
     return earned
 
 
-def _move(source: str, target: str, amount: int) -> list[Line]:
-    # Each step moves a commission one way; a zero or negative one would be a bug upstream.
+def move(source: str, target: str, amount: int) -> list[Line]:
+    """The two lines of `amount` fen moving from `source` to `target`: every step of
+    commission and withdrawal money is one. A zero or negative step would be a bug
+    upstream (a step in the other direction is a step of its own), so it is refused."""
     if type(amount) is not int or amount <= 0:
-        raise ValueError("a commission is a positive integer of fen")
+        raise ValueError("an amount moved between accounts is a positive integer of fen")
     return [Line(source, -amount), Line(target, amount)]
 
 
 def post(beneficiary: str, amount: int) -> list[Line]:
     """Lines that credit a fresh commission to its beneficiary's pending account."""
-    return _move(SHOP, pending(beneficiary), amount)
+    return move(SHOP, pending(beneficiary), amount)
 
 
 def post_all(credits: Sequence[tuple[str, int]]) -> list[Line]:
@@ -114,12 +116,12 @@ def post_all(credits: Sequence[tuple[str, int]]) -> list[Line]:
 
 def settle(beneficiary: str, amount: int) -> list[Line]:
     """Lines that move a commission past its return window to the available account."""
-    return _move(pending(beneficiary), available(beneficiary), amount)
+    return move(pending(beneficiary), available(beneficiary), amount)
 
 
 def reverse(beneficiary: str, amount: int) -> list[Line]:
     """Lines that take a refunded order's commission back from pending to the shop."""
-    return _move(pending(beneficiary), SHOP, amount)
+    return move(pending(beneficiary), SHOP, amount)
 
 
 def balanced(lines: Sequence[Line]) -> bool:

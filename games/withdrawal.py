@@ -8,11 +8,10 @@ the hold back to the user.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from games.commission import Line, available
+from games.commission import Line, available, move
 
 PAYOUTS = "shop:payouts"
 
@@ -63,27 +62,17 @@ def decide(amount: int, balance: int, limits: Limits) -> Decision | Refusal:
     return Decision.REVIEW if amount >= limits.review_fen else Decision.PAY
 
 
-def _move(source: str, target: str, amount: int) -> list[Line]:
-    if type(amount) is not int or amount <= 0:
-        raise ValueError("a withdrawal is a positive integer of fen")
-    return [Line(source, -amount), Line(target, amount)]
-
-
 def hold(user: str, amount: int) -> list[Line]:
     """Lines that take a requested amount out of reach: available → withdrawing."""
-    return _move(available(user), withdrawing(user), amount)
+    return move(available(user), withdrawing(user), amount)
 
 
 def pay(user: str, amount: int) -> list[Line]:
     """Lines for a paid withdrawal: the held amount leaves the ledger's users."""
-    return _move(withdrawing(user), PAYOUTS, amount)
+    return move(withdrawing(user), PAYOUTS, amount)
 
 
 def release(user: str, amount: int) -> list[Line]:
     """Lines for a rejected withdrawal: the held amount is available again."""
-    return _move(withdrawing(user), available(user), amount)
+    return move(withdrawing(user), available(user), amount)
 
-
-def balance(lines: Sequence[Line], account: str) -> int:
-    """The sum of `lines` on `account`."""
-    return sum(line.amount for line in lines if line.account == account)

@@ -218,27 +218,24 @@ async def _withdraw(gw: Gateway, who: Identity, p: dict[str, Any], key: str | No
 
 async def _withdrawals(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                        ) -> Outcome:
-    return {"withdrawals": await reads.withdrawals(gw.pool, who.user, None,
-                                                   p.get("limit", 50))}
+    return {"withdrawals": await reads.user_withdrawals(gw.pool, who.user, p.get("limit", 50))}
 
 
 async def _to_review(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                      ) -> Outcome:
     _marketer(who)
-    return {"withdrawals": await reads.withdrawals(gw.pool, None, p.get("status", "reviewing"),
-                                                   p.get("limit", 50))}
+    return {"withdrawals": await reads.withdrawals_in(gw.pool, p.get("status", "reviewing"),
+                                                      p.get("limit", 50))}
 
 
-async def _approve(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                   ) -> Outcome:
-    _marketer(who)
-    return result_of(await gw.pipeline.review(who.user, p["withdrawal"], True, p.get("note")))
-
-
-async def _reject(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                  ) -> Outcome:
-    _marketer(who)
-    return result_of(await gw.pipeline.review(who.user, p["withdrawal"], False, p.get("note")))
+def _review(approve: bool) -> Handler:
+    """The handler that approves (pays) or rejects a withdrawal held for review."""
+    async def review(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                     ) -> Outcome:
+        _marketer(who)
+        return result_of(await gw.pipeline.review(who.user, p["withdrawal"], approve,
+                                                  p.get("note")))
+    return review
 
 
 _CAMPAIGN = Param(str, pattern=SLUG)
@@ -268,7 +265,7 @@ METHODS: dict[str, Method] = {
         Method("withdrawals.review_list", {"status": Param(str, required=False,
                                                            pattern=_STATUS),
                                            "limit": _LIMIT}, _to_review, False),
-        Method("withdrawals.approve", {"withdrawal": _ID, "note": _NOTE}, _approve, True),
-        Method("withdrawals.reject", {"withdrawal": _ID, "note": _NOTE}, _reject, True),
+        Method("withdrawals.approve", {"withdrawal": _ID, "note": _NOTE}, _review(True), True),
+        Method("withdrawals.reject", {"withdrawal": _ID, "note": _NOTE}, _review(False), True),
     )
 }

@@ -195,18 +195,14 @@ async def review_list(request: web.Request) -> web.Response:
     return await _call(request, who, "withdrawals.review_list", params)
 
 
-async def approve_withdrawal(request: web.Request) -> web.Response:
-    who = identity(request)
-    body = await _body(request)
-    return await _call(request, who, "withdrawals.approve",
-                       _merge(body, withdrawal=_path_id(request, "withdrawal")))
-
-
-async def reject_withdrawal(request: web.Request) -> web.Response:
-    who = identity(request)
-    body = await _body(request)
-    return await _call(request, who, "withdrawals.reject",
-                       _merge(body, withdrawal=_path_id(request, "withdrawal")))
+def _review(method: str) -> Handler:
+    """The route that approves or rejects a withdrawal (`method` says which)."""
+    async def review(request: web.Request) -> web.Response:
+        who = identity(request)
+        body = await _body(request)
+        return await _call(request, who, method,
+                           _merge(body, withdrawal=_path_id(request, "withdrawal")))
+    return review
 
 
 async def bind_referral(request: web.Request) -> web.Response:
@@ -247,5 +243,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/withdrawals", list_withdrawals)
     app.router.add_post("/api/withdrawals", create_withdrawal)
     app.router.add_get("/api/admin/withdrawals", review_list)
-    app.router.add_post("/api/admin/withdrawals/{withdrawal}/approve", approve_withdrawal)
-    app.router.add_post("/api/admin/withdrawals/{withdrawal}/reject", reject_withdrawal)
+    app.router.add_post("/api/admin/withdrawals/{withdrawal}/approve",
+                        _review("withdrawals.approve"))
+    app.router.add_post("/api/admin/withdrawals/{withdrawal}/reject",
+                        _review("withdrawals.reject"))

@@ -22,8 +22,8 @@ def _group(row: asyncpg.Record) -> dict[str, Any]:
         "members": list(row["members"]),
         "virtual_members": row["virtual_members"],
         "price": row["price"],
-        "created_at": iso(int(row["created_at"].timestamp() * 1000)),
-        "expires_at": iso(int(row["expires_at"].timestamp() * 1000)),
+        "created_at": iso_time(row["created_at"]),
+        "expires_at": iso_time(row["expires_at"]),
         "seq": row["version"],
     }
 
@@ -44,7 +44,8 @@ async def list_open_groups(pool: asyncpg.Pool, campaign: str, limit: int) -> lis
     return [_group(r) for r in rows]
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_time(moment: datetime | None) -> str | None:
+    """A timestamp from Postgres in the API's time format (None stays None)."""
     return None if moment is None else iso(int(moment.timestamp() * 1000))
 
 
@@ -53,8 +54,8 @@ def order_view(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"], "campaign": row["campaign"], "group": row["group_id"],
         "sku": row["sku"], "amount": row["amount"], "status": row["status"],
-        "payment_ref": row["payment_ref"], "created_at": _iso(row["created_at"]),
-        "refunded_at": _iso(row["refunded_at"]),
+        "payment_ref": row["payment_ref"], "created_at": iso_time(row["created_at"]),
+        "refunded_at": iso_time(row["refunded_at"]),
     }
 
 
@@ -68,7 +69,7 @@ async def list_orders(pool: asyncpg.Pool, user: str, limit: int) -> list[dict[st
 def referral_view(row: asyncpg.Record) -> dict[str, Any]:
     """A referral binding as the API shows it."""
     return {"user": row["user_id"], "referrer": row["referrer"],
-            "bound_at": _iso(row["bound_at"])}
+            "bound_at": iso_time(row["bound_at"])}
 
 
 async def referral(pool: asyncpg.Pool, user: str) -> dict[str, Any]:
@@ -99,8 +100,8 @@ async def commissions(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, An
             {"id": r["id"], "order": r["order_id"], "level": r["level"], "buyer": r["buyer"],
              "campaign": r["campaign"], "base": r["base"], "rate_bps": r["rate_bps"],
              "amount": r["amount"], "status": r["status"],
-             "settle_at": _iso(r["settle_at"]), "created_at": _iso(r["created_at"]),
-             "closed_at": _iso(r["closed_at"])}
+             "settle_at": iso_time(r["settle_at"]), "created_at": iso_time(r["created_at"]),
+             "closed_at": iso_time(r["closed_at"])}
             for r in rows
         ],
     }
@@ -120,14 +121,18 @@ def withdrawal_view(row: asyncpg.Record) -> dict[str, Any]:
     return {"id": row["id"], "user": row["user_id"], "amount": row["amount"],
             "status": row["status"], "payout_ref": row["payout_ref"],
             "reviewer": row["reviewer"], "note": row["note"],
-            "created_at": _iso(row["created_at"]), "closed_at": _iso(row["closed_at"])}
+            "created_at": iso_time(row["created_at"]), "closed_at": iso_time(row["closed_at"])}
 
 
-async def withdrawals(pool: asyncpg.Pool, user: str | None, status: str | None, limit: int
-                      ) -> list[dict[str, Any]]:
-    """Withdrawals, newest first: one user's (or everyone's), of one status (or any)."""
+async def user_withdrawals(pool: asyncpg.Pool, user: str, limit: int) -> list[dict[str, Any]]:
+    """A user's withdrawals, newest first."""
     rows = await pool.fetch(
-        "SELECT * FROM withdrawals WHERE ($1::text IS NULL OR user_id = $1)"
-        " AND ($2::text IS NULL OR status = $2) ORDER BY id DESC LIMIT $3",
-        user, status, limit)
+        "SELECT * FROM withdrawals WHERE user_id = $1 ORDER BY id DESC LIMIT $2", user, limit)
+    return [withdrawal_view(r) for r in rows]
+
+
+async def withdrawals_in(pool: asyncpg.Pool, status: str, limit: int) -> list[dict[str, Any]]:
+    """Everyone's withdrawals in `status`, newest first (what marketers review)."""
+    rows = await pool.fetch(
+        "SELECT * FROM withdrawals WHERE status = $1 ORDER BY id DESC LIMIT $2", status, limit)
     return [withdrawal_view(r) for r in rows]

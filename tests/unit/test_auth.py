@@ -34,14 +34,19 @@ def test_a_token_proves_its_claims() -> None:
     assert verify(SECRET, token) == Identity("alice", "marketer", "YN", "d1")
 
 
+# Tokens here are made when the tests are collected, which can be minutes before this test
+# runs in a whole suite: they must not expire on the way (it would change the refusal).
+LATER = int(time.time()) + 86_400
+
+
 @pytest.mark.parametrize(("token", "message"), [
     (issue("o" * 64, "alice"), "the token is not valid"),  # another secret
     (issue(SECRET, "alice", ttl=-10), "the token has expired"),
-    (jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, SECRET, algorithm="HS512"),
+    (jwt.encode({"sub": "alice", "exp": LATER}, SECRET, algorithm="HS512"),
      "the token is not valid"),
-    (jwt.encode({"sub": "a b", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"),
+    (jwt.encode({"sub": "a b", "exp": LATER}, SECRET, algorithm="HS256"),
      "the token's subject is not a valid user id"),
-    (jwt.encode({"sub": "alice", "exp": int(time.time()) + 60, "role": "root"}, SECRET,
+    (jwt.encode({"sub": "alice", "exp": LATER, "role": "root"}, SECRET,
                 algorithm="HS256"), "the token's role is not known"),
     (jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256"), "the token is not valid"),
     ("", "a valid token is required"),

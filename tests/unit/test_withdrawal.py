@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -23,7 +23,6 @@ from games.withdrawal import (
     Decision,
     Limits,
     Refusal,
-    balance,
     decide,
     hold,
     pay,
@@ -32,6 +31,12 @@ from games.withdrawal import (
 )
 
 LIMITS = Limits(min_fen=100, review_fen=50_000)
+
+
+def balance(lines: Sequence[Line], account: str) -> int:
+    """The sum of `lines` on `account` (what the server sums in SQL)."""
+    return sum(line.amount for line in lines if line.account == account)
+
 USER = "u"
 OTHER = "v"
 
