@@ -31,8 +31,14 @@ async def migrated(svc: Services) -> Services:
     return svc
 
 
+@pytest.fixture(scope="session")
+async def database(migrated: Services) -> Services:
+    """The services a suite's tests write to (a suite may override it with its own)."""
+    return migrated
+
+
 @pytest.fixture
-async def clean(migrated: Services) -> AsyncIterator[Services]:
+async def clean(database: Services) -> AsyncIterator[Services]:
     """Empty tables and Redis keys before a test."""
-    await wipe(migrated)
-    yield migrated
+    await wipe(database)
+    yield database

@@ -11,11 +11,11 @@ from actors.groupbuy_shard import GroupBuyShard
 from storage import db
 from storage.config import Config, parse
 from tests.support import configs
-from tests.support.services import Services, prepare, wipe
+from tests.support.services import Services, prepare
 
 
 @pytest.fixture(scope="session")
-async def own_database(migrated: Services) -> Services:
+async def database(migrated: Services) -> Services:
     """The integration tests' database, apart from the acceptance suite's: that suite's
     deployment lives on through the session, and its pipeline would otherwise drain the
     outbox these tests write, with its own config."""
@@ -24,12 +24,6 @@ async def own_database(migrated: Services) -> Services:
     await prepare(own)
     return own
 
-
-@pytest.fixture
-async def clean(own_database: Services) -> AsyncIterator[Services]:
-    """Empty tables and Redis keys before a test."""
-    await wipe(own_database)
-    yield own_database
 
 T0 = 1_900_000_000_000  # a fixed "now" inside the test campaigns, epoch ms
 
