@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import asyncpg
 import redis.asyncio as aioredis
 
 from actors import answers, backoff, gcstats
@@ -35,6 +36,7 @@ from games.pmap import PMap
 from storage import db, events
 from storage.config import Config
 from storage.live import Live, LiveEvent
+from storage.text import clean_token
 
 log = logging.getLogger("fission.shard")
 
@@ -82,6 +84,16 @@ class _Pending:
     keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, str, int]]] = field(
         default_factory=list)
     commands: int = 0
+    # Where each command's writes end in the batch: (events, outbox, results) counts
+    # after it, and its answer's future (None for a timer's). Used only to find the
+    # command that a commit's data error came from.
+    marks: list[tuple[int, int, int, asyncio.Future[Answer] | None]] = field(
+        default_factory=list)
+
+    def mark(self, done: asyncio.Future[Answer] | None) -> None:
+        """Close the current command's share of the batch."""
+        batch = self.batch
+        self.marks.append((len(batch.events), len(batch.outbox), len(batch.results), done))
 
 
 def now_ms() -> int:
@@ -265,9 +277,18 @@ class GroupBuyShard:
         if campaign is None:
             done.set_result(_error("not_found", f"no group-buy campaign {command.get('campaign')}"))
             return done
-        user = str(command["user"])
+        user = command.get("user")
         key = command.get("key")
         method = command.get("method")
+        group = command.get("group")
+        # The gateway checks these already; the owner checks again, because one string
+        # Postgres refuses would fail the commit of every command batched with it.
+        if not clean_token(user, 64) or (key is not None and not clean_token(key, 128)) \
+                or (group is not None and not clean_token(group, 64)):
+            done.set_result(_error("invalid_request", "user, key and group must be short "
+                                   "UTF-8 texts without control characters"))
+            return done
+        assert isinstance(user, str)
         # What the key was first used for: the same key for another command is a client
         # bug that must not silently answer with the first command's result.
         fingerprint = f"{method}|{command.get('group') or ''}"
@@ -292,7 +313,7 @@ class GroupBuyShard:
         if method == "groupbuy.open":
             game_command = gb.OpenGroup(user=user)
         elif method == "groupbuy.join":
-            game_command = gb.JoinGroup(user=user, group=str(command.get("group")))
+            game_command = gb.JoinGroup(user=user, group=str(group))
         else:
             done.set_result(_error("invalid_request", f"unknown method {method}"))
             return done
@@ -309,6 +330,7 @@ class GroupBuyShard:
             done.set_result(answer)  # nothing to make durable
             return done
         pending.answers.append((done, answer))
+        pending.mark(done)
         pending.commands += 1
         self._has_pending.set()
         return done
@@ -387,9 +409,16 @@ class GroupBuyShard:
                     future.set_result(result)
                 continue
             started = time.perf_counter()
+            refused: set[asyncio.Future[Answer]] = set()
+            forgotten: set[asyncio.Future[Answer]] = set()
             try:
                 async with self._pool.acquire() as conn:
-                    await events.commit(conn, pending.batch)
+                    try:
+                        await events.commit(conn, pending.batch)
+                    except asyncpg.DataError:
+                        log.exception("shard %d: a command's data was refused; finding it",
+                                      self.index)
+                        refused, forgotten = await self._commit_apart(conn, pending)
             except Exception as exc:
                 # The in-memory state is now ahead of Postgres: refuse everything and let
                 # the owner restart us so we rebuild from what was really committed.
@@ -410,13 +439,55 @@ class GroupBuyShard:
                 log.warning("shard %d: slow commit, %d commands in %.0f ms", self.index,
                             pending.commands, took * 1000)
             for campaign, key, remembered in pending.keyed:
-                campaign.results[key] = remembered  # (fingerprint, answer text, at)
+                if not forgotten or self._inflight.get((campaign.config.id, *key),
+                                                       (None, None))[1] not in forgotten:
+                    campaign.results[key] = remembered  # (fingerprint, answer text, at)
                 self._inflight.pop((campaign.config.id, *key), None)
+            refusal = _error("invalid_request", "this request could not be saved")
             for future, result in pending.answers:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_result(refusal if future in refused else result)
             if pending.live:
                 self._publish_queue.put_nowait(pending.live)
+
+    async def _commit_apart(self, conn: asyncpg.Connection, pending: _Pending
+                            ) -> tuple[set[asyncio.Future[Answer]], set[asyncio.Future[Answer]]]:
+        """Commit `pending` command by command, each behind a savepoint, after the batch
+        as a whole hit a data error. Returns the answers to refuse and the answers whose
+        key is not remembered: a command whose idempotency answer Postgres refused keeps
+        its events (answered as it was, unremembered) or, with none, changed nothing
+        (answered as refused). Every other command commits and is answered as usual.
+
+        A command whose events Postgres refuses cannot be taken back from memory, where
+        later commands may build on it: that error is raised, and the owner restarts.
+        """
+        refused: set[asyncio.Future[Answer]] = set()
+        forgotten: set[asyncio.Future[Answer]] = set()
+        batch = pending.batch
+        events_at = outbox_at = results_at = 0
+        marks = [*pending.marks, (len(batch.events), len(batch.outbox), len(batch.results),
+                                  None)]
+        async with conn.transaction():
+            for events_end, outbox_end, results_end, done in marks:
+                writes = events.Batch(events=batch.events[events_at:events_end],
+                                      outbox=batch.outbox[outbox_at:outbox_end])
+                answer = events.Batch(results=batch.results[results_at:results_end])
+                events_at, outbox_at, results_at = events_end, outbox_end, results_end
+                if writes.events or writes.outbox:
+                    async with conn.transaction():  # a savepoint
+                        await events.commit(conn, writes)
+                if answer.results:
+                    try:
+                        async with conn.transaction():
+                            await events.commit(conn, answer)
+                    except asyncpg.DataError:
+                        if done is None:
+                            raise  # no command of a client's: not a client's data
+                        forgotten.add(done)
+                        if not writes.events:
+                            refused.add(done)
+            await events.commit(conn, events.Batch(groups=batch.groups))
+        return refused, forgotten
 
     async def _publish_loop(self) -> None:
         while True:
@@ -515,6 +586,7 @@ class GroupBuyShard:
                 continue
             version = campaign.state.version
             self._apply(campaign, gb.ExpireGroup(group_id))
+            self._pending.mark(None)
             if campaign.state.version != version:
                 count += 1
         return count

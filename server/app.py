@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections import OrderedDict
+from collections import Counter
 from typing import Any
 
 import asyncpg
@@ -18,11 +18,12 @@ from aiohttp import web
 from actors import gcstats, runtime
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
-from server import http_api, ws
+from server import http_api, state, ws
 from server.auth import Identity, Verifier
 from server.errors import ApiError
 from server.gateway import Gateway
 from server.hub import Hub
+from server.limits import UserLimiter
 from server.metrics import Metrics
 from server.params import USER_CHARS
 from storage import db, reads
@@ -31,26 +32,8 @@ from storage.live import Live
 
 log = logging.getLogger("fission.app")
 
-_GROUP_TOPIC = re.compile(r"^groupbuy:([a-z0-9_-]{1,64}):([A-Za-z0-9_-]{1,64})$")
-_USER_TOPIC = re.compile(f"^user:({USER_CHARS})$")
-
-
-class UserLimiter:
-    """Per-user token buckets for HTTP (bounded memory: least recently seen evicted)."""
-
-    def __init__(self, rate: float, burst: int, capacity: int = 100_000) -> None:
-        self.rate, self.burst, self.capacity = rate, float(burst), capacity
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, user: str) -> bool:
-        now = time.monotonic()
-        tokens, stamp = self._buckets.pop(user, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
-        allowed = tokens >= 1
-        self._buckets[user] = (tokens - 1 if allowed else tokens, now)
-        if len(self._buckets) > self.capacity:
-            self._buckets.popitem(last=False)
-        return allowed
+_GROUP_TOPIC = re.compile(r"groupbuy:([a-z0-9_-]{1,64}):([A-Za-z0-9_-]{1,64})")
+_USER_TOPIC = re.compile(f"user:({USER_CHARS})")
 
 
 class Server:
@@ -67,6 +50,11 @@ class Server:
         self.stopping = False
         cfg = config.server
         self.http_limiter = UserLimiter(cfg.frames_per_second, cfg.frame_burst)
+        self.sockets_by_user: Counter[str] = Counter()
+        self.sockets_by_ip: Counter[str] = Counter()
+        # Calls the sockets wait on, by when each began (oldest first): /metrics reports
+        # the oldest's age, the first sign of a reply that is not coming.
+        self.pending_calls: dict[object, float] = {}
         self.verify = Verifier(config.auth.secret)
 
     async def start(self) -> None:
@@ -105,12 +93,12 @@ class Server:
 
     def authorize_topic(self, who: Identity, topic: str) -> None:
         """Refuse topics that do not exist or are someone else's."""
-        match = _GROUP_TOPIC.match(topic)
+        match = _GROUP_TOPIC.fullmatch(topic)
         if match:
             if self.config.campaign(match[1]) is None:
                 raise ApiError("not_found", f"no campaign {match[1]!r}")
             return
-        match = _USER_TOPIC.match(topic)
+        match = _USER_TOPIC.fullmatch(topic)
         if match:
             if match[1] != who.user:
                 raise ApiError("forbidden", "you may only subscribe to your own user topic")
@@ -119,13 +107,13 @@ class Server:
 
     async def snapshot(self, topic: str) -> tuple[int, dict[str, Any]]:
         """A topic's current seq and state, for subscribe and resync."""
-        match = _GROUP_TOPIC.match(topic)
+        match = _GROUP_TOPIC.fullmatch(topic)
         if match:
             group = await reads.get_group(self.pool, match[1], match[2])
             if group is None:
                 raise ApiError("not_found", f"no group {match[2]!r} in campaign {match[1]!r}")
             return int(group["seq"]), {"group": group}
-        match = _USER_TOPIC.match(topic)
+        match = _USER_TOPIC.fullmatch(topic)
         if match:
             return await self.live.last_seq(topic), {"user": match[1]}
         raise ApiError("not_found", f"no topic {topic!r}")
@@ -156,14 +144,17 @@ class Server:
         pipeline = None
         with contextlib.suppress(Exception):
             pipeline = await asyncio.wait_for(self.pipeline.stats.remote(), 2.0)
-        return self.metrics.render(stats, outbox, pipeline)
+        oldest = next(iter(self.pending_calls.values()), None)
+        waiting = 0.0 if oldest is None else time.monotonic() - oldest
+        return self.metrics.render(stats, outbox, pipeline, oldest_call_seconds=waiting,
+                                   calls_waiting=len(self.pending_calls))
 
 
 def make_app(server: Server) -> web.Application:
     """The aiohttp application for `server`."""
     app = web.Application(client_max_size=server.config.server.max_body_bytes,
                           middlewares=[http_api.errors_and_logs])
-    app["server"] = server
+    app[state.SERVER] = server
     http_api.routes(app)
     app.router.add_get("/ws", ws.handle)
     return app

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 
 from server.errors import ApiError
 from server.params import USER_ID
+from storage.text import clean_token
 
 ROLES = frozenset({"user", "marketer"})
 
@@ -21,12 +23,14 @@ class Identity:
     role: str
     region: str | None = None
     device: str | None = None
+    # The token's `exp` (epoch seconds): when it stops proving who this is, not part of who.
+    expires: float = field(default=math.inf, compare=False)
 
 
 def issue(secret: str, user: str, *, role: str = "user", region: str | None = None,
           device: str | None = None, ttl: int = 86400, now: float | None = None) -> str:
     """A signed token for `user`."""
-    if not USER_ID.match(user):
+    if not USER_ID.fullmatch(user):
         raise ValueError("user ids are 1-64 characters of letters, digits and _.:@-")
     if role not in ROLES:
         raise ValueError(f"role must be one of {sorted(ROLES)}")
@@ -47,7 +51,9 @@ def verify(secret: str, token: str) -> Identity:
 def verify_claims(secret: str, token: str) -> tuple[Identity, float]:
     """The identity a token proves and when it expires (epoch seconds), or
     ApiError(unauthorized)."""
-    if not token or len(token) > 4096:
+    # A JWT is ASCII (base64url and dots); anything else, such as the lone surrogates
+    # aiohttp makes of a header's non-UTF-8 bytes, is refused before PyJWT encodes it.
+    if not token or len(token) > 4096 or not token.isascii():
         raise ApiError("unauthorized", "a valid token is required")
     try:
         # algorithms pins HS256: `alg: none` and other algorithms are refused.
@@ -58,17 +64,22 @@ def verify_claims(secret: str, token: str) -> tuple[Identity, float]:
     except jwt.PyJWTError:
         raise ApiError("unauthorized", "the token is not valid") from None
     user, role = claims.get("sub"), claims.get("role", "user")
-    if not isinstance(user, str) or not USER_ID.match(user):
+    if not isinstance(user, str) or not USER_ID.fullmatch(user):
         raise ApiError("unauthorized", "the token's subject is not a valid user id")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # a list is not hashable
         raise ApiError("unauthorized", "the token's role is not known")
-    region, device = claims.get("region"), claims.get("device")
-    identity = Identity(
-        user=user, role=role,
-        region=region if isinstance(region, str) else None,
-        device=device if isinstance(device, str) else None,
-    )
-    return identity, float(claims["exp"])
+    optional: dict[str, str | None] = {}
+    for claim in ("region", "device"):
+        value = claims.get(claim)
+        if value is not None and not clean_token(value, 64):
+            raise ApiError("unauthorized", f"the token's {claim} must be a short text")
+        optional[claim] = value
+    exp = claims["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        raise ApiError("unauthorized", "the token's exp is not a time")
+    identity = Identity(user=user, role=role, region=optional["region"],
+                        device=optional["device"], expires=float(exp))
+    return identity, float(exp)
 
 
 class Verifier:

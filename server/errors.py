@@ -22,25 +22,40 @@ STATUS = {
     "insufficient_balance": 409,
     "already_reviewed": 409,
     "rate_limited": 429,
+    "too_many_connections": 429,
+    "uri_too_long": 414,
+    "headers_too_large": 431,
     "unavailable": 503,
     "internal": 500,
 }
 
 
 class ApiError(Exception):
-    """A request refused with a contract error code."""
+    """A request refused with a contract error code.
 
-    def __init__(self, code: str, message: str) -> None:
+    A refusal the client should simply retry later (`rate_limited`) says when:
+    `retry_after_ms`, carried in the error object (and as HTTP's `Retry-After`).
+    """
+
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after_ms = retry_after_ms
 
     @property
     def status(self) -> int:
         return status_of(self.code)
 
+    def error(self) -> dict[str, Any]:
+        """The `error` object of the contract's shape."""
+        found: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.retry_after_ms is not None:
+            found["retry_after_ms"] = self.retry_after_ms
+        return found
+
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        return {"error": self.error()}
 
 
 def status_of(code: str) -> int:

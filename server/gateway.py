@@ -242,8 +242,8 @@ _CAMPAIGN = Param(str, pattern=SLUG)
 _GROUP = Param(str, pattern=IDENT)
 _LIMIT = Param(int, required=False, low=1, high=100)
 _ID = Param(int, low=1, high=(1 << 63) - 1)
-_STATUS = re.compile(r"^(reviewing|paid|rejected)$")
-_NOTE = Param(str, required=False, pattern=re.compile(r"^[^\x00-\x1f\x7f]{1,200}$"))
+_STATUS = re.compile(r"reviewing|paid|rejected")
+_NOTE = Param(str, required=False, pattern=re.compile(r"[^\x00-\x1f\x7f]{1,200}"))
 
 METHODS: dict[str, Method] = {
     m.name: m

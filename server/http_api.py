@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -11,9 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from server import state
 from server.auth import Identity
-from server.errors import ApiError, status_of
+from server.errors import ApiError
 from server.gateway import encode
+from server.limits import retry_after_ms
+from server.params import KEY_MAX, parse_json
+from storage.text import clean_token
 
 if TYPE_CHECKING:
     from server.app import Server
@@ -21,27 +25,51 @@ if TYPE_CHECKING:
 log = logging.getLogger("fission.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_KEY_MAX = 128
-_ID = re.compile(r"^[0-9]{1,18}$")
+_ID = re.compile(r"[0-9]{1,18}")
+# Our limits on a request's target and each header, answered in the contract's shape;
+# aiohttp's own parser limits sit above them (see `PARSER_LIMITS`), so only what is far
+# too large to read gets its plain-text 400.
+MAX_URL_BYTES = 8192
+MAX_HEADER_BYTES = 8192
+PARSER_LIMITS = {"max_line_size": 4 * MAX_URL_BYTES, "max_field_size": 4 * MAX_HEADER_BYTES}
 
 
-def error_response(code: str, message: str, status: int | None = None) -> web.Response:
-    """The contract's error body with its status."""
-    return web.json_response({"error": {"code": code, "message": message}},
-                             status=status or status_of(code))
+def error_response(code: str, message: str, status: int | None = None,
+                   retry_after: int | None = None) -> web.Response:
+    """The contract's error body with its status (and `Retry-After` when the client
+    should retry after `retry_after` ms)."""
+    return api_error_response(ApiError(code, message, retry_after), status)
+
+
+def api_error_response(exc: ApiError, status: int | None = None) -> web.Response:
+    """`exc` as the contract's error body with its status."""
+    response = web.json_response(exc.body(), status=status or exc.status)
+    if exc.retry_after_ms is not None:
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after_ms / 1000))
+    return response
+
+
+def _check_size(request: web.Request) -> None:
+    if len(request.raw_path) > MAX_URL_BYTES:
+        raise ApiError("uri_too_long", f"the request target is over {MAX_URL_BYTES} bytes")
+    for name, value in request.raw_headers:
+        if len(name) + len(value) > MAX_HEADER_BYTES:
+            raise ApiError("headers_too_large",
+                           f"a header is over {MAX_HEADER_BYTES} bytes")
 
 
 @web.middleware
 async def errors_and_logs(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes the contract's error shape; one log line per request."""
-    server: Server = request.app["server"]
+    server: Server = request.app[state.SERVER]
     started = time.perf_counter()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource \
         else "unmatched"
     try:
+        _check_size(request)
         response = await handler(request)
     except ApiError as exc:
-        response = error_response(exc.code, exc.message, exc.status)
+        response = api_error_response(exc)
     except web.HTTPRequestEntityTooLarge:
         response = error_response("payload_too_large", "the request body is too large", 413)
     except web.HTTPNotFound:
@@ -67,14 +95,16 @@ async def errors_and_logs(request: web.Request, handler: Handler) -> web.StreamR
 
 def identity(request: web.Request) -> Identity:
     """The caller, from `Authorization: Bearer <token>`."""
-    server: Server = request.app["server"]
+    server: Server = request.app[state.SERVER]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ApiError("unauthorized", "send Authorization: Bearer <token>")
     who = server.verify(token.strip())
-    if not server.http_limiter.take(who.user):
-        raise ApiError("rate_limited", "too many requests; slow down")
+    wait = server.http_limiter.take(who.user)
+    if wait:
+        raise ApiError("rate_limited", "too many requests; retry after retry_after_ms",
+                       retry_after_ms(wait))
     return who
 
 
@@ -84,10 +114,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ApiError("invalid_request", "the body is not valid JSON") from None
+    data = parse_json(raw, "the body")
     if not isinstance(data, dict):
         raise ApiError("invalid_request", "the body must be a JSON object")
     return data
@@ -95,20 +122,22 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 def _key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= _KEY_MAX:
-        raise ApiError("invalid_request", f"Idempotency-Key must be 1-{_KEY_MAX} characters")
+    if key is not None and not clean_token(key, KEY_MAX):
+        # aiohttp hands a header's non-UTF-8 bytes on as lone surrogates: refused here.
+        raise ApiError("invalid_request", f"Idempotency-Key must be 1-{KEY_MAX} characters"
+                       " of UTF-8 text without control characters")
     return key
 
 
 async def _call(request: web.Request, who: Identity, method: str, params: dict[str, Any],
                 status: int = 200) -> web.Response:
-    server: Server = request.app["server"]
+    server: Server = request.app[state.SERVER]
     result = await server.gateway.call(who, method, params, _key(request))
     return web.Response(text=encode(result), status=status, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    server: Server = request.app["server"]
+    server: Server = request.app[state.SERVER]
     problems = await server.health()
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems}, status=503)
@@ -116,13 +145,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    server: Server = request.app["server"]
+    server: Server = request.app[state.SERVER]
     return web.Response(text=await server.render_metrics(),
                         content_type="text/plain", charset="utf-8")
 
 
 async def campaigns(request: web.Request) -> web.Response:
-    server: Server = request.app["server"]
+    server: Server = request.app[state.SERVER]
     return web.json_response({"campaigns": [c.public() for c in server.config.groupbuys]})
 
 
@@ -173,7 +202,7 @@ async def refund_order(request: web.Request) -> web.Response:
 
 def _path_id(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
-    if not _ID.match(raw):  # ASCII digits only: str.isdigit() admits '²'
+    if not _ID.fullmatch(raw):  # ASCII digits only: str.isdigit() admits '²'
         raise ApiError("invalid_request", f"the {name} id must be a positive integer")
     return int(raw)
 

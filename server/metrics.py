@@ -52,6 +52,7 @@ class Metrics:
         self.ws_open = 0
         self.ws_frames: dict[str, int] = defaultdict(int)
         self.ws_disconnects: dict[str, int] = defaultdict(int)
+        self.ws_refused: dict[str, int] = defaultdict(int)  # frames refused, by reason
         self.events_delivered = 0
 
     def request(self, method: str, route: str, status: int) -> None:
@@ -66,9 +67,11 @@ class Metrics:
         self.actor_batch_size.observe(float(batch))
 
     def render(self, shard_stats: list[dict[str, Any]], outbox: tuple[int, float] | None,
-               pipeline: dict[str, Any] | None = None) -> str:
-        """The exposition text, with shard commit batches, outbox lag and the pipeline's
-        counts (since its actor started)."""
+               pipeline: dict[str, Any] | None = None, *, oldest_call_seconds: float = 0.0,
+               calls_waiting: int = 0) -> str:
+        """The exposition text, with shard commit batches, outbox lag, the pipeline's
+        counts (since its actor started) and the socket calls still waiting for an
+        answer (how many, and the oldest one's age)."""
         out = ["# TYPE fission_http_requests_total counter"]
         for (method, route, status), n in sorted(self.http.items()):
             out.append(f'fission_http_requests_total{{method="{method}",route="{route}",'
@@ -90,6 +93,13 @@ class Metrics:
         out.append("# TYPE fission_ws_disconnects_total counter")
         for reason, n in sorted(self.ws_disconnects.items()):
             out.append(f'fission_ws_disconnects_total{{reason="{reason}"}} {n}')
+        out.append("# TYPE fission_ws_refused_frames_total counter")
+        for reason, n in sorted(self.ws_refused.items()):
+            out.append(f'fission_ws_refused_frames_total{{reason="{reason}"}} {n}')
+        out += ["# TYPE fission_ws_calls_waiting gauge",
+                f"fission_ws_calls_waiting {calls_waiting}",
+                "# TYPE fission_ws_oldest_call_seconds gauge",
+                f"fission_ws_oldest_call_seconds {oldest_call_seconds:.3f}"]
         out += ["# TYPE fission_events_delivered_total counter",
                 f"fission_events_delivered_total {self.events_delivered}",
                 "# TYPE fission_commit_batch_size histogram"]

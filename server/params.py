@@ -6,17 +6,33 @@ declare (`user`, `price`, ...) is an `invalid_request`, not silently ignored.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from server.errors import ApiError
+from storage.text import storable
 
-SLUG = re.compile(r"^[a-z0-9_-]{1,64}$")
-IDENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Patterns match whole strings (`fullmatch`): `$` would also match before a final newline.
+SLUG = re.compile(r"[a-z0-9_-]{1,64}")
+IDENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A user id (a token's `sub`, a referrer): wider than IDENT, for ids like phone@shop.
 USER_CHARS = r"[A-Za-z0-9_.:@-]{1,64}"
-USER_ID = re.compile(f"^{USER_CHARS}$")
+USER_ID = re.compile(USER_CHARS)
+KEY_MAX = 128  # characters of an Idempotency-Key or a WebSocket ref
+
+
+def parse_json(raw: str | bytes, what: str) -> Any:
+    """`raw` decoded as JSON, or ApiError(invalid_request) naming `what`.
+
+    Nesting deeper than the interpreter's recursion limit is refused like any other
+    malformed document (json raises RecursionError for it, not ValueError).
+    """
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError("invalid_request", f"{what} is not valid JSON") from None
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,10 @@ def check(params: Any, spec: dict[str, Param]) -> dict[str, Any]:
         elif p.kind is str:
             if not isinstance(value, str):
                 raise ApiError("invalid_request", f"field {name!r} must be a string")
-            if p.pattern is not None and not p.pattern.match(value):
+            if not storable(value):
+                raise ApiError("invalid_request",
+                               f"field {name!r} must be UTF-8 text without NUL")
+            if p.pattern is not None and not p.pattern.fullmatch(value):
                 raise ApiError("invalid_request", f"field {name!r} is not a valid identifier")
         clean[name] = value
     return clean

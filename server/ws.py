@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,26 +20,36 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from server import wire
+from server import state, wire
 from server.auth import Identity
 from server.errors import ApiError
 from server.gateway import compact as _frame  # replies and errors, compact JSON
 from server.gateway import encode
+from server.limits import Bucket, retry_after_ms
+from server.params import KEY_MAX, parse_json
 from storage.live import missed
+from storage.text import clean_token
 
 if TYPE_CHECKING:
     from server.app import Server
 
 log = logging.getLogger("fission.ws")
 
-AUTH_TIMEOUT = 10.0
 MAX_TOPICS = 100
 MAX_CALLS_IN_FLIGHT = 64
-CLOSE_UNAUTHORIZED = 4001
+# A client over MAX_CALLS_IN_FLIGHT waits for one of its replies; this is a hint.
+CALLS_RETRY_MS = 100
+CLOSE_UNAUTHORIZED = 4001  # no valid token in time, or the token expired
+CLOSE_IDLE = 4002  # no frame at all in `idle_timeout_seconds`
 CLOSE_SLOW = 4008
+CLOSE_TOO_MANY = 4029  # over `max_sockets_per_user` or `max_sockets_per_ip`
 CLOSE_POLICY = 1008
 CLOSE_RESTART = 1012
 CLOSE_LINGER = 10.0  # seconds a dropped client's last frames may take to flush
+# Seconds a closing socket waits for the answers of calls it had accepted, so their
+# replies go out before the close frame.
+DRAIN_CALLS = 5.0
+DRAIN_ON_RESTART = 1.0
 # Frames are written straight to a socket holding less than this unsent (asyncio's
 # default high-water mark); above it they queue for the writer.
 DIRECT_LIMIT = 64 * 1024
@@ -53,26 +62,23 @@ class _Sub:
     buffer: list[tuple[int, bytes]] = field(default_factory=list)
 
 
-class _Bucket:
-    """Token bucket: `rate` frames a second, up to `burst` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-def _error(ref: Any, code: str, message: str) -> str:
+def _error(ref: str | None, code: str, message: str, retry_after: int | None = None) -> str:
     return _frame({"op": "reply", "ref": ref, "ok": False,
-                   "error": {"code": code, "message": message}})
+                   "error": ApiError(code, message, retry_after).error()})
+
+
+_UNREAD = object()  # a frame that is not JSON
+
+
+def _read(data: str | bytes) -> tuple[Any, str | None]:
+    """A frame's JSON (`_UNREAD` if it is none) and its ref, where one can be read: a
+    string a client may use as an idempotency key, else None."""
+    try:
+        frame = parse_json(data, "frame")
+    except ApiError:
+        return _UNREAD, None
+    ref = frame.get("ref") if isinstance(frame, dict) else None
+    return frame, ref if clean_token(ref, KEY_MAX) else None
 
 
 class Corked:
@@ -112,8 +118,14 @@ class Connection:
         self.protocol = request.protocol
         self.subs: dict[str, _Sub] = {}
         self.identity: Identity | None = None
+        self.counted_user: str | None = None  # counted in the server's sockets per user
+        self.expiry: asyncio.TimerHandle | None = None
+        self.heard = False  # any frame received yet
+        # closed: reading and live events stop; sealed: the close frame is on its way,
+        # nothing more may be written (between the two, accepted calls still answer).
         self.closed = False
-        self.bucket = _Bucket(cfg.frames_per_second, cfg.frame_burst)
+        self.sealed = False
+        self.bucket = Bucket(cfg.frames_per_second, cfg.frame_burst)
         self.strikes = 0
         self.calls: set[asyncio.Task[None]] = set()
         self.writer: asyncio.Task[None] | None = None
@@ -128,13 +140,19 @@ class Connection:
 
     def send(self, frame: str) -> None:
         """Send a JSON text frame (see `send_wire`)."""
-        self.send_wire(wire.text_frame(frame.encode()))
+        try:
+            payload = frame.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate inside a JSON string: its JSON escape (\udcff) is what
+            # ensure_ascii would have written, and valid UTF-8 on the wire.
+            payload = frame.encode("utf-8", "backslashreplace")
+        self.send_wire(wire.text_frame(payload))
 
     def send_wire(self, framed: bytes) -> None:
         """Send a whole WebSocket frame (header and payload) at the end of this loop tick,
         with the socket's other frames of the tick in one write (a completing join's
         three events to each watcher, say)."""
-        if self.closed or self.ws.closed:
+        if self.sealed or self.ws.closed:
             return  # a frame after the close frame would break the protocol
         if not self.out:
             self.server.corked.add(self)
@@ -181,17 +199,25 @@ class Connection:
             if queue.qsize() <= self.low_water:
                 self.room.set()
 
-    def kill(self, code: int, reason: str, message: str) -> None:
-        """Disconnect with `code` and a reason, without waiting on the client."""
+    def kill(self, code: int, reason: str, message: str, drain: float = 0.0) -> None:
+        """Disconnect with `code` and a reason, without waiting on the client; with
+        `drain`, the calls already accepted get up to that many seconds to answer first."""
         if self.closed:
             return
         self.closed = True
         self.server.metrics.ws_disconnects[reason] += 1
+        if self.expiry is not None:
+            self.expiry.cancel()
         for topic in list(self.subs):
             self.server.hub.remove(topic, self)  # a dropped socket costs the hub nothing
-        self.closing = asyncio.get_running_loop().create_task(self._close(code, message))
+        self.closing = asyncio.get_running_loop().create_task(
+            self._close(code, message, drain))
 
-    async def _close(self, code: int, message: str) -> None:
+    async def _close(self, code: int, message: str, drain: float = 0.0) -> None:
+        if drain and self.calls:
+            await asyncio.wait(list(self.calls), timeout=drain)
+        self.flush()  # this tick's frames, the replies among them, before the close
+        self.sealed = True
         if code != CLOSE_SLOW and self.queue is not None:
             # Let the reply that explains the close reach a client that is reading.
             with contextlib.suppress(TimeoutError):
@@ -286,38 +312,86 @@ class Connection:
         task.add_done_callback(self.calls.discard)
 
     async def run(self, token: str | None) -> None:
+        cfg = self.server.config.server
         if token is not None:
             try:
-                self.identity = self.server.verify(token)
+                identity = self.server.verify(token)
             except ApiError as exc:
                 self.send(_error(None, exc.code, exc.message))
                 self.kill(CLOSE_UNAUTHORIZED, "unauthorized", exc.message)
                 return
-        deadline = time.monotonic() + AUTH_TIMEOUT
+            if not self._become(identity, None):
+                return
+        started = time.monotonic()
         while not self.closed:
-            timeout = None if self.identity else max(0.0, deadline - time.monotonic())
+            # Until it proves who it is, and until it sends anything, a socket has a
+            # deadline: silent or anonymous sockets are closed, not held forever.
+            deadlines = []
+            if self.identity is None:
+                deadlines.append((started + cfg.auth_timeout_seconds, CLOSE_UNAUTHORIZED,
+                                  "unauthorized", "no auth frame in time"))
+            if not self.heard:
+                deadlines.append((started + cfg.idle_timeout_seconds, CLOSE_IDLE, "idle",
+                                  "no frame in time"))
+            first = min(deadlines) if deadlines else None
             try:
-                msg = await self.ws.receive(timeout=timeout)
+                msg = await self.ws.receive(
+                    timeout=None if first is None else max(0.0, first[0] - time.monotonic()))
             except TimeoutError:
-                self.kill(CLOSE_UNAUTHORIZED, "unauthorized", "no auth frame in time")
+                assert first is not None
+                self.kill(*first[1:])
                 return
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 return
             if msg.type == WSMsgType.ERROR:
+                # aiohttp closed it already (1007 for text that is not UTF-8, 1009 for a
+                # frame over its size limit): the protocol's own answer.
                 self.kill(CLOSE_POLICY, "protocol_error", "protocol error")
                 return
+            self.heard = True
             self.server.metrics.ws_frames["in"] += 1
-            if not self.bucket.take():
-                self.strikes += 1
-                self.send(_error(None, "rate_limited", "too many frames; slow down"))
-                if self.strikes > 2 * self.bucket.burst:
-                    self.kill(CLOSE_POLICY, "rate_limited", "rate limit exceeded repeatedly")
-                continue
-            if msg.type != WSMsgType.TEXT:
-                self.send(_error(None, "invalid_request", "frames must be JSON text"))
-            else:
-                self.handle(msg.data)
+            self.receive(msg.type, msg.data)
             await self._backpressure()
+
+    def receive(self, kind: WSMsgType, data: str | bytes) -> None:
+        """One frame from the client: every refusal is a reply carrying the frame's ref
+        (null only when no ref can be read from it)."""
+        frame, ref = _read(data)
+        wait = self.bucket.take()
+        if wait:
+            self.strikes += 1
+            self.refuse(ref, "rate_limited", "too many frames; retry after retry_after_ms",
+                        "rate_limited", retry_after_ms(wait))
+            if self.strikes > 2 * self.bucket.burst:
+                self.kill(CLOSE_POLICY, "rate_limited", "rate limit exceeded repeatedly",
+                          drain=DRAIN_CALLS)
+            return
+        if kind != WSMsgType.TEXT:
+            self.refuse(ref, "invalid_request", "frames must be JSON text", "binary")
+            return
+        assert isinstance(data, str)
+        limit = self.server.config.server.max_frame_bytes
+        if len(data) > limit // 4 and len(data.encode("utf-8", "surrogatepass")) > limit:
+            self.refuse(ref, "invalid_request", f"frame larger than {limit} bytes",
+                        "too_large")
+            return
+        if frame is _UNREAD:
+            self.refuse(None, "invalid_request", "frame is not valid JSON", "invalid")
+            return
+        if not isinstance(frame, dict):
+            self.refuse(None, "invalid_request", "frame must be a JSON object", "invalid")
+            return
+        if "ref" in frame and frame["ref"] is not None and ref is None:
+            self.refuse(None, "invalid_request", f"ref must be 1-{KEY_MAX} characters of "
+                        "UTF-8 text without control characters", "invalid")
+            return
+        self.handle(frame, ref)
+
+    def refuse(self, ref: str | None, code: str, message: str, reason: str,
+               retry_after: int | None = None) -> None:
+        """Answer a frame that is refused before its op runs; counted by `reason`."""
+        self.server.metrics.ws_refused[reason] += 1
+        self.send(_error(ref, code, message, retry_after))
 
     async def _backpressure(self) -> None:
         """Stop reading a client's frames while its replies pile up unsent.
@@ -337,25 +411,9 @@ class Connection:
         except TimeoutError:
             self.kill(CLOSE_SLOW, "slow_consumer", "replies not read: client is not reading")
 
-    def handle(self, text: str) -> None:
-        """One text frame: validate and dispatch; every failure is an error reply."""
-        limit = self.server.config.server.max_frame_bytes
-        if len(text) > limit:
-            self.send(_error(None, "invalid_request", f"frame larger than {limit} bytes"))
-            return
-        try:
-            frame = json.loads(text)
-        except ValueError:
-            self.send(_error(None, "invalid_request", "frame is not valid JSON"))
-            return
-        if not isinstance(frame, dict):
-            self.send(_error(None, "invalid_request", "frame must be a JSON object"))
-            return
+    def handle(self, frame: dict[str, Any], ref: str | None) -> None:
+        """One valid frame: dispatch its op; every failure is an error reply."""
         op = frame.get("op")
-        ref = frame.get("ref")
-        if ref is not None and (not isinstance(ref, str) or not 0 < len(ref) <= 128):
-            self.send(_error(None, "invalid_request", "ref must be a string of 1-128 chars"))
-            return
         if op == "ping":
             self.send('{"op":"pong"}')
         elif op == "auth":
@@ -374,9 +432,9 @@ class Connection:
         elif op == "call":
             self._call(frame, ref)
         else:
-            self.send(_error(ref, "invalid_request", f"unknown op {op!r}"))
+            self.refuse(ref, "invalid_request", f"unknown op {op!r}", "invalid")
 
-    def _auth(self, frame: dict[str, Any], ref: Any) -> None:
+    def _auth(self, frame: dict[str, Any], ref: str | None) -> None:
         token = frame.get("token")
         try:
             identity = self.server.verify(token if isinstance(token, str) else "")
@@ -386,9 +444,37 @@ class Connection:
         if self.identity is not None and identity.user != self.identity.user:
             self.send(_error(ref, "forbidden", "a connection cannot change its user"))
             return
-        self.identity = identity
+        if not self._become(identity, ref):
+            return
         self.send(_frame({"op": "reply", "ref": ref, "ok": True,
                           "result": {"user": identity.user, "role": identity.role}}))
+
+    def _become(self, identity: Identity, ref: str | None) -> bool:
+        """Act as `identity` from now on (a new token of the same user extends the
+        socket's life); False when its user has too many sockets (this one closes)."""
+        user = identity.user
+        if self.counted_user != user:
+            counts = self.server.sockets_by_user
+            cap = self.server.config.server.max_sockets_per_user
+            if counts[user] >= cap:
+                message = f"at most {cap} sockets per user"
+                self.send(_error(ref, "too_many_connections", message))
+                self.kill(CLOSE_TOO_MANY, "too_many_sockets", message)
+                return False
+            counts[user] += 1
+            self.counted_user = user
+        self.identity = identity
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if identity.expires != float("inf"):
+            # Close at the token's expiry (its pending replies first): a socket must not
+            # keep acting for a user after the token that proved it has run out.
+            self.expiry = asyncio.get_running_loop().call_later(
+                max(0.0, identity.expires - time.time()), self.kill, CLOSE_UNAUTHORIZED,
+                "token_expired", "the token has expired; reconnect with a new one",
+                DRAIN_CALLS)
+        return True
 
     def _subscribe(self, frame: dict[str, Any], ref: Any) -> None:
         assert self.identity is not None
@@ -414,36 +500,53 @@ class Connection:
         self.server.hub.add(topic, self)
         self._spawn(self._catch_up(topic, after, ref))
 
-    def _call(self, frame: dict[str, Any], ref: Any) -> None:
+    def _call(self, frame: dict[str, Any], ref: str | None) -> None:
         assert self.identity is not None
         method, params = frame.get("method"), frame.get("params", {})
         if ref is None:
-            self.send(_error(None, "invalid_request", "call needs a ref"))
+            self.refuse(None, "invalid_request", "call needs a ref", "invalid")
             return
         if not isinstance(method, str):
-            self.send(_error(ref, "invalid_request", "method must be a string"))
+            self.refuse(ref, "invalid_request", "method must be a string", "invalid")
+            return
+        if time.time() >= self.identity.expires:
+            self.refuse(ref, "unauthorized", "the token has expired", "unauthorized")
             return
         if len(self.calls) >= MAX_CALLS_IN_FLIGHT:
-            self.send(_error(ref, "rate_limited", "too many calls in flight"))
+            self.refuse(ref, "rate_limited", "too many calls in flight; wait for a reply",
+                        "calls_in_flight", CALLS_RETRY_MS)
             return
         self._spawn(self._run_call(ref, method, params))
 
     async def _run_call(self, ref: str, method: str, params: Any) -> None:
         assert self.identity is not None
+        pending = self.server.pending_calls
+        token = object()
+        pending[token] = time.monotonic()  # insertion order is age order: see metrics
         try:
             result = await self.server.gateway.call(self.identity, method, params, ref)
         except ApiError as exc:
-            self.send(_error(ref, exc.code, exc.message))
+            self.send(_error(ref, exc.code, exc.message, exc.retry_after_ms))
             return
         except Exception:
             log.exception("call %s failed", method)
             self.send(_error(ref, "internal", "the server failed to run this call"))
             return
+        finally:
+            del pending[token]
         self.send(f'{{"op":"reply","ref":{_frame(ref)},"ok":true,"result":{encode(result)}}}')
 
     async def finish(self) -> None:
         """Unsubscribe everything and stop background work."""
-        self.closed = True
+        self.closed = self.sealed = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+        if self.counted_user is not None:
+            counts = self.server.sockets_by_user
+            counts[self.counted_user] -= 1
+            if counts[self.counted_user] <= 0:
+                del counts[self.counted_user]
+            self.counted_user = None
         for topic in list(self.subs):
             self.server.hub.remove(topic, self)
         self.subs.clear()
@@ -455,14 +558,31 @@ class Connection:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """aiohttp handler for `/ws`."""
-    server: Server = request.app["server"]
+    server: Server = request.app[state.SERVER]
     if server.stopping:
-        raise web.HTTPServiceUnavailable()
+        raise ApiError("unavailable", "the server is stopping; connect to another")
     cfg = server.config.server
+    origin = request.headers.get("Origin")
+    # Browsers always send Origin; a handshake from another site's page is refused
+    # (other clients may omit it: they are not the cross-site hijacking this stops).
+    if cfg.allowed_origins and origin is not None \
+            and origin.rstrip("/") not in cfg.allowed_origins:
+        raise ApiError("forbidden", "this origin may not open a socket here")
     # aiohttp itself closes (1009) on a frame above this; below it we answer in-band.
     ws = web.WebSocketResponse(max_msg_size=4 * cfg.max_frame_bytes, heartbeat=30.0,
                                compress=False)
     await ws.prepare(request)
+    address = request.remote or "?"
+    per_ip = server.sockets_by_ip
+    if cfg.max_sockets_per_ip and per_ip[address] >= cfg.max_sockets_per_ip:
+        server.metrics.ws_disconnects["too_many_sockets"] += 1
+        message = f"at most {cfg.max_sockets_per_ip} sockets per address"
+        with contextlib.suppress(Exception):
+            await ws.send_str(_error(None, "too_many_connections", message))
+            await asyncio.wait_for(ws.close(code=CLOSE_TOO_MANY, message=message.encode()),
+                                   1.0)
+        return ws
+    per_ip[address] += 1
     connection = Connection(server, ws, request)
     server.connections.add(connection)
     server.metrics.ws_open += 1
@@ -473,6 +593,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         server.metrics.ws_open -= 1
         server.connections.discard(connection)
+        per_ip[address] -= 1
+        if per_ip[address] <= 0:
+            del per_ip[address]
         await connection.finish()
         if not ws.closed:
             with contextlib.suppress(Exception):

@@ -44,6 +44,13 @@ class ServerConfig:
     history_ttl_seconds: int = 3600
     # One INFO line per command (an access log); off, only failures are logged.
     log_commands: bool = False
+    # WebSocket handshakes from browsers must come from one of these origins (exact
+    # `scheme://host[:port]`); empty admits any (the development default).
+    allowed_origins: tuple[str, ...] = ()
+    max_sockets_per_user: int = 16
+    max_sockets_per_ip: int = 2000  # 0: no cap (behind a proxy every client shares its IP)
+    auth_timeout_seconds: float = 10.0  # a socket must prove who it is this soon
+    idle_timeout_seconds: float = 60.0  # ... and send a first frame this soon
 
 
 @dataclass(frozen=True)
@@ -299,7 +306,8 @@ def _server(s: _Section) -> ServerConfig:
     ints: dict[str, tuple[int, int]] = {
         "port": (1, 65535), "max_frame_bytes": (64, 1 << 20), "max_body_bytes": (64, 1 << 20),
         "frame_burst": (1, 10_000), "send_queue": (8, 100_000), "history_size": (1, 100_000),
-        "history_ttl_seconds": (1, 30 * 86400),
+        "history_ttl_seconds": (1, 30 * 86400), "max_sockets_per_user": (1, 10_000),
+        "max_sockets_per_ip": (0, 1_000_000),
     }
     values: dict[str, Any] = {"host": s.get("host", str, d.host),
                               "log_commands": s.get("log_commands", bool, d.log_commands)}
@@ -310,6 +318,15 @@ def _server(s: _Section) -> ServerConfig:
     s.check("frames_per_second", 0 < fps <= 10_000 and math.isfinite(fps),
             "must be above 0 and at most 10000")
     values["frames_per_second"] = float(fps)
+    for name in ("auth_timeout_seconds", "idle_timeout_seconds"):
+        seconds = s.get(name, (int, float), getattr(d, name))
+        s.check(name, 0 < seconds <= 86_400 and math.isfinite(seconds),
+                "must be above 0 and at most 86400")
+        values[name] = float(seconds)
+    origins = s.get("allowed_origins", list, list(d.allowed_origins))
+    s.check("allowed_origins", all(isinstance(o, str) and "://" in o for o in origins),
+            "must be an array of origins such as \"https://shop.example.com\"")
+    values["allowed_origins"] = tuple(o.rstrip("/") for o in origins)
     s.done()
     return ServerConfig(**values)
 

@@ -85,9 +85,14 @@ def assert_reply_error(frame: dict[str, Any], ref: Any, code: str) -> None:
     assert set(frame) == {"op", "ref", "ok", "error"}, frame
     assert frame["op"] == "reply" and frame["ref"] == ref and frame["ok"] is False, frame
     error = frame["error"]
-    assert isinstance(error, dict) and set(error) == {"code", "message"}, frame
+    # A refusal to retry later says when: retry_after_ms (and only such a refusal).
+    want = {"code", "message", "retry_after_ms"} if code == "rate_limited" else {
+        "code", "message"}
+    assert isinstance(error, dict) and set(error) == want, frame
     assert error["code"] == code, frame
     assert isinstance(error["message"], str) and error["message"], frame
+    if code == "rate_limited":
+        assert isinstance(error["retry_after_ms"], int) and error["retry_after_ms"] > 0, frame
 
 
 async def request(session: aiohttp.ClientSession, method: str, url: str, *,
