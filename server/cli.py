@@ -49,6 +49,7 @@ async def _serve(config: Config, host: str, port: int) -> None:
 
     from actors import runtime
     from server.app import Server, make_app, shutdown_actors
+    from server.http_api import PARSER_LIMITS
     from storage import db
     from storage.embedded import Embedded, start_postgres, start_redis
     from storage.migrate import migrate
@@ -76,7 +77,7 @@ async def _serve(config: Config, host: str, port: int) -> None:
         server = Server(config, database_url, redis_url)
         await server.start()
         runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False,
-                               shutdown_timeout=3.0)
+                               shutdown_timeout=3.0, **PARSER_LIMITS)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
