@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support import configs
 from tests.support.services import Services
 from tests.support.stack import (
+    Gateway,
     Stack,
     ray_head,
     start_gateway,
@@ -27,6 +30,7 @@ CAMPAIGNS = [
     configs.campaign("brief", size=3, stock=100, led=5, joined=5, time_limit=2),
     configs.campaign("pair", size=2, stock=1000, led=50, joined=50),
     configs.campaign("later", size=2, stock=10, starts_at="2098-01-01T00:00:00+00:00"),
+    configs.campaign("soak", size=5, stock=10_000_000, led=1_000_000, joined=1_000_000),
 ]
 
 
@@ -64,3 +68,18 @@ async def stack(migrated: Services, ray_address: str,
     finally:
         for gateway in [first, *found.gateways[1:]]:
             stop_group(gateway.proc, 10)
+
+
+@contextlib.asynccontextmanager
+async def extra_gateway(stack: Stack, tmp: Path, server: dict[str, Any]
+                        ) -> AsyncIterator[Gateway]:
+    """Another gateway on the stack's actors and services, with a `[server]` table of its
+    own (`{}`: the defaults a fresh `config.toml` has). The server table is the gateway's
+    alone: the actors keep the config they were created with."""
+    doc = {**stack.doc, "server": server}
+    gateway = start_gateway(write_config(tmp, doc), tmp)
+    try:
+        await wait_healthy(gateway)
+        yield gateway
+    finally:
+        stop_group(gateway.proc, 10)

@@ -64,10 +64,20 @@ class WS:
                     return frame
 
     async def call(self, ref: str, method: str, params: dict[str, Any],
-                   timeout: float = 10.0) -> dict[str, Any]:
-        await self.send({"op": "call", "ref": ref, "method": method, "params": params})
-        return await self.until(lambda f: f.get("op") == "reply" and f.get("ref") == ref,
-                                timeout)
+                   timeout: float = 10.0, retries: int = 20) -> dict[str, Any]:
+        """The reply to a call. A `rate_limited` refusal that says `retry_after_ms` is
+        sent again with the same ref after that wait (up to `retries` times), as a client
+        of the contract does; the last reply is returned either way."""
+        frame = {"op": "call", "ref": ref, "method": method, "params": params}
+        for _ in range(retries):
+            await self.send(frame)
+            reply = await self.until(
+                lambda f: f.get("op") == "reply" and f.get("ref") == ref, timeout)
+            error = reply.get("error") or {}
+            if error.get("code") != "rate_limited" or "retry_after_ms" not in error:
+                return reply
+            await asyncio.sleep(error["retry_after_ms"] / 1000)  # the wait the server set
+        return reply
 
     async def close(self) -> None:
         await self.conn.close()
