@@ -124,7 +124,11 @@ def config_document(database_url: str, redis_url: str, ray_address: str, namespa
         campaigns, shards=SHARDS, namespace=namespace, database_url=database_url,
         redis_url=redis_url, ray_address=ray_address, data_dir=str(data_dir),
         # The config caps both rates at 10 000: far above what one bench socket sends.
-        server={"frames_per_second": 10000, "frame_burst": 10000, "send_queue": 4096},
+        # Every load socket comes from 127.0.0.1 (no cap per address), and idle sockets
+        # are held through the run without a frame.
+        server={"frames_per_second": 10000, "frame_burst": 10000, "send_queue": 4096,
+                "max_sockets_per_ip": 0, "max_sockets_per_user": 10000,
+                "idle_timeout_seconds": 3600},
     )
     doc["auth"]["secret"] = SECRET
     return doc
