@@ -297,3 +297,24 @@ async def test_metrics_count_refusals_and_the_oldest_waiting_call(stack: Stack) 
     assert float(lines['fission_ws_refused_frames_total{reason="too_large"}']) >= 1
     assert float(lines["fission_ws_oldest_call_seconds"]) >= 0
     assert "fission_ws_calls_waiting" in lines
+
+
+async def test_http_over_the_rate_says_when_to_retry(stack: Stack) -> None:
+    url = stack.gateways[0].url + "/api/orders"
+    async with aiohttp.ClientSession() as session:
+
+        async def one() -> tuple[int, dict[str, Any], str | None]:
+            async with session.get(url, headers=auth("hd-httprate")) as resp:
+                return resp.status, await resp.json(), resp.headers.get("Retry-After")
+
+        answers = await asyncio.gather(*(one() for _ in range(BURST + 30)))
+        limited = [(body, after) for status, body, after in answers if status == 429]
+        assert limited, "over the burst, some requests must be refused"
+        for body, after in limited:
+            error = body["error"]
+            assert set(error) == {"code", "message", "retry_after_ms"}, body
+            assert error["code"] == "rate_limited" and error["retry_after_ms"] > 0
+            assert after is not None and int(after) >= 1
+        await asyncio.sleep(limited[-1][0]["error"]["retry_after_ms"] / 1000)  # as told
+        status, _, _ = await one()
+        assert status == 200
