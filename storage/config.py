@@ -12,23 +12,15 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from games.campaign import GroupBuyCampaign, Product
-from games.commission import BPS, Rates
+from games.commission import Rates
+from games.settings import ConfigError, Table, read_rates, read_time
 from games.withdrawal import Limits
 
-
-class ConfigError(Exception):
-    """A config that cannot run: `source`, dotted `key` and `reason`."""
-
-    def __init__(self, source: str, key: str, reason: str) -> None:
-        super().__init__(f"{source}: {key}: {reason}")
-        self.source = source
-        self.key = key
-        self.reason = reason
+__all__ = ["Config", "ConfigError", "load", "parse"]
 
 
 @dataclass(frozen=True)
@@ -148,64 +140,6 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 PAYMENT_ADAPTERS = frozenset({"sandbox"})
 
 
-class _Section:
-    """Reads one table, remembering which keys were used so unknown ones are named."""
-
-    def __init__(self, source: str, prefix: str, data: Any) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(source, prefix, "must be a table")
-        self.source, self.prefix, self.data = source, prefix, data
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def fail(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(self.source, self.key(name), reason)
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            if default is ...:
-                raise self.fail(name, "is required")
-            return default
-        value = self.data[name]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int in Python; a config `true` is never a number.
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(name, f"must be {_names(kinds)}, not a boolean")
-        if not isinstance(value, kinds):
-            raise self.fail(name, f"must be {_names(kinds)}, not {type(value).__name__}")
-        return value
-
-    def check(self, name: str, ok: bool, reason: str) -> None:
-        if not ok:
-            raise self.fail(name, reason)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise self.fail(unknown[0], "is not a known key")
-
-
-def _names(kinds: tuple[type, ...]) -> str:
-    words = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
-             dict: "a table", list: "an array"}
-    return " or ".join(words.get(k, k.__name__) for k in kinds)
-
-
-def _time(section: _Section, name: str) -> int:
-    raw = section.get(name, (str, datetime))
-    if isinstance(raw, str):
-        try:
-            raw = datetime.fromisoformat(raw)
-        except ValueError as exc:
-            raise section.fail(name, f"is not an ISO-8601 time ({exc})") from None
-    if raw.tzinfo is None:
-        raise section.fail(name, "needs a time zone offset, e.g. 2026-01-01T00:00:00+08:00")
-    return int(raw.timestamp() * 1000)
-
-
 def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: str) -> dict[str, Any]:
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for var, (section, key) in ENV_OVERRIDES.items():
@@ -226,21 +160,21 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: str) -> dic
 
 def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config") -> Config:
     """Validate `data` (a parsed TOML document) with `env` overrides into a Config."""
-    root = _Section(source, "", _apply_env(dict(data), env, source))
-    server = _server(_Section(source, "server", root.get("server", dict, {})))
-    auth_s = _Section(source, "auth", root.get("auth", dict, {}))
+    root = Table(source, "", _apply_env(dict(data), env, source))
+    server = _server(Table(source, "server", root.get("server", dict, {})))
+    auth_s = Table(source, "auth", root.get("auth", dict, {}))
     secret = auth_s.get("secret", str)
     auth_s.check("secret", len(secret) >= 32,
                  "must be at least 32 characters (HS256 wants a 256-bit key)")
     auth_s.done()
-    storage_s = _Section(source, "storage", root.get("storage", dict, {}))
+    storage_s = Table(source, "storage", root.get("storage", dict, {}))
     storage = StorageConfig(
         data_dir=storage_s.get("data_dir", str, ".fission"),
         database_url=storage_s.get("database_url", str, None) or None,
         redis_url=storage_s.get("redis_url", str, None) or None,
     )
     storage_s.done()
-    ray_s = _Section(source, "ray", root.get("ray", dict, {}))
+    ray_s = Table(source, "ray", root.get("ray", dict, {}))
     ray = RayConfig(
         address=ray_s.get("address", str, None) or None,
         namespace=ray_s.get("namespace", str, "fission"),
@@ -250,7 +184,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
     ray_s.check("shards", 1 <= ray.shards <= 64, "must be from 1 to 64")
     ray_s.check("calls_in_flight", 1 <= ray.calls_in_flight <= 64, "must be from 1 to 64")
     ray_s.done()
-    pipe_s = _Section(source, "pipeline", root.get("pipeline", dict, {}))
+    pipe_s = Table(source, "pipeline", root.get("pipeline", dict, {}))
     pipeline = PipelineConfig(
         payment_adapter=pipe_s.get("payment_adapter", str, "sandbox"),
         poll_interval_ms=pipe_s.get("poll_interval_ms", int, 500),
@@ -262,12 +196,12 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
                  "must be from 10 to 60000")
     pipe_s.check("batch_size", 1 <= pipeline.batch_size <= 10_000, "must be from 1 to 10000")
     pipe_s.done()
-    commission = _commission(_Section(source, "commission", root.get("commission", dict, {})))
+    commission = _commission(Table(source, "commission", root.get("commission", dict, {})))
     campaigns_raw = root.get("campaigns", list, [])
     groupbuys: list[GroupBuyCampaign] = []
     seen: set[str] = set()
     for index, raw in enumerate(campaigns_raw):
-        campaign = _campaign(_Section(source, f"campaigns[{index}]", raw), commission.rates)
+        campaign = _campaign(Table(source, f"campaigns[{index}]", raw), commission.rates)
         if campaign.id in seen:
             raise ConfigError(source, f"campaigns[{index}].id", f"{campaign.id!r} is used twice")
         seen.add(campaign.id)
@@ -278,19 +212,9 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
                   commission=commission)
 
 
-def _rates(s: _Section, default: Rates) -> Rates:
-    level1 = s.get("level1_bps", int, default.level1_bps)
-    level2 = s.get("level2_bps", int, default.level2_bps)
-    for name, value in (("level1_bps", level1), ("level2_bps", level2)):
-        s.check(name, 0 <= value <= BPS, f"must be from 0 to {BPS} (basis points)")
-    s.check("level2_bps", level1 + level2 <= BPS,
-            f"level1_bps + level2_bps must be at most {BPS} (the whole order)")
-    return Rates(level1, level2)
-
-
-def _commission(s: _Section) -> CommissionConfig:
+def _commission(s: Table) -> CommissionConfig:
     d = CommissionConfig()
-    rates = _rates(s, d.rates)
+    rates = read_rates(s, d.rates)
     window = s.get("return_window_days", int, d.return_window_days)
     s.check("return_window_days", 0 <= window <= 365, "must be from 0 to 365")
     least = s.get("withdrawal_min_fen", int, d.withdrawals.min_fen)
@@ -301,7 +225,7 @@ def _commission(s: _Section) -> CommissionConfig:
     return CommissionConfig(rates, window, Limits(least, review))
 
 
-def _server(s: _Section) -> ServerConfig:
+def _server(s: Table) -> ServerConfig:
     d = ServerConfig()
     ints: dict[str, tuple[int, int]] = {
         "port": (1, 65535), "max_frame_bytes": (64, 1 << 20), "max_body_bytes": (64, 1 << 20),
@@ -334,7 +258,7 @@ def _server(s: _Section) -> ServerConfig:
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-def _campaign(s: _Section, rates: Rates) -> GroupBuyCampaign:
+def _campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
     """A campaign table; `rates` are the shop's commission rates, which its optional
     `[campaigns.commission]` table overrides key by key."""
     cid = s.get("id", str)
@@ -343,9 +267,9 @@ def _campaign(s: _Section, rates: Rates) -> GroupBuyCampaign:
     kind = s.get("kind", str)
     s.check("kind", kind == "groupbuy", "must be one of ['groupbuy']")
     title = s.get("title", str)
-    starts_at, ends_at = _time(s, "starts_at"), _time(s, "ends_at")
+    starts_at, ends_at = read_time(s, "starts_at"), read_time(s, "ends_at")
     s.check("ends_at", ends_at > starts_at, "must be after starts_at")
-    p = _Section(s.source, s.key("product"), s.get("product", dict))
+    p = Table(s.source, s.key("product"), s.get("product", dict))
     product = Product(
         sku=p.get("sku", str), title=p.get("title", str),
         list_price=p.get("list_price", int), group_price=p.get("group_price", int),
@@ -372,8 +296,8 @@ def _campaign(s: _Section, rates: Rates) -> GroupBuyCampaign:
         ratio = float(ratio)
     own = s.get("commission", dict, None)
     if own is not None:
-        c = _Section(s.source, s.key("commission"), own)
-        rates = _rates(c, rates)
+        c = Table(s.source, s.key("commission"), own)
+        rates = read_rates(c, rates)
         c.done()
     s.done()
     return GroupBuyCampaign(
