@@ -1,0 +1,236 @@
+"""The game seam: what every game provides, and the game-neutral values around it.
+
+One generic owner (`actors.owner`) hosts any game, the way Nakama's match handler hosts
+any match: it keeps idempotency answers, commits what arrives together in one statement,
+arms deadlines, publishes after commit and rebuilds on restart, and knows no game. A game
+is one value implementing `Game`, registered in `games.registry`. It brings its campaign
+type, its commands and events (frozen data, with a codec), `decide`/`evolve`, the
+deadlines its state holds, its read-model rows, its live frames, the deals its events
+make (as `Line`s the pipeline turns into orders without knowing the game) and its methods
+and routes (data the gateway reads).
+
+A game that holds something until it is paid (a seat, a purchase) arms a deadline for the
+hold under a key of its own, and takes the payment's outcome as a command like any other
+(sent by the system rather than a user): `tick(key)` is the command a due deadline sends.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from games.commission import Rates
+from games.settings import Table
+
+
+class Campaign(Protocol):
+    """What every campaign has, whatever its game."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def starts_at(self) -> int: ...
+
+    @property
+    def ends_at(self) -> int: ...
+
+    @property
+    def commission(self) -> Rates | None: ...
+
+    def public(self) -> dict[str, object]:
+        """The campaign as `GET /api/campaigns` lists it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter: a string matching `pattern` whole, or an int in
+    [low, high]."""
+
+    kind: type
+    required: bool = True
+    pattern: re.Pattern[str] | None = None
+    low: int = 0
+    high: int = 1 << 31
+
+
+@dataclass(frozen=True)
+class Route:
+    """The HTTP route of a method: path parameters in braces, named like its params."""
+
+    verb: str  # GET or POST
+    path: str
+    status: int = 200
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method a game offers over HTTP and `/ws`.
+
+    A mutating method is a command for the campaign's owner; a read is answered from the
+    game's read model: `"instance"` (the instance named by the `id_param`) or `"open"`
+    (the open instances, soonest deadline first).
+    """
+
+    name: str
+    params: Mapping[str, Param]
+    mutating: bool
+    route: Route | None = None
+    read: str | None = None
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str  # a Postgres type: text, text[], int, bigint, timestamptz, jsonb, bool
+
+
+@dataclass(frozen=True)
+class ReadModel:
+    """A game's read-model table, one row per instance, keyed by (campaign, id), written
+    in the same transaction as the events that changed it. Its first two columns are
+    `campaign` and `id`; `status` and `expires_at` must exist (open instances are listed
+    by them)."""
+
+    table: str
+    columns: tuple[Column, ...]
+    id_param: str  # the method parameter naming an instance ("group", "bargain")
+    view_key: str  # the key of an instance in answers ("group", "bargain")
+
+
+@dataclass(frozen=True)
+class Publish:
+    """A live frame: `data` for `topic`, at `seq` (0: numbered by the topic itself)."""
+
+    topic: str
+    seq: int
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a deal or of a refund, game-neutral: what the pipeline makes an order
+    of (or refunds). `instance` and `line` identify it within its campaign: the pipeline
+    makes at most one order per (campaign, instance, line)."""
+
+    user: str
+    sku: str
+    amount: int  # fen
+    instance: str
+    line: str
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """What an event hands the pipeline: a deal (`lines` become paid orders) or a refund
+    (of lines never ordered, such as a failed group's payments)."""
+
+    kind: str  # "deal" or "refund"
+    lines: tuple[Line, ...]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the host needs of each event a command produced."""
+
+    instance: str  # the instance it changed
+    seq: int  # the instance's version after it (its topic's seq)
+    type: str
+    data: dict[str, Any]  # the codec's form, stored in the event stream
+    frames: Sequence[Publish] = ()
+    outbox: Outbox | None = None
+    deadline: tuple[int, str] | None = None  # (epoch ms, key) it arms
+
+
+C = TypeVar("C", bound=Campaign)
+S = TypeVar("S")
+K = TypeVar("K")  # the game's command type
+E = TypeVar("E")  # the game's event type
+
+
+class Game(Protocol[C, S, K, E]):
+    """One kind of game (see the module docstring). Times are epoch milliseconds."""
+
+    kind: str
+    read_model: ReadModel
+    methods: tuple[Method, ...]
+
+    def parse_campaign(self, table: Table, rates: Rates) -> C:
+        """A campaign table of this kind (`rates`: the shop's commission rates)."""
+        ...
+
+    def initial(self, campaign: C) -> S:
+        """A campaign before anything happened."""
+        ...
+
+    def command(self, method: str, user: str, params: Mapping[str, Any]) -> K:
+        """A client's command (params already checked against the method's declaration);
+        GameError when it names nothing this game does."""
+        ...
+
+    def fingerprint(self, command: K) -> str:
+        """What an idempotency key was first used for: the same key for another request
+        is refused, not answered with the first request's answer."""
+        ...
+
+    def decide(self, state: S, command: K, now: int, rng: random.Random) -> list[E]:
+        """The events `command` causes, or GameError."""
+        ...
+
+    def evolve(self, state: S, event: E) -> S:
+        """`state` after `event`."""
+        ...
+
+    def version(self, state: S) -> int:
+        """Events folded into `state` so far (its stream's version)."""
+        ...
+
+    def applied(self, campaign: C, state: S, event: E) -> Applied:
+        """How to store, publish and hand on `event`; `state` is the state after it."""
+        ...
+
+    def decode(self, data: Mapping[str, Any]) -> E:
+        """An event from its stored form (`Applied.data`)."""
+        ...
+
+    def answer(self, campaign: C, state: S, command: K, events: Sequence[E]
+               ) -> dict[str, Any]:
+        """The result a command earned (`state` after its events)."""
+        ...
+
+    def deadlines(self, state: S) -> Iterable[tuple[int, str]]:
+        """Every deadline `state` holds (re-armed on rebuild): (epoch ms, key)."""
+        ...
+
+    def tick(self, key: str) -> K:
+        """The command a due deadline sends (a no-op unless it is still due)."""
+        ...
+
+    def rows(self, campaign: C, state: S, instances: Iterable[str]) -> list[tuple[Any, ...]]:
+        """Read-model rows of `instances`, in `read_model.columns` order."""
+        ...
+
+    def rebuild(self, campaign: C, rows: Sequence[Mapping[str, Any]], version: int
+                ) -> S | None:
+        """The state whose instances are `rows`, if they are a complete snapshot of a
+        stream at `version` (else None: the host replays the events)."""
+        ...
+
+    def view(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """An instance as the API shows it, from its read-model row."""
+        ...
+
+    def release(self, campaign: C, state: S, now: int) -> S:
+        """`state` with what nothing can change any more let go (memory bounded by
+        running campaigns); `state` itself when nothing is."""
+        ...
