@@ -13,6 +13,10 @@ SLUG = r"[a-z0-9_-]{1,64}"  # campaign ids (and game kinds)
 IDENT = r"[A-Za-z0-9_-]{1,64}"  # instance ids
 USER_CHARS = r"[A-Za-z0-9_.:@-]{1,64}"  # user ids: a token's `sub`
 
+SLUG_RE = re.compile(SLUG)
+IDENT_RE = re.compile(IDENT)
+USER_RE = re.compile(USER_CHARS)
+
 _GAME = re.compile(f"({SLUG}):({SLUG})(?::({IDENT}))?")
 _USER = re.compile(f"user:({USER_CHARS})")
 

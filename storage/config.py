@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from games.campaign import GroupBuyCampaign, Product
+from games.campaign import GroupBuyCampaign
 from games.commission import Rates
-from games.settings import ConfigError, Table, read_rates, read_time
+from games.core import Campaign
+from games.registry import GAMES
+from games.settings import ConfigError, Table, read_rates
 from games.withdrawal import Limits
 
 __all__ = ["Config", "ConfigError", "load", "parse"]
@@ -105,15 +107,21 @@ class Config:
     storage: StorageConfig
     ray: RayConfig
     pipeline: PipelineConfig
-    groupbuys: tuple[GroupBuyCampaign, ...]
+    campaigns: tuple[Campaign, ...]
     commission: CommissionConfig = field(default_factory=CommissionConfig)
+    _by_id: dict[str, Campaign] = field(default_factory=dict, compare=False, repr=False)
 
-    def campaign(self, campaign_id: str) -> GroupBuyCampaign | None:
-        """The campaign called `campaign_id`, if configured."""
-        for campaign in self.groupbuys:
-            if campaign.id == campaign_id:
-                return campaign
-        return None
+    def __post_init__(self) -> None:
+        self._by_id.update((c.id, c) for c in self.campaigns)
+
+    @property
+    def groupbuys(self) -> tuple[GroupBuyCampaign, ...]:
+        """The group-buy campaigns."""
+        return tuple(c for c in self.campaigns if isinstance(c, GroupBuyCampaign))
+
+    def campaign(self, campaign_id: str) -> Campaign | None:
+        """The campaign called `campaign_id`, of any kind, if configured."""
+        return self._by_id.get(campaign_id)
 
     def commission_rates(self, campaign_id: str) -> Rates:
         """What an order of `campaign_id` earns up the referral chain: the campaign's own
@@ -198,17 +206,17 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
     pipe_s.done()
     commission = _commission(Table(source, "commission", root.get("commission", dict, {})))
     campaigns_raw = root.get("campaigns", list, [])
-    groupbuys: list[GroupBuyCampaign] = []
+    campaigns: list[Campaign] = []
     seen: set[str] = set()
     for index, raw in enumerate(campaigns_raw):
         campaign = _campaign(Table(source, f"campaigns[{index}]", raw), commission.rates)
         if campaign.id in seen:
             raise ConfigError(source, f"campaigns[{index}].id", f"{campaign.id!r} is used twice")
         seen.add(campaign.id)
-        groupbuys.append(campaign)
+        campaigns.append(campaign)
     root.done()
     return Config(source=source, server=server, auth=AuthConfig(secret), storage=storage,
-                  ray=ray, pipeline=pipeline, groupbuys=tuple(groupbuys),
+                  ray=ray, pipeline=pipeline, campaigns=tuple(campaigns),
                   commission=commission)
 
 
@@ -255,56 +263,13 @@ def _server(s: Table) -> ServerConfig:
     return ServerConfig(**values)
 
 
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def _campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
-    """A campaign table; `rates` are the shop's commission rates, which its optional
-    `[campaigns.commission]` table overrides key by key."""
-    cid = s.get("id", str)
-    s.check("id", 0 < len(cid) <= 64 and set(cid) <= _ID_CHARS,
-            "must be 1-64 characters of a-z, 0-9, - and _")
+def _campaign(s: Table, rates: Rates) -> Campaign:
+    """A `[[campaigns]]` table, parsed by the game its `kind` names."""
     kind = s.get("kind", str)
-    s.check("kind", kind == "groupbuy", "must be one of ['groupbuy']")
-    title = s.get("title", str)
-    starts_at, ends_at = read_time(s, "starts_at"), read_time(s, "ends_at")
-    s.check("ends_at", ends_at > starts_at, "must be after starts_at")
-    p = Table(s.source, s.key("product"), s.get("product", dict))
-    product = Product(
-        sku=p.get("sku", str), title=p.get("title", str),
-        list_price=p.get("list_price", int), group_price=p.get("group_price", int),
-    )
-    p.check("list_price", product.list_price > 0, "must be a positive number of fen")
-    p.check("group_price", product.group_price > 0, "must be a positive number of fen")
-    p.check("group_price", product.group_price <= product.list_price,
-            "must not be above list_price")
-    p.done()
-    size = s.get("group_size", int)
-    s.check("group_size", 2 <= size <= 50, "must be from 2 to 50")
-    time_limit = s.get("time_limit_seconds", int)
-    s.check("time_limit_seconds", 1 <= time_limit <= 30 * 86400,
-            "must be from 1 second to 30 days")
-    stock = s.get("stock", int)
-    s.check("stock", stock >= 0, "must not be negative")
-    led = s.get("max_groups_led", int, 1)
-    s.check("max_groups_led", led >= 1, "must be at least 1")
-    joined = s.get("max_groups_joined", int, 1)
-    s.check("max_groups_joined", joined >= 1, "must be at least 1")
-    ratio = s.get("virtual_fill_ratio", (int, float), None)
-    if ratio is not None:
-        s.check("virtual_fill_ratio", 0 < ratio <= 1, "must be above 0 and at most 1")
-        ratio = float(ratio)
-    own = s.get("commission", dict, None)
-    if own is not None:
-        c = Table(s.source, s.key("commission"), own)
-        rates = read_rates(c, rates)
-        c.done()
-    s.done()
-    return GroupBuyCampaign(
-        id=cid, title=title, starts_at=starts_at, ends_at=ends_at, product=product,
-        group_size=size, time_limit_ms=time_limit * 1000, stock=stock, max_groups_led=led,
-        max_groups_joined=joined, virtual_fill_ratio=ratio, commission=rates,
-    )
+    s.check("kind", kind in GAMES, f"must be one of {sorted(GAMES)}")
+    s.used.discard("kind")  # the game reads its own table whole
+    campaign: Campaign = GAMES[kind].parse_campaign(s, rates)
+    return campaign
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

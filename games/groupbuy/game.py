@@ -1,0 +1,211 @@
+"""The group-buy on the game seam: its rules (`rules`) as one `games.core.Game` value."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from games import topics
+from games.campaign import GroupBuyCampaign, Product
+from games.commission import Rates
+from games.core import Applied, Column, Line, Method, Outbox, Param, Publish, ReadModel, Route
+from games.errors import GameError
+from games.groupbuy import rules as gb
+from games.pmap import PMap
+from games.settings import Table, read_rates, read_time
+
+KIND = "groupbuy"
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+_CAMPAIGN = Param(str, pattern=topics.SLUG_RE)
+_GROUP = Param(str, pattern=topics.IDENT_RE)
+_LIMIT = Param(int, required=False, low=1, high=100)
+_BASE = "/api/groupbuys/{campaign}/groups"
+
+
+def parse_campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
+    """A `kind = "groupbuy"` campaign table; `rates` are the shop's commission rates,
+    which its optional `[campaigns.commission]` table overrides key by key."""
+    cid = s.get("id", str)
+    s.check("id", 0 < len(cid) <= 64 and set(cid) <= _ID_CHARS,
+            "must be 1-64 characters of a-z, 0-9, - and _")
+    s.get("kind", str)
+    title = s.get("title", str)
+    starts_at, ends_at = read_time(s, "starts_at"), read_time(s, "ends_at")
+    s.check("ends_at", ends_at > starts_at, "must be after starts_at")
+    p = Table(s.source, s.key("product"), s.get("product", dict))
+    product = Product(
+        sku=p.get("sku", str), title=p.get("title", str),
+        list_price=p.get("list_price", int), group_price=p.get("group_price", int),
+    )
+    p.check("list_price", product.list_price > 0, "must be a positive number of fen")
+    p.check("group_price", product.group_price > 0, "must be a positive number of fen")
+    p.check("group_price", product.group_price <= product.list_price,
+            "must not be above list_price")
+    p.done()
+    size = s.get("group_size", int)
+    s.check("group_size", 2 <= size <= 50, "must be from 2 to 50")
+    time_limit = s.get("time_limit_seconds", int)
+    s.check("time_limit_seconds", 1 <= time_limit <= 30 * 86400,
+            "must be from 1 second to 30 days")
+    stock = s.get("stock", int)
+    s.check("stock", stock >= 0, "must not be negative")
+    led = s.get("max_groups_led", int, 1)
+    s.check("max_groups_led", led >= 1, "must be at least 1")
+    joined = s.get("max_groups_joined", int, 1)
+    s.check("max_groups_joined", joined >= 1, "must be at least 1")
+    ratio = s.get("virtual_fill_ratio", (int, float), None)
+    if ratio is not None:
+        s.check("virtual_fill_ratio", 0 < ratio <= 1, "must be above 0 and at most 1")
+        ratio = float(ratio)
+    own = s.get("commission", dict, None)
+    if own is not None:
+        c = Table(s.source, s.key("commission"), own)
+        rates = read_rates(c, rates)
+        c.done()
+    s.done()
+    return GroupBuyCampaign(
+        id=cid, title=title, starts_at=starts_at, ends_at=ends_at, product=product,
+        group_size=size, time_limit_ms=time_limit * 1000, stock=stock, max_groups_led=led,
+        max_groups_joined=joined, virtual_fill_ratio=ratio, commission=rates,
+    )
+
+
+class GroupBuy:
+    """The group-buy (拼团) game: one state per campaign holds all its groups."""
+
+    kind: str = KIND
+    read_model: ReadModel = ReadModel(
+        table="groups",
+        columns=(Column("campaign", "text"), Column("id", "text"), Column("status", "text"),
+                 Column("leader", "text"), Column("members", "text[]"),
+                 Column("size", "int"), Column("virtual_members", "int"),
+                 Column("price", "bigint"), Column("created_at", "timestamptz"),
+                 Column("expires_at", "timestamptz"), Column("version", "int")),
+        id_param="group", view_key="group",
+    )
+    methods: tuple[Method, ...] = (
+        Method("groupbuy.open", {"campaign": _CAMPAIGN}, True, Route("POST", _BASE, 201)),
+        Method("groupbuy.join", {"campaign": _CAMPAIGN, "group": _GROUP}, True,
+               Route("POST", _BASE + "/{group}/join")),
+        Method("groupbuy.get", {"campaign": _CAMPAIGN, "group": _GROUP}, False,
+               Route("GET", _BASE + "/{group}"), read="instance"),
+        Method("groupbuy.list_open", {"campaign": _CAMPAIGN, "limit": _LIMIT}, False,
+               Route("GET", _BASE), read="open"),
+    )
+
+    def parse_campaign(self, table: Table, rates: Rates) -> GroupBuyCampaign:
+        return parse_campaign(table, rates)
+
+    def initial(self, campaign: GroupBuyCampaign) -> gb.GroupBuyState:
+        return gb.initial_state(campaign)
+
+    def command(self, method: str, user: str, params: Mapping[str, Any]) -> gb.Command:
+        if method == "groupbuy.open":
+            return gb.OpenGroup(user=user)
+        if method == "groupbuy.join":
+            return gb.JoinGroup(user=user, group=str(params["group"]))
+        raise GameError("invalid_request", f"unknown method {method}")
+
+    def fingerprint(self, command: gb.Command) -> str:
+        return command.group if isinstance(command, gb.JoinGroup) else ""
+
+    def decide(self, state: gb.GroupBuyState, command: gb.Command, now: int,
+               rng: random.Random) -> list[gb.Event]:
+        return gb.decide(state, command, now, rng)
+
+    def evolve(self, state: gb.GroupBuyState, event: gb.Event) -> gb.GroupBuyState:
+        return gb.evolve(state, event)
+
+    def version(self, state: gb.GroupBuyState) -> int:
+        return state.version
+
+    def applied(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState, event: gb.Event
+                ) -> Applied:
+        cid = campaign.id
+        data = gb.event_to_dict(event)
+        # Each frame carries the group's summary as of that event (the member list only
+        # where the event brings it): a client applies frames to its snapshot. (`group`
+        # is the id in the event and the summary in the frame.)
+        summary = gb.group_summary(cid, state.groups[event.group])
+        frames = [Publish(topics.instance_topic(KIND, cid, event.group), event.seq,
+                          {**data, "campaign": cid, "group": summary})]
+        outbox = None
+        deadline = None
+        if isinstance(event, gb.DealCompleted):
+            frames += [Publish(topics.user_topic(member), 0, {
+                "type": "deal_completed", "campaign": cid, "group": event.group,
+                "price": event.price}) for member in event.members]
+            outbox = Outbox("deal", tuple(
+                Line(user=member, sku=event.sku, amount=event.price, instance=event.group,
+                     line=member) for member in event.members))
+        elif isinstance(event, gb.Refunded):
+            frames.append(Publish(topics.user_topic(event.user), 0, {
+                "type": "refunded", "campaign": cid, "group": event.group,
+                "amount": event.amount}))
+            outbox = Outbox("refund", (Line(user=event.user, sku=campaign.product.sku,
+                                            amount=event.amount, instance=event.group,
+                                            line=event.user),))
+        elif isinstance(event, gb.GroupOpened):
+            deadline = (event.expires_at, event.group)
+        return Applied(instance=event.group, seq=event.seq, type=event.type, data=data,
+                       frames=frames, outbox=outbox, deadline=deadline)
+
+    def decode(self, data: Mapping[str, Any]) -> gb.Event:
+        return gb.event_from_dict(dict(data))
+
+    def answer(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState,
+               command: gb.Command, events: Sequence[gb.Event]) -> dict[str, Any]:
+        if not events:
+            return {}
+        # A command's events all concern one group: the answer is it after the last one.
+        return {"group": gb.group_view(campaign.id, state.groups[events[-1].group])}
+
+    def deadlines(self, state: gb.GroupBuyState) -> Iterable[tuple[int, str]]:
+        # The original deadlines, as group_opened stored them: never re-based on restart.
+        return ((group.expires_at, group.id) for group in state.open_groups())
+
+    def tick(self, key: str) -> gb.Command:
+        return gb.ExpireGroup(key)
+
+    def rows(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState,
+             instances: Iterable[str]) -> list[tuple[Any, ...]]:
+        found = []
+        for group_id in instances:
+            g = state.groups[group_id]
+            found.append((campaign.id, g.id, g.status.value, g.leader, list(g.members),
+                          g.size, g.virtual, g.price, g.created_at, g.expires_at, g.version))
+        return found
+
+    def rebuild(self, campaign: GroupBuyCampaign, rows: Sequence[Mapping[str, Any]],
+                version: int) -> gb.GroupBuyState | None:
+        groups = [_group(row) for row in rows]
+        # Every event belongs to one group and bumps its version by one, so the groups'
+        # versions add up to the stream's: then the stored groups are a complete snapshot.
+        if sum(g.version for g in groups) != version:
+            return None
+        return gb.state_from_groups(campaign, groups, version)
+
+    def view(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return gb.group_view(str(row["campaign"]), _group(row))
+
+    def release(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState, now: int
+                ) -> gb.GroupBuyState:
+        # Nothing can change the groups of an ended campaign with none open (every command
+        # on it is refused before its groups are looked at), and the API reads them from
+        # Postgres: an owner's memory is bounded by its running campaigns.
+        if now < campaign.ends_at or not state.groups or any(True for _ in state.open_groups()):
+            return state
+        return replace(state, groups=PMap(), led=PMap(), joined=PMap())
+
+
+def _group(row: Mapping[str, Any]) -> gb.Group:
+    return gb.Group(id=row["id"], leader=row["leader"], members=tuple(row["members"]),
+                    size=row["size"], price=row["price"], created_at=row["created_at"],
+                    expires_at=row["expires_at"], status=gb.GroupStatus(row["status"]),
+                    virtual=row["virtual_members"], version=row["version"])
+
+
+GAME = GroupBuy()

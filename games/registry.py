@@ -1,0 +1,15 @@
+"""Every game the server runs: one line each (see games.core)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from games.core import Game
+from games.groupbuy import GAME as GROUPBUY
+
+GAMES: dict[str, Game[Any, Any, Any, Any]] = {
+    game.kind: game
+    for game in (
+        GROUPBUY,
+    )
+}
