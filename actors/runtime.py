@@ -26,10 +26,14 @@ def connect(config: Config) -> bool:
         ray.init(address=config.ray.address, namespace=config.ray.namespace,
                  log_to_driver=False, logging_level=logging.WARNING)
         return False
+    # "local", not None: with no address Ray attaches to whatever RAY_ADDRESS or the last
+    # `ray start` on the machine (/tmp/ray/ray_current_cluster) names, even a cluster
+    # killed long ago (then num_cpus makes it refuse to start) or someone else's live one
+    # (then our detached actors would run there). The embedded default owns its cluster.
     # Ray runs workers at niceness 15 so they yield to its own daemons; but each shard is
     # the single writer of its campaigns, the one stage every command waits on: run it at
     # the gateway's priority, not below the load it serves.
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
              namespace=config.ray.namespace, log_to_driver=False,
              logging_level=logging.WARNING, num_cpus=max(2, os.cpu_count() or 2),
              _system_config={"worker_niceness": 0})

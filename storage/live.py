@@ -2,16 +2,25 @@
 
 One Lua script call per commit appends each event's frame to its topic's history, trims
 it, and publishes it, so history and live delivery never disagree about a seq.
+
+A publish waits out a short Redis outage (a restart): the events of commits made
+meanwhile reach history and every gateway once Redis is back, in order, instead of being
+dropped (a watcher would then sit on a stale seq until its topic's next event). An event
+with a durable seq is written once however often its call is retried.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from storage import redis_keys
 
@@ -21,7 +30,9 @@ from storage import redis_keys
 # client and cost a shard more than anything else per event. (Keys are built here, not
 # declared: every topic's keys would sit in different cluster slots anyway.) One call
 # publishes a commit's events in order; each event's seq and history entry are written
-# before it is published.
+# before it is published. A durable seq the topic already reached was published by an
+# earlier try of the same call (one whose reply the connection lost): it is skipped, so
+# a retry never puts a seq in history twice.
 _PUBLISH = """
 local size, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local hist_prefix, seq_prefix, chan_prefix = ARGV[3], ARGV[4], ARGV[5]
@@ -29,25 +40,35 @@ local batch = cjson.decode(ARGV[6])
 for i = 1, #batch do
   local topic, seq, data = batch[i][1], tonumber(batch[i][2]), batch[i][3]
   local hist, seqkey, chan = hist_prefix .. topic, seq_prefix .. topic, chan_prefix .. topic
+  local fresh = true
   if seq <= 0 then
     seq = redis.call('INCR', seqkey)
   else
     local cur = tonumber(redis.call('GET', seqkey) or '0')
-    if seq > cur then redis.call('SET', seqkey, seq) end
+    if seq > cur then redis.call('SET', seqkey, seq) else fresh = false end
   end
-  local frame = '{"op":"event","topic":' .. cjson.encode(topic) .. ',"seq":' .. seq ..
-    ',"data":' .. data .. '}'
-  redis.call('RPUSH', hist, frame)
-  redis.call('LTRIM', hist, -size, -1)
-  redis.call('EXPIRE', hist, ttl)
-  redis.call('EXPIRE', seqkey, ttl)
-  redis.call('PUBLISH', chan, frame)
+  if fresh then
+    local frame = '{"op":"event","topic":' .. cjson.encode(topic) .. ',"seq":' .. seq ..
+      ',"data":' .. data .. '}'
+    redis.call('RPUSH', hist, frame)
+    redis.call('LTRIM', hist, -size, -1)
+    redis.call('EXPIRE', hist, ttl)
+    redis.call('EXPIRE', seqkey, ttl)
+    redis.call('PUBLISH', chan, frame)
+  end
 end
 return #batch
 """
 
 # Events per script call: bounds how long one call holds Redis (a script blocks it).
 _CHUNK = 200
+
+# How long publishes keep retrying once Redis stops answering (seconds from the first
+# failure, shared by every publish of the outage: the calls queued behind the first one
+# do not each wait that long again); after it, a publish fails at its first error.
+RETRY_FOR = 30.0
+_FIRST_DELAY = 0.1
+_LONGEST_DELAY = 2.0
 
 
 @dataclass(frozen=True)
@@ -68,22 +89,46 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 class Live:
     """Publisher and history reader over one Redis client."""
 
-    def __init__(self, client: aioredis.Redis, history_size: int, ttl_seconds: int) -> None:
+    def __init__(self, client: aioredis.Redis, history_size: int, ttl_seconds: int, *,
+                 retry_for: float = RETRY_FOR) -> None:
         self.client = client
         self.history_size = history_size
         self.ttl_seconds = ttl_seconds
+        self.retry_for = retry_for
         self._script = client.register_script(_PUBLISH)
+        self._down_since: float | None = None  # monotonic time Redis stopped answering
 
     async def publish(self, events: Sequence[LiveEvent]) -> None:
-        """Publish `events` in order, one script call per chunk of them."""
+        """Publish `events` in order, one script call per chunk of them.
+
+        While Redis is unreachable the call is retried (see `RETRY_FOR`); after that the
+        connection error is raised.
+        """
         prefixes = [redis_keys.history(""), redis_keys.seq(""), redis_keys.channel("")]
         for start in range(0, len(events), _CHUNK):
             batch = _encode([
                 [e.topic, e.seq, e.data if isinstance(e.data, str) else _encode(e.data)]
                 for e in events[start : start + _CHUNK]
             ])
-            await self._script(keys=[], args=[self.history_size, self.ttl_seconds,
-                                              *prefixes, batch])
+            await self._run([self.history_size, self.ttl_seconds, *prefixes, batch])
+
+    async def _run(self, args: list[Any]) -> None:
+        """One script call, retried with backoff while Redis is unreachable."""
+        delay = _FIRST_DELAY
+        while True:
+            try:
+                await self._script(keys=[], args=args)
+            except (RedisConnectionError, RedisTimeoutError):
+                now = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = now
+                if now - self._down_since >= self.retry_for:
+                    raise
+                await asyncio.sleep(delay)  # backoff before reconnecting to Redis
+                delay = min(delay * 2, _LONGEST_DELAY)
+                continue
+            self._down_since = None
+            return
 
     async def history(self, topic: str) -> list[dict[str, Any]]:
         """The topic's held event frames, oldest first."""

@@ -56,11 +56,16 @@ class RayHead:
 
 
 @contextmanager
-def ray_head(tmp: Path, object_store_mb: int | None = None) -> Iterator[RayHead]:
-    """Start a Ray head owned by the caller; yields its address and process."""
+def ray_head(tmp: Path, object_store_mb: int | None = None, *,
+             temp_dir: str | None = None) -> Iterator[RayHead]:
+    """Start a Ray head owned by the caller; yields its address and process.
+
+    `temp_dir` is the head's Ray temp folder, removed afterwards (a fresh short one by
+    default; `ray start` records its address there, in `ray_current_cluster`).
+    """
     port = free_port()
     # Unix socket paths must stay short: a short temp dir, not pytest's long one.
-    temp_dir = tempfile.mkdtemp(prefix="fray-", dir="/tmp")
+    temp_dir = temp_dir or tempfile.mkdtemp(prefix="fray-", dir="/tmp")
     extra = [] if object_store_mb is None else [
         "--object-store-memory", str(object_store_mb * 1024 * 1024)]
     log_path = tmp / "ray-head.log"
