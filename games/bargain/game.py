@@ -1,0 +1,248 @@
+"""The bargain wired to the game seam (`games.core.Game`): methods, routes, read model,
+frames, deals and answers around the rules of `games.bargain.rules`."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+from games.bargain.campaign import KIND, BargainCampaign, parse_campaign
+from games.bargain.rules import (
+    BargainBought,
+    BargainHelped,
+    BargainStarted,
+    BargainState,
+    BuyBargain,
+    Command,
+    Event,
+    ExpireBargain,
+    FloorReached,
+    HelpBargain,
+    StartBargain,
+    bargain_from_row,
+    bargain_row,
+    bargain_view,
+    decide,
+    event_from_dict,
+    event_to_dict,
+    evolve,
+    initial_state,
+    state_from_bargains,
+)
+from games.commission import Rates
+from games.core import (
+    Applied,
+    Column,
+    Game,
+    Line,
+    Method,
+    Outbox,
+    Param,
+    Publish,
+    ReadModel,
+    Route,
+)
+from games.errors import GameError
+from games.pmap import PMap
+from games.settings import Table
+from games.topics import IDENT, SLUG, instance_topic, user_topic
+
+# Not a declared parameter, so a client sending it is refused at the edge: the gateway
+# adds it (True) after its checks when the helper has never ordered. See `command`.
+NEWCOMER = "newcomer"
+
+_CAMPAIGN = Param(str, pattern=re.compile(SLUG))
+_BARGAIN = Param(str, pattern=re.compile(IDENT))
+_ONE = MappingProxyType({"campaign": _CAMPAIGN, "bargain": _BARGAIN})
+
+METHODS = (
+    Method("bargain.start", MappingProxyType({"campaign": _CAMPAIGN}), mutating=True,
+           route=Route("POST", "/api/bargains/{campaign}", 201)),
+    Method("bargain.help", _ONE, mutating=True,
+           route=Route("POST", "/api/bargains/{campaign}/{bargain}/help")),
+    Method("bargain.buy", _ONE, mutating=True,
+           route=Route("POST", "/api/bargains/{campaign}/{bargain}/buy")),
+    Method("bargain.get", _ONE, mutating=False,
+           route=Route("GET", "/api/bargains/{campaign}/{bargain}"), read="instance"),
+)
+
+# Column order is `rules.bargain_row`'s. `helpers_to_floor` is frozen per bargain at its
+# start and `view(row)` is given no campaign, so the row carries it.
+READ_MODEL = ReadModel(
+    table="bargains",
+    columns=(
+        Column("campaign", "text"), Column("id", "text"), Column("status", "text"),
+        Column("initiator", "text"), Column("list_price", "bigint"),
+        Column("floor_price", "bigint"), Column("price", "bigint"), Column("seed", "text"),
+        Column("helpers", "jsonb"), Column("created_at", "timestamptz"),
+        Column("expires_at", "timestamptz"), Column("hold_until", "timestamptz"),
+        Column("version", "int"), Column("helpers_to_floor", "int"),
+    ),
+    id_param="bargain",
+    view_key="bargain",
+)
+
+
+class BargainGame:
+    """The bargain game (see `games.core.Game` for what each method owes the host)."""
+
+    kind: str = KIND
+    read_model: ReadModel = READ_MODEL
+    methods: tuple[Method, ...] = METHODS
+
+    def parse_campaign(self, table: Table, rates: Rates) -> BargainCampaign:
+        """A `[[campaigns]]` table of kind "bargain"."""
+        return parse_campaign(table, rates)
+
+    def initial(self, campaign: BargainCampaign) -> BargainState:
+        """A campaign before anything happened."""
+        return initial_state(campaign)
+
+    def command(self, method: str, user: str, params: Mapping[str, Any]) -> Command:
+        """A client's command. `bargain.help` reads `params["newcomer"] is True`, which only
+        the gateway may set (it is no declared parameter)."""
+        if method == "bargain.start":
+            return StartBargain(user)
+        bargain = params.get("bargain")
+        if not isinstance(bargain, str):
+            raise GameError("invalid_request", f"{method} needs a bargain")
+        if method == "bargain.help":
+            return HelpBargain(user, bargain, newcomer=params.get(NEWCOMER) is True)
+        if method == "bargain.buy":
+            return BuyBargain(user, bargain)
+        raise GameError("invalid_request", f"the bargain has no command {method!r}")
+
+    def fingerprint(self, command: Command) -> str:
+        """The method and its bargain; the newcomer flag is left out, being a fact the
+        server looked up (a retry after the helper's first order is the same request)."""
+        if isinstance(command, StartBargain):
+            return "bargain.start|"
+        if isinstance(command, HelpBargain):
+            return f"bargain.help|{command.bargain}"
+        if isinstance(command, BuyBargain):
+            return f"bargain.buy|{command.bargain}"
+        return f"bargain.expire|{command.bargain}"
+
+    def decide(self, state: BargainState, command: Command, now: int, rng: random.Random
+               ) -> list[Event]:
+        """The events `command` causes, or GameError."""
+        return decide(state, command, now, rng)
+
+    def evolve(self, state: BargainState, event: Event) -> BargainState:
+        """`state` after `event`."""
+        return evolve(state, event)
+
+    def version(self, state: BargainState) -> int:
+        """Events folded into `state` so far."""
+        return state.version
+
+    def applied(self, campaign: BargainCampaign, state: BargainState, event: Event
+                ) -> Applied:
+        """The event's stored form, its frames (the bargain's topic with `B` as of the
+        event; the initiator's own topic for a help), its deal and its deadline."""
+        bargain = state.bargains[event.bargain]
+        data = event_to_dict(event)
+        frames = [Publish(instance_topic(KIND, campaign.id, bargain.id), event.seq,
+                          {**data, "campaign": campaign.id,
+                           "bargain": bargain_view(campaign.id, bargain)})]
+        outbox = None
+        deadline = None
+        if isinstance(event, BargainHelped):
+            frames.append(Publish(user_topic(bargain.initiator), 0, {
+                "type": event.type, "campaign": campaign.id, "bargain": bargain.id,
+                "helper": event.helper, "cut": event.cut, "price": event.price}))
+        elif isinstance(event, BargainBought):
+            outbox = Outbox("deal", (Line(user=bargain.initiator, sku=event.sku,
+                                          amount=event.price, instance=bargain.id,
+                                          line="buy"),))
+        elif isinstance(event, BargainStarted):
+            deadline = (event.expires_at, bargain.id)
+        elif isinstance(event, FloorReached):
+            # Held: the payment window. Unheld: the bargain's own deadline, armed again
+            # (the same key: the host keeps one deadline per key).
+            deadline = (event.hold_until if event.hold_until is not None
+                        else bargain.expires_at, bargain.id)
+        return Applied(instance=bargain.id, seq=event.seq, type=event.type, data=data,
+                       frames=tuple(frames), outbox=outbox, deadline=deadline)
+
+    def decode(self, data: Mapping[str, Any]) -> Event:
+        """An event from its stored form."""
+        return event_from_dict(data)
+
+    def answer(self, campaign: BargainCampaign, state: BargainState, command: Command,
+               events: Sequence[Event]) -> dict[str, Any]:
+        """start: `{"bargain": B}`; help: `{"bargain": B, "cut": fen}`; buy:
+        `{"bargain": B, "order": O}` (the order the pipeline will make of the deal);
+        a timer's expiry: `{"bargain": B or None}`."""
+        bargain_id = events[0].bargain if events else getattr(command, "bargain", None)
+        bargain = None if bargain_id is None else state.bargains.get(bargain_id)
+        answer: dict[str, Any] = {
+            "bargain": None if bargain is None else bargain_view(campaign.id, bargain)}
+        for event in events:
+            if isinstance(event, BargainHelped):
+                answer["cut"] = event.cut
+            elif isinstance(event, BargainBought):
+                answer["order"] = {"campaign": campaign.id, "bargain": event.bargain,
+                                   "sku": event.sku, "amount": event.price,
+                                   "status": "paid"}
+        return answer
+
+    def deadlines(self, state: BargainState) -> Iterable[tuple[int, str]]:
+        """(deadline, bargain id) of every bargain open or at its floor."""
+        found = []
+        for bargain in state.live():
+            deadline = bargain.deadline()
+            if deadline is not None:
+                found.append((deadline, bargain.id))
+        return found
+
+    def tick(self, key: str) -> Command:
+        """A bargain's deadline fired: expire it if it is still due."""
+        return ExpireBargain(key)
+
+    def rows(self, campaign: BargainCampaign, state: BargainState, instances: Iterable[str]
+             ) -> list[tuple[Any, ...]]:
+        """Rows of `instances` (each once, however often named) still in memory."""
+        return [bargain_row(campaign.id, state.bargains[i]) for i in dict.fromkeys(instances)
+                if i in state.bargains]
+
+    def rebuild(self, campaign: BargainCampaign, rows: Sequence[Mapping[str, Any]],
+                version: int) -> BargainState | None:
+        """The state of `rows` when their versions add up to `version` (else None, and
+        None for rows this code cannot read: the host then replays the events)."""
+        try:
+            if any(row["campaign"] != campaign.id for row in rows) \
+                    or sum(int(row["version"]) for row in rows) != version:
+                return None
+            bargains = [bargain_from_row(row) for row in rows]
+        except (KeyError, TypeError, ValueError):
+            return None
+        return state_from_bargains(campaign, bargains, version)
+
+    def view(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """`B` from its read-model row."""
+        return bargain_view(row["campaign"], bargain_from_row(row))
+
+    def summary(self, state: BargainState) -> dict[str, int]:
+        """Stock left and held, bargains bought, live (open or at the floor) and in
+        memory."""
+        return {"stock_left": state.stock_left, "held": state.held(),
+                "bought": state.bought(), "live": sum(1 for _ in state.live()),
+                "bargains": len(state.bargains)}
+
+    def release(self, campaign: BargainCampaign, state: BargainState, now: int
+                ) -> BargainState:
+        """After the campaign's end, once no bargain is open or held, its bargains and
+        tallies are let go: every later start or help is refused before they are read,
+        and the API reads bargains from the read model."""
+        if now < campaign.ends_at or not state.bargains or any(True for _ in state.live()):
+            return state
+        return replace(state, bargains=PMap(), started=PMap(), helps=PMap(),
+                       helps_day=PMap())
+
+
+GAME: Game[BargainCampaign, BargainState, Command, Event] = BargainGame()
