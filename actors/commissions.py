@@ -99,8 +99,8 @@ async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, 
         return answers.error(
             "return_window_closed",
             f"the return window of order {order_id} closed at {reads.iso_time(closes)}"), []
-    await payments.record(conn, [Movement("refund", order["campaign"], order["group_id"], user,
-                                          order["amount"])])
+    await payments.record(conn, [Movement("refund", order["campaign"], order["instance"],
+                                          order["line"], user, order["amount"])])
     refunded = await ledger.mark_refunded(conn, order_id)
     reversed_ = [c for c in earned if c.status == "pending"]
     await ledger.mark_reversed(conn, [c.id for c in reversed_])

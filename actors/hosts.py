@@ -18,7 +18,7 @@ from typing import Any
 import ray
 
 from actors import gcstats
-from actors.groupbuy_shard import GroupBuyShard
+from actors.owner import Owner
 from actors.pipeline_worker import PipelineWorker
 from storage.config import Config
 
@@ -33,12 +33,12 @@ def _die(exc: BaseException) -> None:
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
 class ShardHost:
-    """Hosts one group-buy shard."""
+    """Hosts one shard's owner (the campaigns of every game that hash to it)."""
 
     def __init__(self, config: Config, database_url: str, redis_url: str, index: int) -> None:
         logging.basicConfig(level=logging.INFO)
         gcstats.install()
-        self.shard = GroupBuyShard(config, database_url, redis_url, index, on_fatal=_die)
+        self.shard = Owner(config, database_url, redis_url, index, on_fatal=_die)
         self._start = asyncio.get_running_loop().create_task(self.shard.start(retry=True))
 
     async def ready(self) -> dict[str, Any]:
@@ -51,9 +51,10 @@ class ShardHost:
     async def stats(self) -> dict[str, Any]:
         return {**self.shard.stats(), **gcstats.snapshot()}
 
-    async def group(self, campaign: str, group: str) -> dict[str, Any] | None:
+    async def instance(self, campaign: str, instance: str) -> dict[str, Any] | None:
+        """An instance as the owner holds it (tests compare it with Postgres)."""
         await self.shard.ready()
-        return self.shard.group(campaign, group)
+        return self.shard.instance(campaign, instance)
 
     async def pid(self) -> int:
         return os.getpid()

@@ -17,11 +17,13 @@ import asyncpg
 
 @dataclass(frozen=True)
 class Movement:
-    """Money moving for one member of one group: a `payment` or a `refund`, in fen."""
+    """Money moving for one line of a deal (a group's member, a bargain's purchase): a
+    `payment` or a `refund`, in fen."""
 
     kind: str
     campaign: str
-    group: str
+    instance: str
+    line: str
     user: str
     amount: int
 
@@ -52,7 +54,7 @@ class SandboxPayments:
 
     @staticmethod
     def reference(movement: Movement) -> str:
-        key = f"{movement.kind}|{movement.campaign}|{movement.group}|{movement.user}"
+        key = f"{movement.kind}|{movement.campaign}|{movement.instance}|{movement.line}"
         return f"sbx_{movement.kind[:3]}_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
 
     async def record(self, conn: asyncpg.Connection, movements: Sequence[Movement]
@@ -61,13 +63,15 @@ class SandboxPayments:
             return {}
         references = [self.reference(m) for m in movements]
         rows = await conn.fetch(
-            "INSERT INTO payments (kind, campaign, group_id, user_id, amount, adapter, reference)"
-            " SELECT k, c, g, u, a, $6, r FROM unnest($1::text[], $2::text[], $3::text[],"
-            " $4::text[], $5::bigint[], $7::text[]) AS m(k, c, g, u, a, r)"
-            " ON CONFLICT (kind, campaign, group_id, user_id) DO NOTHING RETURNING reference",
+            "INSERT INTO payments (kind, campaign, instance, line, user_id, amount, adapter,"
+            " reference) SELECT k, c, i, l, u, a, $6, r FROM unnest($1::text[], $2::text[],"
+            " $3::text[], $4::text[], $5::bigint[], $7::text[], $8::text[])"
+            " AS m(k, c, i, u, a, r, l)"
+            " ON CONFLICT (kind, campaign, instance, line) DO NOTHING RETURNING reference",
             [m.kind for m in movements], [m.campaign for m in movements],
-            [m.group for m in movements], [m.user for m in movements],
+            [m.instance for m in movements], [m.user for m in movements],
             [m.amount for m in movements], self.name, references,
+            [m.line for m in movements],
         )
         fresh = {r["reference"] for r in rows}
         return {m: ref for m, ref in zip(movements, references, strict=True) if ref in fresh}

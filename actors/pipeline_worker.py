@@ -2,7 +2,7 @@
 
 Each batch is one transaction: lock pending outbox rows (SKIP LOCKED, so two workers
 never take the same row), write their effects, mark them processed. Effects are keyed by
-(campaign, group, user) with unique constraints, so replaying a processed row (an
+(campaign, instance, line) with unique constraints, so replaying a processed row (an
 operator resetting the outbox, a crash between commit and ack) creates nothing twice.
 
 The pipeline is also the one writer of the commission ledger: it settles commissions
@@ -244,31 +244,36 @@ class PipelineWorker:
                       ) -> list[LiveEvent]:
         """The effects of a batch of outbox rows, set-based: a few statements per batch."""
         movements: list[Movement] = []
-        skus: dict[tuple[str, str], str] = {}
+        # What each paid line's order is: the game's kind and the line's sku.
+        sources: dict[tuple[str, str, str], tuple[str, str]] = {}
         for kind, data in items:
-            if kind == "deal_completed":
-                skus[(data["campaign"], data["group"])] = data["sku"]
-                movements += [Movement("payment", data["campaign"], data["group"], user,
-                                       data["price"]) for user in data["members"]]
-            elif kind == "refunded":
-                movements.append(Movement("refund", data["campaign"], data["group"],
-                                          data["user"], data["amount"]))
-            else:
+            if kind not in ("deal", "refund"):
                 log.warning("outbox row of unknown type %s skipped", kind)
+                continue
+            campaign = data["campaign"]
+            for line in data["lines"]:
+                movements.append(Movement("payment" if kind == "deal" else "refund", campaign,
+                                          line["instance"], line["line"], line["user"],
+                                          line["amount"]))
+                if kind == "deal":
+                    sources[(campaign, line["instance"], line["line"])] = (data["kind"],
+                                                                           line["sku"])
         recorded = await self._payments.record(conn, movements)
         # A payment recorded by an earlier pass already has its order: only fresh ones do.
         paid = [(m, ref) for m, ref in recorded.items() if m.kind == "payment"]
         orders: list[FreshOrder] = []
         live: list[LiveEvent] = []
         if paid:
+            found = [sources[(m.campaign, m.instance, m.line)] for m, _ in paid]
             rows = await conn.fetch(
-                "INSERT INTO orders (campaign, group_id, user_id, sku, amount, status,"
-                " payment_ref) SELECT c, g, u, s, a, 'paid', r FROM unnest($1::text[],"
-                " $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])"
-                " AS o(c, g, u, s, a, r) ON CONFLICT (campaign, group_id, user_id) DO NOTHING"
-                " RETURNING *",
-                [m.campaign for m, _ in paid], [m.group for m, _ in paid],
-                [m.user for m, _ in paid], [skus[(m.campaign, m.group)] for m, _ in paid],
+                "INSERT INTO orders (campaign, kind, instance, line, user_id, sku, amount,"
+                " status, payment_ref) SELECT c, k, i, l, u, s, a, 'paid', r FROM"
+                " unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+                " $6::text[], $7::bigint[], $8::text[]) AS o(c, k, i, l, u, s, a, r)"
+                " ON CONFLICT (campaign, instance, line) DO NOTHING RETURNING *",
+                [m.campaign for m, _ in paid], [kind for kind, _ in found],
+                [m.instance for m, _ in paid], [m.line for m, _ in paid],
+                [m.user for m, _ in paid], [sku for _, sku in found],
                 [m.amount for m, _ in paid], [ref for _, ref in paid],
             )
             orders = [FreshOrder(r["id"], r["campaign"], r["user_id"], r["amount"],

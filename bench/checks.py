@@ -74,10 +74,11 @@ async def pipeline(conn: asyncpg.Connection, since: float, until: float,
                    SELECT 1 FROM commissions e WHERE e.order_id = o.id)) AS unearned
         FROM outbox ob
         LEFT JOIN orders o
-          ON o.campaign = ob.data->>'campaign' AND o.group_id = ob.data->>'group'
+          ON o.campaign = ob.data->>'campaign' AND o.instance IN (
+              SELECT l->>'instance' FROM jsonb_array_elements(ob.data->'lines') AS l)
         LEFT JOIN commissions c ON c.order_id = o.id
         LEFT JOIN referrals r ON r.user_id = o.user_id
-        WHERE ob.type = 'deal_completed' AND ob.data->>'campaign' = ANY($1::text[])
+        WHERE ob.type = 'deal' AND ob.data->>'campaign' = ANY($1::text[])
           AND ob.created_at BETWEEN $2 AND $3
         GROUP BY ob.id, ob.created_at, ob.processed_at
         """, list(campaigns), *window)

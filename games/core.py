@@ -230,6 +230,10 @@ class Game(Protocol[C, S, K, E]):
         """An instance as the API shows it, from its read-model row."""
         ...
 
+    def summary(self, state: S) -> dict[str, int]:
+        """A few counts of `state` an operator reads (`ready()`), such as stock left."""
+        ...
+
     def release(self, campaign: C, state: S, now: int) -> S:
         """`state` with what nothing can change any more let go (memory bounded by
         running campaigns); `state` itself when nothing is."""

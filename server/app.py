@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import Counter
 from typing import Any
@@ -18,6 +17,8 @@ from aiohttp import web
 from actors import gcstats, runtime
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
+from games import topics
+from games.registry import GAMES
 from server import http_api, state, ws
 from server.auth import Identity, Verifier
 from server.errors import ApiError
@@ -25,16 +26,11 @@ from server.gateway import Gateway
 from server.hub import Hub
 from server.limits import UserLimiter
 from server.metrics import Metrics
-from server.params import USER_CHARS
-from storage import db, reads
+from storage import db, read_models, reads
 from storage.config import Config
 from storage.live import Live
 
 log = logging.getLogger("fission.app")
-
-_GROUP_TOPIC = re.compile(r"groupbuy:([a-z0-9_-]{1,64}):([A-Za-z0-9_-]{1,64})")
-_USER_TOPIC = re.compile(f"user:({USER_CHARS})")
-
 
 class Server:
     """One gateway: HTTP + /ws over shared actors, Postgres and Redis."""
@@ -93,30 +89,31 @@ class Server:
 
     def authorize_topic(self, who: Identity, topic: str) -> None:
         """Refuse topics that do not exist or are someone else's."""
-        match = _GROUP_TOPIC.fullmatch(topic)
-        if match:
-            if self.config.campaign(match[1]) is None:
-                raise ApiError("not_found", f"no campaign {match[1]!r}")
-            return
-        match = _USER_TOPIC.fullmatch(topic)
-        if match:
-            if match[1] != who.user:
+        found = topics.parse(topic)
+        if found is None:
+            raise ApiError("not_found", f"no topic {topic!r}")
+        if found.user is not None:
+            if found.user != who.user:
                 raise ApiError("forbidden", "you may only subscribe to your own user topic")
             return
-        raise ApiError("not_found", f"no topic {topic!r}")
+        campaign = self.config.campaign(str(found.campaign))
+        if campaign is None or campaign.kind != found.kind or found.instance is None:
+            raise ApiError("not_found", f"no topic {topic!r}")
 
     async def snapshot(self, topic: str) -> tuple[int, dict[str, Any]]:
         """A topic's current seq and state, for subscribe and resync."""
-        match = _GROUP_TOPIC.fullmatch(topic)
-        if match:
-            group = await reads.get_group(self.pool, match[1], match[2])
-            if group is None:
-                raise ApiError("not_found", f"no group {match[2]!r} in campaign {match[1]!r}")
-            return int(group["seq"]), {"group": group}
-        match = _USER_TOPIC.fullmatch(topic)
-        if match:
-            return await self.live.last_seq(topic), {"user": match[1]}
-        raise ApiError("not_found", f"no topic {topic!r}")
+        found = topics.parse(topic)
+        if found is not None and found.user is not None:
+            return await self.live.last_seq(topic), {"user": found.user}
+        if found is None or found.kind not in GAMES or found.instance is None:
+            raise ApiError("not_found", f"no topic {topic!r}")
+        game = GAMES[found.kind]
+        model = game.read_model
+        row = await read_models.one(self.pool, model, str(found.campaign), found.instance)
+        if row is None:
+            raise ApiError("not_found", f"no {model.id_param} {found.instance!r} in campaign"
+                                        f" {found.campaign!r}")
+        return int(row["version"]), {model.view_key: game.view(row)}
 
     async def health(self) -> list[str]:
         """What does not answer: an empty list means healthy."""

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +19,13 @@ import asyncpg
 
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
+from games import core
+from games.registry import GAMES
 from server.auth import Identity
 from server.errors import ApiError
 from server.metrics import Metrics
-from server.params import IDENT, SLUG, USER_ID, Param, check
-from storage import reads
+from server.params import USER_ID, Param, check
+from storage import read_models, reads
 from storage.config import Config
 
 log = logging.getLogger("fission.gateway")
@@ -67,10 +69,14 @@ def encode(result: Outcome) -> str:
 
 @dataclass(frozen=True)
 class Method:
+    """A method every transport offers: its declared params, its handler, and its HTTP
+    route (None: over `/ws` only)."""
+
     name: str
-    params: dict[str, Param]
+    params: Mapping[str, Param]
     handler: Handler
     mutating: bool
+    route: core.Route | None = None
 
 
 class Gateway:
@@ -111,10 +117,12 @@ class Gateway:
                     "method": name, "outcome": outcome, "ms": round(elapsed * 1000, 2),
                     "user": identity.user}})
 
-    def campaign(self, campaign_id: str) -> Any:
+    def campaign(self, campaign_id: str, kind: str | None = None) -> core.Campaign:
+        """The campaign `campaign_id` (of `kind`, when given), or ApiError(not_found)."""
         found = self.config.campaign(campaign_id)
-        if found is None:
-            raise ApiError("not_found", f"no campaign {campaign_id!r}")
+        if found is None or (kind is not None and found.kind != kind):
+            what = f"{kind} campaign" if kind else "campaign"
+            raise ApiError("not_found", f"no {what} {campaign_id!r}")
         return found
 
     async def game(self, command: dict[str, Any]) -> Outcome:
@@ -142,39 +150,57 @@ def result_of(answer: str) -> Outcome:
     return result
 
 
-async def _open(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                ) -> Outcome:
-    gw.campaign(p["campaign"])
-    return await gw.game({"method": "groupbuy.open", "campaign": p["campaign"],
-                          "user": who.user, "key": key})
+def _command(game: core.Game[Any, Any, Any, Any], name: str) -> Handler:
+    """The handler sending a game's command to the campaign's owner."""
+    async def command(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                      ) -> Outcome:
+        gw.campaign(p["campaign"], game.kind)
+        params = {k: v for k, v in p.items() if k != "campaign"}
+        return await gw.game({"method": name, "campaign": p["campaign"], "user": who.user,
+                              "key": key, "params": params})
+    return command
 
 
-async def _join(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                ) -> Outcome:
-    gw.campaign(p["campaign"])
-    return await gw.game({"method": "groupbuy.join", "campaign": p["campaign"],
-                          "group": p["group"], "user": who.user, "key": key})
+def _read(game: core.Game[Any, Any, Any, Any], read: str | None) -> Handler:
+    """The handler answering a game's read from its read model."""
+    model = game.read_model
+
+    async def one(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                  ) -> Outcome:
+        gw.campaign(p["campaign"], game.kind)
+        instance = p[model.id_param]
+        row = await read_models.one(gw.pool, model, p["campaign"], instance)
+        if row is None:
+            raise ApiError("not_found", f"no {model.id_param} {instance!r} in campaign"
+                                        f" {p['campaign']!r}")
+        return {model.view_key: game.view(row)}
+
+    async def open_ones(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                        ) -> Outcome:
+        gw.campaign(p["campaign"], game.kind)
+        rows = await read_models.open_ones(gw.pool, model, p["campaign"], p.get("limit", 20))
+        return {f"{model.view_key}s": [game.view(row) for row in rows]}
+
+    if read == "instance":
+        return one
+    if read == "open":
+        return open_ones
+    raise ValueError(f"{game.kind}: unknown read {read!r}")
 
 
-async def _get(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-               ) -> Outcome:
-    gw.campaign(p["campaign"])
-    group = await reads.get_group(gw.pool, p["campaign"], p["group"])
-    if group is None:
-        raise ApiError("not_found", f"no group {p['group']!r} in campaign {p['campaign']!r}")
-    return {"group": group}
-
-
-async def _list_open(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
-                     ) -> Outcome:
-    gw.campaign(p["campaign"])
-    groups = await reads.list_open_groups(gw.pool, p["campaign"], p.get("limit", 20))
-    return {"groups": groups}
+def _game_methods() -> list[Method]:
+    """Every registered game's methods, as the gateway offers them."""
+    found = []
+    for game in GAMES.values():
+        for m in game.methods:
+            handler = _command(game, m.name) if m.mutating else _read(game, m.read)
+            found.append(Method(m.name, m.params, handler, m.mutating, m.route))
+    return found
 
 
 async def _campaigns(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                      ) -> Outcome:
-    return {"campaigns": [c.public() for c in gw.config.groupbuys]}
+    return {"campaigns": [c.public() for c in gw.config.campaigns]}
 
 
 async def _orders(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
@@ -238,8 +264,6 @@ def _review(approve: bool) -> Handler:
     return review
 
 
-_CAMPAIGN = Param(str, pattern=SLUG)
-_GROUP = Param(str, pattern=IDENT)
 _LIMIT = Param(int, required=False, low=1, high=100)
 _ID = Param(int, low=1, high=(1 << 63) - 1)
 _STATUS = re.compile(r"reviewing|paid|rejected")
@@ -248,11 +272,7 @@ _NOTE = Param(str, required=False, pattern=re.compile(r"[^\x00-\x1f\x7f]{1,200}"
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("groupbuy.open", {"campaign": _CAMPAIGN}, _open, True),
-        Method("groupbuy.join", {"campaign": _CAMPAIGN, "group": _GROUP}, _join, True),
-        Method("groupbuy.get", {"campaign": _CAMPAIGN, "group": _GROUP}, _get, False),
-        Method("groupbuy.list_open", {"campaign": _CAMPAIGN, "limit": _LIMIT}, _list_open,
-               False),
+        *_game_methods(),
         Method("campaigns.list", {}, _campaigns, False),
         Method("orders.list", {"limit": _LIMIT}, _orders, False),
         Method("orders.refund", {"order": _ID}, _refund, True),

@@ -14,7 +14,7 @@ from aiohttp import web
 from server import state
 from server.auth import Identity
 from server.errors import ApiError
-from server.gateway import encode
+from server.gateway import METHODS, Method, encode
 from server.limits import retry_after_ms
 from server.params import KEY_MAX, parse_json
 from storage.text import clean_token
@@ -152,32 +152,40 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def campaigns(request: web.Request) -> web.Response:
     server: Server = request.app[state.SERVER]
-    return web.json_response({"campaigns": [c.public() for c in server.config.groupbuys]})
+    return web.json_response({"campaigns": [c.public() for c in server.config.campaigns]})
 
 
-async def open_group(request: web.Request) -> web.Response:
-    who = identity(request)  # who asks comes first: a stranger learns nothing of the body
-    body = await _body(request)
-    return await _call(request, who, "groupbuy.open",
-                       _merge(body, campaign=request.match_info["campaign"]), status=201)
+def _route(method: Method) -> Handler:
+    """The HTTP handler of a method with a route: path parameters from the path, the rest
+    from the body (POST) or the query string (GET; only the parameters it declares)."""
+    assert method.route is not None
+    route = method.route
+
+    async def handle(request: web.Request) -> web.Response:
+        who = identity(request)  # who asks comes first: a stranger learns nothing of the body
+        path = dict(request.match_info)
+        if route.verb == "POST":
+            params = _merge(await _body(request), **path)
+        else:
+            params = {**_query(request, method), **path}
+        return await _call(request, who, method.name, params, status=route.status)
+    return handle
 
 
-async def join_group(request: web.Request) -> web.Response:
-    who = identity(request)
-    body = await _body(request)
-    return await _call(request, who, "groupbuy.join", _merge(
-        body, campaign=request.match_info["campaign"], group=request.match_info["group"]))
-
-
-async def get_group(request: web.Request) -> web.Response:
-    return await _call(request, identity(request), "groupbuy.get", {
-        "campaign": request.match_info["campaign"], "group": request.match_info["group"]})
-
-
-async def list_groups(request: web.Request) -> web.Response:
-    who = identity(request)
-    params = {"campaign": request.match_info["campaign"], **_limit(request)}
-    return await _call(request, who, "groupbuy.list_open", params)
+def _query(request: web.Request, method: Method) -> dict[str, Any]:
+    """The declared parameters a GET carries in its query string."""
+    found: dict[str, Any] = {}
+    for name, param in method.params.items():
+        if name not in request.query:
+            continue
+        if param.kind is int:
+            try:
+                found[name] = int(request.query[name])
+            except ValueError:
+                raise ApiError("invalid_request", f"{name} must be an integer") from None
+        else:
+            found[name] = request.query[name]
+    return found
 
 
 def _limit(request: web.Request) -> dict[str, Any]:
@@ -260,10 +268,9 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/campaigns", campaigns)
-    app.router.add_get("/api/groupbuys/{campaign}/groups", list_groups)
-    app.router.add_post("/api/groupbuys/{campaign}/groups", open_group)
-    app.router.add_post("/api/groupbuys/{campaign}/groups/{group}/join", join_group)
-    app.router.add_get("/api/groupbuys/{campaign}/groups/{group}", get_group)
+    for method in METHODS.values():  # every game's routes, as its methods declare them
+        if method.route is not None:
+            app.router.add_route(method.route.verb, method.route.path, _route(method))
     app.router.add_get("/api/orders", orders)
     app.router.add_post("/api/orders/{order}/refund", refund_order)
     app.router.add_get("/api/referrals", get_referral)

@@ -7,19 +7,22 @@ declare (`user`, `price`, ...) is an `invalid_request`, not silently ignored.
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from typing import Any
 
+from games import topics
+from games.core import Param
 from server.errors import ApiError
 from storage.text import storable
 
 # Patterns match whole strings (`fullmatch`): `$` would also match before a final newline.
-SLUG = re.compile(r"[a-z0-9_-]{1,64}")
-IDENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SLUG = topics.SLUG_RE
+IDENT = topics.IDENT_RE
 # A user id (a token's `sub`, a referrer): wider than IDENT, for ids like phone@shop.
-USER_CHARS = r"[A-Za-z0-9_.:@-]{1,64}"
-USER_ID = re.compile(USER_CHARS)
+USER_CHARS = topics.USER_CHARS
+USER_ID = topics.USER_RE
+
+__all__ = ["IDENT", "KEY_MAX", "SLUG", "USER_CHARS", "USER_ID", "Param", "check",
+           "parse_json"]
 KEY_MAX = 128  # characters of an Idempotency-Key or a WebSocket ref
 
 
@@ -33,17 +36,6 @@ def parse_json(raw: str | bytes, what: str) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError):
         raise ApiError("invalid_request", f"{what} is not valid JSON") from None
-
-
-@dataclass(frozen=True)
-class Param:
-    """One declared parameter: a string matching `pattern`, or an int in [low, high]."""
-
-    kind: type
-    required: bool = True
-    pattern: re.Pattern[str] | None = None
-    low: int = 0
-    high: int = 1 << 31
 
 
 def check(params: Any, spec: dict[str, Param]) -> dict[str, Any]:

@@ -7,12 +7,15 @@ transaction is the group commit: one fsync for every command that arrived togeth
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
+
+from games.core import ReadModel
+from storage import read_models
 
 OUTBOX_CHANNEL = "fission_outbox"
 
@@ -25,29 +28,14 @@ class StoredEvent:
     data: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class GroupRow:
-    """A group's read-model row (times in epoch ms)."""
-
-    campaign: str
-    id: str
-    status: str
-    leader: str
-    members: tuple[str, ...]
-    size: int
-    virtual_members: int
-    price: int
-    created_at: int
-    expires_at: int
-    version: int
-
-
 @dataclass
 class Batch:
     """Everything one group commit writes."""
 
     events: list[StoredEvent] = field(default_factory=list)
-    groups: dict[tuple[str, str], GroupRow] = field(default_factory=dict)
+    # Read-model rows by (table, campaign, instance): the latest row of each instance.
+    rows: dict[tuple[str, str, str], tuple[ReadModel, tuple[Any, ...]]] = field(
+        default_factory=dict)
     outbox: list[StoredEvent] = field(default_factory=list)
     # (stream, user, key, the answer record as JSON text: the owner keeps that same text)
     results: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -56,41 +44,26 @@ class Batch:
         return bool(self.events or self.results)
 
 
-def _ts(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
 # One statement, so one round trip and one implicit transaction: every data-modifying
 # CTE runs to completion, atomically, whether or not the final SELECT reads it.
-_COMMIT = f"""
-WITH ev AS (
-    INSERT INTO events (stream, version, type, data)
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[])
-), gr AS (
-    INSERT INTO groups (campaign, id, status, leader, members, size, virtual_members, price,
-                        created_at, expires_at, version)
-    SELECT g.campaign, g.id, g.status, g.leader,
-           ARRAY(SELECT jsonb_array_elements_text(g.members::jsonb)),
-           g.size, g.virtual_members, g.price, g.created_at, g.expires_at, g.version
-    FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[],
-                $11::int[], $12::bigint[], $13::timestamptz[], $14::timestamptz[], $15::int[])
-         AS g(campaign, id, status, leader, members, size, virtual_members, price,
-              created_at, expires_at, version)
-    ON CONFLICT (campaign, id) DO UPDATE SET
-        status = EXCLUDED.status, members = EXCLUDED.members,
-        virtual_members = EXCLUDED.virtual_members, version = EXCLUDED.version,
-        updated_at = now()
-), ob AS (
-    INSERT INTO outbox (stream, version, type, data)
-    SELECT * FROM unnest($16::text[], $17::bigint[], $18::text[], $19::jsonb[])
-), cr AS (
-    INSERT INTO command_results (stream, user_id, key, result)
-    SELECT s, u, k, r::jsonb FROM unnest($20::text[], $21::text[], $22::text[], $23::text[])
-        AS t(s, u, k, r)
-    ON CONFLICT DO NOTHING
-)
-SELECT pg_notify('{OUTBOX_CHANNEL}', '') WHERE $24::bool
-"""
+@lru_cache(maxsize=64)
+def _commit_sql(models: tuple[ReadModel, ...]) -> str:
+    parts = [
+        "ev AS (INSERT INTO events (stream, version, type, data)"
+        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[]))",
+        "ob AS (INSERT INTO outbox (stream, version, type, data)"
+        " SELECT * FROM unnest($5::text[], $6::bigint[], $7::text[], $8::jsonb[]))",
+        "cr AS (INSERT INTO command_results (stream, user_id, key, result)"
+        " SELECT s, u, k, r::jsonb FROM unnest($9::text[], $10::text[], $11::text[],"
+        " $12::text[]) AS t(s, u, k, r) ON CONFLICT DO NOTHING)",
+    ]
+    first = 14  # $13 says whether to wake the pipeline
+    for index, model in enumerate(models):
+        body, width = read_models.upsert(model, first)
+        parts.append(f"rm{index} AS ({body})")
+        first += width
+    return (f"WITH {', '.join(parts)} "
+            f"SELECT pg_notify('{OUTBOX_CHANNEL}', '') WHERE $13::bool")
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -100,14 +73,16 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
 async def commit(conn: asyncpg.Connection, batch: Batch) -> None:
     """Write `batch` atomically in one statement; wakes the pipeline if it has outbox rows."""
     events = _columns([(e.stream, e.version, e.type, e.data) for e in batch.events], 4)
-    groups = _columns([
-        (g.campaign, g.id, g.status, g.leader, json.dumps(list(g.members)), g.size,
-         g.virtual_members, g.price, _ts(g.created_at), _ts(g.expires_at), g.version)
-        for g in batch.groups.values()
-    ], 11)
     outbox = _columns([(e.stream, e.version, e.type, e.data) for e in batch.outbox], 4)
     results = _columns(list(batch.results), 4)
-    await conn.execute(_COMMIT, *events, *groups, *outbox, *results, bool(batch.outbox))
+    by_model: dict[ReadModel, list[tuple[Any, ...]]] = {}
+    for model, row in batch.rows.values():
+        by_model.setdefault(model, []).append(row)
+    models = read_models.tables(by_model)
+    rows = [column for model in models for column in read_models.arguments(model,
+                                                                            by_model[model])]
+    await conn.execute(_commit_sql(models), *events, *outbox, *results, bool(batch.outbox),
+                       *rows)
 
 
 async def load_stream(conn: asyncpg.Connection | asyncpg.Pool, stream: str) -> list[StoredEvent]:
@@ -147,20 +122,6 @@ async def forget_results(conn: asyncpg.Connection | asyncpg.Pool, stream: str,
         " AND created_at < now() - make_interval(days => $2)", stream, days + 1,
     )
     return int(status.split()[-1])
-
-
-async def load_groups(conn: asyncpg.Connection | asyncpg.Pool, campaign: str) -> list[GroupRow]:
-    """Every stored group of a campaign (the read model doubles as the owner's snapshot)."""
-    rows = await conn.fetch("SELECT * FROM groups WHERE campaign = $1", campaign)
-    return [
-        GroupRow(
-            campaign=r["campaign"], id=r["id"], status=r["status"], leader=r["leader"],
-            members=tuple(r["members"]), size=r["size"], virtual_members=r["virtual_members"],
-            price=r["price"], created_at=_ms(r["created_at"]), expires_at=_ms(r["expires_at"]),
-            version=r["version"],
-        )
-        for r in rows
-    ]
 
 
 async def stream_version(conn: asyncpg.Connection | asyncpg.Pool, stream: str) -> int:

@@ -12,38 +12,6 @@ from games.commission import available, pending
 from games.withdrawal import withdrawing
 
 
-def _group(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "campaign": row["campaign"],
-        "status": row["status"],
-        "size": row["size"],
-        "joined": len(row["members"]),
-        "members": list(row["members"]),
-        "virtual_members": row["virtual_members"],
-        "price": row["price"],
-        "created_at": iso_time(row["created_at"]),
-        "expires_at": iso_time(row["expires_at"]),
-        "seq": row["version"],
-    }
-
-
-async def get_group(pool: asyncpg.Pool, campaign: str, group: str) -> dict[str, Any] | None:
-    """The contract's group object from the read model, or None."""
-    row = await pool.fetchrow("SELECT * FROM groups WHERE campaign = $1 AND id = $2",
-                              campaign, group)
-    return None if row is None else _group(row)
-
-
-async def list_open_groups(pool: asyncpg.Pool, campaign: str, limit: int) -> list[dict[str, Any]]:
-    """Open groups of a campaign, those closest to their deadline first (to join one)."""
-    rows = await pool.fetch(
-        "SELECT * FROM groups WHERE campaign = $1 AND status = 'open'"
-        " ORDER BY expires_at LIMIT $2", campaign, limit,
-    )
-    return [_group(r) for r in rows]
-
-
 def iso_time(moment: datetime | None) -> str | None:
     """A timestamp from Postgres in the API's time format (None stays None)."""
     return None if moment is None else iso(int(moment.timestamp() * 1000))
@@ -52,7 +20,10 @@ def iso_time(moment: datetime | None) -> str | None:
 def order_view(row: asyncpg.Record) -> dict[str, Any]:
     """An order as the API shows it."""
     return {
-        "id": row["id"], "campaign": row["campaign"], "group": row["group_id"],
+        "id": row["id"], "campaign": row["campaign"], "kind": row["kind"],
+        "instance": row["instance"],
+        # A group-buy order's group (the field clients of the group-buy have read).
+        "group": row["instance"] if row["kind"] == "groupbuy" else None,
         "sku": row["sku"], "amount": row["amount"], "status": row["status"],
         "payment_ref": row["payment_ref"], "created_at": iso_time(row["created_at"]),
         "refunded_at": iso_time(row["refunded_at"]),

@@ -191,6 +191,9 @@ class GroupBuy:
     def view(self, row: Mapping[str, Any]) -> dict[str, Any]:
         return gb.group_view(str(row["campaign"]), _group(row))
 
+    def summary(self, state: gb.GroupBuyState) -> dict[str, int]:
+        return {"stock_left": state.stock_left, "groups": len(state.groups)}
+
     def release(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState, now: int
                 ) -> gb.GroupBuyState:
         # Nothing can change the groups of an ended campaign with none open (every command

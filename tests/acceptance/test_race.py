@@ -150,6 +150,6 @@ async def test_sigkill_during_join_storm_loses_no_acknowledged_join(
     handle = ray.get_actor(shard_name(shard_of("storm", 2)),
                            namespace=stack.doc["ray"]["namespace"])
     for gid in gids:
-        actor_view[gid] = await handle.group.remote("storm", gid)
+        actor_view[gid] = await handle.instance.remote("storm", gid)
         # The owner's view and the read model's (HTTP) are the same G, field for field.
         assert actor_view[gid] == finals[gid]

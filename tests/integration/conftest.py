@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actors.groupbuy_shard import GroupBuyShard
+from actors.owner import Owner
 from storage import db
 from storage.config import Config, parse
 from tests.support import configs
@@ -49,10 +49,10 @@ Factory = Callable[..., Any]
 
 @pytest.fixture
 async def shard_factory(clean: Services) -> AsyncIterator[Factory]:
-    started: list[GroupBuyShard] = []
+    started: list[Owner] = []
 
-    async def start(config: Config, clock: Clock) -> GroupBuyShard:
-        shard = GroupBuyShard(config, clean.database_url, clean.redis_url, 0, clock=clock)
+    async def start(config: Config, clock: Clock) -> Owner:
+        shard = Owner(config, clean.database_url, clean.redis_url, 0, clock=clock)
         await shard.start()
         started.append(shard)
         return shard
@@ -64,5 +64,6 @@ async def shard_factory(clean: Services) -> AsyncIterator[Factory]:
 
 def cmd(method: str, user: str, campaign: str = "c1", group: str | None = None,
         key: str | None = None) -> dict[str, Any]:
+    params = {} if group is None else {"group": group}
     return {"method": f"groupbuy.{method}", "campaign": campaign, "user": user,
-            "group": group, "key": key}
+            "key": key, "params": params}

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from actors.groupbuy_shard import GroupBuyShard, group_topic
+from actors.owner import Owner
+from games.topics import instance_topic
 from storage.live import Live
 from tests.integration.conftest import T0, Clock, Factory, cmd, make_config
 from tests.support import configs
@@ -80,19 +81,19 @@ async def test_restart_rebuilds_state_and_original_deadlines(clean: Services,
     [a] = await shard.submit([cmd("open", "alice")])
     gid = a["result"]["group"]["id"]
     await shard.submit([cmd("join", "bob", group=gid)])
-    before = shard.group("c1", gid)
+    before = shard.instance("c1", gid)
     await shard.stop()
     clock.now += 120_000  # restart two minutes later: the deadline must not move
     reborn = await shard_factory(config, clock)
     await reborn.ready()
-    assert reborn.group("c1", gid) == before
+    assert reborn.instance("c1", gid) == before
     summary = await reborn.ready()
     assert summary["campaigns"]["c1"]["stock_left"] == 48
     assert summary["deadlines"] == 1
     # And the re-armed deadline fires at the original time, not later.
     clock.now = T0 + 600_000
     assert await reborn.expire_due() == 1
-    assert reborn.group("c1", gid)["status"] == "failed"
+    assert reborn.instance("c1", gid)["status"] == "failed"
 
 
 async def test_expiry_refunds_and_pipeline_is_exactly_once(clean: Services,
@@ -150,7 +151,7 @@ async def test_live_events_are_numbered_per_group(clean: Services,
     await shard.stop()  # drains publishing
     client = aioredis.from_url(clean.redis_url)
     try:
-        history = await Live(client, 100, 60).history(group_topic("c1", gid))
+        history = await Live(client, 100, 60).history(instance_topic("groupbuy", "c1", gid))
     finally:
         await client.aclose()
     assert [f["seq"] for f in history] == [1, 2, 3, 4, 5]
@@ -194,7 +195,7 @@ async def test_restart_falls_back_to_events_when_group_rows_disagree(
         await conn.close()
     reborn = await shard_factory(config, clock)
     assert await reborn.ready() == before
-    assert reborn.group("c1", gid)["members"] == ["alice", "bob"]
+    assert reborn.instance("c1", gid)["members"] == ["alice", "bob"]
 
 
 async def test_a_key_reused_for_another_command_is_refused(clean: Services,
@@ -209,7 +210,7 @@ async def test_a_key_reused_for_another_command_is_refused(clean: Services,
     # The same key for a join of another group is not answered with the first result.
     [other] = await shard.submit([cmd("join", "carol", group=gb_, key="k")])
     assert other["error"]["code"] == "invalid_request"
-    assert shard.group("c1", gb_)["members"] == ["bob"]
+    assert shard.instance("c1", gb_)["members"] == ["bob"]
     [same] = await shard.submit([cmd("join", "carol", group=ga, key="k")])
     assert same == first
 
@@ -240,7 +241,7 @@ async def test_an_owner_waits_for_its_database_then_starts(clean: Services) -> N
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         config = make_config(clean, configs.campaign("c1", size=2, stock=5))
-        shard = GroupBuyShard(config, url, clean.redis_url, 0, clock=Clock())
+        shard = Owner(config, url, clean.redis_url, 0, clock=Clock())
         starting = asyncio.create_task(shard.start(retry=True))
         # The database does not exist yet: commands are refused at once, not queued.
         [early] = await shard.submit([cmd("open", "alice")])
@@ -274,7 +275,7 @@ async def test_finished_campaigns_release_their_groups(clean: Services,
     clock.now = config.groupbuys[0].ends_at + 1
     await shard.expire_due()  # bob's group fails at its deadline
     assert shard.retire_finished() == ["c1"]
-    assert shard.group("c1", a["result"]["group"]["id"]) is None  # released from memory
+    assert shard.instance("c1", a["result"]["group"]["id"]) is None  # released from memory
     # Commands are still answered the same way, and Postgres still has every group.
     [late] = await shard.submit([cmd("join", "dave", group=b["result"]["group"]["id"])])
     assert late["error"]["code"] == "campaign_not_active"

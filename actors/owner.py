@@ -1,4 +1,8 @@
-"""The owner of one shard's group-buy campaigns: apply, group-commit, answer, publish.
+"""The generic owner: hosts the campaigns of every game that hash to one shard.
+
+It knows no game (see games.core): a campaign's game decides and evolves, names the
+instance each event changes, its frames, deals and deadlines, and its read-model rows;
+the owner keeps idempotency answers, commits, arms deadlines, publishes and rebuilds.
 
 Plain asyncio (no Ray) so it can be driven directly; `actors.hosts` hosts it in a Ray
 actor. Commands are applied to the in-memory state at once, with no await in between,
@@ -19,7 +23,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -29,14 +33,13 @@ from actors import answers, backoff, gcstats
 from actors.answers import Answer
 from actors.metrics import BatchSizes
 from actors.routing import shard_of
-from games import groupbuy as gb
-from games.campaign import GroupBuyCampaign
+from games.core import Campaign, Game
 from games.errors import GameError
-from games.pmap import PMap
-from storage import db, events
+from games.registry import GAMES
+from storage import db, events, read_models
 from storage.config import Config
 from storage.live import Live, LiveEvent
-from storage.text import clean_token
+from storage.text import clean_token, storable
 
 log = logging.getLogger("fission.shard")
 
@@ -50,20 +53,16 @@ _json = answers.compact
 _error = answers.error
 
 
-def stream_of(campaign_id: str) -> str:
-    """The event stream holding a group-buy campaign."""
-    return f"groupbuy:{campaign_id}"
-
-
-def group_topic(campaign_id: str, group_id: str) -> str:
-    """The live topic of one group."""
-    return f"groupbuy:{campaign_id}:{group_id}"
+def stream_of(kind: str, campaign_id: str) -> str:
+    """The event stream holding a campaign."""
+    return f"{kind}:{campaign_id}"
 
 
 @dataclass
 class _Campaign:
-    config: GroupBuyCampaign
-    state: gb.GroupBuyState
+    game: Game[Any, Any, Any, Any]
+    config: Campaign
+    state: Any
     # Answers by (user, key): the fingerprint of the command answered, the answer as JSON
     # text, and when (epoch ms). Text, not dicts: a day of answers is a large part of the
     # heap, and strings are one object each that the garbage collector never walks.
@@ -71,9 +70,12 @@ class _Campaign:
     results: OrderedDict[tuple[str, str], tuple[str, str, int]] = field(
         default_factory=OrderedDict)
 
+    # The game's mutating methods: the commands this campaign takes.
+    commands: frozenset[str] = frozenset()
+
     @property
     def stream(self) -> str:
-        return stream_of(self.config.id)
+        return stream_of(self.game.kind, self.config.id)
 
 
 @dataclass
@@ -101,8 +103,8 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class GroupBuyShard:
-    """Hosts every group-buy campaign whose id hashes to shard `index`."""
+class Owner:
+    """Hosts every campaign, of any game, whose id hashes to shard `index`."""
 
     def __init__(
         self,
@@ -125,7 +127,7 @@ class GroupBuyShard:
         self._pending = _Pending()
         self._has_pending = asyncio.Event()
         self._inflight: dict[tuple[str, str, str], tuple[str, asyncio.Future[Answer]]] = {}
-        self._deadlines: list[tuple[int, str, str]] = []
+        self._deadlines: list[tuple[int, str, str]] = []  # (at, campaign, the game's key)
         self._deadline_changed = asyncio.Event()
         self._publish_queue: asyncio.Queue[list[LiveEvent]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,7 +173,7 @@ class GroupBuyShard:
         await self._redis.ping()
         server = self.config.server
         self._live = Live(self._redis, server.history_size, server.history_ttl_seconds)
-        for campaign in self.config.groupbuys:
+        for campaign in self.config.campaigns:
             if shard_of(campaign.id, self.config.ray.shards) == self.index:
                 await self._load(campaign)
 
@@ -185,38 +187,30 @@ class GroupBuyShard:
             with contextlib.suppress(Exception):
                 await client.aclose()
 
-    async def _load(self, campaign: GroupBuyCampaign) -> None:
-        stream = stream_of(campaign.id)
+    async def _load(self, campaign: Campaign) -> None:
+        game = GAMES[campaign.kind]
+        stream = stream_of(game.kind, campaign.id)
         version = await events.stream_version(self._pool, stream)
-        groups = [
-            gb.Group(id=r.id, leader=r.leader, members=r.members, size=r.size, price=r.price,
-                     created_at=r.created_at, expires_at=r.expires_at,
-                     status=gb.GroupStatus(r.status), virtual=r.virtual_members,
-                     version=r.version)
-            for r in await events.load_groups(self._pool, campaign.id)
-        ]
-        # Every event belongs to one group and bumps its version by one, so the groups'
-        # versions add up to the stream's: then the stored groups are a complete snapshot.
-        if sum(g.version for g in groups) == version:
-            state = gb.state_from_groups(campaign, groups, version)
-        else:
-            log.warning("%s: group rows disagree with events; replaying events", stream)
-            state = await self._replay(campaign, stream)
+        rows = await read_models.load(self._pool, game.read_model, campaign.id)
+        state = game.rebuild(campaign, rows, version)
+        if state is None:
+            log.warning("%s: read model disagrees with events; replaying events", stream)
+            state = await self._replay(game, campaign, stream)
         results: OrderedDict[tuple[str, str], tuple[str, str, int]] = OrderedDict()
         for user, key, fingerprint, answer, at in await events.load_results(self._pool, stream):
             results[(user, key)] = (fingerprint, answer, at)
-        entry = _Campaign(campaign, state, results)
-        self._campaigns[campaign.id] = entry
-        for group in state.open_groups():
-            # The original deadline, as group_opened stored it: never re-based on restart.
-            heapq.heappush(self._deadlines, (group.expires_at, campaign.id, group.id))
+        commands = frozenset(m.name for m in game.methods if m.mutating)
+        self._campaigns[campaign.id] = _Campaign(game, campaign, state, results, commands)
+        for at, key in game.deadlines(state):
+            heapq.heappush(self._deadlines, (at, campaign.id, key))
 
-    async def _replay(self, campaign: GroupBuyCampaign, stream: str) -> gb.GroupBuyState:
-        state = gb.initial_state(campaign)
+    async def _replay(self, game: Game[Any, Any, Any, Any], campaign: Campaign, stream: str
+                      ) -> Any:
+        state = game.initial(campaign)
         for expected, item in enumerate(await events.load_stream(self._pool, stream), start=1):
             if item.version != expected:
                 raise RuntimeError(f"{stream}: event {expected} missing (found {item.version})")
-            state = gb.evolve(state, gb.event_from_dict(item.data))
+            state = game.evolve(state, game.decode(item.data))
         return state
 
     async def ready(self) -> dict[str, Any]:
@@ -226,11 +220,9 @@ class GroupBuyShard:
             raise RuntimeError(f"shard {self.index} failed to start: {self._failed!r}")
         return {
             "shard": self.index,
-            "campaigns": {
-                cid: {"version": c.state.version, "stock_left": c.state.stock_left,
-                      "groups": len(c.state.groups)}
-                for cid, c in self._campaigns.items()
-            },
+            "campaigns": {cid: {"kind": c.game.kind, "version": c.game.version(c.state),
+                                **c.game.summary(c.state)}
+                          for cid, c in self._campaigns.items()},
             "deadlines": len(self._deadlines),
         }
 
@@ -270,28 +262,41 @@ class GroupBuyShard:
         return list(await asyncio.gather(*futures))
 
     def _accept(self, command: dict[str, Any]) -> asyncio.Future[Answer]:
-        """Apply one command now (no await); a future of its durable answer."""
+        """Apply one command now (no await); a future of its durable answer.
+
+        A command is `{"method", "campaign", "user", "key", "params"}`: a mutating method
+        of the campaign's game, with params the gateway checked against its declaration.
+        """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Answer] = loop.create_future()
         campaign = self._campaigns.get(str(command.get("campaign")))
         if campaign is None:
-            done.set_result(_error("not_found", f"no group-buy campaign {command.get('campaign')}"))
+            done.set_result(_error("not_found", f"no campaign {command.get('campaign')}"))
             return done
-        user = command.get("user")
-        key = command.get("key")
-        method = command.get("method")
-        group = command.get("group")
+        user, key = command.get("user"), command.get("key")
+        method, params = command.get("method"), command.get("params") or {}
         # The gateway checks these already; the owner checks again, because one string
         # Postgres refuses would fail the commit of every command batched with it.
         if not clean_token(user, 64) or (key is not None and not clean_token(key, 128)) \
-                or (group is not None and not clean_token(group, 64)):
-            done.set_result(_error("invalid_request", "user, key and group must be short "
+                or not isinstance(params, dict) or not all(
+                    storable(v) and len(v) <= 256 for v in params.values()
+                    if isinstance(v, str)):
+            done.set_result(_error("invalid_request", "user, key and params must be short "
                                    "UTF-8 texts without control characters"))
             return done
         assert isinstance(user, str)
+        if method not in campaign.commands:
+            done.set_result(_error("invalid_request", f"unknown method {method}"))
+            return done
+        game = campaign.game
+        try:
+            game_command = game.command(str(method), user, params)
+        except GameError as exc:
+            done.set_result(_json({"ok": False, "error": exc.to_dict()}))
+            return done
         # What the key was first used for: the same key for another command is a client
         # bug that must not silently answer with the first command's result.
-        fingerprint = f"{method}|{command.get('group') or ''}"
+        fingerprint = f"{method}|{game.fingerprint(game_command)}"
         if key is not None:
             seen: tuple[str, str | asyncio.Future[Answer]] | None = None
             stored = campaign.results.get((user, key))
@@ -309,14 +314,6 @@ class GroupBuyShard:
                     return answer
                 done.set_result(answer)
                 return done
-        game_command: gb.Command
-        if method == "groupbuy.open":
-            game_command = gb.OpenGroup(user=user)
-        elif method == "groupbuy.join":
-            game_command = gb.JoinGroup(user=user, group=str(group))
-        else:
-            done.set_result(_error("invalid_request", f"unknown method {method}"))
-            return done
         self.commands_total += 1
         ok, answer = self._apply(campaign, game_command)
         pending = self._pending
@@ -335,67 +332,46 @@ class GroupBuyShard:
         self._has_pending.set()
         return done
 
-    def _apply(self, campaign: _Campaign, command: gb.Command) -> tuple[bool, Answer]:
+    def _apply(self, campaign: _Campaign, command: Any) -> tuple[bool, Answer]:
         """Apply `command` to the campaign and queue its writes; whether it was accepted,
         and the answer it earns."""
+        game, config = campaign.game, campaign.config
+        now = self._clock()
         try:
-            produced = gb.decide(campaign.state, command, self._clock(), self._rng)
+            produced = game.decide(campaign.state, command, now, self._rng)
         except GameError as exc:
             return False, _json({"ok": False, "error": exc.to_dict()})
-        before = campaign.state.version
-        state = campaign.state
-        as_of: list[gb.Group] = []  # each event's group right after that event
-        for event in produced:
-            state = gb.evolve(state, event)
-            as_of.append(state.groups[event.group])
-        campaign.state = state
-        view = self._queue_events(campaign, produced, as_of, before)
-        if not view:
-            return True, '{"ok":true,"result":{}}'
-        # A command's events all concern one group: the answer is it after the last one.
-        return True, f'{{"ok":true,"result":{{"group":{view}}}}}'
-
-    def _queue_events(self, campaign: _Campaign, produced: list[gb.Event],
-                      as_of: list[gb.Group], before: int) -> str:
-        """Queue the writes and frames of `produced`; the JSON text of the group view after
-        the last event ("" when nothing happened)."""
-        pending = self._pending
-        cid = campaign.config.id
-        state = campaign.state
-        for offset, (event, group) in enumerate(zip(produced, as_of, strict=True), start=1):
-            data = gb.event_to_dict(event)
-            stored = events.StoredEvent(campaign.stream, before + offset, event.type, data)
-            pending.batch.events.append(stored)
-            if event.type in gb.OUTBOX_TYPES:
-                pending.batch.outbox.append(events.StoredEvent(
-                    campaign.stream, stored.version, event.type, {**data, "campaign": cid}))
-            # Each frame carries the group's summary as of that event (the member list
-            # only where the event brings it): a client applies frames to its snapshot.
-            # (`group` is the id in the event and the summary in the frame.)
-            frame = _json({**data, "campaign": cid, "group": gb.group_summary(cid, group)})
-            pending.live.append(LiveEvent(group_topic(cid, event.group), event.seq, frame))
-            if isinstance(event, gb.DealCompleted):
-                for member in event.members:
-                    pending.live.append(LiveEvent(f"user:{member}", 0, {
-                        "type": "deal_completed", "campaign": cid, "group": event.group,
-                        "price": event.price}))
-            elif isinstance(event, gb.Refunded):
-                pending.live.append(LiveEvent(f"user:{event.user}", 0, {
-                    "type": "refunded", "campaign": cid, "group": event.group,
-                    "amount": event.amount}))
-            elif isinstance(event, gb.GroupOpened):
-                self._arm(event.expires_at, cid, event.group)
-        for group_id in {e.group for e in produced}:
-            g = state.groups[group_id]
-            pending.batch.groups[(cid, group_id)] = events.GroupRow(
-                campaign=cid, id=g.id, status=g.status.value, leader=g.leader,
-                members=g.members, size=g.size, virtual_members=g.virtual, price=g.price,
-                created_at=g.created_at, expires_at=g.expires_at, version=g.version,
-            )
         if not produced:
-            return ""
+            return True, '{"ok":true,"result":{}}'
+        pending = self._pending
+        cid, stream, kind = config.id, campaign.stream, game.kind
+        version = game.version(campaign.state)
+        state = campaign.state
+        changed: dict[str, None] = {}  # instances, in the order they changed
+        for event in produced:
+            state = game.evolve(state, event)
+            version += 1
+            applied = game.applied(config, state, event)
+            pending.batch.events.append(
+                events.StoredEvent(stream, version, applied.type, applied.data))
+            if applied.outbox is not None:
+                pending.batch.outbox.append(events.StoredEvent(stream, version,
+                                                               applied.outbox.kind, {
+                    "campaign": cid, "kind": kind, "at": now,
+                    "lines": [{"user": line.user, "sku": line.sku, "amount": line.amount,
+                               "instance": line.instance, "line": line.line}
+                              for line in applied.outbox.lines]}))
+            for frame in applied.frames:
+                pending.live.append(LiveEvent(frame.topic, frame.seq, _json(frame.data)))
+            if applied.deadline is not None:
+                self._arm(applied.deadline[0], cid, applied.deadline[1])
+            changed[applied.instance] = None
+        campaign.state = state
+        model = game.read_model
+        for row in game.rows(config, state, changed):
+            pending.batch.rows[(model.table, cid, row[1])] = (model, row)
         self._has_pending.set()
-        return _json(gb.group_view(cid, as_of[-1]))
+        return True, answers.ok(game.answer(config, state, command, produced))
 
     # --- group commit -------------------------------------------------------------------
 
@@ -486,7 +462,7 @@ class GroupBuyShard:
                         forgotten.add(done)
                         if not writes.events:
                             refused.add(done)
-            await events.commit(conn, events.Batch(groups=batch.groups))
+            await events.commit(conn, events.Batch(rows=batch.rows))
         return refused, forgotten
 
     async def _publish_loop(self) -> None:
@@ -517,22 +493,17 @@ class GroupBuyShard:
         return dropped
 
     def retire_finished(self) -> list[str]:
-        """Release the groups of campaigns that ended with no group left open.
-
-        Nothing can change them any more (every command on an ended campaign is refused
-        before its groups are looked at), and the API reads them from Postgres: so an
-        owner's memory is bounded by its running campaigns, not by their history.
-        """
+        """Let each game release what nothing can change any more in its campaigns (an
+        ended campaign's closed instances: the API reads them from Postgres), so an
+        owner's memory is bounded by its running campaigns, not by their history; the
+        campaigns whose state shrank."""
         now = self._clock()
         retired = []
         for cid, campaign in self._campaigns.items():
-            state = campaign.state
-            if now < campaign.config.ends_at or not state.groups:
-                continue
-            if any(True for _ in state.open_groups()):
-                continue
-            campaign.state = replace(state, groups=PMap(), led=PMap(), joined=PMap())
-            retired.append(cid)
+            released = campaign.game.release(campaign.config, campaign.state, now)
+            if released is not campaign.state:
+                campaign.state = released
+                retired.append(cid)
         if retired:
             log.info("shard %d released finished campaigns %s", self.index, retired)
         return retired
@@ -553,9 +524,9 @@ class GroupBuyShard:
 
     # --- deadlines ----------------------------------------------------------------------
 
-    def _arm(self, at: int, campaign_id: str, group_id: str) -> None:
+    def _arm(self, at: int, campaign_id: str, key: str) -> None:
         first = self._deadlines[0][0] if self._deadlines else None
-        heapq.heappush(self._deadlines, (at, campaign_id, group_id))
+        heapq.heappush(self._deadlines, (at, campaign_id, key))
         if first is None or at < first:
             self._deadline_changed.set()
 
@@ -579,20 +550,22 @@ class GroupBuyShard:
         now = self._clock()
         count = 0
         while self._deadlines and self._deadlines[0][0] <= now:
-            _, campaign_id, group_id = heapq.heappop(self._deadlines)
+            _, campaign_id, key = heapq.heappop(self._deadlines)
             campaign = self._campaigns.get(campaign_id)
-            # Deadlines of groups that completed meanwhile are dropped here, lazily.
             if campaign is None:
                 continue
-            version = campaign.state.version
-            self._apply(campaign, gb.ExpireGroup(group_id))
+            # Deadlines that passed meanwhile (a group completed) are dropped here,
+            # lazily: the game's tick is a no-op for them.
+            game = campaign.game
+            version = game.version(campaign.state)
+            self._apply(campaign, game.tick(key))
             self._pending.mark(None)
-            if campaign.state.version != version:
+            if game.version(campaign.state) != version:
                 count += 1
         return count
 
     async def expire_due(self) -> int:
-        """Close every open group whose deadline has passed, durably; how many closed.
+        """Send every due deadline's tick, durably; how many changed something.
 
         The timer task does this on its own; callers with their own clock use it directly.
         """
@@ -616,9 +589,16 @@ class GroupBuyShard:
             "open_deadlines": len(self._deadlines),
         }
 
-    def group(self, campaign_id: str, group_id: str) -> dict[str, Any] | None:
-        """A group as this owner holds it (tests compare it with Postgres)."""
+    def instance(self, campaign_id: str, instance_id: str) -> dict[str, Any] | None:
+        """An instance (a group, a bargain) as this owner holds it, in the API's view
+        (tests compare it with Postgres's)."""
         campaign = self._campaigns.get(campaign_id)
-        if campaign is None or group_id not in campaign.state.groups:
+        if campaign is None:
             return None
-        return gb.group_view(campaign_id, campaign.state.groups[group_id])
+        game = campaign.game
+        try:
+            [row] = game.rows(campaign.config, campaign.state, [instance_id])
+        except KeyError:
+            return None
+        names = [column.name for column in game.read_model.columns]
+        return game.view(dict(zip(names, row, strict=True)))
