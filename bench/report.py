@@ -340,4 +340,4 @@ def chart(results: dict[str, Any], path: Path) -> Path:
 def _rows_per_s(pipe: dict[str, Any]) -> float:
     """Rows the pipeline wrote per second: an order and a payment per member, a
     commission and its ledger line per share (the shop's line per batch left out)."""
-    return 2 * pipe["orders_per_s"] + 2 * pipe.get("commissions_per_s", 0.0)
+    return float(2 * pipe["orders_per_s"] + 2 * pipe.get("commissions_per_s", 0.0))

@@ -77,7 +77,9 @@ async def _serve(config: Config, host: str, port: int) -> None:
         server = Server(config, database_url, redis_url)
         await server.start()
         runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False,
-                               shutdown_timeout=3.0, **PARSER_LIMITS)
+                               shutdown_timeout=3.0,
+                               max_line_size=PARSER_LIMITS["max_line_size"],
+                               max_field_size=PARSER_LIMITS["max_field_size"])
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()

@@ -70,7 +70,7 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._pubsub.aclose()
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def add(self, topic: str, subscriber: Subscriber) -> None:
         self._topics[topic].add(subscriber)

@@ -7,6 +7,7 @@ declare (`user`, `price`, ...) is an `invalid_request`, not silently ignored.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from games import topics
@@ -38,7 +39,7 @@ def parse_json(raw: str | bytes, what: str) -> Any:
         raise ApiError("invalid_request", f"{what} is not valid JSON") from None
 
 
-def check(params: Any, spec: dict[str, Param]) -> dict[str, Any]:
+def check(params: Any, spec: Mapping[str, Param]) -> dict[str, Any]:
     """`params` validated against `spec`, or ApiError(invalid_request) naming the field."""
     if params is None:
         params = {}

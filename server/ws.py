@@ -114,7 +114,7 @@ class Connection:
         # queue behind them, or they would overtake.
         self.backlog = False
         self.out: list[bytes] = []  # this loop tick's frames, written together by flush()
-        self.transport: asyncio.Transport | None = request.transport  # type: ignore[assignment]
+        self.transport: asyncio.Transport | None = request.transport
         self.protocol = request.protocol
         self.subs: dict[str, _Sub] = {}
         self.identity: Identity | None = None

