@@ -162,8 +162,9 @@ class BargainGame:
         elif isinstance(event, BargainStarted):
             deadline = (event.expires_at, bargain.id)
         elif isinstance(event, FloorReached):
-            # Held: the payment window. Unheld: the bargain's own deadline, armed again
-            # (the same key: the host keeps one deadline per key).
+            # Held: the payment window. Unheld: the bargain's own deadline, armed again.
+            # Either way a deadline armed before that fires as a no-op: expiry checks the
+            # bargain's deadline as it is now.
             deadline = (event.hold_until if event.hold_until is not None
                         else bargain.expires_at, bargain.id)
         return Applied(instance=bargain.id, seq=event.seq, type=event.type, data=data,
