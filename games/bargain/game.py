@@ -207,9 +207,9 @@ class BargainGame:
 
     def rows(self, campaign: BargainCampaign, state: BargainState, instances: Iterable[str]
              ) -> list[tuple[Any, ...]]:
-        """Rows of `instances` (each once, however often named) still in memory."""
-        return [bargain_row(campaign.id, state.bargains[i]) for i in dict.fromkeys(instances)
-                if i in state.bargains]
+        """Rows of `instances`, each once however often named; KeyError for one not in
+        `state` (the owner reads that as "no such instance here")."""
+        return [bargain_row(campaign.id, state.bargains[i]) for i in dict.fromkeys(instances)]
 
     def rebuild(self, campaign: BargainCampaign, rows: Sequence[Mapping[str, Any]],
                 version: int) -> BargainState | None:

@@ -1045,7 +1045,9 @@ def sample_play() -> Play:
 def test_rows_rebuild_round_trip() -> None:
     play = sample_play()
     state = play.state
-    rows = GAME.rows(play.campaign, state, [b for b in state.bargains] + ["gone"])
+    rows = GAME.rows(play.campaign, state, state.bargains)
+    with pytest.raises(KeyError):
+        GAME.rows(play.campaign, state, ["gone"])
     assert len(rows) == len(state.bargains) == 5
     assert all(len(row) == len(READ_MODEL.columns) for row in rows)
     json.dumps(rows)
