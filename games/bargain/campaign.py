@@ -8,20 +8,18 @@ campaign allows), within `pay_within_ms` of reaching it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from games.campaign import iso
 from games.commission import Rates
 from games.settings import Table, read_rates, read_time
-from games.topics import SLUG
+from games.topics import SLUG_RE
 
 KIND = "bargain"
 # A cut's share range: (lo, hi) with 0 < lo <= hi < 1, of the distance left to the floor.
 Share = tuple[float, float]
 
-_SLUG = re.compile(SLUG)
 MIN_HELPERS, MAX_HELPERS = 2, 100
 MAX_SECONDS = 30 * 86400
 
@@ -113,7 +111,7 @@ def parse_campaign(s: Table, rates: Rates) -> BargainCampaign:
     which an optional `[campaigns.commission]` table overrides key by key. Every refusal
     names its key."""
     cid = s.get("id", str)
-    s.check("id", _SLUG.fullmatch(cid) is not None,
+    s.check("id", SLUG_RE.fullmatch(cid) is not None,
             "must be 1-64 characters of a-z, 0-9, - and _")
     kind = s.get("kind", str)
     s.check("kind", kind == KIND, f"must be {KIND!r}")

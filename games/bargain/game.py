@@ -4,7 +4,6 @@ frames, deals and answers around the rules of `games.bargain.rules`."""
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -49,14 +48,14 @@ from games.core import (
 from games.errors import GameError
 from games.pmap import PMap
 from games.settings import Table
-from games.topics import IDENT, SLUG, instance_topic, user_topic
+from games.topics import IDENT_RE, SLUG_RE, instance_topic, user_topic
 
 # Not a declared parameter, so a client sending it is refused at the edge: the gateway
 # adds it (True) after its checks when the helper has never ordered. See `command`.
 NEWCOMER = "newcomer"
 
-_CAMPAIGN = Param(str, pattern=re.compile(SLUG))
-_BARGAIN = Param(str, pattern=re.compile(IDENT))
+_CAMPAIGN = Param(str, pattern=SLUG_RE)
+_BARGAIN = Param(str, pattern=IDENT_RE)
 _ONE = MappingProxyType({"campaign": _CAMPAIGN, "bargain": _BARGAIN})
 
 METHODS = (
