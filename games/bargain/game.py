@@ -116,15 +116,10 @@ class BargainGame:
         raise GameError("invalid_request", f"the bargain has no command {method!r}")
 
     def fingerprint(self, command: Command) -> str:
-        """The method and its bargain; the newcomer flag is left out, being a fact the
-        server looked up (a retry after the helper's first order is the same request)."""
-        if isinstance(command, StartBargain):
-            return "bargain.start|"
-        if isinstance(command, HelpBargain):
-            return f"bargain.help|{command.bargain}"
-        if isinstance(command, BuyBargain):
-            return f"bargain.buy|{command.bargain}"
-        return f"bargain.expire|{command.bargain}"
+        """The bargain it names ("" for a start; the owner prefixes the method). The
+        newcomer flag is left out, being a fact the server looked up: a retry after the
+        helper's first order is still the same request."""
+        return "" if isinstance(command, StartBargain) else command.bargain
 
     def decide(self, state: BargainState, command: Command, now: int, rng: random.Random
                ) -> list[Event]:
