@@ -77,9 +77,10 @@ class Route:
 class Method:
     """A method a game offers over HTTP and `/ws`.
 
-    A mutating method is a command for the campaign's owner; a read is answered from the
-    game's read model: `"instance"` (the instance named by the `id_param`) or `"open"`
-    (the open instances, soonest deadline first).
+    A mutating method is a command for the campaign's owner (with the `facts` it asks
+    for among its params); a read is answered from the game's read model: `"instance"`
+    (the instance named by the `id_param`) or `"open"` (the open instances, soonest
+    deadline first).
     """
 
     name: str
@@ -87,6 +88,10 @@ class Method:
     mutating: bool
     route: Route | None = None
     read: str | None = None
+    # Facts about the acting user the server adds to the params after checking them (a
+    # client cannot send them: they are not declared params). Known: "newcomer" (True
+    # when the user has never had an order).
+    facts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from games.bargain import GAME as BARGAIN
 from games.core import Game
 from games.groupbuy import GAME as GROUPBUY
 
@@ -11,5 +12,6 @@ GAMES: dict[str, Game[Any, Any, Any, Any]] = {
     game.kind: game
     for game in (
         GROUPBUY,
+        BARGAIN,
     )
 }

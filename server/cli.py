@@ -40,7 +40,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _config(args.path)
-    print(f"{config.source}: ok ({len(config.groupbuys)} campaigns)")
+    print(f"{config.source}: ok ({len(config.campaigns)} campaigns)")
     return 0
 
 

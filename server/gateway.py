@@ -150,15 +150,26 @@ def result_of(answer: str) -> Outcome:
     return result
 
 
-def _command(game: core.Game[Any, Any, Any, Any], name: str) -> Handler:
-    """The handler sending a game's command to the campaign's owner."""
+def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handler:
+    """The handler sending a game's command to the campaign's owner, with the facts about
+    the user its method asks for."""
     async def command(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                       ) -> Outcome:
         gw.campaign(p["campaign"], game.kind)
         params = {k: v for k, v in p.items() if k != "campaign"}
-        return await gw.game({"method": name, "campaign": p["campaign"], "user": who.user,
-                              "key": key, "params": params})
+        for fact in method.facts:
+            params[fact] = await _FACTS[fact](gw, who)
+        return await gw.game({"method": method.name, "campaign": p["campaign"],
+                              "user": who.user, "key": key, "params": params})
     return command
+
+
+async def _newcomer(gw: Gateway, who: Identity) -> bool:
+    return not await reads.has_ordered(gw.pool, who.user)
+
+
+# What the server knows of a user that a game may ask for (games.core.Method.facts).
+_FACTS: dict[str, Callable[[Gateway, Identity], Awaitable[Any]]] = {"newcomer": _newcomer}
 
 
 def _read(game: core.Game[Any, Any, Any, Any], read: str | None) -> Handler:
@@ -193,7 +204,7 @@ def _game_methods() -> list[Method]:
     found = []
     for game in GAMES.values():
         for m in game.methods:
-            handler = _command(game, m.name) if m.mutating else _read(game, m.read)
+            handler = _command(game, m) if m.mutating else _read(game, m.read)
             found.append(Method(m.name, m.params, handler, m.mutating, m.route))
     return found
 

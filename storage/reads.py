@@ -12,6 +12,12 @@ from games.commission import available, pending
 from games.withdrawal import withdrawing
 
 
+async def has_ordered(pool: asyncpg.Pool, user: str) -> bool:
+    """Whether `user` has ever had an order (a newcomer has not)."""
+    return bool(await pool.fetchval("SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1)",
+                                    user))
+
+
 def iso_time(moment: datetime | None) -> str | None:
     """A timestamp from Postgres in the API's time format (None stays None)."""
     return None if moment is None else iso(int(moment.timestamp() * 1000))

@@ -31,6 +31,10 @@ CAMPAIGNS = [
     configs.campaign("pair", size=2, stock=1000, led=50, joined=50),
     configs.campaign("later", size=2, stock=10, starts_at="2098-01-01T00:00:00+00:00"),
     configs.campaign("soak", size=5, stock=10_000_000, led=1_000_000, joined=1_000_000),
+    configs.bargain("cut", helpers=5, stock=100, started=10, before_floor=True),
+    configs.bargain("crowd", helpers=100, stock=10, list_price=100_000, floor_price=100),
+    configs.bargain("cutstorm", helpers=100, stock=1000, started=100,
+                    list_price=1_000_000, floor_price=100),
 ]
 
 

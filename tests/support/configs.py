@@ -25,6 +25,23 @@ def campaign(cid: str, *, size: int = 5, stock: int = 1000, time_limit: int = 36
     return data
 
 
+def bargain(cid: str, *, helpers: int = 5, stock: int = 1000, time_limit: int = 3600,
+            list_price: int = 10000, floor_price: int = 1000, started: int = 1,
+            per_day: int = 1000, per_campaign: int = 1000, before_floor: bool = False,
+            pay_within: int = 900, starts_at: str = "2020-01-01T00:00:00+00:00",
+            ends_at: str = "2099-01-01T00:00:00+00:00", **extra: Any) -> dict[str, Any]:
+    """One bargain campaign table."""
+    return {
+        "id": cid, "kind": "bargain", "title": f"Test {cid}", "starts_at": starts_at,
+        "ends_at": ends_at, "stock": stock, "helpers_to_floor": helpers,
+        "time_limit_seconds": time_limit, "max_bargains_started": started,
+        "max_helps_per_day": per_day, "max_helps_per_campaign": per_campaign,
+        "buy_before_floor": before_floor, "pay_within_seconds": pay_within, **extra,
+        "product": {"sku": f"SKU-{cid}", "title": f"Product {cid}", "list_price": list_price,
+                    "floor_price": floor_price},
+    }
+
+
 def document(campaigns: list[dict[str, Any]], *, shards: int = 2, namespace: str = "test",
              database_url: str | None = None, redis_url: str | None = None,
              ray_address: str | None = None, data_dir: str = ".fission",

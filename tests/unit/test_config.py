@@ -294,7 +294,7 @@ BAD: list[Any] = [
     pytest.param(camp(0, id=""), "campaigns[0].id", id="id-empty"),
     pytest.param(camp(0, id="x" * 65), "campaigns[0].id", id="id-too-long"),
     pytest.param(drop("campaigns", 0, "id"), "campaigns[0].id", id="id-missing"),
-    pytest.param(camp(0, kind="bargain"), "campaigns[0].kind", id="kind-unknown"),
+    pytest.param(camp(0, kind="raffle"), "campaigns[0].kind", id="kind-unknown"),
     pytest.param(drop("campaigns", 0, "kind"), "campaigns[0].kind", id="kind-missing"),
     pytest.param(drop("campaigns", 0, "group_size"), "campaigns[0].group_size",
                  id="group-size-missing"),
