@@ -38,14 +38,16 @@ from tests.support.faults import (
     Watcher,
     fault_env,
     kill_group,
+    kill_tree,
     named_actors,
     own_database,
+    remove_namespace,
     stored_groups,
+    throwaway_ray_head,
 )
 from tests.support.services import Services, prepare
 from tests.support.stack import (
     Gateway,
-    ray_head,
     start_gateway,
     stop_group,
     wait_healthy,
@@ -70,7 +72,8 @@ def _document(tmp: Path, campaign: dict[str, Any], database_url: str, redis_url:
 async def _gateways(tmp: Path, doc: dict[str, Any], env: dict[str, str],
                     count: int) -> AsyncIterator[list[Gateway]]:
     """`count` gateways of one deployment, started together (the actors are created once:
-    get_if_exists), stopped at the end."""
+    get_if_exists); at the end, stopped, and the deployment's actors removed from the
+    shared Ray head."""
     path = write_config(tmp, doc)
     started = [start_gateway(path, tmp, env=env) for _ in range(count)]
     try:
@@ -79,6 +82,8 @@ async def _gateways(tmp: Path, doc: dict[str, Any], env: dict[str, str],
     finally:
         for gateway in started:
             stop_group(gateway.proc, 10)
+        await asyncio.to_thread(remove_namespace, doc["ray"]["address"],
+                                doc["ray"]["namespace"])
 
 
 async def _health(session: aiohttp.ClientSession, gateway: Gateway) -> int:
@@ -93,7 +98,7 @@ async def _until_health(session: aiohttp.ClientSession, gateways: list[Gateway],
     """Poll every gateway's /healthz until each answers `status`."""
     deadline = time.monotonic() + timeout
     while True:
-        seen = [await _health(session, g) for g in gateways]
+        seen = await asyncio.gather(*(_health(session, g) for g in gateways))
         if all(s == status for s in seen):
             return
         assert time.monotonic() < deadline, f"/healthz {seen}, waiting for {status}"
@@ -161,18 +166,17 @@ REDIS_OUTAGE = 8.0
 
 
 async def test_redis_restart_mid_storm_loses_nothing_and_live_events_resume(
-        migrated: Services, tmp_path: Path) -> None:
+        migrated: Services, ray_address: str, tmp_path: Path) -> None:
     campaign = "rfault"
     database_url = await own_database(migrated, "fission_fault_redis")
     own_redis = RedisServer(tmp_path / "redis")
     own_redis.start()
     try:
-        with ray_head(tmp_path) as head:
-            doc = _document(tmp_path, configs.campaign(campaign, size=11, stock=100_000),
-                            database_url, own_redis.url, head.address)
-            async with _gateways(tmp_path, doc, fault_env(database_url, own_redis.url),
-                                 2) as gw, aiohttp.ClientSession() as session:
-                await _redis_storm(session, gw, own_redis, database_url, campaign)
+        doc = _document(tmp_path, configs.campaign(campaign, size=11, stock=100_000),
+                        database_url, own_redis.url, ray_address)
+        async with _gateways(tmp_path, doc, fault_env(database_url, own_redis.url),
+                             2) as gw, aiohttp.ClientSession() as session:
+            await _redis_storm(session, gw, own_redis, database_url, campaign)
     finally:
         own_redis.stop()
 
@@ -307,19 +311,18 @@ async def test_hub_hands_on_what_was_published_while_redis_was_away(tmp_path: Pa
 # --- Postgres ----------------------------------------------------------------------------
 
 async def test_postgres_restart_mid_storm_answers_unavailable_then_recovers(
-        migrated: Services, tmp_path: Path) -> None:
+        migrated: Services, ray_address: str, tmp_path: Path) -> None:
     campaign, size, groups_n = "pfault", 5, 30
     own_pg = PostgresServer(tmp_path)
     try:
         database_url = own_pg.start("fission")
         await prepare(Services(database_url, migrated.redis_url, external=False))
-        with ray_head(tmp_path) as head:
-            doc = _document(tmp_path, configs.campaign(campaign, size=size, stock=100_000),
-                            database_url, migrated.redis_url, head.address)
-            async with _gateways(tmp_path, doc, fault_env(database_url, migrated.redis_url),
-                                 1) as gw, aiohttp.ClientSession() as session:
-                await _postgres_storm(session, gw[0], own_pg, database_url, campaign, size,
-                                      groups_n)
+        doc = _document(tmp_path, configs.campaign(campaign, size=size, stock=100_000),
+                        database_url, migrated.redis_url, ray_address)
+        async with _gateways(tmp_path, doc, fault_env(database_url, migrated.redis_url),
+                             1) as gw, aiohttp.ClientSession() as session:
+            await _postgres_storm(session, gw[0], own_pg, database_url, campaign, size,
+                                  groups_n)
     finally:
         own_pg.stop()
 
@@ -413,63 +416,62 @@ async def _until_orders(database_url: str, expected: int, timeout: float) -> Non
 # --- a gateway killed ----------------------------------------------------------------------
 
 async def test_clients_of_a_killed_gateway_resume_on_the_other_with_after(
-        migrated: Services, tmp_path: Path) -> None:
+        migrated: Services, ray_address: str, tmp_path: Path) -> None:
     campaign, groups_n = "gfault", 4
     database_url = await own_database(migrated, "fission_fault_gateway")
-    with ray_head(tmp_path) as head:
-        doc = _document(tmp_path, configs.campaign(campaign, size=10, stock=1000),
-                        database_url, migrated.redis_url, head.address)
-        async with _gateways(tmp_path, doc, fault_env(database_url, migrated.redis_url),
-                             2) as gw, aiohttp.ClientSession() as session:
-            doomed, other = gw
-            opened = await _open(session, other, campaign, [f"gl{i}" for i in range(groups_n)])
-            gids = [g["id"] for g in opened]
-            topics = [_topic(campaign, gid) for gid in gids]
-            watchers = [await Watcher.connect(doomed.ws_url, f"gw{i}") for i in range(4)]
-            for watcher in watchers:
-                for topic in topics:
-                    await watcher.subscribe(topic)
-            for watcher in watchers:
-                await watcher.until(dict.fromkeys(topics, 1), timeout=15)
+    doc = _document(tmp_path, configs.campaign(campaign, size=10, stock=1000),
+                    database_url, migrated.redis_url, ray_address)
+    async with _gateways(tmp_path, doc, fault_env(database_url, migrated.redis_url),
+                         2) as gw, aiohttp.ClientSession() as session:
+        doomed, other = gw
+        opened = await _open(session, other, campaign, [f"gl{i}" for i in range(groups_n)])
+        gids = [g["id"] for g in opened]
+        topics = [_topic(campaign, gid) for gid in gids]
+        watchers = [await Watcher.connect(doomed.ws_url, f"gw{i}") for i in range(4)]
+        for watcher in watchers:
+            for topic in topics:
+                await watcher.subscribe(topic)
+        for watcher in watchers:
+            await watcher.until(dict.fromkeys(topics, 1), timeout=15)
 
-            async def joins(round_: int, count: int) -> dict[str, dict[str, Any]]:
-                """`count` joins into each group through the surviving gateway."""
-                answers = await asyncio.gather(*(
-                    post(session, f"{other.url}/api/groupbuys/{campaign}/groups/{gid}/join",
-                         f"gj{round_}-{g}-{n}")
-                    for n in range(count) for g, gid in enumerate(gids)))
-                assert all(status == 200 for status, _ in answers), answers
-                return await _current(session, other, campaign, gids)
+        async def joins(round_: int, count: int) -> dict[str, dict[str, Any]]:
+            """`count` joins into each group through the surviving gateway."""
+            answers = await asyncio.gather(*(
+                post(session, f"{other.url}/api/groupbuys/{campaign}/groups/{gid}/join",
+                     f"gj{round_}-{g}-{n}")
+                for n in range(count) for g, gid in enumerate(gids)))
+            assert all(status == 200 for status, _ in answers), answers
+            return await _current(session, other, campaign, gids)
 
-            now = await joins(0, 2)
-            for watcher in watchers:
-                await watcher.until({_topic(campaign, g): now[g]["seq"] for g in gids}, 15)
-            kill_group(doomed.proc.pid)  # SIGKILL: no close frame, no goodbye
-            for watcher in watchers:
-                await asyncio.wait_for(watcher.closed.wait(), 15)
-            missed = await joins(1, 3)  # while its clients are away
-            assert doomed.proc.wait(10) == -signal.SIGKILL
-            # Each client reconnects to the other gateway and resumes after its last seq.
-            back = [await Watcher.connect(other.ws_url, f"gw{i}", w.views)
-                    for i, w in enumerate(watchers)]
-            for watcher in back:
-                for topic in topics:
-                    await watcher.subscribe(topic)
-            for watcher in back:
-                await watcher.until({_topic(campaign, g): missed[g]["seq"] for g in gids}, 15)
-            _assert_in_step(back, campaign, missed)
-            live = await joins(2, 2)  # then live ones
-            for watcher in back:
-                await watcher.until({_topic(campaign, g): live[g]["seq"] for g in gids}, 15)
-            _assert_in_step(back, campaign, live)
-            for watcher in back:
-                for topic in topics:
-                    view = watcher.views[topic]
-                    # The snapshot of the first subscribe, then nothing but events: the
-                    # missed ones exactly once each (resume), then the live ones.
-                    assert view.snapshots == 1 and view.events == live[
-                        topic.rsplit(":", 1)[1]]["seq"] - 1, view
-                await watcher.close()
+        now = await joins(0, 2)
+        for watcher in watchers:
+            await watcher.until({_topic(campaign, g): now[g]["seq"] for g in gids}, 15)
+        kill_group(doomed.proc.pid)  # SIGKILL: no close frame, no goodbye
+        for watcher in watchers:
+            await asyncio.wait_for(watcher.closed.wait(), 15)
+        missed = await joins(1, 3)  # while its clients are away
+        assert doomed.proc.wait(10) == -signal.SIGKILL
+        # Each client reconnects to the other gateway and resumes after its last seq.
+        back = [await Watcher.connect(other.ws_url, f"gw{i}", w.views)
+                for i, w in enumerate(watchers)]
+        for watcher in back:
+            for topic in topics:
+                await watcher.subscribe(topic)
+        for watcher in back:
+            await watcher.until({_topic(campaign, g): missed[g]["seq"] for g in gids}, 15)
+        _assert_in_step(back, campaign, missed)
+        live = await joins(2, 2)  # then live ones
+        for watcher in back:
+            await watcher.until({_topic(campaign, g): live[g]["seq"] for g in gids}, 15)
+        _assert_in_step(back, campaign, live)
+        for watcher in back:
+            for topic in topics:
+                view = watcher.views[topic]
+                # The snapshot of the first subscribe, then nothing but events: the
+                # missed ones exactly once each (resume), then the live ones.
+                assert view.snapshots == 1 and view.events == live[
+                    topic.rsplit(":", 1)[1]]["seq"] - 1, view
+            await watcher.close()
 
 
 # --- a foreign Ray on the machine ---------------------------------------------------------
@@ -497,23 +499,43 @@ def _embedded_env(ray_tmpdir: str, ray_address: str | None = None) -> dict[str, 
     return env
 
 
-async def _serve_embedded_on_its_own_ray(tmp: Path, env: dict[str, str]) -> None:
-    """Start the embedded default, check it runs on a Ray cluster it started itself, and
-    stop it cleanly."""
+ACTORS = frozenset({"ray::ShardHost", "ray::PipelineHost"})
+
+
+def _ray_workers(pid: int) -> set[str]:
+    """The Ray worker processes (`ray::<actor class>`) descending from process `pid`."""
+    found = set()
+    for child in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error, IndexError):
+            if child.cmdline()[0].startswith("ray::"):
+                found.add(child.cmdline()[0])
+    return found
+
+
+async def _serve_embedded_on_its_own_ray(tmp: Path, env: dict[str, str],
+                                         foreign: int | None = None) -> None:
+    """Start the embedded default, check it runs its actors on a Ray cluster it started
+    itself (none under the `foreign` head's process, when given), and stop it cleanly."""
     doc = configs.document([configs.campaign("solo", size=2, stock=5)], shards=1,
                            namespace="embedded-own", data_dir=str(tmp / "data"))
     gateway = start_gateway(write_config(tmp, doc), tmp, env=env)
     try:
         await wait_healthy(gateway, timeout=120)
-        # Its own cluster: the GCS server runs among its own descendants.
-        names = [p.name() for p in psutil.Process(gateway.proc.pid).children(recursive=True)]
-        assert "gcs_server" in names, names
         async with aiohttp.ClientSession() as session:
             status, body = await post(session, gateway.url + "/api/groupbuys/solo/groups",
                                       "fr-a")
         assert status == 201, body
+        # Its own cluster: the GCS server and the actors' workers are its descendants.
+        under = psutil.Process(gateway.proc.pid).children(recursive=True)
+        assert "gcs_server" in [p.name() for p in under], under
+        assert ACTORS <= _ray_workers(gateway.proc.pid)
+        if foreign is not None:
+            assert not ACTORS & _ray_workers(foreign)
         gateway.proc.send_signal(signal.SIGTERM)
         assert gateway.proc.wait(60) == 0, gateway.log_text()[-3000:]
+        # ... and it stops with it: nothing of that cluster outlives the server.
+        _, alive = psutil.wait_procs(under, timeout=20)
+        assert alive == [], alive
     finally:
         stop_group(gateway.proc, 10)
 
@@ -526,8 +548,8 @@ def _recorded(ray_tmpdir: str) -> str:
 async def test_embedded_default_ignores_a_killed_ray_left_recorded(
         tmp_path: Path, ray_tmpdir: str) -> None:
     # An earlier `ray start` (the bench's, say) killed: its address stays recorded.
-    with ray_head(tmp_path, temp_dir=f"{ray_tmpdir}/ray") as head:
-        kill_group(head.pid)
+    with throwaway_ray_head(tmp_path, temp_dir=f"{ray_tmpdir}/ray") as head:
+        kill_tree(head.pid)
         assert _recorded(ray_tmpdir) == head.address
         await _serve_embedded_on_its_own_ray(tmp_path, _embedded_env(ray_tmpdir))
 
@@ -536,8 +558,8 @@ async def test_embedded_default_never_puts_its_actors_on_a_live_foreign_ray(
         tmp_path: Path, ray_tmpdir: str) -> None:
     # A live cluster that is not ours, recorded as the last `ray start` and named by
     # RAY_ADDRESS, with the token that would let a driver in.
-    with ray_head(tmp_path, temp_dir=f"{ray_tmpdir}/ray") as head:
+    with throwaway_ray_head(tmp_path, temp_dir=f"{ray_tmpdir}/ray") as head:
         assert _recorded(ray_tmpdir) == head.address
-        await _serve_embedded_on_its_own_ray(tmp_path, _embedded_env(ray_tmpdir,
-                                                                     head.address))
-        assert named_actors(head.address) == []  # nothing of ours went there
+        await _serve_embedded_on_its_own_ray(
+            tmp_path, _embedded_env(ray_tmpdir, head.address), foreign=head.pid)
+        assert named_actors(head.address) == []  # its GCS never heard of our actors

@@ -17,11 +17,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import redis
 
 from storage import db
@@ -29,7 +31,7 @@ from storage.migrate import DATA_TABLES
 from tests.support.client import WS
 from tests.support.frames import apply_event
 from tests.support.services import Services, prepare
-from tests.support.stack import free_port, ray_env
+from tests.support.stack import RayHead, free_port, ray_env, ray_head
 
 # The events that feed the pipeline: each is written with an outbox row (DESIGN.md, 5).
 OUTBOX_TYPES = frozenset({"deal_completed", "refunded"})
@@ -176,6 +178,34 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL process `pid` and every process under it, and wait until they are gone.
+
+    Ray's workers run in process groups of their own, so killing the head's group alone
+    would leave them to notice their raylet is gone by themselves.
+    """
+    try:
+        top = psutil.Process(pid)
+        procs = [top, *top.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+@contextlib.contextmanager
+def throwaway_ray_head(tmp: Path, *, temp_dir: str | None = None) -> Iterator[RayHead]:
+    """A Ray head for one test, killed at the end with every process under it: nothing of
+    it is kept, and a graceful `ray start` shutdown takes about 30 s on this machine."""
+    with ray_head(tmp, temp_dir=temp_dir) as head:
+        try:
+            yield head
+        finally:
+            kill_tree(head.pid)
+
+
 def named_actors(address: str) -> list[dict[str, str]]:
     """Every named actor of the Ray cluster at `address`, in every namespace.
 
@@ -190,6 +220,20 @@ def named_actors(address: str) -> list[dict[str, str]]:
     assert done.returncode == 0, done.stderr[-3000:]
     found: list[dict[str, str]] = json.loads(done.stdout.strip().splitlines()[-1])
     return found
+
+
+def remove_namespace(address: str, namespace: str) -> None:
+    """Kill every named actor of `namespace` on the Ray cluster at `address` (a test's
+    detached actors on a shared head: they would outlive it, retrying its stopped
+    services). From a driver process of its own, as `named_actors`."""
+    script = ("import sys, ray\n"
+              "ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR')\n"
+              "for found in ray.util.list_named_actors(all_namespaces=True):\n"
+              "    if found['namespace'] == sys.argv[2]:\n"
+              "        ray.kill(ray.get_actor(found['name'], namespace=sys.argv[2]))\n")
+    done = subprocess.run([sys.executable, "-c", script, address, namespace], env=ray_env(),
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 # --- watching clients ------------------------------------------------------------------
