@@ -74,8 +74,9 @@ async def errors_and_logs(request: web.Request, handler: Handler) -> web.StreamR
         response = error_response("payload_too_large", "the request body is too large", 413)
     except web.HTTPNotFound:
         response = error_response("not_found", "no such route", 404)
-    except web.HTTPMethodNotAllowed:
+    except web.HTTPMethodNotAllowed as exc:
         response = error_response("method_not_allowed", "method not allowed on this route", 405)
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))  # RFC 9110
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
