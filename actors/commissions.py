@@ -17,6 +17,7 @@ from actors import answers
 from actors.answers import Answer
 from actors.payments import Movement, PaymentAdapter
 from games import commission as rules
+from games.topics import user_topic
 from storage import ledger, reads
 from storage.config import CommissionConfig, Config
 from storage.ledger import Commission, NewCommission
@@ -36,7 +37,7 @@ class FreshOrder:
 
 def _event(c: Commission, kind: str) -> LiveEvent:
     # The beneficiary sees their commission move; `buyer` is who bought through them.
-    return LiveEvent(f"user:{c.beneficiary}", 0, {
+    return LiveEvent(user_topic(c.beneficiary), 0, {
         "type": kind, "commission": c.id, "order": c.order_id, "level": c.level,
         "amount": c.amount, "buyer": c.buyer, "campaign": c.campaign})
 
@@ -108,7 +109,7 @@ async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, 
         (_txn(c, "reverse"), c.id, line) for c in reversed_
         for line in rules.reverse(c.beneficiary, c.amount)])
     view = reads.order_view(refunded)
-    live = [LiveEvent(f"user:{user}", 0, {"type": "order_refunded", "order": view}),
+    live = [LiveEvent(user_topic(user), 0, {"type": "order_refunded", "order": view}),
             *(_event(c, "commission_reversed") for c in reversed_)]
     return answers.ok({"order": view}), live
 
@@ -127,5 +128,5 @@ async def bind(conn: asyncpg.Connection, user: str, referrer: str
     if refusal is not None:
         return answers.error("invalid_request", refusal), []
     row = await ledger.insert_referral(conn, user, referrer)
-    live = [LiveEvent(f"user:{referrer}", 0, {"type": "referral_bound", "user": user})]
+    live = [LiveEvent(user_topic(referrer), 0, {"type": "referral_bound", "user": user})]
     return answers.ok({"referral": reads.referral_view(row)}), live

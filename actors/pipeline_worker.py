@@ -28,6 +28,7 @@ from actors import answers, backoff, commissions, withdrawals
 from actors.answers import Answer
 from actors.commissions import FreshOrder
 from actors.payments import Movement, adapter
+from games.topics import user_topic
 from storage import db, ledger, reads
 from storage.config import Config
 from storage.events import OUTBOX_CHANNEL
@@ -279,7 +280,7 @@ class PipelineWorker:
             orders = [FreshOrder(r["id"], r["campaign"], r["user_id"], r["amount"],
                                  r["created_at"]) for r in rows]
             # Each buyer sees their order appear (the deal's frame came before it existed).
-            live = [LiveEvent(f"user:{r['user_id']}", 0,
+            live = [LiveEvent(user_topic(r['user_id']), 0,
                               {"type": "order_created", "order": reads.order_view(r)})
                     for r in rows]
         earned, earned_live = await commissions.earn(conn, orders, self.config)

@@ -18,6 +18,7 @@ from actors.answers import Answer
 from actors.payments import PaymentAdapter
 from games import withdrawal as rules
 from games.commission import Line, available
+from games.topics import user_topic
 from storage import ledger, reads
 from storage import withdrawals as store
 from storage.live import LiveEvent
@@ -33,7 +34,7 @@ def _lines(withdrawal_id: int, step: str, lines: Sequence[Line]
 
 
 def _event(kind: str, row: asyncpg.Record) -> LiveEvent:
-    return LiveEvent(f"user:{row['user_id']}", 0,
+    return LiveEvent(user_topic(row['user_id']), 0,
                      {"type": kind, "withdrawal": reads.withdrawal_view(row)})
 
 
