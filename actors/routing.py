@@ -12,7 +12,7 @@ def shard_of(instance_id: str, shards: int) -> int:
 
 def shard_name(index: int) -> str:
     """The Ray actor name of shard `index`."""
-    return f"groupbuy-shard-{index}"
+    return f"shard-{index}"
 
 
 PIPELINE_NAME = "pipeline"
