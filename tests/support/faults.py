@@ -93,6 +93,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def _answers(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited: see {self.folder / 'redis.log'}")
         try:
             client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
             try:
