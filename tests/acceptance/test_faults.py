@@ -495,16 +495,19 @@ def _embedded_env(ray_tmpdir: str, ray_address: str | None = None) -> dict[str, 
     return env
 
 
-ACTORS = frozenset({"ray::ShardHost", "ray::PipelineHost"})
+# Ray's own processes named `ray::...` (agents, workers waiting for a task): any other is
+# a worker hosting an actor, named after its class.
+RAY_OWN = frozenset({"ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::IDLE"})
 
 
-def _ray_workers(pid: int) -> set[str]:
-    """The Ray worker processes (`ray::<actor class>`) descending from process `pid`."""
-    found = set()
+def _actor_workers(pid: int) -> list[str]:
+    """The actor workers (`ray::<actor class>`) descending from process `pid`."""
+    found = []
     for child in psutil.Process(pid).children(recursive=True):
         with contextlib.suppress(psutil.Error, IndexError):
-            if child.cmdline()[0].startswith("ray::"):
-                found.add(child.cmdline()[0])
+            name = child.cmdline()[0]
+            if name.startswith("ray::") and name not in RAY_OWN:
+                found.append(name)
     return found
 
 
@@ -524,9 +527,9 @@ async def _serve_embedded_on_its_own_ray(tmp: Path, env: dict[str, str],
         # Its own cluster: the GCS server and the actors' workers are its descendants.
         under = psutil.Process(gateway.proc.pid).children(recursive=True)
         assert "gcs_server" in [p.name() for p in under], under
-        assert ACTORS <= _ray_workers(gateway.proc.pid)
+        assert len(_actor_workers(gateway.proc.pid)) >= 2  # a shard and the pipeline
         if foreign is not None:
-            assert not ACTORS & _ray_workers(foreign)
+            assert _actor_workers(foreign) == []
         gateway.proc.send_signal(signal.SIGTERM)
         assert gateway.proc.wait(60) == 0, gateway.log_text()[-3000:]
         # ... and it stops with it: nothing of that cluster outlives the server.
