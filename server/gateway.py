@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import redis.exceptions
 
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
@@ -31,6 +32,12 @@ from storage.config import Config
 log = logging.getLogger("fission.gateway")
 
 _SERVICE_FAILURES = frozenset({"internal", "unavailable"})
+
+# What a read raises while Postgres or Redis is down or restarting.
+STORAGE_DOWN: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def command_log_level(outcome: str, log_commands: bool) -> int | None:
@@ -104,6 +111,11 @@ class Gateway:
         except ApiError as exc:
             outcome = exc.code
             raise
+        except STORAGE_DOWN:
+            # Postgres (or Redis) not answering is the service unavailable, not a bug:
+            # 503, and the client retries (with its key).
+            outcome = "unavailable"
+            raise ApiError("unavailable", "storage is unavailable; try again") from None
         except Exception:
             outcome = "internal"
             raise

@@ -14,7 +14,7 @@ from aiohttp import web
 from server import state
 from server.auth import Identity
 from server.errors import ApiError
-from server.gateway import METHODS, Method, encode
+from server.gateway import METHODS, STORAGE_DOWN, Method, encode
 from server.limits import retry_after_ms
 from server.params import KEY_MAX, parse_json
 from storage.text import clean_token
@@ -82,6 +82,8 @@ async def errors_and_logs(request: web.Request, handler: Handler) -> web.StreamR
             raise
         response = error_response("invalid_request" if exc.status < 500 else "unavailable",
                                   exc.reason, exc.status)
+    except STORAGE_DOWN:
+        response = error_response("unavailable", "storage is unavailable; try again", 503)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response("internal", "the server failed to handle this request", 500)

@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 from server.hub import Hub
 from storage.live import Live, LiveEvent
 from tests.support import configs
-from tests.support.client import get, post
+from tests.support.client import auth, get, post
 from tests.support.faults import (
     PostgresServer,
     Recorder,
@@ -340,6 +340,7 @@ async def _postgres_storm(session: aiohttp.ClientSession, gateway: Gateway,
     plan = [(f"pj{g}-{n}", gid) for n in range(size - 1) for g, gid in enumerate(gids)]
     crash_at, hold_at = len(plan) // 4, 3 * len(plan) // 4
     statuses: Counter[int] = Counter()
+    read_statuses: dict[str, tuple[int, str]] = {}
     acked: dict[str, str] = {}
 
     async def join(user: str, gid: str) -> None:
@@ -355,6 +356,11 @@ async def _postgres_storm(session: aiohttp.ClientSession, gateway: Gateway,
         while statuses[503] < 5:
             assert time.monotonic() < deadline, f"no `unavailable` while down: {statuses}"
             await asyncio.sleep(0.05)  # polling the storm's progress
+        # Reads of the read model, the orders and the ledger say `unavailable` too.
+        for path in (f"/api/groupbuys/{campaign}/groups/{gids[0]}", "/api/orders",
+                     "/api/commissions", "/api/referrals"):
+            async with session.get(gateway.url + path, headers=auth("p-reader")) as resp:
+                read_statuses[path] = (resp.status, (await resp.json())["error"]["code"])
         await asyncio.to_thread(own_pg.restart)
 
     tasks: list[asyncio.Task[None]] = []
@@ -372,6 +378,7 @@ async def _postgres_storm(session: aiohttp.ClientSession, gateway: Gateway,
     # Meanwhile: `unavailable` (503), never an internal error; afterwards every client's
     # retry with its key was answered, and every group filled.
     assert set(statuses) <= {200, 503} and statuses[503] >= 5, statuses
+    assert set(read_statuses.values()) == {(503, "unavailable")}, read_statuses
     assert len(acked) == len(plan)
 
     stored = await stored_groups(database_url, campaign)
