@@ -35,8 +35,9 @@ def available() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
-    """Apply the migrations `conn`'s database lacks; returns the versions applied."""
+async def migrate(conn: asyncpg.Connection, up_to: int | None = None) -> list[int]:
+    """Apply the migrations `conn`'s database lacks (up to version `up_to`, when given);
+    returns the versions applied."""
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
     try:
         await conn.execute(
@@ -47,7 +48,7 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         applied = []
         for migration in available():
-            if migration.version in done:
+            if migration.version in done or (up_to is not None and migration.version > up_to):
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)

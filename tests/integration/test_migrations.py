@@ -1,0 +1,108 @@
+"""Existing data survives the move to game-neutral deals (migration 0004), not a reset.
+
+A database at version 3 holds a group-buy's order, its payment, a deal the pipeline has
+processed, a deal and a refund it has not; after migrating, the pipeline turns the old
+pending rows into orders and payments as it always did, and replaying every row creates
+nothing twice (the migrated order and payment are the same (campaign, instance, line)).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from actors.payments import Movement, SandboxPayments
+from actors.pipeline_worker import PipelineWorker
+from storage import db
+from storage.config import parse
+from storage.migrate import migrate
+from tests.support import configs
+from tests.support.services import Services
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def old_database(migrated: Services) -> AsyncIterator[str]:
+    url = db.with_database(migrated.database_url, "fission_migration_check")
+    admin = await asyncpg.connect(db.with_database(url, "postgres"))
+    try:
+        await admin.execute('DROP DATABASE IF EXISTS "fission_migration_check"')
+        await admin.execute('CREATE DATABASE "fission_migration_check"')
+    finally:
+        await admin.close()
+    yield url
+    admin = await asyncpg.connect(db.with_database(url, "postgres"))
+    try:
+        await admin.execute('DROP DATABASE IF EXISTS "fission_migration_check" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def test_old_orders_payments_and_outbox_rows_move_to_deal_lines(
+        old_database: str) -> None:
+    conn = await asyncpg.connect(old_database)
+    try:
+        assert await migrate(conn, up_to=3) == [1, 2, 3]
+        old_ref = SandboxPayments.reference(Movement("payment", "c1", "g1", "alice", "alice",
+                                                     6000))
+        await conn.execute(
+            "INSERT INTO orders (campaign, group_id, user_id, sku, amount, status, payment_ref)"
+            " VALUES ('c1', 'g1', 'alice', 'SKU-c1', 6000, 'paid', $1)", old_ref)
+        await conn.execute(
+            "INSERT INTO payments (kind, campaign, group_id, user_id, amount, adapter,"
+            " reference) VALUES ('payment', 'c1', 'g1', 'alice', 6000, 'sandbox', $1)",
+            old_ref)
+        deal = {"group": "g1", "seq": 3, "campaign": "c1", "sku": "SKU-c1", "price": 6000,
+                "members": ["alice"], "at": 1, "type": "deal_completed"}
+        pending = {**deal, "group": "g2", "members": ["bob", "carol"]}
+        refund = {"group": "g3", "seq": 3, "campaign": "c1", "user": "dave", "amount": 6000,
+                  "at": 1, "type": "refunded"}
+        await conn.executemany(
+            "INSERT INTO outbox (stream, version, type, data, processed_at)"
+            " VALUES ('groupbuy:c1', $1, $2, $3::jsonb, $4)",
+            [(1, "deal_completed", json.dumps(deal), None), (2, "deal_completed",
+             json.dumps(pending), None), (3, "refunded", json.dumps(refund), None)])
+        await conn.execute("UPDATE outbox SET processed_at = now() WHERE version = 1")
+
+        assert await migrate(conn) == [4, 5]
+        kinds = [r["type"] for r in await conn.fetch("SELECT type FROM outbox ORDER BY id")]
+        assert kinds == ["deal", "deal", "refund"]
+        lines = json.loads(await conn.fetchval("SELECT data FROM outbox WHERE version = 2"))
+        assert lines["lines"] == [
+            {"user": u, "sku": "SKU-c1", "amount": 6000, "instance": "g2", "line": u}
+            for u in ("bob", "carol")]
+        config = parse(configs.document([configs.campaign("c1", size=2)],
+                                        database_url=old_database), {}, "test")
+        worker = PipelineWorker(config, old_database)
+        await worker.start()
+        try:
+            await worker.drain()
+
+            async def state() -> list[tuple[object, ...]]:
+                rows = await conn.fetch(
+                    "SELECT o.kind, o.instance, o.line, o.user_id, o.amount, o.payment_ref"
+                    " FROM orders o ORDER BY o.id")
+                return [tuple(r) for r in rows]
+
+            first = await state()
+            assert [row[:5] for row in first] == [
+                ("groupbuy", "g1", "alice", "alice", 6000),
+                ("groupbuy", "g2", "bob", "bob", 6000),
+                ("groupbuy", "g2", "carol", "carol", 6000)]
+            assert first[0][5] == old_ref  # the same reference, derived the same way
+            refunds = await conn.fetch("SELECT user_id, amount FROM payments"
+                                       " WHERE kind = 'refund'")
+            assert [tuple(r) for r in refunds] == [("dave", 6000)]
+            # Replaying every row, the migrated one too, creates nothing twice.
+            await conn.execute("UPDATE outbox SET processed_at = NULL")
+            await worker.drain()
+            assert await state() == first
+            assert await conn.fetchval("SELECT count(*) FROM payments") == 4
+        finally:
+            await worker.stop()
+    finally:
+        await conn.close()
