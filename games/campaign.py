@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from games.commission import Rates
 
@@ -44,29 +45,29 @@ class GroupBuyCampaign:
 
     def public(self) -> dict[str, object]:
         """The campaign as `GET /api/campaigns` lists it."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "title": self.title,
-            "starts_at": iso(self.starts_at),
-            "ends_at": iso(self.ends_at),
-            "product": {
-                "sku": self.product.sku,
-                "title": self.product.title,
-                "list_price": self.product.list_price,
-                "group_price": self.product.group_price,
-            },
-            "group_size": self.group_size,
-            "time_limit_seconds": self.time_limit_ms // 1000,
-            "stock": self.stock,
-            "max_groups_led": self.max_groups_led,
-            "max_groups_joined": self.max_groups_joined,
-            "virtual_fill_ratio": self.virtual_fill_ratio,
-            # A sharer's page shows what sharing earns (分享赚): the rates of this campaign.
-            "commission": None if self.commission is None else {
-                "level1_bps": self.commission.level1_bps,
-                "level2_bps": self.commission.level2_bps},
-        }
+        return listed(
+            self,
+            product={"sku": self.product.sku, "title": self.product.title,
+                     "list_price": self.product.list_price,
+                     "group_price": self.product.group_price},
+            group_size=self.group_size, time_limit_seconds=self.time_limit_ms // 1000,
+            stock=self.stock, max_groups_led=self.max_groups_led,
+            max_groups_joined=self.max_groups_joined,
+            virtual_fill_ratio=self.virtual_fill_ratio,
+        )
+
+
+def listed(campaign: GroupBuyCampaign | Any, **fields: object) -> dict[str, object]:
+    """A campaign as `GET /api/campaigns` lists it: what every campaign shows, its own
+    `fields`, and the commission a referred buyer's order earns (a sharer's page shows
+    what sharing earns, 分享赚)."""
+    rates = campaign.commission
+    return {
+        "id": campaign.id, "kind": campaign.kind, "title": campaign.title,
+        "starts_at": iso(campaign.starts_at), "ends_at": iso(campaign.ends_at), **fields,
+        "commission": None if rates is None else {"level1_bps": rates.level1_bps,
+                                                  "level2_bps": rates.level2_bps},
+    }
 
 
 @lru_cache(maxsize=65536)

@@ -6,6 +6,8 @@ campaign tables with these, so a bad campaign names its key like any other.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -85,6 +87,44 @@ def read_time(section: Table, name: str) -> int:
         raise section.fail(name, "needs a time zone offset, e.g. 2026-01-01T00:00:00+08:00")
     return int(raw.timestamp() * 1000)
 
+
+
+@dataclass(frozen=True)
+class CampaignHead:
+    """What every `[[campaigns]]` table has, whatever its game."""
+
+    id: str
+    kind: str
+    title: str
+    starts_at: int
+    ends_at: int
+
+
+_CAMPAIGN_ID = re.compile(r"[a-z0-9_-]{1,64}")
+
+
+def read_campaign_head(s: Table) -> CampaignHead:
+    """A campaign table's id, kind, title and running window."""
+    cid = s.get("id", str)
+    s.check("id", _CAMPAIGN_ID.fullmatch(cid) is not None,
+            "must be 1-64 characters of a-z, 0-9, - and _")
+    kind = s.get("kind", str)
+    title = s.get("title", str)
+    starts_at, ends_at = read_time(s, "starts_at"), read_time(s, "ends_at")
+    s.check("ends_at", ends_at > starts_at, "must be after starts_at")
+    return CampaignHead(cid, kind, title, starts_at, ends_at)
+
+
+def read_own_rates(s: Table, rates: Rates) -> Rates:
+    """A campaign's commission rates: its optional `[campaigns.commission]` table over the
+    shop's `rates`, key by key."""
+    own = s.get("commission", dict, None)
+    if own is None:
+        return rates
+    c = Table(s.source, s.key("commission"), own)
+    found = read_rates(c, rates)
+    c.done()
+    return found
 
 
 def read_rates(s: Table, default: Rates) -> Rates:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from games.campaign import iso
+from games.campaign import listed
 from games.commission import Rates
-from games.settings import Table, read_rates, read_time
-from games.topics import SLUG_RE
+from games.settings import Table, read_campaign_head, read_own_rates
 
 KIND = "bargain"
 # A cut's share range: (lo, hi) with 0 < lo <= hi < 1, of the distance left to the floor.
@@ -76,48 +75,29 @@ class BargainCampaign:
 
     def public(self) -> dict[str, object]:
         """The campaign as `GET /api/campaigns` lists it."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "title": self.title,
-            "starts_at": iso(self.starts_at),
-            "ends_at": iso(self.ends_at),
-            "product": {
-                "sku": self.product.sku,
-                "title": self.product.title,
-                "list_price": self.product.list_price,
-                "floor_price": self.product.floor_price,
-            },
-            "stock": self.stock,
-            "helpers_to_floor": self.helpers_to_floor,
-            "time_limit_seconds": self.time_limit_ms // 1000,
-            "max_bargains_started": self.max_bargains_started,
-            "max_helps_per_day": self.max_helps_per_day,
-            "max_helps_per_campaign": self.max_helps_per_campaign,
-            "time_zone": self.time_zone,
-            "buy_before_floor": self.buy_before_floor,
-            "first_cut": None if self.first_cut is None else list(self.first_cut),
-            "newcomer_cut": None if self.newcomer_cut is None else list(self.newcomer_cut),
-            "pay_within_seconds": self.pay_within_ms // 1000,
-            # A sharer's page shows what sharing earns (分享赚): the rates of this campaign.
-            "commission": None if self.commission is None else {
-                "level1_bps": self.commission.level1_bps,
-                "level2_bps": self.commission.level2_bps},
-        }
+        return listed(
+            self,
+            product={"sku": self.product.sku, "title": self.product.title,
+                     "list_price": self.product.list_price,
+                     "floor_price": self.product.floor_price},
+            stock=self.stock, helpers_to_floor=self.helpers_to_floor,
+            time_limit_seconds=self.time_limit_ms // 1000,
+            max_bargains_started=self.max_bargains_started,
+            max_helps_per_day=self.max_helps_per_day,
+            max_helps_per_campaign=self.max_helps_per_campaign, time_zone=self.time_zone,
+            buy_before_floor=self.buy_before_floor,
+            first_cut=None if self.first_cut is None else list(self.first_cut),
+            newcomer_cut=None if self.newcomer_cut is None else list(self.newcomer_cut),
+            pay_within_seconds=self.pay_within_ms // 1000,
+        )
 
 
 def parse_campaign(s: Table, rates: Rates) -> BargainCampaign:
     """A `[[campaigns]]` table of kind "bargain"; `rates` are the shop's commission rates,
     which an optional `[campaigns.commission]` table overrides key by key. Every refusal
     names its key."""
-    cid = s.get("id", str)
-    s.check("id", SLUG_RE.fullmatch(cid) is not None,
-            "must be 1-64 characters of a-z, 0-9, - and _")
-    kind = s.get("kind", str)
-    s.check("kind", kind == KIND, f"must be {KIND!r}")
-    title = s.get("title", str)
-    starts_at, ends_at = read_time(s, "starts_at"), read_time(s, "ends_at")
-    s.check("ends_at", ends_at > starts_at, "must be after starts_at")
+    head = read_campaign_head(s)
+    s.check("kind", head.kind == KIND, f"must be {KIND!r}")
     product = _product(Table(s.source, s.key("product"), s.get("product", dict)))
     stock = s.get("stock", int)
     s.check("stock", stock >= 0, "must not be negative")
@@ -150,15 +130,11 @@ def parse_campaign(s: Table, rates: Rates) -> BargainCampaign:
     s.check("helpers_to_floor", distance >= needed,
             f"needs list_price - floor_price ({distance} fen) of at least {needed} fen, "
             "1 fen for each cut" + (" (first_cut included)" if first_cut else ""))
-    own = s.get("commission", dict, None)
-    if own is not None:
-        c = Table(s.source, s.key("commission"), own)
-        rates = read_rates(c, rates)
-        c.done()
+    rates = read_own_rates(s, rates)
     s.done()
     return BargainCampaign(
-        id=cid, title=title, starts_at=starts_at, ends_at=ends_at, product=product,
-        stock=stock, helpers_to_floor=helpers, time_limit_ms=time_limit * 1000,
+        id=head.id, title=head.title, starts_at=head.starts_at, ends_at=head.ends_at,
+        product=product, stock=stock, helpers_to_floor=helpers, time_limit_ms=time_limit * 1000,
         max_bargains_started=limits["max_bargains_started"],
         max_helps_per_day=limits["max_helps_per_day"],
         max_helps_per_campaign=limits["max_helps_per_campaign"], time_zone=zone,

@@ -14,10 +14,9 @@ from games.core import Applied, Column, Line, Method, Outbox, Param, Publish, Re
 from games.errors import GameError
 from games.groupbuy import rules as gb
 from games.pmap import PMap
-from games.settings import Table, read_rates, read_time
+from games.settings import Table, read_campaign_head, read_own_rates
 
 KIND = "groupbuy"
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 _CAMPAIGN = Param(str, pattern=topics.SLUG_RE)
 _GROUP = Param(str, pattern=topics.IDENT_RE)
@@ -28,13 +27,7 @@ _BASE = "/api/groupbuys/{campaign}/groups"
 def parse_campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
     """A `kind = "groupbuy"` campaign table; `rates` are the shop's commission rates,
     which its optional `[campaigns.commission]` table overrides key by key."""
-    cid = s.get("id", str)
-    s.check("id", 0 < len(cid) <= 64 and set(cid) <= _ID_CHARS,
-            "must be 1-64 characters of a-z, 0-9, - and _")
-    s.get("kind", str)
-    title = s.get("title", str)
-    starts_at, ends_at = read_time(s, "starts_at"), read_time(s, "ends_at")
-    s.check("ends_at", ends_at > starts_at, "must be after starts_at")
+    head = read_campaign_head(s)
     p = Table(s.source, s.key("product"), s.get("product", dict))
     product = Product(
         sku=p.get("sku", str), title=p.get("title", str),
@@ -60,14 +53,11 @@ def parse_campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
     if ratio is not None:
         s.check("virtual_fill_ratio", 0 < ratio <= 1, "must be above 0 and at most 1")
         ratio = float(ratio)
-    own = s.get("commission", dict, None)
-    if own is not None:
-        c = Table(s.source, s.key("commission"), own)
-        rates = read_rates(c, rates)
-        c.done()
+    rates = read_own_rates(s, rates)
     s.done()
     return GroupBuyCampaign(
-        id=cid, title=title, starts_at=starts_at, ends_at=ends_at, product=product,
+        id=head.id, title=head.title, starts_at=head.starts_at, ends_at=head.ends_at,
+        product=product,
         group_size=size, time_limit_ms=time_limit * 1000, stock=stock, max_groups_led=led,
         max_groups_joined=joined, virtual_fill_ratio=ratio, commission=rates,
     )
