@@ -10,8 +10,9 @@ make (as `Line`s the pipeline turns into orders without knowing the game) and it
 and routes (data the gateway reads).
 
 A game that holds something until it is paid (a seat, a purchase) arms a deadline for the
-hold under a key of its own, and takes the payment's outcome as a command like any other
-(sent by the system rather than a user): `tick(key)` is the command a due deadline sends.
+hold under a key of its own (`tick(key)` is the command a due deadline sends), and takes
+the payment's outcome as a command like any other: a method it declares `public=False`,
+which the server sends once it has verified the payment provider's notification.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class Method:
     # client cannot send them: they are not declared params). Known: "newcomer" (True
     # when the user has never had an order).
     facts: tuple[str, ...] = ()
+    # False for a command only the server sends (a payment's outcome, from a verified
+    # notification): the owner takes it, the gateway never offers it to clients.
+    public: bool = True
 
 
 @dataclass(frozen=True)

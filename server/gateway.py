@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,11 +211,13 @@ def _read(game: core.Game[Any, Any, Any, Any], read: str | None) -> Handler:
     raise ValueError(f"{game.kind}: unknown read {read!r}")
 
 
-def _game_methods() -> list[Method]:
-    """Every registered game's methods, as the gateway offers them."""
+def game_methods(games: Iterable[core.Game[Any, Any, Any, Any]]) -> list[Method]:
+    """The methods of `games` the gateway offers clients (their public ones)."""
     found = []
-    for game in GAMES.values():
+    for game in games:
         for m in game.methods:
+            if not m.public:
+                continue  # the server's own commands (a payment's outcome), not a client's
             handler = _command(game, m) if m.mutating else _read(game, m.read)
             found.append(Method(m.name, m.params, handler, m.mutating, m.route))
     return found
@@ -295,7 +297,7 @@ _NOTE = Param(str, required=False, pattern=re.compile(r"[^\x00-\x1f\x7f]{1,200}"
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        *_game_methods(),
+        *game_methods(GAMES.values()),
         Method("campaigns.list", {}, _campaigns, False),
         Method("orders.list", {"limit": _LIMIT}, _orders, False),
         Method("orders.refund", {"order": _ID}, _refund, True),
