@@ -59,8 +59,9 @@ pytestmark = pytest.mark.acceptance
 EXAMPLES = int(os.environ.get("FISSION_FUZZ_EXAMPLES", "40"))
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 # Campaigns of the acceptance stack a positive case may be pointed at: `guard` takes new
-# groups (50 per user), `later` has not started (every command is refused).
-CAMPAIGNS = ("guard", "later")
+# groups (50 per user), `later` has not started (every command is refused), `cutstorm`
+# takes bargains (100 per user; each needs 100 helpers to reach its floor).
+CAMPAIGNS = ("guard", "later", "cutstorm")
 Case = AnyCase[Any]
 _CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 _ERROR_KEYS = frozenset({"code", "message", "retry_after_ms"})
@@ -311,11 +312,47 @@ def test_signed_tokens_with_claims_of_any_type(stack: Stack, route: tuple[str, s
 
 
 
+# Query integers as Python's int() reads them but the OpenAPI file's `integer` does not:
+# digits of other scripts, `_` between digits, a sign, spaces around.
+_ZEROS = [0x0660, 0x06F0, 0x0966, 0x09E6, 0xFF10, 0x1D7CE]
+_LIMIT_ROUTES = ["/api/groupbuys/guard/groups", "/api/orders", "/api/commissions",
+                 "/api/withdrawals", "/api/admin/withdrawals"]
+
+
+@st.composite
+def not_quite_integers(draw: st.DrawFn) -> str:
+    """A number from 1 to 100 written so int() takes it, and a schema does not."""
+    text = str(draw(st.integers(10, 100)))
+    form = draw(st.sampled_from(["script", "underscore", "sign", "space"]))
+    if form == "script":
+        zero = draw(st.sampled_from(_ZEROS))
+        return "".join(chr(zero + int(d)) for d in text)
+    if form == "underscore":
+        return text[0] + "_" + text[1:]
+    if form == "sign":
+        return "+" + text
+    return draw(st.sampled_from([" ", "\t", "\n"])) + text
+
+
+@given(path=st.sampled_from(_LIMIT_ROUTES), limit=not_quite_integers())
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_integer_query_parameters_are_plain_decimal(stack: Stack, path: str, limit: str
+                                                    ) -> None:
+    """`limit` is an integer: other spellings of one are refused (400), not read by int()."""
+    headers = {"Authorization": f"Bearer {token(_fresh('fzq'), role='marketer')}"}
+    response = requests.get(stack.gateways[0].url + path, params={"limit": limit},
+                            headers=headers, timeout=_TIMEOUT)
+    assert response.status_code == 400, (
+        f"GET {response.url} answered {response.status_code}: {response.text[:200]}")
+    assert response.json()["error"]["code"] == "invalid_request", response.text
+
+
 # --- every documented status is real ------------------------------------------------------------
 
 # Statuses the OpenAPI file documents that this stack cannot show on demand: 503 needs an
-# actor or storage down; the others need settled commission, and this stack's return window
-# is 30 days (test_withdrawals.py proves them on a stack whose window is 0).
+# actor or storage down (everywhere); the others need settled commission, and this stack's
+# return window is 30 days (test_withdrawals.py proves them on a stack whose window is 0).
 UNPROVOKED = {
     **{("POST", path, status): "needs settled commission"
        for path in ("/api/admin/withdrawals/{withdrawal}/approve",
@@ -327,16 +364,23 @@ UNPROVOKED = {
 }
 _MISSING = 999_999_999
 _BIG = json.dumps({"x": "a" * 20_000})  # over the default server.max_body_bytes (16384)
+_LIMITED = {"/api/groupbuys/{campaign}/groups", "/api/orders", "/api/commissions",
+            "/api/withdrawals", "/api/admin/withdrawals"}  # GET routes with a `limit`
 
 
 @dataclass(frozen=True)
 class World:
-    """What the documented-status requests act on: an open group and a paid order."""
+    """What the documented-status requests act on."""
 
     base: str
-    group: str
-    buyer: str
+    group: str  # open, in `guard`
+    buyer: str  # of `order`, a paid order of a completed group
     order: int
+    initiator: str  # of `bargain`, open in `cutstorm` (bought only at its floor)
+    bargain: str
+    cut_initiator: str  # of `cut_bargain`, open in `cut` (buyable before its floor)
+    cut_bargain: str
+    started: str  # a user who started all the bargains `cut` lets one user start
 
 
 @dataclass(frozen=True)
@@ -362,8 +406,8 @@ def _send(session: requests.Session, base: str, ask: Ask) -> requests.Response:
 
 
 def _world(session: requests.Session, base: str) -> World:
-    """An open group in `guard`, and an order of a completed one (polled until the
-    pipeline has written it)."""
+    """Groups, bargains and an order to act on (the order polled until the pipeline has
+    written it)."""
     def post(path: str, user: str) -> dict[str, Any]:
         response = _send(session, base, Ask("POST", path, user))
         assert response.status_code in (200, 201), response.text
@@ -375,11 +419,17 @@ def _world(session: requests.Session, base: str) -> World:
     done = post("/api/groupbuys/guard/groups", buyer)["group"]["id"]
     for _ in range(2):
         post(f"/api/groupbuys/guard/groups/{done}/join", _fresh("fzw"))
+    initiator, cut_initiator, started = _fresh("fzi"), _fresh("fzi"), _fresh("fzi")
+    bargain = post("/api/bargains/cutstorm", initiator)["bargain"]["id"]
+    cut_bargain = post("/api/bargains/cut", cut_initiator)["bargain"]["id"]
+    for _ in range(10):  # `cut` lets a user start 10
+        post("/api/bargains/cut", started)
     deadline = time.monotonic() + 30
     while True:
         orders = _send(session, base, Ask("GET", "/api/orders", buyer)).json()["orders"]
         if orders:
-            return World(base, group, buyer, int(orders[0]["id"]))
+            return World(base, group, buyer, int(orders[0]["id"]), initiator, bargain,
+                         cut_initiator, cut_bargain, started)
         if time.monotonic() > deadline:
             state = _send(session, base, Ask("GET", f"/api/groupbuys/guard/groups/{done}",
                                              buyer)).text
@@ -390,62 +440,58 @@ def _world(session: requests.Session, base: str) -> World:
         time.sleep(0.1)  # polling the pipeline's outbox drain in another process
 
 
-def _fill(template: str, campaign: str, group: str, order: int, withdrawal: int) -> str:
-    return (template.replace("{campaign}", campaign).replace("{group}", group)
-            .replace("{order}", str(order)).replace("{withdrawal}", str(withdrawal)))
-
-
 def _ask(world: World, method: str, template: str, status: int) -> Ask:
     """The request that should get `status` from the route."""
-    admin = template.startswith("/api/admin/")
     user: str | None = _fresh("fzd")
-    role = "marketer" if admin else "user"
-    campaign, group, order, withdrawal = "guard", world.group, _MISSING, _MISSING
+    role = "marketer" if template.startswith("/api/admin/") else "user"
+    is_bargain = template.startswith("/api/bargains/")
+    values = {"campaign": "cutstorm" if is_bargain else "guard", "group": world.group,
+              "bargain": world.bargain, "order": str(_MISSING),
+              "withdrawal": str(_MISSING)}
     body: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     query = ""
-    if template == "/api/orders/{order}/refund" and status == 200:
-        user, order = world.buyer, world.order
+    if template == "/api/referrals" and method == "POST":
+        body = json.dumps({"referrer": _fresh("fzr")})
+    if template == "/api/withdrawals" and method == "POST":
+        body = json.dumps({"amount": 100})  # refused as insufficient_balance: 409
+    if status == 200 and template == "/api/orders/{order}/refund":
+        user, values["order"] = world.buyer, str(world.order)
+    if status == 200 and template.endswith("/buy"):
+        user, values["campaign"] = world.cut_initiator, "cut"
+        values["bargain"] = world.cut_bargain
     if status == 400:
         if template == "/ws":
             pass  # a plain GET: no WebSocket handshake
         elif method == "POST":
             body = "[]"
-        elif "limit" in _QUERY_ROUTES.get(template, ()):
+        elif template in _LIMITED:
             query = "?limit=0"
         else:
             headers = (("Idempotency-Key", "k" * 129),)
     elif status == 401:
         user = None
     elif status == 403:
-        role = "user"
+        role = "user"  # a marketer route; or a bargain bought by another than its initiator
     elif status == 404:
-        campaign = "nope"
+        values["campaign"] = "nope"
     elif status == 409:
-        campaign = "later"
-        if template == "/api/withdrawals":
-            body = json.dumps({"amount": 100})
+        if template == "/api/bargains/{campaign}":
+            user, values["campaign"] = world.started, "cut"  # limit_reached
+        elif template.endswith("/help") or template.endswith("/buy"):
+            user = world.initiator  # own_bargain; floor_not_reached
+        else:
+            values["campaign"] = "later"  # campaign_not_active
     elif status == 413:
         body = _BIG
     elif status == 414:
         query = "?pad=" + "a" * 9000  # over the gateway's 8192-byte request target
     elif status == 431:
         headers = (("X-Pad", "a" * 9000),)  # over its 8192 bytes a header
-    if status in (200, 201, 409, 429) and template == "/api/referrals" and method == "POST":
-        body = json.dumps({"referrer": _fresh("fzr")})
-    if status in (200, 201, 429) and template == "/api/withdrawals" and method == "POST":
-        body = json.dumps({"amount": 100})
-    return Ask(method, _fill(template, campaign, group, order, withdrawal) + query, user, role,
-               body, headers)
-
-
-_QUERY_ROUTES = {
-    "/api/groupbuys/{campaign}/groups": ("limit",),
-    "/api/orders": ("limit",),
-    "/api/commissions": ("limit",),
-    "/api/withdrawals": ("limit",),
-    "/api/admin/withdrawals": ("status", "limit"),
-}
+    path = template
+    for name, value in values.items():
+        path = path.replace("{" + name + "}", value)
+    return Ask(method, path + query, user, role, body, headers)
 
 
 def _answer(session: requests.Session, world: World, method: str, template: str,
@@ -525,3 +571,23 @@ def test_documented_statuses_are_real(stack: Stack) -> None:
                 except Exception as exc:  # the schema's own failure, reported below
                     wrong.append(f"{label}: {exc}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_openapi_file_describes_every_route() -> None:
+    """Every route the gateway registers is an operation of docs/openapi.yaml, and every
+    operation there is a route (fuzzing a file that misses routes proves nothing)."""
+    from aiohttp import web
+
+    from server import http_api
+
+    app = web.Application()
+    http_api.routes(app)
+    registered = {(route.method, route.resource.canonical) for route in app.router.routes()
+                  if route.method != "HEAD" and route.resource is not None}
+    registered.add(("GET", "/ws"))  # server/app.py adds the socket beside the HTTP routes
+    documented = set()
+    for result in SCHEMA.get_all_operations():
+        assert isinstance(result, Ok), result
+        documented.add((result.ok().method.upper(), result.ok().path))
+    assert registered - documented == set(), "routes the OpenAPI file does not describe"
+    assert documented - registered == set(), "operations the server does not have"

@@ -19,8 +19,9 @@ Properties, per example:
 - the server closes only for a cause it documents: 1007 after text that is not UTF-8,
   1009 after a frame over 4x `max_frame_bytes`, 1008 after a flood; a socket it keeps
   open still answers a ping;
-- a well-behaved socket beside it (another user, subscribed to a group topic that
-  users join over HTTP during the run) receives every event, in seq order, no gaps.
+- a well-behaved socket beside it (another user, subscribed to a group's and a bargain's
+  topic that users join and help over HTTP during the run, and that fuzzed frames point
+  at) receives every event, in seq order, no gaps.
 
 `FISSION_FUZZ_EXAMPLES` sets the number of examples (default 40: about a minute for the
 file with the stack's start); docs/api.md ("Fuzzing for a release") has the long run.
@@ -56,6 +57,7 @@ FRAME_LIMIT = 4096  # the stack's [server] max_frame_bytes
 HARD_LIMIT = 4 * FRAME_LIMIT  # above it aiohttp closes with 1009
 BURST = 100  # the stack's frame_burst: a flood past 2x this is closed with 1008
 CAMPAIGN = "storm"  # the watched groups' campaign: 5 seats, fresh users lead and join
+BARGAINS = "cutstorm"  # the watched bargains': 100 helpers to the floor
 REPLY_WITHIN = 5.0  # seconds the replies of one example may take (floods, actor calls)
 _ERROR_KEYS = frozenset({"code", "message", "retry_after_ms"})
 
@@ -180,7 +182,7 @@ def expect(send: Send) -> Expect:
 
 _REF = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12).map(
     lambda s: f"fz{s}")
-_CAMPAIGNS = st.sampled_from([CAMPAIGN, "guard", "later", "nope"])
+_CAMPAIGNS = st.sampled_from([CAMPAIGN, BARGAINS, "cut", "guard", "later", "nope"])
 _NOTE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FFF, codec="utf-8",
                               exclude_characters="\x7f"),
                 min_size=1, max_size=40)
@@ -203,12 +205,24 @@ _WRONG = st.one_of(
 )
 
 
-def _field(name: str, me: str, group: str) -> st.SearchStrategy[Any]:
+@dataclass(frozen=True)
+class Live:
+    """Who the fuzzed socket is, and the instances the watcher watches (frames point at
+    them, so fuzzing reaches real groups and bargains)."""
+
+    me: str
+    group: str
+    bargain: str
+
+
+def _field(name: str, live: Live) -> st.SearchStrategy[Any]:
     """Valid values of a call parameter, pointed at real things where the name says how."""
     spec = {name: p for m in METHODS.values() for name, p in m.params.items()}[name]
+    me = live.me
     named: dict[str, st.SearchStrategy[Any]] = {
         "campaign": _CAMPAIGNS,
-        "group": st.sampled_from([group, "gnothere", "g000000000000"]),
+        "group": st.sampled_from([live.group, "gnothere", "g000000000000"]),
+        "bargain": st.sampled_from([live.bargain, "bnothere"]),
         "referrer": st.sampled_from([me, "fz-referrer", "u1", "phone@shop"]),
         "amount": st.integers(100, 10**6),
         "note": _NOTE,
@@ -222,24 +236,27 @@ def _field(name: str, me: str, group: str) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def call_frame(draw: st.DrawFn, me: str, group: str) -> dict[str, Any]:
+def call_frame(draw: st.DrawFn, live: Live) -> dict[str, Any]:
     """A valid `call` of any method in METHODS."""
     method = draw(st.sampled_from(sorted(METHODS)))
     params = {}
     for name, spec in METHODS[method].params.items():
         if spec.required or draw(st.booleans()):
-            params[name] = draw(_field(name, me, group))
+            params[name] = draw(_field(name, live))
     return {"op": "call", "ref": draw(_REF), "method": method, "params": params}
 
 
 @st.composite
-def valid_frame(draw: st.DrawFn, me: str, group: str) -> dict[str, Any]:
+def valid_frame(draw: st.DrawFn, live: Live) -> dict[str, Any]:
     """One of the contract's client frames, valid."""
-    topics = st.sampled_from([f"groupbuy:{CAMPAIGN}:{group}", f"user:{me}", "user:someone",
-                              f"groupbuy:nope:{group}", "lottery:x"])
+    me = live.me
+    topics = st.sampled_from([f"groupbuy:{CAMPAIGN}:{live.group}", f"user:{me}",
+                              f"bargain:{BARGAINS}:{live.bargain}", "user:someone",
+                              f"groupbuy:nope:{live.group}", "bargain:cut:bnothere",
+                              "lottery:x"])
     kind = draw(st.sampled_from(["call"] * 4 + ["auth", "subscribe", "unsubscribe", "ping"]))
     if kind == "call":
-        return draw(call_frame(me, group))
+        return draw(call_frame(live))
     frame: dict[str, Any] = {"op": kind}
     if kind == "auth":
         frame["token"] = token(draw(st.sampled_from([me, f"{me}-other"])))
@@ -285,9 +302,9 @@ _NOT_UTF8 = [b"\xff", b"\xfe\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\
 
 
 @st.composite
-def send(draw: st.DrawFn, me: str, group: str) -> Send:
+def send(draw: st.DrawFn, live: Live) -> Send:
     """One frame as it goes on the wire: valid, mutated, broken, binary or flooded."""
-    base = draw(valid_frame(me, group))
+    base = draw(valid_frame(live))
     value = draw(st.one_of(st.just(base), mutated(base)))
     payload = dump(value).encode("utf-8", "surrogatepass")
     opcode = rawws.TEXT
@@ -311,28 +328,53 @@ def send(draw: st.DrawFn, me: str, group: str) -> Send:
 
 
 @dataclass
+class Watched:
+    """A game instance the well-behaved socket watches: a group-buy's group (users join
+    it) or a bargain (users help it)."""
+
+    kind: str  # "groupbuy" or "bargain"
+    campaign: str
+    id: str = ""
+
+    @property
+    def topic(self) -> str:
+        return f"{self.kind}:{self.campaign}:{self.id}"
+
+    @property
+    def start_path(self) -> str:
+        return f"/api/groupbuys/{self.campaign}/groups" if self.kind == "groupbuy" \
+            else f"/api/bargains/{self.campaign}"
+
+    @property
+    def path(self) -> str:
+        return f"{self.start_path}/{self.id}"
+
+    @property
+    def act_path(self) -> str:
+        return self.path + ("/join" if self.kind == "groupbuy" else "/help")
+
+
+@dataclass
 class Watcher:
-    """A socket that does everything right: subscribed to a group topic that users join
-    over HTTP during the run, it must see every event of it, in seq order, no gaps."""
+    """A socket that does everything right: subscribed to a group's and a bargain's topic
+    that users join and help over HTTP during the run, it must see every event of them, in
+    seq order, no gaps (whoever caused them: the fuzzed socket may join and help too)."""
 
     gateway: Gateway
     session: aiohttp.ClientSession
     socket: WS | None = None
-    group: str = ""
-    joins: int = 0
+    group: Watched = field(default_factory=lambda: Watched("groupbuy", CAMPAIGN))
+    bargain: Watched = field(default_factory=lambda: Watched("bargain", BARGAINS))
     # Per topic, the seqs of its snapshots and events, as they arrived.
     seen: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     odd: list[dict[str, Any]] = field(default_factory=list)  # anything else it was sent
     reader: asyncio.Task[None] | None = None
 
-    @property
-    def topic(self) -> str:
-        return f"groupbuy:{CAMPAIGN}:{self.group}"
-
     async def start(self) -> None:
         self.socket = await WS.connect(self.gateway.ws_url, _fresh("fzwatch"))
         self.reader = asyncio.create_task(self._read())
-        await self.rotate()
+        await self.rotate(self.group)
+        await self.rotate(self.bargain)
 
     async def _read(self) -> None:
         assert self.socket is not None
@@ -343,50 +385,57 @@ class Watcher:
             else:
                 self.odd.append(frame)
 
-    async def rotate(self) -> None:
-        """Watch a new open group (a fresh leader opens it), and let the last one go."""
-        status, body = await _post(self.session, self.gateway.url
-                                   + f"/api/groupbuys/{CAMPAIGN}/groups", _fresh("fzlead"))
+    async def rotate(self, watched: Watched) -> None:
+        """Watch a new instance (a fresh user opens it), and let the last one go."""
+        status, body = await _post(self.session, self.gateway.url + watched.start_path,
+                                   _fresh("fzlead"))
         assert status == 201, body
-        old, self.group, self.joins = self.topic, body["group"]["id"], 0
+        old = watched.topic
+        watched.id = body[watched.kind if watched.kind == "bargain" else "group"]["id"]
         assert self.socket is not None
-        await self.socket.send({"op": "subscribe", "topic": self.topic})
+        await self.socket.send({"op": "subscribe", "topic": watched.topic})
         if self.seen.pop(old, None) is not None:
             await self.socket.send({"op": "unsubscribe", "topic": old})
 
-    async def join(self) -> None:
-        """Another user joins the watched group over HTTP."""
-        url = self.gateway.url + f"/api/groupbuys/{CAMPAIGN}/groups/{self.group}/join"
-        status, body = await _post(self.session, url, _fresh("fzjoin"))
-        assert status in (200, 409), body  # 409: the fuzzed socket filled it first
-        self.joins += 1
+    async def act(self) -> None:
+        """Another user joins the watched group, and another helps the watched bargain,
+        over HTTP."""
+        for watched in (self.group, self.bargain):
+            status, body = await _post(self.session, self.gateway.url + watched.act_path,
+                                       _fresh("fzact"))
+            # 409: the fuzzed socket filled the group or brought the bargain to its floor
+            assert status in (200, 409), body
 
     async def check(self) -> None:
-        """Every event of the watched group so far has arrived, in order, no gaps; a full
-        group is swapped for a new one."""
-        url = self.gateway.url + f"/api/groupbuys/{CAMPAIGN}/groups/{self.group}"
+        """Every event of the watched instances so far has arrived, in order, no gaps; one
+        that is done (a full group, a bargain at its floor) is swapped for a new one."""
+        for watched in (self.group, self.bargain):
+            await self._check(watched)
+        assert not self.odd, f"the well-behaved socket was sent {self.odd}"
+
+    async def _check(self, watched: Watched) -> None:
+        url = self.gateway.url + watched.path
         deadline = time.monotonic() + REPLY_WITHIN
         while True:
             async with self.session.get(url, headers=auth(_fresh("fzlook"))) as resp:
                 body = await resp.json()
             assert resp.status == 200, body
-            seqs = self.seen.get(self.topic, [])
-            if seqs and seqs[-1][1] >= body["group"]["seq"]:
+            now = body["group" if watched.kind == "groupbuy" else "bargain"]
+            seqs = self.seen.get(watched.topic, [])
+            if seqs and seqs[-1][1] >= now["seq"]:
                 break
             assert self.reader is not None and not self.reader.done(), \
                 f"the watcher's socket closed: {self.reader}, odd frames {self.odd[-3:]}"
-            assert time.monotonic() < deadline, (
-                f"the watcher saw {seqs} of {self.topic}, the group is at seq "
-                f"{body['group']['seq']}")
+            assert time.monotonic() < deadline, \
+                f"the watcher saw {seqs} of {watched.topic}, which is at seq {now['seq']}"
             await asyncio.sleep(0.02)  # polling another process's delivery, with a deadline
         assert seqs[0][0] == "snapshot", seqs
         numbers = [seq for _, seq in seqs]
         assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), \
-            f"events of {self.topic} out of order or with a gap: {seqs}"
-        assert numbers[-1] == body["group"]["seq"], (seqs, body)
-        assert not self.odd, f"the well-behaved socket was sent {self.odd}"
-        if body["group"]["status"] != "open":
-            await self.rotate()
+            f"events of {watched.topic} out of order or with a gap: {seqs}"
+        assert numbers[-1] == now["seq"], (seqs, now)
+        if now["status"] != "open":
+            await self.rotate(watched)
 
     async def stop(self) -> None:
         if self.socket is not None:
@@ -504,7 +553,8 @@ async def test_fuzzed_frames_keep_the_contract(stack: Stack, watcher: Watcher,
     gateway = stack.gateways[0]
     me = _fresh("fzws")
     by_query = data.draw(st.booleans(), label="token in the query")
-    sends = data.draw(st.lists(send(me, watcher.group), min_size=1, max_size=6), label="sends")
+    live = Live(me, watcher.group.id, watcher.bargain.id)
+    sends = data.draw(st.lists(send(live), min_size=1, max_size=6), label="sends")
     if not by_query:
         first = data.draw(st.one_of(st.just({"op": "auth", "token": token(me)}),
                                     mutated({"op": "auth", "token": token(me)})))
@@ -522,8 +572,8 @@ async def test_fuzzed_frames_keep_the_contract(stack: Stack, watcher: Watcher,
         for item in sends:
             what = expect(item)
             await sock.send([(item.opcode, item.payload)] * item.count)
-            if not joined:  # a user joins the watched group while the fuzz is on
-                await watcher.join()
+            if not joined:  # users join and help the watched ones while the fuzz is on
+                await watcher.act()
                 joined = True
             sent += item.count
             if what.closes is not None:
