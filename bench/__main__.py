@@ -3,8 +3,9 @@
 Starts Postgres, Redis, a Ray head and one `fission serve`, plus the mall baseline and the
 raw echo/broadcast server; drives them from two load-generator processes; prints the
 tables, writes `results.json` and `latency.png` into the out dir. Exits non-zero when an
-invariant breaks (an over-full group, oversold stock, an ack not in Postgres) or nothing
-worked; speed is reported, never asserted.
+invariant breaks (an over-full group, oversold stock, a cut below a bargain's floor, a
+bargain's price not its list price less its cuts, a helper twice in a bargain, an ack
+not in Postgres) or nothing worked; speed is reported, never asserted.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from array import array
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,14 @@ from bench import profile as profiler
 from bench.clients import HttpClient, fission_route, now_ms, token
 from bench.loadgen import Generators
 from bench.stack import (
+    BARGAIN_CAMPAIGN,
+    BARGAIN_FLOOR_PRICE,
+    BARGAIN_LIST_PRICE,
     DEAL_CAMPAIGNS,
     DEAL_SIZE,
     FAN_CAMPAIGN,
     FAN_SIZE,
+    HELPERS_TO_FLOOR,
     SECRET,
     STORM_CAMPAIGN,
     STORM_SIZE,
@@ -48,6 +54,8 @@ from bench.stack import (
 from tests.support.stack import RayHead, free_port, ray_head
 
 TEAM_SIZE = STORM_SIZE + 2  # a leader, then S+1 racing for S-1 places
+# The bargain's teams: an initiator, then H+2 helpers racing for the H helps to the floor.
+BARGAIN_TEAM = HELPERS_TO_FLOOR + 3
 GENERATORS = 2
 
 
@@ -67,17 +75,39 @@ class Plan:
     # The open-loop sweep: offered cmds/s, lowest first, by this many teams.
     sweep_rates: tuple[int, ...] = (250, 500, 1000, 2000, 3000, 4000, 5000)
     sweep_teams: int = 256
-    scenarios: tuple[str, ...] = ("storm", "sweep", "deals", "fanout", "inserts")
+    # The bargain help storm: teams (bargains helped at once) per level, seconds per run.
+    bargain_levels: tuple[int, ...] = (1, 4, 16)
+    bargain_duration: float = 8.0
+    scenarios: tuple[str, ...] = ("storm", "sweep", "deals", "fanout", "bargain", "inserts")
     systems: tuple[str, ...] = ("fission_ws", "fission_http", "mall", "echo")
     gateways: int = 1  # Fission gateway processes (on 2 cores, two did worse than one)
 
 
-SCENARIOS = ("storm", "sweep", "deals", "fanout", "inserts")
+@dataclass(frozen=True)
+class Measured:
+    """One measured run of the prepared teams.
+
+    `load_1m` is the machine's 1-minute load average as it began (this bench's own
+    processes included); `others_cores` the cores the machine was busy with during it
+    beyond what this bench's processes used: other work on the machine, the noise.
+    """
+
+    start_at: float  # epoch s of the shared start line
+    outs: list[Any]  # each generator's answer
+    cpu: dict[str, float]  # cores used per role
+    server: dict[str, float]  # what Fission's /metrics say happened (empty for others)
+    load_1m: float
+    others_cores: float
+
+
+SCENARIOS = ("storm", "sweep", "deals", "fanout", "bargain", "inserts")
+BARGAIN_SYSTEMS = ("fission_ws", "fission_http", "mall")  # no echo: it has no bargain
 SWEPT = ("fission_ws", "mall")  # the systems the open-loop sweep compares
 SATURATED = 0.9  # a sweep point acking less than this share of its offered load
 FULL = Plan("full", (4, 16, 64, 256), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
 SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8,
-             deal_rate=40, sweep_rates=(40, 80), sweep_teams=8)
+             deal_rate=40, sweep_rates=(40, 80), sweep_teams=8, bargain_levels=(1,),
+             bargain_duration=0.5)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -110,8 +140,12 @@ class Bench:
         self.out = out
         self.profile_seconds = profile_seconds
         self.acked = 0  # successful opens and joins Fission acknowledged
+        # Acknowledged helps as (bargain, helper, cut): Fission's (both transports), the mall's.
+        self.helps_acked: dict[str, list[tuple[str, str, int]]] = {"fission": [], "mall": []}
         self.results: dict[str, Any] = {"mode": plan.mode, "machine": machine(),
-                                        "team_size": TEAM_SIZE, "storm": []}
+                                        "load_at_start": os.getloadavg(),
+                                        "team_size": TEAM_SIZE,
+                                        "storm": []}
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -120,6 +154,8 @@ class Bench:
         conn = await pg(stack.database_url)
         try:
             await mall_baseline.setup(conn, STORM_CAMPAIGN, STORM_SIZE, 10_000_000)
+            await mall_baseline.setup_bargain(conn, BARGAIN_CAMPAIGN, BARGAIN_LIST_PRICE,
+                                              BARGAIN_FLOOR_PRICE, HELPERS_TO_FLOOR)
         finally:
             await conn.close()
         self.gateways = stack.start_gateways(self.head.address, self.plan.gateways)
@@ -168,6 +204,28 @@ class Bench:
              "campaign": campaigns[i % len(campaigns)], "teams": n, "team_size": team_size,
              "prefix": prefix, "referrals": referrals}
             for i, n in enumerate(split(teams, len(gens)))])
+        run = await self._measured(gens, system, "storm_run", duration, interval)
+        start_at, outs = run.start_at, run.outs
+        await gens.all("storm_close")
+        lat = report.latencies(o["latencies"] for o in outs)
+        elapsed = max(o["elapsed"] for o in outs)
+        ok = sum(o["opens"] + o["joins"] for o in outs)
+        codes = report.merge_counts(o["codes"] for o in outs)
+        fission = system.startswith("fission")
+        if fission:
+            self.acked += ok
+        return {"system": system, "teams": teams, "ops_per_s": ok / elapsed,
+                "ok": ok, "rounds": sum(o["rounds"] for o in outs), "calls": len(lat),
+                "p50_ms": report.percentile(lat, 0.50), "p99_ms": report.percentile(lat, 0.99),
+                "codes": codes, "seconds": elapsed, "since": start_at, "cpu": run.cpu,
+                "server": run.server, "load_1m": run.load_1m, "others_cores": run.others_cores,
+                "until": start_at + elapsed}
+
+    async def _measured(self, gens: Generators, system: str, command: str, duration: float,
+                        interval: float | None) -> Measured:
+        """Run the prepared teams' `command` on every generator from a shared start line,
+        with the cores each role used, the machine's load and (for Fission) what the
+        server's /metrics say it did."""
         start_at = time.time() + 0.3
         roots = {"bench driver": os.getpid()}
         marker = str(self.stack.tmp)
@@ -175,28 +233,18 @@ class Bench:
         gateway_urls = [g.url for g in self.gateways]
         served = await scrape.metrics(gateway_urls) if fission else None
         redis = profiler.redis_marker(self.stack.redis_url)
+        load = os.getloadavg()[0]
+        busy_before = profiler.busy_seconds()
         cpu_before = profiler.cpu_seconds(roots, marker, redis)
-        outs = await gens.all("storm_run", start_at=start_at, duration=duration,
+        outs = await gens.all(command, start_at=start_at, duration=duration,
                               round_interval=interval, timeout=duration + 60)
+        seconds = time.time() - start_at + 0.3
+        busy = (profiler.busy_seconds() - busy_before) / seconds
         cpu = profiler.cpu_share(cpu_before, profiler.cpu_seconds(roots, marker, redis),
-                                 time.time() - start_at + 0.3)
+                                 seconds)
         server = scrape.explain(served, await scrape.metrics(gateway_urls)) if served else {}
-        await gens.all("storm_close")
-        lat = report.latencies(o["latencies"] for o in outs)
-        elapsed = max(o["elapsed"] for o in outs)
-        ok = sum(o["opens"] + o["joins"] for o in outs)
-        codes: dict[str, int] = {}
-        for o in outs:
-            for code, n in o["codes"].items():
-                codes[code] = codes.get(code, 0) + n
-        if fission:
-            self.acked += ok
-        return {"system": system, "teams": teams, "ops_per_s": ok / elapsed,
-                "ok": ok, "rounds": sum(o["rounds"] for o in outs), "calls": len(lat),
-                "p50_ms": report.percentile(lat, 0.50), "p99_ms": report.percentile(lat, 0.99),
-                "codes": codes, "seconds": elapsed, "since": start_at, "cpu": cpu,
-                "server": server,
-                "until": start_at + elapsed}
+        return Measured(start_at, outs, cpu, server, round(load, 2),
+                        round(max(0.0, busy - sum(cpu.values())), 2))
 
     async def storms(self, gens: Generators) -> None:
         plan = self.plan
@@ -206,7 +254,8 @@ class Bench:
                 self.results["storm"].append(result)
                 print(f"  storm {system:>12} {teams:>3} teams: {result['ops_per_s']:8.0f}"
                       f" cmds/s  p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms"
-                      f"  {result['codes']} {_rounded(result['server'])}", flush=True)
+                      f"  {result['codes']} {_rounded(result['server'])} {_load(result)}",
+                      flush=True)
         fission = [r for r in self.results["storm"] if r["system"] == "fission_ws"]
         peak = max(fission, key=lambda r: r["ops_per_s"])
         target = plan.paced_fraction * peak["ops_per_s"]
@@ -216,7 +265,7 @@ class Bench:
         paced.update(target_fraction=plan.paced_fraction, target_ops_per_s=target)
         self.results["storm_paced"] = paced
         print(f"  paced fission_ws at {target:.0f} cmds/s: {paced['ops_per_s']:.0f} cmds/s,"
-              f" p99 {paced['p99_ms']:.1f} ms", flush=True)
+              f" p99 {paced['p99_ms']:.1f} ms {_load(paced)}", flush=True)
 
     async def sweep(self, gens: Generators) -> None:
         """Ack latency against offered load (an open loop) for Fission /ws and the mall.
@@ -290,6 +339,77 @@ class Bench:
             self.results[key] = pipe
             print(f"  pipeline: {pipe['deals_per_s']:.0f} deals/s, {pipe['commissions']}"
                   f" commissions, lag p99 {pipe['lag_p99_ms']:.0f} ms", flush=True)
+
+    # --- f: bargain help storm -------------------------------------------------------------
+
+    async def help_storm(self, gens: Generators, system: str, teams: int, duration: float,
+                         interval: float | None = None) -> dict[str, Any]:
+        """Teams of BARGAIN_TEAM users loop start → every other member helps at once, for
+        `duration` (one round per team every `interval` when paced); generator i plays
+        half the teams. Helps are counted and timed; starts only counted."""
+        kind, urls = self.urls(system)
+        prefix = f"bg{system.replace('_', '')}{teams}{'p' if interval else ''}"
+        await gens.each("storm_prepare", [
+            {"kind": kind, "url": urls[i % len(urls)], "secret": SECRET,
+             "campaign": BARGAIN_CAMPAIGN, "teams": n, "team_size": BARGAIN_TEAM,
+             "prefix": prefix} for i, n in enumerate(split(teams, len(gens)))])
+        run = await self._measured(gens, system, "bargain_run", duration, interval)
+        start_at, outs = run.start_at, run.outs
+        await gens.all("storm_close")
+        lat = report.latencies(o["latencies"] for o in outs)
+        elapsed = max(o["elapsed"] for o in outs)
+        helps = sum(o["helps"] for o in outs)
+        for o in outs:
+            self.helps_acked["mall" if system == "mall" else "fission"] += o["acked"]
+        return {"system": system, "teams": teams, "sockets": teams * BARGAIN_TEAM,
+                "helps_per_s": helps / elapsed, "helps": helps,
+                "starts": sum(o["starts"] for o in outs),
+                "rounds": sum(o["rounds"] for o in outs),
+                "floors": sum(o["floors"] for o in outs),
+                "below_floor_seen": sum(o["below_floor"] for o in outs), "calls": len(lat),
+                "p50_ms": report.percentile(lat, 0.50), "p99_ms": report.percentile(lat, 0.99),
+                "codes": report.merge_counts(o["codes"] for o in outs), "seconds": elapsed,
+                "since": start_at, "until": start_at + elapsed, "cpu": run.cpu,
+                "server": run.server, "load_1m": run.load_1m, "others_cores": run.others_cores}
+
+    async def bargains(self, gens: Generators) -> None:
+        """Contended helps per second at each level, Fission (/ws, HTTP) against the mall;
+        then Fission /ws paced at a fraction of its peak (the p99 target's load); then the
+        invariants in Postgres."""
+        plan = self.plan
+        self.results["bargain"] = []
+        systems = [s for s in BARGAIN_SYSTEMS if s in plan.systems]
+        for teams in plan.bargain_levels:
+            for system in systems:
+                r = await self.help_storm(gens, system, teams, plan.bargain_duration)
+                self.results["bargain"].append(r)
+                print(f"  bargain {system:>12} {teams:>3} teams: {r['helps_per_s']:8.0f}"
+                      f" helps/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
+                      f"  {r['codes']} {_rounded(r['server'])} {_load(r)}", flush=True)
+        peak = max((r for r in self.results["bargain"] if r["system"] == "fission_ws"),
+                   key=lambda r: r["helps_per_s"])
+        target = plan.paced_fraction * peak["helps_per_s"]
+        # A round's acknowledged helps are the helpers to the floor.
+        interval = peak["teams"] * HELPERS_TO_FLOOR / max(target, 1.0)
+        paced = await self.help_storm(gens, "fission_ws", peak["teams"],
+                                      plan.bargain_duration, interval)
+        paced.update(target_fraction=plan.paced_fraction, target_helps_per_s=target)
+        self.results["bargain_paced"] = paced
+        print(f"  bargain paced fission_ws at {target:.0f} helps/s:"
+              f" {paced['helps_per_s']:.0f} helps/s, p99 {paced['p99_ms']:.1f} ms {_load(paced)}",
+              flush=True)
+        conn = await pg(self.stack.database_url)
+        try:
+            await checks.load_acked(conn, "fission_acked", self.helps_acked["fission"])
+            await checks.load_acked(conn, "mall_acked", self.helps_acked["mall"])
+            self.results["bargain_invariants"] = await checks.bargains(
+                conn, BARGAIN_CAMPAIGN, "fission_acked")
+            self.results["mall_bargain_invariants"] = await mall_baseline.check_bargains(
+                conn, BARGAIN_CAMPAIGN, "mall_acked")
+        finally:
+            await conn.close()
+        print(f"  bargain checks: Fission {self.results['bargain_invariants']};"
+              f" mall {self.results['mall_bargain_invariants']}", flush=True)
 
     # --- d: fan-out ------------------------------------------------------------------------
 
@@ -395,6 +515,7 @@ class Bench:
         """Bursts on Fission, then on the raw broadcast (frames shaped like Fission's, so
         the clients parse the same JSON); then both paced at half the slower burst rate."""
         plan = self.plan
+        load = os.getloadavg()[0]
         await self._fan_connect(gens, self.gateway.ws_url, sockets, f"fan{sockets}")
         rounds = []
         for g in range(plan.fan_groups):
@@ -419,7 +540,7 @@ class Bench:
         paced["interval_ms"] = interval * 1000
         await gens.all("fan_close")
         return {"sockets": sockets, "fission": fission, "raw": raw,
-                "fission_paced": paced, "raw_paced": raw_paced}
+                "fission_paced": paced, "raw_paced": raw_paced, "load_1m": round(load, 2)}
 
     async def idle_memory(self, gens: Generators) -> None:
         """The gateway's memory per idle, authenticated socket at each fan-out size.
@@ -461,16 +582,29 @@ class Bench:
     # --- profile -----------------------------------------------------------------------
 
     async def profile(self, gens: Generators) -> None:
-        pids = {f"gateway{n}": g.proc.pid for n, g in enumerate(self.gateways)}
-        for n, pid in enumerate(profiler.shard_pids(self.head.pid)):
-            pids[f"actor{n}-{pid}"] = pid
-        teams = max(self.plan.levels)
-        recording = asyncio.create_task(
-            profiler.record(pids, self.profile_seconds, self.out))
-        await asyncio.sleep(0.5)  # py-spy has no "attached" signal: give it a head start
-        await self.storm(gens, "fission_ws", teams, self.profile_seconds)
-        paths = await recording
-        text = "\n\n".join(profiler.summarize(p) for p in paths.values())
+        """py-spy samples of the gateways and actors during a storm at the top level, and
+        during a help storm at the bargain's top level when the bargain runs too."""
+        runs: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        if "storm" in self.plan.scenarios or "bargain" not in self.plan.scenarios:
+            teams = max(self.plan.levels)
+            runs.append(("", lambda: self.storm(gens, "fission_ws", teams,
+                                                self.profile_seconds)))
+        if "bargain" in self.plan.scenarios:
+            bargain_teams = max(self.plan.bargain_levels)
+            runs.append(("bargain-", lambda: self.help_storm(gens, "fission_ws", bargain_teams,
+                                                             self.profile_seconds)))
+        texts = []
+        for prefix, run in runs:
+            pids = {f"{prefix}gateway{n}": g.proc.pid for n, g in enumerate(self.gateways)}
+            for n, pid in enumerate(profiler.shard_pids(self.head.pid)):
+                pids[f"{prefix}actor{n}-{pid}"] = pid
+            recording = asyncio.create_task(
+                profiler.record(pids, self.profile_seconds, self.out))
+            await asyncio.sleep(0.5)  # py-spy has no "attached" signal: give it a head start
+            await run()
+            paths = await recording
+            texts += [profiler.summarize(p) for p in paths.values()]
+        text = "\n\n".join(texts)
         (self.out / "profile-summary.txt").write_text(text + "\n")
         print(text)
 
@@ -500,6 +634,11 @@ class Bench:
                 print(f"  fan-out {sockets} sockets: Fission {result['fission']['per_s']:.0f}/s"
                       f" p99 {result['fission']['p99_ms']:.0f} ms; raw"
                       f" {result['raw']['per_s']:.0f}/s", flush=True)
+            if "bargain" in self.plan.scenarios:
+                began = time.monotonic()
+                await self.bargains(gens)
+                self.results["bargain_seconds"] = time.monotonic() - began
+                print(f"  bargain scenario: {self.results['bargain_seconds']:.1f} s", flush=True)
             conn = await pg(self.stack.database_url)
             try:
                 self.results["invariants"] = await checks.invariants(conn, self.acked)
@@ -520,6 +659,10 @@ class Bench:
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in values.items()}
+
+
+def _load(run: dict[str, Any]) -> str:
+    return f"(load {run['load_1m']:.2f}, other work {run['others_cores']:.2f} cores)"
 
 
 def failures(results: dict[str, Any]) -> list[str]:
@@ -553,6 +696,37 @@ def failures(results: dict[str, Any]) -> list[str]:
     for f in results.get("fanout", []):
         if f["fission"]["events"] == 0:
             found.append(f"fan-out to {f['sockets']} sockets delivered nothing")
+    found += bargain_failures(results)
+    return found
+
+
+BARGAIN_BROKEN = ("below_floor", "price_mismatch", "helped_twice", "floor_missed",
+                  "lost_acks")
+
+
+def bargain_failures(results: dict[str, Any]) -> list[str]:
+    """What fails a run in the bargain scenario: a broken invariant in either system, a
+    cut below the floor in an answer, or a run that acknowledged no help."""
+    found: list[str] = []
+    if "bargain" not in results:
+        return found
+    for key, name in (("bargain_invariants", "Fission"), ("mall_bargain_invariants", "mall")):
+        inv = results.get(key)
+        if inv is None:
+            found.append(f"{name} bargain invariants were not checked")
+            continue
+        found += [f"{name} bargain {k} = {inv.get(k)}" for k in BARGAIN_BROKEN
+                  if inv.get(k, 1)]
+    runs = [*results["bargain"], *([results["bargain_paced"]]
+                                   if results.get("bargain_paced") else [])]
+    for r in runs:
+        paced = " paced" if "target_helps_per_s" in r else ""
+        where = f"bargain {r['system']} at {r['teams']} teams{paced}"
+        if r["helps"] == 0:
+            found.append(f"{where} acknowledged no help")
+        if r["below_floor_seen"]:
+            found.append(f"{where}: {r['below_floor_seen']} answers showed a price below"
+                         " the floor")
     return found
 
 
@@ -570,6 +744,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these scenarios (repeatable; default: all)")
     parser.add_argument("--teams", type=int, action="append", metavar="N",
                         help="storm concurrency levels instead of the plan's (repeatable)")
+    parser.add_argument("--bargain-teams", type=int, action="append", metavar="N",
+                        help="bargain help storm levels (teams of"
+                             f" {BARGAIN_TEAM}) instead of the plan's (repeatable)")
     parser.add_argument("--system", choices=Plan.systems, action="append", dest="systems",
                         help="storm only these systems (repeatable; default: all four)")
     parser.add_argument("--gateways", type=int, metavar="N",
@@ -584,6 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, gateways=args.gateways)
     if args.teams:
         plan = replace(plan, levels=tuple(args.teams))
+    if args.bargain_teams:
+        plan = replace(plan, bargain_levels=tuple(args.bargain_teams))
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     # SIGTERM unwinds like Ctrl-C, so every process group started here is stopped.

@@ -103,3 +103,79 @@ async def committed_at(conn: asyncpg.Connection, campaign: str, group: str) -> d
         "SELECT (data->>'seq')::int AS seq, created_at FROM events"
         " WHERE stream = $1 AND data->>'group' = $2", f"groupbuy:{campaign}", group)
     return {int(r["seq"]): r["created_at"].timestamp() * 1000 for r in rows}
+
+
+async def load_acked(conn: asyncpg.Connection, table: str,
+                     acked: list[tuple[str, str, int]]) -> None:
+    """A temporary table `table` (bargain, helper, cut) of the helps clients saw
+    acknowledged, for the bargain checks to join against."""
+    await conn.execute(f"DROP TABLE IF EXISTS {table}")
+    await conn.execute(f"CREATE TEMP TABLE {table} (bargain text, helper text, cut bigint)")
+    await conn.copy_records_to_table(table, records=acked)
+    await conn.execute(f"ANALYZE {table}")
+
+
+async def bargains(conn: asyncpg.Connection, campaign: str, acked: str) -> dict[str, int]:
+    """Fission's bargain invariants in Postgres, from its events and its read model;
+    `acked` names a table of the helps clients saw acknowledged (bargain, helper, cut).
+
+    below_floor: `bargain_helped` events whose price is under the bargain's floor (or
+    whose cut is under 1 fen), plus read-model rows priced under it; price_mismatch:
+    bargains whose price is not the list price less the first cut and the sum of their
+    helps' cuts, in the events or in the read model's helper list, or whose helper list
+    is not their events'; helped_twice: a helper's helps of one bargain beyond the first
+    (events or read model); floor_missed: bargains at their floor with another price or
+    another number of helps than it takes; lost_acks: acknowledged helps with no
+    `bargain_helped` event of the same bargain, helper and cut.
+    """
+    stream = f"bargain:{campaign}"
+    row = await conn.fetchrow(
+        """
+        WITH helped AS (
+            SELECT data->>'bargain' AS id, data->>'helper' AS helper,
+                   (data->>'cut')::bigint AS cut, (data->>'price')::bigint AS price
+            FROM events WHERE stream = $1 AND type = 'bargain_helped'),
+        started AS (
+            SELECT data->>'bargain' AS id, (data->>'price')::bigint AS price
+            FROM events WHERE stream = $1 AND type = 'bargain_started'),
+        per AS (
+            SELECT id, sum(cut) AS cuts, count(*) AS helps, count(DISTINCT helper) AS helpers
+            FROM helped GROUP BY id),
+        model AS (
+            SELECT b.id, coalesce(sum((h->>1)::bigint), 0) AS cuts, count(h) AS helps,
+                   count(DISTINCT h->>0) AS helpers
+            FROM bargains b LEFT JOIN LATERAL jsonb_array_elements(b.helpers) AS h ON true
+            WHERE b.campaign = $2 GROUP BY b.id)
+        SELECT
+          (SELECT count(*) FROM helped h JOIN bargains b ON b.campaign = $2 AND b.id = h.id
+           WHERE h.price < b.floor_price OR h.cut < 1)
+            + (SELECT count(*) FROM bargains WHERE campaign = $2 AND price < floor_price)
+            AS below_floor,
+          (SELECT count(*) FROM bargains b JOIN started s ON s.id = b.id
+           LEFT JOIN per p ON p.id = b.id JOIN model m ON m.id = b.id
+           WHERE b.campaign = $2 AND (b.price <> s.price - coalesce(p.cuts, 0)
+                                      OR b.price <> s.price - m.cuts
+                                      OR m.helps <> coalesce(p.helps, 0)))
+            + (SELECT count(*) FROM bargains b WHERE b.campaign = $2
+               AND NOT EXISTS (SELECT 1 FROM started s WHERE s.id = b.id)) AS price_mismatch,
+          (SELECT coalesce(sum(helps - helpers), 0) FROM per)
+            + (SELECT coalesce(sum(helps - helpers), 0) FROM model) AS helped_twice,
+          (SELECT count(*) FROM bargains b LEFT JOIN per p ON p.id = b.id
+           WHERE b.campaign = $2 AND b.status = 'floor_reached'
+             AND (b.price <> b.floor_price OR coalesce(p.helps, 0) <> b.helpers_to_floor))
+            AS floor_missed,
+          (SELECT count(*) FROM bargains WHERE campaign = $2) AS bargains,
+          (SELECT count(*) FROM helped) AS helps
+        """, stream, campaign)
+    lost = await conn.fetchval(
+        f"""
+        SELECT count(*) FROM {acked} a LEFT JOIN (
+            SELECT data->>'bargain' AS id, data->>'helper' AS helper,
+                   (data->>'cut')::bigint AS cut
+            FROM events WHERE stream = $1 AND type = 'bargain_helped') e
+          ON e.id = a.bargain AND e.helper = a.helper AND e.cut = a.cut
+        WHERE e.id IS NULL
+        """, stream)
+    acked_n = await conn.fetchval(f"SELECT count(*) FROM {acked}")
+    found = {k: int(v) for k, v in row.items()}
+    return {**found, "acked": int(acked_n), "lost_acks": int(lost)}

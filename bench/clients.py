@@ -108,17 +108,24 @@ Route = Callable[[str, dict[str, Any]], str]
 
 
 def fission_route(base: str) -> Route:
-    """Fission's HTTP API for the two group-buy commands."""
+    """Fission's HTTP API for the commands the bench sends (the contract's routes)."""
     def route(method: str, params: dict[str, Any]) -> str:
+        if method.startswith("bargain."):
+            bargain = f"{base}/api/bargains/{params['campaign']}"
+            return bargain if method == "bargain.start" else f"{bargain}/{params['bargain']}/help"
         groups = f"{base}/api/groupbuys/{params['campaign']}/groups"
         return groups if method == "groupbuy.open" else f"{groups}/{params['group']}/join"
     return route
 
 
+MALL_PATHS = {"groupbuy.open": "/open", "groupbuy.join": "/join",
+              "bargain.start": "/bargain/start", "bargain.help": "/bargain/help"}
+
+
 def mall_route(base: str) -> Route:
-    """The mall baseline's two endpoints."""
+    """The mall baseline's endpoints (the parameters travel in the body)."""
     def route(method: str, params: dict[str, Any]) -> str:
-        return f"{base}/open" if method == "groupbuy.open" else f"{base}/join"
+        return base + MALL_PATHS[method]
     return route
 
 

@@ -1,4 +1,5 @@
-"""Load-generator processes: teams racing to join groups, and fan-out subscribers.
+"""Load-generator processes: teams racing to join groups or to help bargains, and
+fan-out subscribers.
 
 Each generator is a separate process (multiprocessing, spawn) running one asyncio loop;
 the driver sends it commands over a pipe and gets plain data back. Only public contract
@@ -47,6 +48,44 @@ class StormStats:
                 self.joins += 1
         else:
             self.codes[str((reply.get("error") or {}).get("code", "unknown"))] += 1
+
+
+@dataclass
+class BargainStats:
+    """What one generator saw during a help storm.
+
+    `acked` holds every acknowledged help as (bargain, helper, cut), for the checks in
+    Postgres afterwards; `below_floor` counts acknowledged helps whose answer showed a
+    price under the floor or a cut under 1 fen (there must be none); `floors` counts the
+    acknowledged helps that brought their bargain to its floor.
+    """
+
+    starts: int = 0
+    helps: int = 0
+    rounds: int = 0
+    floors: int = 0
+    below_floor: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    acked: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def refused(self, reply: dict[str, Any]) -> None:
+        self.codes[str((reply.get("error") or {}).get("code", "unknown"))] += 1
+
+    def helped(self, reply: dict[str, Any], started: float, user: str) -> None:
+        """A help's reply, sent at perf_counter `started` by `user`."""
+        self.latencies.append((time.perf_counter() - started) * 1000.0)
+        if not reply.get("ok"):
+            self.refused(reply)
+            return
+        result = reply["result"]
+        bargain, cut = result["bargain"], int(result["cut"])
+        self.helps += 1
+        self.acked.append((str(bargain["id"]), user, cut))
+        if bargain["price"] < bargain["floor_price"] or cut < 1:
+            self.below_floor += 1
+        if bargain["status"] == "floor_reached":
+            self.floors += 1
 
 
 class Generator:
@@ -165,6 +204,60 @@ class Generator:
         started = time.perf_counter()
         reply = await client.call("groupbuy.join", {"campaign": campaign, "group": group})
         stats.record(reply, started, "groupbuy.join")
+
+    # --- bargain help storm ---------------------------------------------------------------
+
+    async def bargain_run(self, start_at: float, duration: float,
+                          round_interval: float | None) -> dict[str, Any]:
+        """Every team (prepared by `storm_prepare`) loops: one of its users starts a
+        bargain, every other helps it at once, until `duration` after `start_at`.
+
+        `round_interval` paces each team to one round per that many seconds (an open
+        loop); None runs the teams flat out (a closed loop).
+        """
+        await asyncio.sleep(max(0.0, start_at - time.time()))  # the shared start line
+        stats = BargainStats()
+        began = time.perf_counter()
+        deadline = time.monotonic() + duration
+        await asyncio.gather(*(self._bargain_team(team, deadline, stats, round_interval)
+                               for team in self.teams))
+        return {"starts": stats.starts, "helps": stats.helps, "rounds": stats.rounds,
+                "floors": stats.floors, "below_floor": stats.below_floor,
+                "codes": dict(stats.codes), "latencies": stats.latencies.tobytes(),
+                "acked": stats.acked, "elapsed": time.perf_counter() - began}
+
+    async def _bargain_team(self, team: list[Any], deadline: float, stats: BargainStats,
+                            interval: float | None) -> None:
+        """Round r: the team's user r (mod its size) starts a bargain, a fresh one for
+        each round, and all the others help it at once; the helpers the floor leaves
+        out are refused (bargain_closed), then they all move to the next round's."""
+        campaign = self.campaign
+        next_round = time.monotonic() + (random.random() * interval if interval else 0.0)
+        for n in range(MAX_ROUNDS):
+            if interval:
+                if next_round >= deadline:
+                    return  # its start would fall after the run: no idle tail to time
+                await asyncio.sleep(max(0.0, next_round - time.monotonic()))  # pacing
+                next_round = max(next_round + interval, time.monotonic())
+            if time.monotonic() >= deadline:
+                return
+            initiator = team[n % len(team)]
+            reply = await initiator.call("bargain.start", {"campaign": campaign})
+            if not reply.get("ok"):
+                stats.refused(reply)
+                await asyncio.sleep(0.05)  # back off after a refusal
+                continue
+            stats.starts += 1
+            params = {"campaign": campaign, "bargain": reply["result"]["bargain"]["id"]}
+            await asyncio.gather(*(self._help(h, params, stats) for h in team
+                                   if h is not initiator))
+            stats.rounds += 1
+
+    @staticmethod
+    async def _help(client: Any, params: dict[str, Any], stats: BargainStats) -> None:
+        started = time.perf_counter()
+        reply = await client.call("bargain.help", params)
+        stats.helped(reply, started, client.user)
 
     async def storm_close(self) -> int:
         closed = 0

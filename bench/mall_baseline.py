@@ -1,11 +1,16 @@
-"""BASELINE, not part of Fission: a group-buy the way typical mall back ends do it.
+"""BASELINE, not part of Fission: a group-buy and a bargain the way typical mall back
+ends do them.
 
 yudao-mall and CRMEB style: every join is one Postgres transaction that locks the group
 row (`SELECT ... FOR UPDATE`), checks status, membership and count, inserts the member,
 updates the group (completed when full), and decrements the campaign's stock with a
 conditional UPDATE on one campaign row (the contended row) before committing; the reply
-is sent after the commit, so it is as durable as Fission's. Run as several processes on
-one port (`SO_REUSEPORT`), as such a back end would use every core.
+is sent after the commit, so it is as durable as Fission's. Every bargain help is one
+transaction too: lock the bargain row, check it is open and the helper has not helped
+(a helpers table keyed by bargain and user), draw a random cut (never below the floor;
+the helper who reaches it takes the remainder), insert the help, update the price, read
+the helpers back for the answer, commit. Run as several processes on one port
+(`SO_REUSEPORT`), as such a back end would use every core.
 
     python -m bench.mall_baseline --dsn URL --secret S --port P
 """
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -36,6 +43,22 @@ CREATE TABLE mall_groups (
 CREATE TABLE mall_members (
     group_id bigint NOT NULL REFERENCES mall_groups (id), user_id text NOT NULL,
     joined_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (group_id, user_id));
+"""
+BARGAIN_SCHEMA = """
+DROP TABLE IF EXISTS mall_bargain_helps, mall_bargains, mall_bargain_campaigns;
+CREATE TABLE mall_bargain_campaigns (
+    id text PRIMARY KEY, list_price bigint NOT NULL, floor_price bigint NOT NULL,
+    helpers_to_floor int NOT NULL, time_limit_seconds int NOT NULL);
+CREATE TABLE mall_bargains (
+    id bigserial PRIMARY KEY, campaign text NOT NULL REFERENCES mall_bargain_campaigns (id),
+    initiator text NOT NULL, list_price bigint NOT NULL, floor_price bigint NOT NULL,
+    price bigint NOT NULL, helpers_to_floor int NOT NULL, helped int NOT NULL DEFAULT 0,
+    status text NOT NULL, expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE mall_bargain_helps (
+    bargain_id bigint NOT NULL REFERENCES mall_bargains (id), user_id text NOT NULL,
+    n int NOT NULL, cut bigint NOT NULL, helped_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (bargain_id, user_id));
 """
 POOL_SIZE = 10  # per process, HikariCP's default
 
@@ -60,6 +83,73 @@ async def check(conn: asyncpg.Connection, campaign: str) -> dict[str, int]:
             "oversold": max(0, -int(row["stock"])), "members": int(members)}
 
 
+async def setup_bargain(conn: asyncpg.Connection, campaign: str, list_price: int,
+                        floor_price: int, helpers_to_floor: int) -> None:
+    """(Re)create the baseline's own `mall_bargain*` tables with one bargain campaign."""
+    await conn.execute(BARGAIN_SCHEMA)
+    await conn.execute("INSERT INTO mall_bargain_campaigns VALUES ($1, $2, $3, $4, 3600)",
+                       campaign, list_price, floor_price, helpers_to_floor)
+
+
+async def check_bargains(conn: asyncpg.Connection, campaign: str, acked: str
+                         ) -> dict[str, int]:
+    """The bargain invariants in the baseline's tables; `acked` names a table of the helps
+    clients saw acknowledged (bargain, helper, cut).
+
+    below_floor: helps after which the price (the list price less the cuts so far, in
+    helper order) was under the floor, plus bargains priced under it; price_mismatch:
+    bargains whose price is not the list price less the sum of their cuts; helped_twice:
+    (bargain, helper) pairs with more than one help; floor_missed: bargains at their
+    floor whose price is not the floor, or with another number of helps than it takes;
+    lost_acks: acknowledged helps not in the helpers table with the same cut.
+    """
+    row = await conn.fetchrow(
+        """
+        WITH helps AS (
+            SELECT h.bargain_id, h.user_id, h.cut, b.list_price, b.floor_price,
+                   b.list_price - sum(h.cut) OVER (PARTITION BY h.bargain_id ORDER BY h.n)
+                       AS price_after
+            FROM mall_bargain_helps h JOIN mall_bargains b ON b.id = h.bargain_id
+            WHERE b.campaign = $1),
+        per AS (
+            SELECT bargain_id, sum(cut) AS cuts, count(*) AS helps,
+                   count(DISTINCT user_id) AS helpers
+            FROM helps GROUP BY bargain_id)
+        SELECT
+          (SELECT count(*) FROM helps WHERE price_after < floor_price OR cut < 1)
+            + (SELECT count(*) FROM mall_bargains WHERE campaign = $1
+               AND price < floor_price) AS below_floor,
+          (SELECT count(*) FROM mall_bargains b LEFT JOIN per p ON p.bargain_id = b.id
+           WHERE b.campaign = $1 AND b.price <> b.list_price - coalesce(p.cuts, 0))
+            AS price_mismatch,
+          (SELECT coalesce(sum(helps - helpers), 0) FROM per) AS helped_twice,
+          (SELECT count(*) FROM mall_bargains b LEFT JOIN per p ON p.bargain_id = b.id
+           WHERE b.campaign = $1 AND b.status = 'floor_reached'
+             AND (b.price <> b.floor_price OR coalesce(p.helps, 0) <> b.helpers_to_floor))
+            AS floor_missed,
+          (SELECT count(*) FROM mall_bargains WHERE campaign = $1) AS bargains,
+          (SELECT count(*) FROM helps) AS helps
+        """, campaign)
+    lost = await conn.fetchval(
+        f"SELECT count(*) FROM {acked} a LEFT JOIN mall_bargain_helps h"
+        " ON h.bargain_id::text = a.bargain AND h.user_id = a.helper AND h.cut = a.cut"
+        " WHERE h.bargain_id IS NULL")
+    acked_n = await conn.fetchval(f"SELECT count(*) FROM {acked}")
+    found = {k: int(v) for k, v in row.items()}
+    return {**found, "acked": int(acked_n), "lost_acks": int(lost)}
+
+
+def draw_cut(remaining: int, left: int) -> int:
+    """A helper's cut when `remaining` fen are left to the floor and `left` helpers (this
+    one included) are still needed: the last takes the remainder; before it, 1 fen up to
+    twice the fair share, leaving at least 1 fen for each helper after it (the rule
+    Fission's bargain uses, drawn from the process's random stream)."""
+    if left <= 1:
+        return remaining
+    most = remaining - (left - 1)
+    return random.randint(1, max(1, min(most, 2 * remaining // left)))
+
+
 def _error(code: str, status: int) -> web.Response:
     return web.json_response({"error": {"code": code, "message": code.replace("_", " ")}},
                              status=status)
@@ -71,8 +161,24 @@ def _group(row: Any, members: list[str]) -> dict[str, Any]:
                       "price": row["price"]}}
 
 
+def _bargain(row: Any, helpers: list[Any]) -> dict[str, Any]:
+    """The contract's `B`, from a `mall_bargains` row and its helps in order."""
+    return {"id": str(row["id"]), "campaign": row["campaign"], "status": row["status"],
+            "initiator": row["initiator"], "list_price": row["list_price"],
+            "floor_price": row["floor_price"], "price": row["price"],
+            "helpers": [{"user": h["user_id"], "cut": h["cut"],
+                         "at": h["helped_at"].isoformat()} for h in helpers],
+            "helpers_to_floor": row["helpers_to_floor"],
+            "helpers_left": row["helpers_to_floor"] - row["helped"],
+            "expires_at": row["expires_at"].isoformat()}
+
+
+_BARGAIN_COLUMNS = ("id, campaign, initiator, list_price, floor_price, price,"
+                    " helpers_to_floor, helped, status, expires_at")
+
+
 class Mall:
-    """The two endpoints over one pool."""
+    """The group-buy's and the bargain's endpoints over one pool."""
 
     def __init__(self, pool: asyncpg.Pool, secret: str) -> None:
         self.pool = pool
@@ -144,12 +250,68 @@ class Mall:
         return web.json_response(_group(row, members))
 
 
+    async def bargain_start(self, request: web.Request) -> web.Response:
+        user = self.user(request)
+        if user is None:
+            return _error("unauthorized", 401)
+        body = await request.json()
+        row = await self.pool.fetchrow(
+            "INSERT INTO mall_bargains (campaign, initiator, list_price, floor_price, price,"
+            " helpers_to_floor, status, expires_at)"
+            " SELECT id, $2, list_price, floor_price, list_price, helpers_to_floor, 'open',"
+            " now() + time_limit_seconds * interval '1 second'"
+            f" FROM mall_bargain_campaigns WHERE id = $1 RETURNING {_BARGAIN_COLUMNS}",
+            body.get("campaign"), user)
+        if row is None:
+            return _error("not_found", 404)
+        return web.json_response({"bargain": _bargain(row, [])}, status=201)
+
+    async def bargain_help(self, request: web.Request) -> web.Response:
+        user = self.user(request)
+        if user is None:
+            return _error("unauthorized", 401)
+        body = await request.json()
+        try:
+            bargain_id = int(body.get("bargain"))
+        except (TypeError, ValueError):
+            return _error("invalid_request", 400)
+        async with self.pool.acquire() as conn, conn.transaction():
+            bargain = await conn.fetchrow(
+                f"SELECT {_BARGAIN_COLUMNS} FROM mall_bargains WHERE id = $1 FOR UPDATE",
+                bargain_id)
+            if bargain is None:
+                return _error("not_found", 404)
+            if bargain["initiator"] == user:
+                return _error("own_bargain", 409)
+            if bargain["status"] != "open" or datetime.now(UTC) >= bargain["expires_at"]:
+                return _error("bargain_closed", 409)
+            if await conn.fetchval("SELECT 1 FROM mall_bargain_helps WHERE bargain_id = $1"
+                                   " AND user_id = $2", bargain_id, user):
+                return _error("already_helped", 409)
+            left = bargain["helpers_to_floor"] - bargain["helped"]
+            cut = draw_cut(bargain["price"] - bargain["floor_price"], left)
+            await conn.execute(
+                "INSERT INTO mall_bargain_helps (bargain_id, user_id, n, cut)"
+                " VALUES ($1, $2, $3, $4)", bargain_id, user, bargain["helped"] + 1, cut)
+            row = await conn.fetchrow(
+                "UPDATE mall_bargains SET price = price - $2, helped = helped + 1,"
+                " status = CASE WHEN helped + 1 >= helpers_to_floor THEN 'floor_reached'"
+                " ELSE 'open' END, updated_at = now()"
+                f" WHERE id = $1 RETURNING {_BARGAIN_COLUMNS}", bargain_id, cut)
+            helpers = await conn.fetch(
+                "SELECT user_id, cut, helped_at FROM mall_bargain_helps WHERE bargain_id = $1"
+                " ORDER BY n", bargain_id)
+        return web.json_response({"bargain": _bargain(row, helpers), "cut": cut})
+
+
 async def serve(dsn: str, secret: str, port: int) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
     mall = Mall(pool, secret)
     app = web.Application()
     app.router.add_post("/open", mall.open)
     app.router.add_post("/join", mall.join)
+    app.router.add_post("/bargain/start", mall.bargain_start)
+    app.router.add_post("/bargain/help", mall.bargain_help)
     try:
         # Two processes share the port, as a mall would run its workers on 2 cores.
         await run_forever(app, port, reuse_port=True)

@@ -143,6 +143,14 @@ def cpu_seconds(roots: dict[str, int], tmp_marker: str,
     return found
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process, every core) so far:
+    what, less this benchmark's own, other work on the machine took during a run."""
+    t = psutil.cpu_times()
+    return float(sum(getattr(t, name, 0.0) for name in
+                     ("user", "nice", "system", "irq", "softirq", "steal")))
+
+
 def cpu_share(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
               seconds: float) -> dict[str, float]:
     """Cores used per role between two `cpu_seconds` snapshots (1.0 = one whole core)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 from array import array
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,14 @@ def percentile(values: array[float] | list[float], q: float) -> float:
         return math.nan
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def merge_counts(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Counts by key (refusal codes) summed over generators, the most frequent first."""
+    total: Counter[str] = Counter()
+    for c in counts:
+        total.update(c)
+    return dict(total.most_common())
 
 
 def ratio(a: float, b: float) -> float:
@@ -88,6 +97,7 @@ def _storm_tables(results: dict[str, Any]) -> list[str]:
                    f"({_f(paced['target_ops_per_s'])} cmds/s offered by {paced['teams']} teams):"
                    f" {_f(paced['ops_per_s'])} cmds/s, ack p50 {_f(paced['p50_ms'], 1)} ms,"
                    f" p99 {_f(paced['p99_ms'], 1)} ms")
+    out += load_line([*results["storm"], *([paced] if paced else [])])
     errors = {f"{r['system']}@{r['teams']}": r["codes"] for r in results["storm"] if r["codes"]}
     if errors:
         out.append("")
@@ -123,7 +133,106 @@ def _sweep_table(sweep: list[dict[str, Any]]) -> list[str]:
             " that the offered rate of successful commands is the first column; acked"
             " cmds/s (ack p50 / p99 ms). A system's sweep stops at its first saturated"
             " rate (acked under 90% of the offer).", "",
-            *_table(["offered cmds/s", *(SYSTEMS[s] for s in systems)], rows)]
+            *_table(["offered cmds/s", *(SYSTEMS[s] for s in systems)], rows),
+            *load_line(sweep)]
+
+
+BARGAIN_SYSTEMS = ("fission_ws", "fission_http", "mall")
+
+
+def _cell(r: dict[str, Any] | None, rate: str) -> str:
+    """A rate with its ack p50 / p99 ms, or a dash when the run was not made."""
+    if r is None:
+        return "–"
+    return f"{_f(r[rate])} ({_f(r['p50_ms'], 1)} / {_f(r['p99_ms'], 1)})"
+
+
+def bargain_tables(results: dict[str, Any]) -> list[str]:
+    """The bargain help storm: acked helps/s per level and system with the ratios to the
+    mall, the paced run, refusals, the rounds played to the floor and the checks."""
+    runs = results.get("bargain") or []
+    if not runs:
+        return []
+    at = {(r["system"], r["teams"]): r for r in runs}
+    systems = [s for s in BARGAIN_SYSTEMS if any(r["system"] == s for r in runs)]
+    rows = []
+    for teams in sorted({r["teams"] for r in runs}):
+        mall = at.get(("mall", teams), {}).get("helps_per_s", math.nan)
+        ws = at.get(("fission_ws", teams), {}).get("helps_per_s", math.nan)
+        http = at.get(("fission_http", teams), {}).get("helps_per_s", math.nan)
+        sockets = next(r["sockets"] for r in runs if r["teams"] == teams)
+        rows.append([f"{teams} ({sockets})",
+                     *(_cell(at.get((s, teams)), "helps_per_s") for s in systems),
+                     f"{_f(ratio(ws, mall), 2)}×", f"{_f(ratio(http, mall), 2)}×"])
+    helpers = runs[0]["floors"] and runs[0]["helps"] // max(1, runs[0]["floors"])
+    out = ["", "### f. Bargain help storm: acked helps/s (ack p50 / p99 ms)", "",
+           "Each team starts a bargain (a fresh one each round, by the next of its users)"
+           " and all its other users help it at once: two more than the helpers it takes"
+           " to the floor, so two are refused (bargain_closed) per round; then they all"
+           " move to the next round's bargain. One campaign, so one owner takes every"
+           " help; the mall locks each bargain's row per help."
+           + (f" About {helpers} acked helps per round." if helpers else ""), "",
+           *_table(["teams (sockets)", *(SYSTEMS[s] for s in systems), "Fission /ws / mall",
+                    "Fission HTTP / mall"], rows)]
+    paced = results.get("bargain_paced")
+    if paced:
+        out += ["", f"Fission /ws paced at {_f(paced['target_fraction'] * 100)}% of its peak"
+                f" ({_f(paced['target_helps_per_s'])} helps/s offered by {paced['teams']}"
+                f" teams): {_f(paced['helps_per_s'])} helps/s, ack p50"
+                f" {_f(paced['p50_ms'], 1)} ms, p99 {_f(paced['p99_ms'], 1)} ms"]
+    every = [*runs, *([paced] if paced else [])]
+    out += load_line(every)
+    codes = {run_label(r): r["codes"] for r in every if r["codes"]}
+    if codes:
+        out += ["", "Refusals by code (expected: bargain_closed, 2 per round): "
+                + "; ".join(f"{k}: {v}" for k, v in codes.items())]
+    out += ["", "Bargains brought to the floor (acked starts): " + "; ".join(
+        f"{run_label(r)}: {r['floors']} ({r['starts']})"
+        for r in every)]
+    top = max(r["teams"] for r in runs)
+    for system in systems:
+        r = at.get((system, top))
+        if r and r.get("cpu"):
+            out += ["", f"Cores used during the {top}-team {SYSTEMS[system]} help storm: "
+                    + ", ".join(f"{role} {share:.2f}" for role, share in r["cpu"].items()
+                                if share >= 0.01)]
+    out += ["", bargain_checks(results)]
+    return out
+
+
+def run_label(r: dict[str, Any]) -> str:
+    """`system@teams`, with a `p` for a paced run."""
+    return f"{r['system']}@{r['teams']}{'p' if 'target_fraction' in r else ''}"
+
+
+def load_line(runs: list[dict[str, Any]]) -> list[str]:
+    """The machine's load through `runs` (those that recorded it), as a paragraph: the
+    1-minute load average as each began, the cores other work took during it."""
+    shown = [r for r in runs if "load_1m" in r]
+    if not shown:
+        return []
+    return ["", "Machine load per run (1-minute load average at its start, this bench"
+            " included; cores busy with other work during it): " + "; ".join(
+                f"{run_label(r)} {r['load_1m']:.2f}, {r['others_cores']:.2f}"
+                for r in shown)]
+
+
+def bargain_checks(results: dict[str, Any]) -> str:
+    """The bargain invariants of both systems, as one sentence."""
+    def said(inv: dict[str, Any] | None) -> str:
+        if inv is None:
+            return "not checked"
+        return (f"cuts below the floor {inv['below_floor']}, price ≠ list − cuts"
+                f" {inv['price_mismatch']}, a helper twice {inv['helped_twice']}, floor"
+                f" missed {inv['floor_missed']}, acked-but-not-committed {inv['lost_acks']}"
+                f" ({inv['acked']} acked helps, {inv['helps']} committed, {inv['bargains']}"
+                " bargains)")
+    seen = sum(r["below_floor_seen"] for r in [*results.get("bargain", []),
+                                               *([results["bargain_paced"]]
+                                                 if results.get("bargain_paced") else [])])
+    return (f"Postgres after the bargain runs — Fission: {said(results.get('bargain_invariants'))};"
+            f" mall: {said(results.get('mall_bargain_invariants'))}. Answers showing a price"
+            f" below the floor: {seen}.")
 
 
 def render(results: dict[str, Any]) -> str:
@@ -167,6 +276,11 @@ def render(results: dict[str, Any]) -> str:
         out.append("¹ the gateway's RSS growth per socket when that many idle, authenticated"
                    " sockets were open, measured at the start of the run (before the storms"
                    " grow and free its heap).")
+        if all("load_1m" in f for f in fan):
+            out.append("")
+            out.append("Machine load (1-minute load average as each socket count's rounds"
+                       " began, this bench included): " + "; ".join(
+                           f"{f['sockets']} sockets {f['load_1m']:.2f}" for f in fan))
         paced = [f for f in fan if "fission_paced" in f]
         if paced:
             out.append("")
@@ -224,6 +338,7 @@ def render(results: dict[str, Any]) -> str:
                         _f(pipe["lag_p99_ms"]), _f(pipe["lag_max_ms"]),
                         str(pipe["deals_without_orders"]), _f(pipe["drain_seconds"], 1)]
                        for label, pipe in pipes])
+    out += bargain_tables(results)
     if ins:
         out.append("")
         out.append("### c. Postgres batched inserts (executemany, 100-row batches, 1 connection)")

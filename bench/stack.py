@@ -50,7 +50,15 @@ def _one_per_shard(prefix: str, shards: int) -> tuple[str, ...]:
 
 SHARDS = 2
 DEAL_CAMPAIGNS = _one_per_shard("bench-deal", SHARDS)
-ALL_CAMPAIGNS = (STORM_CAMPAIGN, FAN_CAMPAIGN, *DEAL_CAMPAIGNS)
+ALL_CAMPAIGNS = (STORM_CAMPAIGN, FAN_CAMPAIGN, *DEAL_CAMPAIGNS)  # the group-buy campaigns
+# The bargain scenario's one contended campaign, on the shard the storm is not on (so it
+# carries none of the storms' state): its owner takes every help of the run.
+BARGAIN_CAMPAIGN = next(c for c in _one_per_shard("bench-bargain", SHARDS)
+                        if shard_of(c, SHARDS) != shard_of(STORM_CAMPAIGN, SHARDS))
+HELPERS_TO_FLOOR = 100  # distinct helpers bring a bargain exactly to its floor
+BARGAIN_LIST_PRICE = 10000  # fen
+BARGAIN_FLOOR_PRICE = 1000  # fen
+LIMITLESS = 10_000_000  # stock and per-user limits far above what a run uses
 
 
 def ray_env() -> dict[str, str]:
@@ -114,12 +122,20 @@ async def prepare_database(database_url: str) -> None:
 
 def config_document(database_url: str, redis_url: str, ray_address: str, namespace: str,
                     data_dir: Path) -> dict[str, Any]:
-    """The gateway's config: the bench campaigns, stock and limits out of the way."""
+    """The gateway's config: the bench campaigns, stock and limits out of the way.
+
+    The bargain campaign's stock and limits are raised too (bargains started per user,
+    helps per user a day and per campaign): a run measures contention, not refusals.
+    """
     campaigns = [
-        configs.campaign(cid, size=size, stock=10_000_000, led=10_000_000, joined=10_000_000)
+        configs.campaign(cid, size=size, stock=LIMITLESS, led=LIMITLESS, joined=LIMITLESS)
         for cid, size in ((STORM_CAMPAIGN, STORM_SIZE), (FAN_CAMPAIGN, FAN_SIZE),
                           *((cid, DEAL_SIZE) for cid in DEAL_CAMPAIGNS))
     ]
+    campaigns.append(configs.bargain(
+        BARGAIN_CAMPAIGN, helpers=HELPERS_TO_FLOOR, stock=LIMITLESS,
+        list_price=BARGAIN_LIST_PRICE, floor_price=BARGAIN_FLOOR_PRICE, started=LIMITLESS,
+        per_day=LIMITLESS, per_campaign=LIMITLESS))
     doc = configs.document(
         campaigns, shards=SHARDS, namespace=namespace, database_url=database_url,
         redis_url=redis_url, ray_address=ray_address, data_dir=str(data_dir),
