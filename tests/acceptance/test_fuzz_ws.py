@@ -7,7 +7,8 @@ METHODS with valid params), then mutated — any field given the wrong type (num
 booleans, null, lists, objects, huge strings), integers of 400 and 5000 digits, 1e400,
 lone surrogates and NUL in strings, 5000 levels of `[` or `{`, frames over the size limit
 and far over it, bytes that are not UTF-8 in a TEXT frame, binary frames, truncated JSON,
-and floods of hundreds of frames in one write.
+floods of hundreds of frames in one write, and correctly signed tokens whose claims have
+any type (in the query or the auth frame).
 
 Properties, per example:
 
@@ -17,8 +18,8 @@ Properties, per example:
 - every `call` whose ref can be read gets exactly one reply, carrying that ref, and no
   reply carries a ref nobody sent (null only for frames whose ref cannot be read);
 - the server closes only for a cause it documents: 1007 after text that is not UTF-8,
-  1009 after a frame over 4x `max_frame_bytes`, 1008 after a flood; a socket it keeps
-  open still answers a ping;
+  1009 after a frame over 4x `max_frame_bytes`, 1008 after a flood, 4001 for a token it
+  cannot use; a socket it keeps open still answers a ping;
 - a well-behaved socket beside it (another user, subscribed to a group's and a bargain's
   topic that users join and help over HTTP during the run, and that fuzzed frames point
   at) receives every event, in seq order, no gaps.
@@ -47,6 +48,7 @@ from hypothesis import strategies as st
 
 from server.gateway import METHODS
 from tests.support import rawws
+from tests.support.claims import odd_claims, signed
 from tests.support.client import WS, auth, token
 from tests.support.stack import Gateway, Stack
 
@@ -552,21 +554,29 @@ async def test_fuzzed_frames_keep_the_contract(stack: Stack, watcher: Watcher,
     docstring hold for each example."""
     gateway = stack.gateways[0]
     me = _fresh("fzws")
-    by_query = data.draw(st.booleans(), label="token in the query")
+    how = data.draw(st.sampled_from(["query"] * 4 + ["query_odd", "frame", "frame_odd"]),
+                    label="how the socket authenticates")
     live = Live(me, watcher.group.id, watcher.bargain.id)
     sends = data.draw(st.lists(send(live), min_size=1, max_size=6), label="sends")
-    if not by_query:
-        first = data.draw(st.one_of(st.just({"op": "auth", "token": token(me)}),
-                                    mutated({"op": "auth", "token": token(me)})))
+    proof = token(me)
+    if how.endswith("_odd"):  # correctly signed, claims of any type
+        proof = signed(data.draw(odd_claims(me), label="claims")) or proof
+    if how.startswith("frame"):
+        auth_frame = {"op": "auth", "ref": "fzauth", "token": proof}
+        first = data.draw(st.one_of(st.just(auth_frame), mutated(auth_frame)))
         sends.insert(0, Send(rawws.TEXT, dump(first).encode("utf-8", "surrogatepass")))
-    sock = await rawws.RawSocket.connect(gateway.port, f"/ws?token={token(me)}" if by_query
-                                         else "/ws")
+    sock = await rawws.RawSocket.connect(
+        gateway.port, f"/ws?token={proof}" if how.startswith("query") else "/ws")
     reader = asyncio.create_task(sock.read_forever())
     try:
         owed: Counter[str] = Counter()
         refs: Counter[str] = Counter()  # every readable ref sent
         unreadable = 0  # frames from which no ref can be read
         causes: set[int] = set()  # close codes what we sent may earn
+        must_close = False  # whether one of them is certain (1007, 1009)
+        if how == "query_odd":  # a token it cannot use: one `unauthorized` reply, then 4001
+            unreadable += 1
+            causes.add(4001)
         sent = 0
         joined = False
         for item in sends:
@@ -578,6 +588,7 @@ async def test_fuzzed_frames_keep_the_contract(stack: Stack, watcher: Watcher,
             sent += item.count
             if what.closes is not None:
                 causes.add(what.closes)
+                must_close = True
                 break  # the server closes here: nothing after it is read
             if what.ref is None or what.deep:
                 unreadable += item.count
@@ -587,7 +598,7 @@ async def test_fuzzed_frames_keep_the_contract(stack: Stack, watcher: Watcher,
                     owed[what.ref] += item.count
         if sent > 2 * BURST:
             causes.add(1008)  # a flood: rate_limited replies, then perhaps a policy close
-        if causes - {1008}:  # the server must close this one
+        if must_close:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reader), REPLY_WITHIN)
             assert sock.eof, f"still open {REPLY_WITHIN} s after a frame that earns " \
