@@ -127,13 +127,15 @@ class SandboxGateway:
 
     def pay(self, payment_id: str, now: int | None = None) -> tuple[dict[str, str], bytes]:
         """Pay a payment this sandbox created: the TRANSACTION.SUCCESS notification to
-        deliver (the same notification again if it is paid already)."""
+        deliver (the same notification again once it is paid, or refunded: a late
+        redelivery, as WeChat may make)."""
         record = self._payments.get(payment_id)
         if record is None:
             raise PaymentNotFound(404, "ORDER_NOT_EXIST", f"no payment {payment_id}")
         now = self._clock() if now is None else now
         state = self._expire(record, now)
-        if state.status not in (PaymentStatus.PENDING, PaymentStatus.PAID):
+        if state.status not in (PaymentStatus.PENDING, PaymentStatus.PAID,
+                                PaymentStatus.REFUNDED):
             raise PaymentError(400, "ORDER_CLOSED", f"payment {payment_id} is {state.status}")
         return self.notification(payment_id, PaymentStatus.PAID, state.amount, now=now,
                                  at=state.paid_at, payer=state.payer)

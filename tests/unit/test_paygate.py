@@ -893,6 +893,11 @@ async def test_sandbox_query_follows_create_pay_expire_and_refund() -> None:
     await box.refund(RefundRequest(REQUEST.payment_id, "rf_1", 100, 100))
     box.notification(REQUEST.payment_id, PaymentStatus.REFUNDED, 100, refund_id="rf_1")
     assert (await box.query(REQUEST.payment_id)).status is PaymentStatus.REFUNDED
+    # The paid notification redelivered after the refund (out of order) is still the
+    # same one, and changes nothing here.
+    late = box.verify(*box.pay(REQUEST.payment_id, clock[0]), clock[0])
+    assert (late.status, late.paid_at) == (PaymentStatus.PAID, NOW_MS)
+    assert (await box.query(REQUEST.payment_id)).status is PaymentStatus.REFUNDED
 
 
 async def test_sandbox_expires_an_unpaid_payment_and_then_refuses_to_pay_it() -> None:
