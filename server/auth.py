@@ -75,11 +75,17 @@ def verify_claims(secret: str, token: str) -> tuple[Identity, float]:
             raise ApiError("unauthorized", f"the token's {claim} must be a short text")
         optional[claim] = value
     exp = claims["exp"]
-    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+    try:
+        # An int of hundreds of digits passes PyJWT's comparison but no float holds it.
+        expires = float(exp) if not isinstance(exp, bool) and isinstance(exp, int | float) \
+            else math.nan
+    except OverflowError:
+        expires = math.nan
+    if not math.isfinite(expires):
         raise ApiError("unauthorized", "the token's exp is not a time")
     identity = Identity(user=user, role=role, region=optional["region"],
-                        device=optional["device"], expires=float(exp))
-    return identity, float(exp)
+                        device=optional["device"], expires=expires)
+    return identity, expires
 
 
 class Verifier:

@@ -175,6 +175,18 @@ def _route(method: Method) -> Handler:
     return handle
 
 
+_INT = re.compile(r"-?[0-9]{1,18}")
+
+
+def _query_int(request: web.Request, name: str) -> int:
+    """A query parameter spelled as a plain decimal integer (int() would also read
+    `1_0`, `+5`, ` 5` and other scripts' digits)."""
+    raw = request.query[name]
+    if not _INT.fullmatch(raw):
+        raise ApiError("invalid_request", f"{name} must be an integer")
+    return int(raw)
+
+
 def _query(request: web.Request, method: Method) -> dict[str, Any]:
     """The declared parameters a GET carries in its query string."""
     found: dict[str, Any] = {}
@@ -182,10 +194,7 @@ def _query(request: web.Request, method: Method) -> dict[str, Any]:
         if name not in request.query:
             continue
         if param.kind is int:
-            try:
-                found[name] = int(request.query[name])
-            except ValueError:
-                raise ApiError("invalid_request", f"{name} must be an integer") from None
+            found[name] = _query_int(request, name)
         else:
             found[name] = request.query[name]
     return found
@@ -194,10 +203,7 @@ def _query(request: web.Request, method: Method) -> dict[str, Any]:
 def _limit(request: web.Request) -> dict[str, Any]:
     if "limit" not in request.query:
         return {}
-    try:
-        return {"limit": int(request.query["limit"])}
-    except ValueError:
-        raise ApiError("invalid_request", "limit must be an integer") from None
+    return {"limit": _query_int(request, "limit")}
 
 
 async def orders(request: web.Request) -> web.Response:
