@@ -83,8 +83,8 @@ class _Pending:
     batch: events.Batch = field(default_factory=events.Batch)
     live: list[LiveEvent] = field(default_factory=list)
     answers: list[tuple[asyncio.Future[Answer], Answer]] = field(default_factory=list)
-    keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, str, int]]] = field(
-        default_factory=list)
+    keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, str, int],
+                      asyncio.Future[Answer]]] = field(default_factory=list)
     commands: int = 0
     # Where each command's writes end in the batch: (events, outbox, results) counts
     # after it, and its answer's future (None for a timer's). Used only to find the
@@ -96,6 +96,14 @@ class _Pending:
         """Close the current command's share of the batch."""
         batch = self.batch
         self.marks.append((len(batch.events), len(batch.outbox), len(batch.results), done))
+
+
+class _GameFailed(Exception):
+    """Game code raised something other than a refusal (a bug in the game): the command
+    fails alone, with nothing of it queued."""
+
+    def __init__(self, kind: str, command: Any) -> None:
+        super().__init__(f"{kind}: {command!r}")
 
 
 def now_ms() -> int:
@@ -315,14 +323,20 @@ class Owner:
                 done.set_result(answer)
                 return done
         self.commands_total += 1
-        ok, answer = self._apply(campaign, game_command)
+        try:
+            ok, answer = self._apply(campaign, game_command)
+        except _GameFailed:
+            log.exception("shard %d: the game failed on a command", self.index)
+            done.set_result(_error("internal", "the game failed to run this command"))
+            return done  # nothing queued, nothing remembered: a retry runs it again
         pending = self._pending
         if key is not None:
             self._inflight[(campaign.config.id, user, key)] = (fingerprint, done)
             pending.batch.results.append((campaign.stream, user, key,
                                           f'{{"fingerprint":{_json(fingerprint)},'
                                           f'"answer":{answer}}}'))
-            pending.keyed.append((campaign, (user, key), (fingerprint, answer, self._clock())))
+            pending.keyed.append((campaign, (user, key), (fingerprint, answer, self._clock()),
+                                  done))
         elif not ok:
             done.set_result(answer)  # nothing to make durable
             return done
@@ -341,37 +355,53 @@ class Owner:
             produced = game.decide(campaign.state, command, now, self._rng)
         except GameError as exc:
             return False, _json({"ok": False, "error": exc.to_dict()})
+        except Exception as exc:
+            raise _GameFailed(game.kind, command) from exc
         if not produced:
             return True, '{"ok":true,"result":{}}'
-        pending = self._pending
         cid, stream, kind = config.id, campaign.stream, game.kind
         version = game.version(campaign.state)
         state = campaign.state
+        stored: list[events.StoredEvent] = []
+        outbox: list[events.StoredEvent] = []
+        live: list[LiveEvent] = []
+        deadlines: list[tuple[int, str]] = []
         changed: dict[str, None] = {}  # instances, in the order they changed
-        for event in produced:
-            state = game.evolve(state, event)
-            version += 1
-            applied = game.applied(config, state, event)
-            pending.batch.events.append(
-                events.StoredEvent(stream, version, applied.type, applied.data))
-            if applied.outbox is not None:
-                pending.batch.outbox.append(events.StoredEvent(stream, version,
-                                                               applied.outbox.kind, {
-                    "campaign": cid, "kind": kind, "at": now,
-                    "lines": [{"user": line.user, "sku": line.sku, "amount": line.amount,
-                               "instance": line.instance, "line": line.line}
-                              for line in applied.outbox.lines]}))
-            for frame in applied.frames:
-                pending.live.append(LiveEvent(frame.topic, frame.seq, _json(frame.data)))
-            if applied.deadline is not None:
-                self._arm(applied.deadline[0], cid, applied.deadline[1])
-            changed[applied.instance] = None
+        try:
+            # Everything the game computes first, nothing queued yet: game code that fails
+            # halfway leaves the batch, the deadlines and the state as they were.
+            for event in produced:
+                state = game.evolve(state, event)
+                version += 1
+                applied = game.applied(config, state, event)
+                stored.append(events.StoredEvent(stream, version, applied.type, applied.data))
+                if applied.outbox is not None:
+                    outbox.append(events.StoredEvent(stream, version, applied.outbox.kind, {
+                        "campaign": cid, "kind": kind, "at": now,
+                        "lines": [{"user": line.user, "sku": line.sku, "amount": line.amount,
+                                   "instance": line.instance, "line": line.line}
+                                  for line in applied.outbox.lines]}))
+                live.extend(LiveEvent(frame.topic, frame.seq, _json(frame.data))
+                            for frame in applied.frames)
+                if applied.deadline is not None:
+                    deadlines.append(applied.deadline)
+                changed[applied.instance] = None
+            rows = game.rows(config, state, changed)
+            answer = answers.ok(game.answer(config, state, command, produced))
+        except Exception as exc:
+            raise _GameFailed(game.kind, command) from exc
         campaign.state = state
+        pending = self._pending
+        pending.batch.events += stored
+        pending.batch.outbox += outbox
+        pending.live += live
+        for at, key in deadlines:
+            self._arm(at, cid, key)
         model = game.read_model
-        for row in game.rows(config, state, changed):
+        for row in rows:
             pending.batch.rows[(model.table, cid, row[1])] = (model, row)
         self._has_pending.set()
-        return True, answers.ok(game.answer(config, state, command, produced))
+        return True, answer
 
     # --- group commit -------------------------------------------------------------------
 
@@ -386,7 +416,6 @@ class Owner:
                 continue
             started = time.perf_counter()
             refused: set[asyncio.Future[Answer]] = set()
-            forgotten: set[asyncio.Future[Answer]] = set()
             try:
                 async with self._pool.acquire() as conn:
                     try:
@@ -394,7 +423,7 @@ class Owner:
                     except asyncpg.DataError:
                         log.exception("shard %d: a command's data was refused; finding it",
                                       self.index)
-                        refused, forgotten = await self._commit_apart(conn, pending)
+                        refused = await self._commit_apart(conn, pending)
             except Exception as exc:
                 # The in-memory state is now ahead of Postgres: refuse everything and let
                 # the owner restart us so we rebuild from what was really committed.
@@ -414,9 +443,11 @@ class Owner:
             if took > SLOW_COMMIT:
                 log.warning("shard %d: slow commit, %d commands in %.0f ms", self.index,
                             pending.commands, took * 1000)
-            for campaign, key, remembered in pending.keyed:
-                if not forgotten or self._inflight.get((campaign.config.id, *key),
-                                                       (None, None))[1] not in forgotten:
+            for campaign, key, remembered, done in pending.keyed:
+                # A refused command changed nothing: its key is free again. One whose
+                # stored answer Postgres refused (but not its events) stays remembered
+                # here, so a retry is still answered, not run again.
+                if done not in refused:
                     campaign.results[key] = remembered  # (fingerprint, answer text, at)
                 self._inflight.pop((campaign.config.id, *key), None)
             refusal = _error("invalid_request", "this request could not be saved")
@@ -427,18 +458,17 @@ class Owner:
                 self._publish_queue.put_nowait(pending.live)
 
     async def _commit_apart(self, conn: asyncpg.Connection, pending: _Pending
-                            ) -> tuple[set[asyncio.Future[Answer]], set[asyncio.Future[Answer]]]:
+                            ) -> set[asyncio.Future[Answer]]:
         """Commit `pending` command by command, each behind a savepoint, after the batch
-        as a whole hit a data error. Returns the answers to refuse and the answers whose
-        key is not remembered: a command whose idempotency answer Postgres refused keeps
-        its events (answered as it was, unremembered) or, with none, changed nothing
-        (answered as refused). Every other command commits and is answered as usual.
+        as a whole hit a data error. Returns the answers to refuse: a command whose
+        idempotency answer Postgres refused keeps its events (answered as it was, its
+        answer remembered in memory only) or, with none, changed nothing (refused).
+        Every other command commits and is answered as usual.
 
         A command whose events Postgres refuses cannot be taken back from memory, where
         later commands may build on it: that error is raised, and the owner restarts.
         """
         refused: set[asyncio.Future[Answer]] = set()
-        forgotten: set[asyncio.Future[Answer]] = set()
         batch = pending.batch
         events_at = outbox_at = results_at = 0
         marks = [*pending.marks, (len(batch.events), len(batch.outbox), len(batch.results),
@@ -459,11 +489,10 @@ class Owner:
                     except asyncpg.DataError:
                         if done is None:
                             raise  # no command of a client's: not a client's data
-                        forgotten.add(done)
                         if not writes.events:
                             refused.add(done)
             await events.commit(conn, events.Batch(rows=batch.rows))
-        return refused, forgotten
+        return refused
 
     async def _publish_loop(self) -> None:
         while True:
@@ -558,7 +587,11 @@ class Owner:
             # lazily: the game's tick is a no-op for them.
             game = campaign.game
             version = game.version(campaign.state)
-            self._apply(campaign, game.tick(key))
+            try:
+                self._apply(campaign, game.tick(key))
+            except _GameFailed:
+                log.exception("shard %d: the game failed on deadline %s", self.index, key)
+                continue  # this deadline is dropped; the others still fire
             self._pending.mark(None)
             if game.version(campaign.state) != version:
                 count += 1

@@ -10,10 +10,12 @@ only that command fails: the rest of its batch commits and is answered.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 
+from games.groupbuy import GAME as GROUPBUY
 from storage.text import storable
 from tests.integration.conftest import Clock, Factory, cmd, make_config
 from tests.support import configs
@@ -105,8 +107,11 @@ async def test_a_data_error_fails_only_the_command_it_came_from(
     assert alice["ok"] and dave["ok"], answers
     # Nothing of bob's command could be saved: it is refused, and nothing changed.
     assert refused["error"]["code"] == "invalid_request", refused
-    # carol's group was opened and saved; only the memory of her key is lost.
+    # carol's group was opened and saved; only her key's answer could not be stored: the
+    # owner still remembers it, so her retry is answered again, not run again.
     assert carol["ok"], carol
+    [retried] = await shard.submit([cmd("open", "carol", key="poison-accepted")])
+    assert retried == carol
     stored = await _count(poison, "SELECT count(*) FROM groups")
     assert stored == 3
     assert await _count(poison, "SELECT count(*) FROM command_results") == 2
@@ -136,3 +141,36 @@ async def test_events_postgres_refuses_restart_the_owner_from_what_was_committed
     reborn = await shard_factory(config, Clock())
     [again] = await reborn.submit([cmd("open", "alice", key="a1")])
     assert again["ok"], again
+
+
+@pytest.mark.parametrize("part", ["applied", "rows", "answer"])
+async def test_game_code_that_fails_fails_only_its_command(
+        clean: Services, shard_factory: Factory, monkeypatch: pytest.MonkeyPatch,
+        part: str) -> None:
+    """A bug in a game (an exception that is no refusal, here injected into one of the
+    game's own steps for one user's command) queues nothing of that command: the others in
+    its batch commit, the owner stays up, and Postgres matches its memory."""
+    config = make_config(clean, configs.campaign("c1", size=3, stock=100, led=50))
+    shard = await shard_factory(config, Clock())
+    original = getattr(GROUPBUY, part)
+
+    def failing(*args: Any) -> Any:
+        if any("boom" in repr(a) for a in args):
+            raise RuntimeError("a bug in the game")
+        return original(*args)
+
+    monkeypatch.setattr(GROUPBUY, part, failing)
+    answers = await shard.submit([cmd("open", "alice", key="a"), cmd("open", "boom", key="b"),
+                                  cmd("open", "dave", key="d")])
+    assert [a["ok"] for a in answers] == [True, False, True], answers
+    assert answers[1]["error"]["code"] == "internal"
+    monkeypatch.setattr(GROUPBUY, part, original)
+    # Nothing of boom's command was kept, its key included: the retry runs it.
+    [again] = await shard.submit([cmd("open", "boom", key="b")])
+    assert again["ok"], again
+    assert await _count(clean, "SELECT count(*) FROM groups") == 3
+    assert await _count(clean, "SELECT count(*) FROM events") == 3
+    summary = await shard.ready()
+    await shard.stop()
+    reborn = await shard_factory(config, Clock())
+    assert (await reborn.ready())["campaigns"] == summary["campaigns"]
