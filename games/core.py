@@ -104,12 +104,15 @@ class Column:
     sql_type: str  # a Postgres type: text, text[], int, bigint, timestamptz, jsonb, bool
 
 
-@dataclass(frozen=True)
+# Compared and hashed by identity (eq=False): each game declares its one model, and the
+# owner's commit groups rows and caches its statement by model on every commit.
+@dataclass(frozen=True, eq=False)
 class ReadModel:
     """A game's read-model table, one row per instance, keyed by (campaign, id), written
     in the same transaction as the events that changed it. Its first two columns are
-    `campaign` and `id`; `status` and `expires_at` must exist (open instances are listed
-    by them)."""
+    `campaign` and `id`; `status`, `expires_at` (a read "open" lists the instances whose
+    status is `open`, soonest first) and `version` (the instance's topic seq) must exist,
+    and `updated_at`, which each write sets, must not be declared."""
 
     table: str
     columns: tuple[Column, ...]

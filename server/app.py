@@ -77,10 +77,11 @@ class Server:
         self.stopping = True
         for connection in list(self.connections):
             connection.kill(ws.CLOSE_RESTART, "server_restart",
-                            "server restarting: reconnect with your last seq")
+                            "server restarting: reconnect with your last seq",
+                            drain=ws.DRAIN_ON_RESTART)
         closing = [c.closing for c in self.connections if c.closing is not None]
         if closing:
-            await asyncio.wait(closing, timeout=2.0)
+            await asyncio.wait(closing, timeout=ws.DRAIN_ON_RESTART + 2.0)
         await self.hub.stop()
         await self.redis.aclose()
         await self.pool.close()

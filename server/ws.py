@@ -127,7 +127,8 @@ class Connection:
         self.sealed = False
         self.bucket = Bucket(cfg.frames_per_second, cfg.frame_burst)
         self.strikes = 0
-        self.calls: set[asyncio.Task[None]] = set()
+        self.calls: set[asyncio.Task[None]] = set()  # calls waiting for their answers
+        self.catchups: set[asyncio.Task[None]] = set()  # topics catching up
         self.writer: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None
         # Reading pauses while this much of the send queue is taken, until it drains.
@@ -188,7 +189,10 @@ class Connection:
             try:
                 await self.protocol._drain_helper()
                 transport = self.transport
-                if transport is not None and not transport.is_closing():
+                # Once the close frame is out (ours, or aiohttp's answer to the client's),
+                # no data frame may follow it.
+                if transport is not None and not transport.is_closing() \
+                        and not self.sealed and not self.ws.closed:
                     transport.write(framed)
             except ConnectionError:
                 return  # the client is gone: its reader sees the close and cleans up
@@ -254,7 +258,7 @@ class Connection:
             # A gap (a publish we missed): catch up from history, or a snapshot.
             sub.syncing = True
             sub.buffer.append((seq, frame))
-            self._spawn(self._catch_up(topic, sub.last))
+            self._spawn(self._catch_up(topic, sub.last), self.catchups)
 
     async def _catch_up(self, topic: str, after: int | None, ref: Any = None) -> None:
         """Bring `topic` up to date from `after` (None: a snapshot), then go live.
@@ -272,6 +276,8 @@ class Connection:
                 frames = None
                 if after is not None and after <= seq:
                     frames = missed(await self.server.live.history(topic), after, seq)
+                if self.subs.get(topic) is not sub:
+                    return  # unsubscribed, or subscribed anew meanwhile: that one catches up
                 if frames is None:
                     self.send(_frame({"op": "snapshot", "topic": topic, "seq": seq,
                                       "data": snapshot}))
@@ -293,23 +299,26 @@ class Connection:
                     return
                 after = sub.last
         except ApiError as exc:
-            self._drop(topic, ref, exc.code, exc.message)
+            self._drop(topic, sub, ref, exc.code, exc.message)
         except Exception:
             # Postgres or Redis did not answer: say so; the client may subscribe again.
             log.exception("catch-up of %s failed", topic)
-            self._drop(topic, ref, "unavailable", "could not load this topic; subscribe again")
+            self._drop(topic, sub, ref, "unavailable",
+                       "could not load this topic; subscribe again")
 
-    def _drop(self, topic: str, ref: Any, code: str, message: str) -> None:
-        self.subs.pop(topic, None)
+    def _drop(self, topic: str, sub: _Sub, ref: Any, code: str, message: str) -> None:
+        if self.subs.get(topic) is not sub:
+            return  # a newer subscription of the topic is not this one's to drop
+        self.subs.pop(topic)
         self.server.hub.remove(topic, self)
         self.send(_error(ref, code, f"{topic}: {message}"))
 
     # --- receiving ---------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, into: set[asyncio.Task[None]]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
-        self.calls.add(task)
-        task.add_done_callback(self.calls.discard)
+        into.add(task)
+        task.add_done_callback(into.discard)
 
     async def run(self, token: str | None) -> None:
         cfg = self.server.config.server
@@ -356,8 +365,12 @@ class Connection:
     def receive(self, kind: WSMsgType, data: str | bytes) -> None:
         """One frame from the client: every refusal is a reply carrying the frame's ref
         (null only when no ref can be read from it)."""
+        if self.closed:
+            return  # killed meanwhile (expiry, a slow consumer): nothing more runs
         frame, ref = _read(data)
         wait = self.bucket.take()
+        if not wait and self.strikes:
+            self.strikes -= 1  # an occasional burst is forgiven; only a flood adds up
         if wait:
             self.strikes += 1
             self.refuse(ref, "rate_limited", "too many frames; retry after retry_after_ms",
@@ -498,7 +511,7 @@ class Connection:
             return
         self.subs[topic] = _Sub()
         self.server.hub.add(topic, self)
-        self._spawn(self._catch_up(topic, after, ref))
+        self._spawn(self._catch_up(topic, after, ref), self.catchups)
 
     def _call(self, frame: dict[str, Any], ref: str | None) -> None:
         assert self.identity is not None
@@ -516,7 +529,7 @@ class Connection:
             self.refuse(ref, "rate_limited", "too many calls in flight; wait for a reply",
                         "calls_in_flight", CALLS_RETRY_MS)
             return
-        self._spawn(self._run_call(ref, method, params))
+        self._spawn(self._run_call(ref, method, params), self.calls)
 
     async def _run_call(self, ref: str, method: str, params: Any) -> None:
         assert self.identity is not None
@@ -550,10 +563,11 @@ class Connection:
         for topic in list(self.subs):
             self.server.hub.remove(topic, self)
         self.subs.clear()
-        for task in [*self.calls, *([self.writer] if self.writer else [])]:
+        tasks = [*self.calls, *self.catchups]
+        for task in [*tasks, *([self.writer] if self.writer else [])]:
             task.cancel()
         with contextlib.suppress(Exception):
-            await asyncio.gather(*self.calls, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

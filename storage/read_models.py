@@ -41,16 +41,19 @@ def _upsert(model: ReadModel, first: int) -> str:
         n = first + offset
         if column.sql_type.endswith("[]"):
             # Arrays of arrays must be rectangular in Postgres: each row's array travels
-            # as JSON text and is unpacked here.
+            # as JSON text and is unpacked here (NULL stays NULL).
             params.append(f"${n}::text[]")
-            selected.append(f"ARRAY(SELECT jsonb_array_elements_text(r.{column.name}::jsonb))")
+            selected.append(f"CASE WHEN r.{column.name} IS NULL THEN NULL ELSE ARRAY(SELECT"
+                            f" jsonb_array_elements_text(r.{column.name}::jsonb))"
+                            f"::{column.sql_type} END")
         elif column.sql_type == "jsonb":
             params.append(f"${n}::text[]")
             selected.append(f"r.{column.name}::jsonb")
         else:
             params.append(f"${n}::{column.sql_type}[]")
             selected.append(f"r.{column.name}")
-    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in names[2:])
+    updates = ", ".join([*(f"{name} = EXCLUDED.{name}" for name in names[2:]),
+                         "updated_at = now()"])
     return (f"INSERT INTO {model.table} ({', '.join(names)})"
             f" SELECT {', '.join(selected)} FROM unnest({', '.join(params)})"
             f" AS r({', '.join(names)})"
@@ -62,7 +65,9 @@ def arguments(model: ReadModel, rows: Sequence[tuple[Any, ...]]) -> list[list[An
     columns: list[list[Any]] = [[] for _ in model.columns]
     for row in rows:
         for index, (column, value) in enumerate(zip(model.columns, row, strict=True)):
-            if column.sql_type.endswith("[]") or column.sql_type == "jsonb":
+            if value is None:
+                pass  # SQL NULL, whatever the column's type
+            elif column.sql_type.endswith("[]") or column.sql_type == "jsonb":
                 value = json.dumps(value)
             elif column.sql_type == "timestamptz":
                 value = _ts(value)
