@@ -24,6 +24,7 @@ from games.bargain.rules import (
     StartBargain,
     bargain_from_row,
     bargain_row,
+    bargain_summary,
     bargain_view,
     decide,
     event_from_dict,
@@ -137,13 +138,13 @@ class BargainGame:
 
     def applied(self, campaign: BargainCampaign, state: BargainState, event: Event
                 ) -> Applied:
-        """The event's stored form, its frames (the bargain's topic with `B` as of the
-        event; the initiator's own topic for a help), its deal and its deadline."""
+        """The event's stored form, its frames (the bargain's topic with `B`'s summary as
+        of the event; the initiator's own topic for a help), its deal and its deadline."""
         bargain = state.bargains[event.bargain]
         data = event_to_dict(event)
         frames = [Publish(instance_topic(KIND, campaign.id, bargain.id), event.seq,
                           {**data, "campaign": campaign.id,
-                           "bargain": bargain_view(campaign.id, bargain)})]
+                           "bargain": bargain_summary(campaign.id, bargain)})]
         outbox = None
         deadline = None
         if isinstance(event, BargainHelped):

@@ -554,7 +554,18 @@ def fold(state: BargainState, events: Sequence[Event]) -> BargainState:
 
 
 def bargain_view(campaign: str, bargain: Bargain) -> dict[str, Any]:
-    """The contract's bargain object `B`."""
+    """The contract's bargain object `B`: its summary plus `helpers`, in order."""
+    view = bargain_summary(campaign, bargain)
+    view["helpers"] = [{"user": user, "cut": cut, "at": iso(at)}
+                       for user, cut, at in bargain.helpers]
+    return view
+
+
+def bargain_summary(campaign: str, bargain: Bargain) -> dict[str, Any]:
+    """`B` without its helper list: what a live frame carries, so a frame's size does not
+    grow with the bargain (100 helps send each watcher O(n) bytes, not O(n²)). A watcher
+    keeps the list from its snapshot, appending each `bargain_helped`'s helper, cut and
+    time."""
     return {
         "id": bargain.id,
         "campaign": campaign,
@@ -563,8 +574,6 @@ def bargain_view(campaign: str, bargain: Bargain) -> dict[str, Any]:
         "list_price": bargain.list_price,
         "floor_price": bargain.floor_price,
         "price": bargain.price,
-        "helpers": [{"user": user, "cut": cut, "at": iso(at)}
-                    for user, cut, at in bargain.helpers],
         "helpers_to_floor": bargain.helpers_to_floor,
         "helpers_left": bargain.helpers_left,
         "created_at": iso(bargain.created_at),

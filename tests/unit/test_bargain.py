@@ -45,6 +45,7 @@ from games.bargain.rules import (
     HelpBargain,
     StartBargain,
     apply,
+    bargain_summary,
     bargain_view,
     decide,
     draw_cut,
@@ -937,9 +938,19 @@ def test_applied_frames_deals_and_deadlines() -> None:
         assert own.data == {"type": "bargain_helped", "campaign": "teapot", "bargain": bid,
                             "helper": helper, "cut": cut, "price": a.data["price"]}
     assert [len(a.frames) for a in applied if a.type != "bargain_helped"] == [1] * 5
-    # The watcher's B after the last frame is the bargain.
-    assert [a for a in applied if a.frames[0].topic == topic][-1].frames[0].data[
-        "bargain"] == bargain_view("teapot", b)
+    # A watcher that merges each frame's summary into its B and appends each help's
+    # helper holds the bargain after the last frame; no frame carries the helper list.
+    watched: dict[str, Any] = {"helpers": []}
+    for a in applied:
+        frame = a.frames[0]
+        if frame.topic != topic:
+            continue
+        assert "helpers" not in frame.data["bargain"]
+        watched.update(frame.data["bargain"])
+        if frame.data["type"] == "bargain_helped":
+            watched["helpers"].append({"user": frame.data["helper"],
+                                       "cut": frame.data["cut"], "at": iso(frame.data["at"])})
+    assert watched == bargain_view("teapot", b)
     # The purchase is the deal; nothing else hands the pipeline anything.
     assert [a.outbox for a in applied] == [None] * 5 + [
         Outbox("deal", (Line(user="a", sku="POT-1", amount=FLOOR_PRICE, instance=bid,
@@ -1394,7 +1405,7 @@ class Player:
             applied = GAME.applied(self.campaign, as_of, e)
             assert GAME.decode(json.loads(json.dumps(applied.data))) == e
             assert applied.seq == e.seq == as_of.bargains[e.bargain].version
-            assert applied.frames[0].data["bargain"] == bargain_view(
+            assert applied.frames[0].data["bargain"] == bargain_summary(
                 self.campaign.id, as_of.bargains[e.bargain])
             if isinstance(e, BargainStarted):
                 self.started.append(e.bargain)
