@@ -229,7 +229,8 @@ class Game(Protocol[C, S, K, E]):
         ...
 
     def rows(self, campaign: C, state: S, instances: Iterable[str]) -> list[tuple[Any, ...]]:
-        """Read-model rows of `instances`, in `read_model.columns` order."""
+        """Read-model rows of `instances`, in `read_model.columns` order; KeyError for an
+        instance the state does not hold."""
         ...
 
     def rebuild(self, campaign: C, rows: Sequence[Mapping[str, Any]], version: int

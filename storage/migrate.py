@@ -8,13 +8,16 @@ from pathlib import Path
 
 import asyncpg
 
+from games.registry import GAMES
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Several gateways may start at once; one advisory lock serialises their migrations.
 _LOCK_ID = 0x46495353  # "FISS"
 # Every table that holds Fission's data (what a test or a benchmark empties between runs).
-DATA_TABLES = ("events", "groups", "bargains", "command_results", "outbox", "orders", "payments",
-               "referrals", "commissions", "ledger_entries", "withdrawals")
+DATA_TABLES = ("events", *(game.read_model.table for game in GAMES.values()),
+               "command_results", "outbox", "orders", "payments", "referrals", "commissions",
+               "ledger_entries", "withdrawals")
 
 
 @dataclass(frozen=True)

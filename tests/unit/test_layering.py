@@ -17,8 +17,16 @@ FORBIDDEN: dict[str, set[str]] = {
     "actors": {"aiohttp", "server", "websockets"},
     "server": set(),
 }
-# server/ may use games only through actors and storage: it holds no game rules.
-SERVER_MAY_NOT = {"games.groupbuy", "games.pmap"}
+# server/ holds no game rules: of games/ it reads only the seam's declarations (core,
+# registry, topics) and value types, never a game's package or the rules' data structures.
+GAME_PACKAGES = sorted(p.name for p in (ROOT / "games").iterdir()
+                       if (p / "__init__.py").exists())
+SERVER_MAY_NOT = (*(f"games.{kind}" for kind in GAME_PACKAGES), "games.pmap")
+
+
+def forbidden_to_server(name: str) -> bool:
+    """Whether server/ may not import `name`: a game's package or anything in it."""
+    return any(name == banned or name.startswith(banned + ".") for banned in SERVER_MAY_NOT)
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -38,7 +46,7 @@ def violations(package: str) -> list[str]:
     for path in sorted((ROOT / package).rglob("*.py")):
         for line, name in imports(path):
             top = name.split(".")[0]
-            if top in FORBIDDEN[package] or (package == "server" and name in SERVER_MAY_NOT):
+            if top in FORBIDDEN[package] or (package == "server" and forbidden_to_server(name)):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
     return bad
 
@@ -57,6 +65,13 @@ def test_games_never_uses_global_random_or_the_clock() -> None:
             if needle in text:
                 offenders.append(f"{path.name}: {needle}")
     assert offenders == []
+
+
+def test_every_game_package_is_out_of_the_servers_reach() -> None:
+    assert {"groupbuy", "bargain"} <= set(GAME_PACKAGES)
+    assert forbidden_to_server("games.bargain.rules.decide")
+    assert forbidden_to_server("games.groupbuy")
+    assert not forbidden_to_server("games.core") and not forbidden_to_server("games.registry")
 
 
 def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
