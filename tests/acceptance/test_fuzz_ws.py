@@ -47,6 +47,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.gateway import METHODS
+from server.http_api import MAX_URL_BYTES
 from tests.support import rawws
 from tests.support.claims import odd_claims, signed
 from tests.support.client import WS, auth, token
@@ -565,8 +566,15 @@ async def test_fuzzed_frames_keep_the_contract(stack: Stack, watcher: Watcher,
         auth_frame = {"op": "auth", "ref": "fzauth", "token": proof}
         first = data.draw(st.one_of(st.just(auth_frame), mutated(auth_frame)))
         sends.insert(0, Send(rawws.TEXT, dump(first).encode("utf-8", "surrogatepass")))
-    sock = await rawws.RawSocket.connect(
-        gateway.port, f"/ws?token={proof}" if how.startswith("query") else "/ws")
+    target = f"/ws?token={proof}" if how.startswith("query") else "/ws"
+    if len(target) > MAX_URL_BYTES:
+        # A request target over the limit is refused before the upgrade, in the contract's
+        # shape (414): that is the answer, and there is no socket to fuzz.
+        with pytest.raises(rawws.HandshakeRefused) as refused:
+            await rawws.RawSocket.connect(gateway.port, target)
+        assert refused.value.status == 414
+        return
+    sock = await rawws.RawSocket.connect(gateway.port, target)
     reader = asyncio.create_task(sock.read_forever())
     try:
         owed: Counter[str] = Counter()
