@@ -15,6 +15,7 @@ import time
 import traceback
 from array import array
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -27,6 +28,22 @@ from bench.clients import HttpClient, WsClient, fission_route, mall_route, now_m
 CONNECT_CHUNK = 100  # sockets opened at once
 MAX_ROUNDS = 10_000_000  # a bound on any team loop besides its deadline
 SHARERS = 16  # sharers per generator who brought the deal scenario's leaders in
+
+
+async def _rounds(deadline: float, interval: float | None) -> AsyncIterator[int]:
+    """A team's round numbers until `deadline` (monotonic), at most MAX_ROUNDS: flat out,
+    or one every `interval` seconds from a random phase (an open loop), never starting a
+    round that would fall after the run (no idle tail to time)."""
+    next_round = time.monotonic() + (random.random() * interval if interval else 0.0)
+    for n in range(MAX_ROUNDS):
+        if interval:
+            if next_round >= deadline:
+                return
+            await asyncio.sleep(max(0.0, next_round - time.monotonic()))  # pacing
+            next_round = max(next_round + interval, time.monotonic())
+        if time.monotonic() >= deadline:
+            return
+        yield n
 
 
 @dataclass
@@ -180,15 +197,7 @@ class Generator:
                     interval: float | None) -> None:
         leader, joiners = team[0], team[1:]
         campaign = self.campaign
-        next_round = time.monotonic() + (random.random() * interval if interval else 0.0)
-        for _ in range(MAX_ROUNDS):
-            if interval:
-                if next_round >= deadline:
-                    return  # its start would fall after the run: no idle tail to time
-                await asyncio.sleep(max(0.0, next_round - time.monotonic()))  # pacing
-                next_round = max(next_round + interval, time.monotonic())
-            if time.monotonic() >= deadline:
-                return
+        async for _ in _rounds(deadline, interval):
             started = time.perf_counter()
             reply = await leader.call("groupbuy.open", {"campaign": campaign})
             stats.record(reply, started, "groupbuy.open")
@@ -232,15 +241,7 @@ class Generator:
         each round, and all the others help it at once; the helpers the floor leaves
         out are refused (bargain_closed), then they all move to the next round's."""
         campaign = self.campaign
-        next_round = time.monotonic() + (random.random() * interval if interval else 0.0)
-        for n in range(MAX_ROUNDS):
-            if interval:
-                if next_round >= deadline:
-                    return  # its start would fall after the run: no idle tail to time
-                await asyncio.sleep(max(0.0, next_round - time.monotonic()))  # pacing
-                next_round = max(next_round + interval, time.monotonic())
-            if time.monotonic() >= deadline:
-                return
+        async for n in _rounds(deadline, interval):
             initiator = team[n % len(team)]
             reply = await initiator.call("bargain.start", {"campaign": campaign})
             if not reply.get("ok"):

@@ -8,7 +8,6 @@ transaction is the group commit: one fsync for every command that arrived togeth
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -110,8 +109,8 @@ async def load_results(
         " ORDER BY created_at",
         stream, days,
     )
-    return [(r["user_id"], r["key"], r["fingerprint"], r["answer"], _ms(r["created_at"]))
-            for r in rows]
+    return [(r["user_id"], r["key"], r["fingerprint"], r["answer"],
+             read_models.epoch_ms(r["created_at"])) for r in rows]
 
 
 async def forget_results(conn: asyncpg.Connection | asyncpg.Pool, stream: str,
@@ -130,6 +129,3 @@ async def stream_version(conn: asyncpg.Connection | asyncpg.Pool, stream: str) -
         "SELECT coalesce(max(version), 0) FROM events WHERE stream = $1", stream)
     return int(value)
 
-
-def _ms(moment: datetime) -> int:
-    return round(moment.timestamp() * 1000)

@@ -23,8 +23,13 @@ def _ts(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def epoch_ms(moment: datetime) -> int:
+    """A Postgres timestamp as epoch milliseconds (the games' and the owner's time)."""
+    return round(moment.timestamp() * 1000)
+
+
 def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else round(moment.timestamp() * 1000)
+    return None if moment is None else epoch_ms(moment)
 
 
 def upsert(model: ReadModel, first: int) -> tuple[str, int]:
