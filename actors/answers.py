@@ -7,18 +7,24 @@ reply by the gateway, never decoded and encoded again on the way.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from games import jsontext
 
 Answer = str
 
 # Compact JSON, as every answer and frame an actor writes.
-compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+compact = jsontext.compact
 
 
 def ok(result: dict[str, Any]) -> Answer:
     """A successful answer carrying `result`."""
     return compact({"ok": True, "result": result})
+
+
+def ok_text(result: str) -> Answer:
+    """A successful answer carrying `result`, the JSON text of an object."""
+    return f'{{"ok":true,"result":{result}}}'
 
 
 def error(code: str, message: str) -> Answer:

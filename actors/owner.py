@@ -387,7 +387,7 @@ class Owner:
                     deadlines.append(applied.deadline)
                 changed[applied.instance] = None
             rows = game.rows(config, state, changed)
-            answer = answers.ok(game.answer(config, state, command, produced))
+            answer = answers.ok_text(game.answer(config, state, command, produced))
         except Exception as exc:
             raise _GameFailed(game.kind, command) from exc
         campaign.state = state

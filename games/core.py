@@ -215,9 +215,11 @@ class Game(Protocol[C, S, K, E]):
         """An event from its stored form (`Applied.data`)."""
         ...
 
-    def answer(self, campaign: C, state: S, command: K, events: Sequence[E]
-               ) -> dict[str, Any]:
-        """The result a command earned (`state` after its events)."""
+    def answer(self, campaign: C, state: S, command: K, events: Sequence[E]) -> str:
+        """The result a command earned (`state` after its events), as JSON text of an
+        object (`games.jsontext.compact`). Text, because answers travel and are remembered
+        as text; a game may splice parts it keeps encoded (a long list that only grows)
+        rather than encode them again for every answer."""
         ...
 
     def deadlines(self, state: S) -> Iterable[tuple[int, str]]:

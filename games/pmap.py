@@ -9,10 +9,11 @@ tuples, whatever the campaign's size.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 _WIDTH = 64
 _EMPTY_LEAF: dict[object, object] = {}
@@ -20,9 +21,12 @@ _EMPTY_NODE: tuple[dict[object, object], ...] = (_EMPTY_LEAF,) * _WIDTH
 _EMPTY_ROOT = (_EMPTY_NODE,) * _WIDTH
 
 
+_MASK = _WIDTH - 1
+
+
 def _slots(key: object) -> tuple[int, int]:
     h = hash(key)
-    return (h >> 6) % _WIDTH, h % _WIDTH
+    return (h >> 6) & _MASK, h & _MASK
 
 
 class PMap(Mapping[K, V], Generic[K, V]):
@@ -51,7 +55,20 @@ class PMap(Mapping[K, V], Generic[K, V]):
         return self._root[top][low]
 
     def __getitem__(self, key: K) -> V:
-        return self._leaf(key)[key]
+        # Inlined `_leaf`: lookups run several times per command on the owner's hot path.
+        h = hash(key)
+        return self._root[(h >> 6) & _MASK][h & _MASK][key]
+
+    @overload
+    def get(self, key: K, /) -> V | None: ...
+
+    @overload
+    def get(self, key: K, /, default: V | T) -> V | T: ...
+
+    def get(self, key: K, /, default: object = None) -> object:
+        """The value of `key`, or `default` (without the Mapping mixin's try/except)."""
+        h = hash(key)
+        return self._root[(h >> 6) & _MASK][h & _MASK].get(key, default)
 
     def __iter__(self) -> Iterator[K]:
         for node in self._root:
@@ -63,7 +80,8 @@ class PMap(Mapping[K, V], Generic[K, V]):
         return self._len
 
     def __contains__(self, key: object) -> bool:
-        return key in self._leaf(key)
+        h = hash(key)
+        return key in self._root[(h >> 6) & _MASK][h & _MASK]
 
     def _replace(self, key: object, leaf: dict[K, V], length: int) -> PMap[K, V]:
         top, low = _slots(key)

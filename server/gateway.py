@@ -20,9 +20,10 @@ import redis.exceptions
 
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
-from games import core
+from games import core, jsontext
 from games.registry import GAMES
 from server.auth import Identity
+from server.customers import Customers
 from server.errors import ApiError
 from server.metrics import Metrics
 from server.params import USER_ID, Param, check
@@ -64,7 +65,7 @@ _OK = '{"ok":true,"result":'
 
 
 # Compact JSON, as every reply and frame this server writes.
-compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+compact = jsontext.compact
 
 
 def encode(result: Outcome) -> str:
@@ -94,6 +95,7 @@ class Gateway:
         self.config = config
         self.client = client
         self.pool = pool
+        self.customers = Customers(pool)
         self.metrics = metrics
         self.pipeline = pipeline
 
@@ -177,7 +179,7 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
 
 
 async def _newcomer(gw: Gateway, who: Identity) -> bool:
-    return not await reads.has_ordered(gw.pool, who.user)
+    return not await gw.customers.has_ordered(who.user)
 
 
 # What the server knows of a user that a game may ask for (games.core.Method.facts).

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from games import jsontext
 from storage import redis_keys
 
 # ARGV: max len, ttl, the history, seq and channel key prefixes (from redis_keys), then
@@ -83,7 +84,7 @@ class LiveEvent:
     data: dict[str, Any] | str
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode = jsontext.compact
 
 
 class Live:

@@ -9,13 +9,14 @@ shape the game's `rows` produced, so `rebuild` and `view` read what `rows` wrote
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import asyncpg
 
+from games import jsontext
 from games.core import ReadModel
 
 
@@ -67,17 +68,28 @@ def _upsert(model: ReadModel, first: int) -> str:
 
 def arguments(model: ReadModel, rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     """`rows` (as the game made them) as one array per column, for `upsert`."""
-    columns: list[list[Any]] = [[] for _ in model.columns]
+    converters = _converters(model)
+    columns: list[list[Any]] = [[] for _ in converters]
     for row in rows:
-        for index, (column, value) in enumerate(zip(model.columns, row, strict=True)):
-            if value is None:
-                pass  # SQL NULL, whatever the column's type
-            elif column.sql_type.endswith("[]") or column.sql_type == "jsonb":
-                value = json.dumps(value)
-            elif column.sql_type == "timestamptz":
-                value = _ts(value)
-            columns[index].append(value)
+        for column, convert, value in zip(columns, converters, row, strict=True):
+            # None is SQL NULL, whatever the column's type.
+            column.append(value if convert is None or value is None else convert(value))
     return columns
+
+
+@lru_cache(maxsize=64)
+def _converters(model: ReadModel) -> tuple[Callable[[Any], Any] | None, ...]:
+    """How each column's values travel (None: as they are), worked out once per model
+    rather than per value on every commit."""
+    found: list[Callable[[Any], Any] | None] = []
+    for column in model.columns:
+        if column.sql_type.endswith("[]") or column.sql_type == "jsonb":
+            found.append(jsontext.compact)
+        elif column.sql_type == "timestamptz":
+            found.append(_ts)
+        else:
+            found.append(None)
+    return tuple(found)
 
 
 def plain(model: ReadModel, record: Mapping[str, Any]) -> dict[str, Any]:

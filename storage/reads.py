@@ -12,10 +12,11 @@ from games.commission import available, pending
 from games.withdrawal import withdrawing
 
 
-async def has_ordered(pool: asyncpg.Pool, user: str) -> bool:
-    """Whether `user` has ever had an order (a newcomer has not)."""
-    return bool(await pool.fetchval("SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1)",
-                                    user))
+async def ordered_among(pool: asyncpg.Pool, users: list[str]) -> set[str]:
+    """Those of `users` who have ever had an order (one query for all of them)."""
+    rows = await pool.fetch("SELECT DISTINCT user_id FROM orders WHERE user_id = ANY($1::text[])",
+                            users)
+    return {row["user_id"] for row in rows}
 
 
 def iso_time(moment: datetime | None) -> str | None:

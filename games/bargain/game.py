@@ -25,6 +25,7 @@ from games.bargain.rules import (
     bargain_from_row,
     bargain_row,
     bargain_summary,
+    bargain_text,
     bargain_view,
     decide,
     event_from_dict,
@@ -47,6 +48,7 @@ from games.core import (
     Route,
 )
 from games.errors import GameError
+from games.jsontext import compact
 from games.pmap import PMap
 from games.settings import Table
 from games.topics import IDENT_RE, SLUG_RE, instance_topic, user_topic
@@ -171,22 +173,24 @@ class BargainGame:
         return event_from_dict(data)
 
     def answer(self, campaign: BargainCampaign, state: BargainState, command: Command,
-               events: Sequence[Event]) -> dict[str, Any]:
+               events: Sequence[Event]) -> str:
         """start: `{"bargain": B}`; help: `{"bargain": B, "cut": fen}`; buy:
         `{"bargain": B, "order": O}` (the order the pipeline will make of the deal);
         a timer's expiry: `{"bargain": B or None}`."""
         bargain_id = events[0].bargain if events else getattr(command, "bargain", None)
         bargain = None if bargain_id is None else state.bargains.get(bargain_id)
-        answer: dict[str, Any] = {
-            "bargain": None if bargain is None else bargain_view(campaign.id, bargain)}
+        rest: dict[str, Any] = {}
         for event in events:
             if isinstance(event, BargainHelped):
-                answer["cut"] = event.cut
+                rest["cut"] = event.cut
             elif isinstance(event, BargainBought):
-                answer["order"] = {"campaign": campaign.id, "bargain": event.bargain,
-                                   "sku": event.sku, "amount": event.price,
-                                   "status": "paid"}
-        return answer
+                rest["order"] = {"campaign": campaign.id, "bargain": event.bargain,
+                                 "sku": event.sku, "amount": event.price, "status": "paid"}
+        # B carries every helper: spliced from the text the bargain keeps (see
+        # `rules.Bargain.rendered`), not encoded again on every help.
+        head = "null" if bargain is None else bargain_text(campaign.id, bargain)
+        return f'{{"bargain":{head}{"," + compact(rest)[1:-1] if rest else ""}}}'
+
 
     def deadlines(self, state: BargainState) -> Iterable[tuple[int, str]]:
         """(deadline, bargain id) of every bargain open or at its floor."""

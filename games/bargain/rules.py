@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from games.bargain.campaign import BargainCampaign, Share
 from games.campaign import iso
 from games.errors import GameError
+from games.jsontext import compact
 from games.pmap import PMap
 
 
@@ -67,6 +68,25 @@ class Bargain:
     status: BargainStatus = BargainStatus.OPEN
     hold_until: int | None = None
     version: int = 0
+    # `helpers` as the API shows them (the JSON text of B's `helpers`), with how many it
+    # renders. Extended by one helper's text per help (`with_helper`), so an answer, which
+    # carries every helper (up to 100), splices it rather than encoding the list again:
+    # O(1) work per help, not O(helpers). Rendered afresh when it does not match the list
+    # (a bargain built from a row, or without it).
+    rendered: tuple[int, str] = field(default=(0, "[]"), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.rendered[0] != len(self.helpers):
+            object.__setattr__(self, "rendered", (len(self.helpers), compact(
+                [_helper_view(helper) for helper in self.helpers])))
+
+    def with_helper(self, helper: Helper, price: int, version: int) -> Bargain:
+        """This bargain after `helper`'s cut brought it to `price`."""
+        count, text = self.rendered
+        fragment = compact(_helper_view(helper))
+        text = f"[{fragment}]" if count == 0 else f"{text[:-1]},{fragment}]"
+        return replace(self, helpers=self.helpers + (helper,), price=price, version=version,
+                       rendered=(count + 1, text))
 
     @property
     def helpers_left(self) -> int:
@@ -510,9 +530,8 @@ def evolve(state: BargainState, event: Event) -> BargainState:
     bargain = state.bargains[event.bargain]
     stock_left = state.stock_left
     if isinstance(event, BargainHelped):
-        bargain = replace(bargain, helpers=bargain.helpers + ((event.helper, event.cut,
-                                                               event.at),),
-                          price=event.price, version=event.seq)
+        bargain = bargain.with_helper((event.helper, event.cut, event.at), event.price,
+                                      event.seq)
         day = local_day(event.at, state.campaign.zone)
         return replace(state, bargains=state.bargains.set(bargain.id, bargain),
                        helps=_bump(state.helps, event.helper, 1),
@@ -556,9 +575,19 @@ def fold(state: BargainState, events: Sequence[Event]) -> BargainState:
 def bargain_view(campaign: str, bargain: Bargain) -> dict[str, Any]:
     """The contract's bargain object `B`: its summary plus `helpers`, in order."""
     view = bargain_summary(campaign, bargain)
-    view["helpers"] = [{"user": user, "cut": cut, "at": iso(at)}
-                       for user, cut, at in bargain.helpers]
+    view["helpers"] = [_helper_view(helper) for helper in bargain.helpers]
     return view
+
+
+def bargain_text(campaign: str, bargain: Bargain) -> str:
+    """`bargain_view` as JSON text, its helper list spliced from `Bargain.rendered`."""
+    summary = compact(bargain_summary(campaign, bargain))
+    return f'{summary[:-1]},"helpers":{bargain.rendered[1]}}}'
+
+
+def _helper_view(helper: Helper) -> dict[str, Any]:
+    user, cut, at = helper
+    return {"user": user, "cut": cut, "at": iso(at)}
 
 
 def bargain_summary(campaign: str, bargain: Bargain) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from games.commission import Rates
 from games.core import Applied, Column, Line, Method, Outbox, Param, Publish, ReadModel, Route
 from games.errors import GameError
 from games.groupbuy import rules as gb
+from games.jsontext import compact
 from games.pmap import PMap
 from games.settings import Table, read_campaign_head, read_own_rates
 
@@ -147,11 +148,11 @@ class GroupBuy:
         return gb.event_from_dict(dict(data))
 
     def answer(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState,
-               command: gb.Command, events: Sequence[gb.Event]) -> dict[str, Any]:
+               command: gb.Command, events: Sequence[gb.Event]) -> str:
         if not events:
-            return {}
+            return "{}"
         # A command's events all concern one group: the answer is it after the last one.
-        return {"group": gb.group_view(campaign.id, state.groups[events[-1].group])}
+        return compact({"group": gb.group_view(campaign.id, state.groups[events[-1].group])})
 
     def deadlines(self, state: gb.GroupBuyState) -> Iterable[tuple[int, str]]:
         # The original deadlines, as group_opened stored them: never re-based on restart.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
 from typing import Any
@@ -306,46 +306,45 @@ def _bump(tally: PMap[str, int], user: str, delta: int) -> PMap[str, int]:
     return tally.remove(user) if value == 0 else tally.set(user, value)
 
 
+def _regroup(g: Group, version: int, *, members: tuple[str, ...] | None = None,
+             status: GroupStatus | None = None, virtual: int | None = None) -> Group:
+    # A direct constructor call: dataclasses.replace inspects the fields on every call,
+    # and evolve runs once per event on the owner's hot path.
+    return Group(g.id, g.leader, g.members if members is None else members, g.size, g.price,
+                 g.created_at, g.expires_at, g.status if status is None else status,
+                 g.virtual if virtual is None else virtual, version)
+
+
 def evolve(state: GroupBuyState, event: Event) -> GroupBuyState:
     """`state` after `event`. Total: it trusts events, which `decide` made valid."""
     version = state.version + 1
+    campaign, groups, led, joined = state.campaign, state.groups, state.led, state.joined
+    stock_left = state.stock_left
     if isinstance(event, GroupOpened):
-        group = Group(
-            id=event.group, leader=event.leader, members=(event.leader,), size=event.size,
-            price=event.price, created_at=event.at, expires_at=event.expires_at,
-            version=event.seq,
-        )
-        return replace(
-            state, groups=state.groups.set(group.id, group), stock_left=state.stock_left - 1,
-            led=_bump(state.led, event.leader, 1), version=version,
-        )
-    group = state.groups[event.group]
+        group = Group(event.group, event.leader, (event.leader,), event.size, event.price,
+                      event.at, event.expires_at, GroupStatus.OPEN, 0, event.seq)
+        return GroupBuyState(campaign, stock_left - 1, groups.set(group.id, group),
+                             _bump(led, event.leader, 1), joined, version)
+    group = groups[event.group]
     if isinstance(event, MemberJoined):
-        group = replace(group, members=group.members + (event.user,), version=event.seq)
-        return replace(
-            state, groups=state.groups.set(group.id, group), stock_left=state.stock_left - 1,
-            joined=_bump(state.joined, event.user, 1), version=version,
-        )
+        group = _regroup(group, event.seq, members=group.members + (event.user,))
+        return GroupBuyState(campaign, stock_left - 1, groups.set(group.id, group), led,
+                             _bump(joined, event.user, 1), version)
     if isinstance(event, VirtualFilled):
-        group = replace(group, virtual=event.count, version=event.seq)
+        group = _regroup(group, event.seq, virtual=event.count)
     elif isinstance(event, GroupCompleted):
-        group = replace(group, status=GroupStatus.COMPLETED, version=event.seq)
-    elif isinstance(event, DealCompleted):
-        group = replace(group, version=event.seq)
+        group = _regroup(group, event.seq, status=GroupStatus.COMPLETED)
     elif isinstance(event, GroupFailed):
         # The failure gives back every member's stock and limit places at once.
-        led = _bump(state.led, group.leader, -1)
-        joined = state.joined
+        led = _bump(led, group.leader, -1)
         for member in group.members[1:]:
             joined = _bump(joined, member, -1)
-        group = replace(group, status=GroupStatus.FAILED, version=event.seq)
-        return replace(
-            state, groups=state.groups.set(group.id, group), led=led, joined=joined,
-            stock_left=state.stock_left + len(group.members), version=version,
-        )
-    else:  # Refunded
-        group = replace(group, version=event.seq)
-    return replace(state, groups=state.groups.set(group.id, group), version=version)
+        group = _regroup(group, event.seq, status=GroupStatus.FAILED)
+        stock_left += len(group.members)
+    else:  # DealCompleted, Refunded
+        group = _regroup(group, event.seq)
+    return GroupBuyState(campaign, stock_left, groups.set(group.id, group), led, joined,
+                         version)
 
 
 def apply(

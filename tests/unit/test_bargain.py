@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from games import jsontext
 from games.bargain import GAME
 from games.bargain.campaign import BargainCampaign, BargainProduct, parse_campaign
 from games.bargain.game import NEWCOMER, READ_MODEL
@@ -46,6 +47,7 @@ from games.bargain.rules import (
     StartBargain,
     apply,
     bargain_summary,
+    bargain_text,
     bargain_view,
     decide,
     draw_cut,
@@ -970,6 +972,11 @@ def test_unheld_floor_rearms_the_bargain_deadline() -> None:
     assert sorted(GAME.deadlines(play.state)) == [(NOW + PAY, b1), (NOW + LIMIT, b2)]
 
 
+def _answer(*args: Any) -> Any:
+    """A command's answer, decoded (games answer with JSON text)."""
+    return json.loads(GAME.answer(*args))
+
+
 def test_answers() -> None:
     play = Play()
     state0 = play.state
@@ -977,34 +984,34 @@ def test_answers() -> None:
     events = decide(state0, start, NOW, play.rng)
     state = fold(state0, events)
     bid = events[0].bargain
-    assert GAME.answer(play.campaign, state, start, events) == {
+    assert _answer(play.campaign, state, start, events) == {
         "bargain": bargain_view("teapot", state.bargains[bid])}
     play.state, play.log = state, list(events)
     for user in ("h0", "h1"):
         help_ = HelpBargain(user, bid)
         events = decide(play.state, help_, NOW, play.rng)
         play.state = fold(play.state, events)
-        answer = GAME.answer(play.campaign, play.state, help_, events)
+        answer = _answer(play.campaign, play.state, help_, events)
         assert answer == {"bargain": bargain_view("teapot", play.b(bid)),
                           "cut": play.b(bid).helpers[-1][1]}
     help_ = HelpBargain("h2", bid)
     events = decide(play.state, help_, NOW, play.rng)
     play.state = fold(play.state, events)
-    answer = GAME.answer(play.campaign, play.state, help_, events)
+    answer = _answer(play.campaign, play.state, help_, events)
     assert answer["bargain"]["status"] == "floor_reached"
     assert answer["bargain"]["price"] == FLOOR_PRICE
     assert answer["cut"] == play.b(bid).helpers[-1][1]
     buy = BuyBargain("a", bid)
     events = decide(play.state, buy, NOW, play.rng)
     play.state = fold(play.state, events)
-    assert GAME.answer(play.campaign, play.state, buy, events) == {
+    assert _answer(play.campaign, play.state, buy, events) == {
         "bargain": bargain_view("teapot", play.b(bid)),
         "order": {"campaign": "teapot", "bargain": bid, "sku": "POT-1",
                   "amount": FLOOR_PRICE, "status": "paid"}}
     expire = ExpireBargain(bid)
-    assert GAME.answer(play.campaign, play.state, expire, []) == {
+    assert _answer(play.campaign, play.state, expire, []) == {
         "bargain": bargain_view("teapot", play.b(bid))}
-    assert GAME.answer(play.campaign, play.state, ExpireBargain("nope"), []) == {
+    assert _answer(play.campaign, play.state, ExpireBargain("nope"), []) == {
         "bargain": None}
 
 
@@ -1415,7 +1422,14 @@ class Player:
             assert bool(events) == due
         else:
             assert events, "an accepted command always emits an event"
-            json.dumps(GAME.answer(self.campaign, as_of, command, events))
+            answer = json.loads(GAME.answer(self.campaign, as_of, command, events))
+            touched = as_of.bargains.get(events[0].bargain)
+            # The helper list spliced from the bargain's rendered text is B, exactly.
+            assert answer["bargain"] == (None if touched is None
+                                         else bargain_view(self.campaign.id, touched))
+            if touched is not None:
+                assert bargain_text(self.campaign.id, touched) == jsontext.compact(
+                    bargain_view(self.campaign.id, touched))
         self.log.extend(events)
         self.state = as_of
 
