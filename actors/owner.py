@@ -58,17 +58,21 @@ def stream_of(kind: str, campaign_id: str) -> str:
     return f"{kind}:{campaign_id}"
 
 
+# A remembered answer: (fingerprint, text, epoch ms, whether the text is a note).
+Remembered = tuple[str, str, int, bool]
+
+
 @dataclass
 class _Campaign:
     game: Game[Any, Any, Any, Any]
     config: Campaign
     state: Any
     # Answers by (user, key): the fingerprint of the command answered, the answer as JSON
-    # text, and when (epoch ms). Text, not dicts: a day of answers is a large part of the
-    # heap, and strings are one object each that the garbage collector never walks.
-    # Insertion order is time order, so expiry pops from the front.
-    results: OrderedDict[tuple[str, str], tuple[str, str, int]] = field(
-        default_factory=OrderedDict)
+    # text (or the game's note to render it from, see `Game.note`), and when (epoch ms).
+    # Text, not dicts: a day of answers is a large part of the heap, and strings are one
+    # object each that the garbage collector never walks. Insertion order is time order,
+    # so expiry pops from the front.
+    results: OrderedDict[tuple[str, str], Remembered] = field(default_factory=OrderedDict)
 
     # The game's mutating methods: the commands this campaign takes.
     commands: frozenset[str] = frozenset()
@@ -83,8 +87,8 @@ class _Pending:
     batch: events.Batch = field(default_factory=events.Batch)
     live: list[LiveEvent] = field(default_factory=list)
     answers: list[tuple[asyncio.Future[Answer], Answer]] = field(default_factory=list)
-    keyed: list[tuple[_Campaign, tuple[str, str], tuple[str, str, int],
-                      asyncio.Future[Answer]]] = field(default_factory=list)
+    keyed: list[tuple[_Campaign, tuple[str, str], Remembered, asyncio.Future[Answer]]] = \
+        field(default_factory=list)
     commands: int = 0
     # Where each command's writes end in the batch: (events, outbox, results) counts
     # after it, and its answer's future (None for a timer's). Used only to find the
@@ -204,9 +208,11 @@ class Owner:
         if state is None:
             log.warning("%s: read model disagrees with events; replaying events", stream)
             state = await self._replay(game, campaign, stream)
-        results: OrderedDict[tuple[str, str], tuple[str, str, int]] = OrderedDict()
-        for user, key, fingerprint, answer, at in await events.load_results(self._pool, stream):
-            results[(user, key)] = (fingerprint, answer, at)
+        results: OrderedDict[tuple[str, str], Remembered] = OrderedDict()
+        for user, key, fingerprint, answer, note, at in await events.load_results(
+                self._pool, stream):
+            results[(user, key)] = ((fingerprint, note, at, True) if note is not None
+                                    else (fingerprint, answer or "", at, False))
         commands = frozenset(m.name for m in game.methods if m.mutating)
         self._campaigns[campaign.id] = _Campaign(game, campaign, state, results, commands)
         for at, key in game.deadlines(state):
@@ -309,7 +315,8 @@ class Owner:
             seen: tuple[str, str | asyncio.Future[Answer]] | None = None
             stored = campaign.results.get((user, key))
             if stored is not None:
-                seen = stored[0], stored[1]
+                seen = stored[0], (self._recall(campaign, stored[1]) if stored[3]
+                                   else stored[1])
             else:
                 seen = self._inflight.get((campaign.config.id, user, key))
             if seen is not None:
@@ -324,7 +331,7 @@ class Owner:
                 return done
         self.commands_total += 1
         try:
-            ok, answer = self._apply(campaign, game_command)
+            ok, answer, note = self._apply(campaign, game_command)
         except _GameFailed:
             log.exception("shard %d: the game failed on a command", self.index)
             done.set_result(_error("internal", "the game failed to run this command"))
@@ -332,11 +339,16 @@ class Owner:
         pending = self._pending
         if key is not None:
             self._inflight[(campaign.config.id, user, key)] = (fingerprint, done)
+            # A game's note stands for a long answer it can render again (see Game.note):
+            # a bargain's help answer carries every helper, so a day of them remembered
+            # whole would be O(helpers) bytes each, in Postgres and here.
+            stored_as = (f'"answer":{answer}' if note is None else f'"note":{_json(note)}')
             pending.batch.results.append((campaign.stream, user, key,
                                           f'{{"fingerprint":{_json(fingerprint)},'
-                                          f'"answer":{answer}}}'))
-            pending.keyed.append((campaign, (user, key), (fingerprint, answer, self._clock()),
-                                  done))
+                                          f'{stored_as}}}'))
+            pending.keyed.append((campaign, (user, key),
+                                  (fingerprint, answer if note is None else note,
+                                   self._clock(), note is not None), done))
         elif not ok:
             done.set_result(answer)  # nothing to make durable
             return done
@@ -346,19 +358,29 @@ class Owner:
         self._has_pending.set()
         return done
 
-    def _apply(self, campaign: _Campaign, command: Any) -> tuple[bool, Answer]:
+    def _recall(self, campaign: _Campaign, note: str) -> Answer:
+        """A remembered answer again, from the game's note."""
+        try:
+            return answers.ok_text(campaign.game.recall(campaign.config, campaign.state, note))
+        except Exception:
+            # Nothing the state still holds answers to it (it cannot happen while the
+            # game keeps its instances for the retention, see retire_finished).
+            log.exception("shard %d: no answer to recall from note %r", self.index, note)
+            return _error("unavailable", "this request's answer cannot be given again")
+
+    def _apply(self, campaign: _Campaign, command: Any) -> tuple[bool, Answer, str | None]:
         """Apply `command` to the campaign and queue its writes; whether it was accepted,
-        and the answer it earns."""
+        the answer it earns, and the game's note to remember instead of it (or None)."""
         game, config = campaign.game, campaign.config
         now = self._clock()
         try:
             produced = game.decide(campaign.state, command, now, self._rng)
         except GameError as exc:
-            return False, _json({"ok": False, "error": exc.to_dict()})
+            return False, _json({"ok": False, "error": exc.to_dict()}), None
         except Exception as exc:
             raise _GameFailed(game.kind, command) from exc
         if not produced:
-            return True, '{"ok":true,"result":{}}'
+            return True, '{"ok":true,"result":{}}', None
         cid, stream, kind = config.id, campaign.stream, game.kind
         version = game.version(campaign.state)
         state = campaign.state
@@ -388,6 +410,7 @@ class Owner:
                 changed[applied.instance] = None
             rows = game.rows(config, state, changed)
             answer = answers.ok_text(game.answer(config, state, command, produced))
+            note = game.note(config, state, command, produced)
         except Exception as exc:
             raise _GameFailed(game.kind, command) from exc
         campaign.state = state
@@ -401,7 +424,7 @@ class Owner:
         for row in rows:
             pending.batch.rows[(model.table, cid, row[1])] = (model, row)
         self._has_pending.set()
-        return True, answer
+        return True, answer, note
 
     # --- group commit -------------------------------------------------------------------
 
@@ -448,7 +471,7 @@ class Owner:
                 # stored answer Postgres refused (but not its events) stays remembered
                 # here, so a retry is still answered, not run again.
                 if done not in refused:
-                    campaign.results[key] = remembered  # (fingerprint, answer text, at)
+                    campaign.results[key] = remembered
                 self._inflight.pop((campaign.config.id, *key), None)
             refusal = _error("invalid_request", "this request could not be saved")
             for future, result in pending.answers:
@@ -514,7 +537,7 @@ class Owner:
         for campaign in self._campaigns.values():
             results = campaign.results
             while results:
-                key, (_, _, at) = next(iter(results.items()))
+                key, (_, _, at, _) = next(iter(results.items()))
                 if at >= horizon:
                     break
                 del results[key]

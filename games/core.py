@@ -164,6 +164,12 @@ class Applied:
     deadline: tuple[int, str] | None = None  # (epoch ms, key) it arms
 
 
+# How long a host remembers each command's answer (its idempotency key): a game whose
+# notes (`Game.note`) refer to its instances keeps them at least this long after its
+# campaign's end.
+ANSWERS_KEPT_DAYS = 1
+ANSWERS_KEPT_MS = ANSWERS_KEPT_DAYS * 86_400_000
+
 C = TypeVar("C", bound=Campaign)
 S = TypeVar("S")
 K = TypeVar("K")  # the game's command type
@@ -220,6 +226,17 @@ class Game(Protocol[C, S, K, E]):
         object (`games.jsontext.compact`). Text, because answers travel and are remembered
         as text; a game may splice parts it keeps encoded (a long list that only grows)
         rather than encode them again for every answer."""
+        ...
+
+    def note(self, campaign: C, state: S, command: K, events: Sequence[E]) -> str | None:
+        """A short note to remember instead of this command's answer, from which `recall`
+        renders the answer again exactly; None to remember the answer itself. For answers
+        that grow with an instance (a bargain's help carries every helper so far), so a
+        day of them is not O(n²) bytes in Postgres and in the host's memory."""
+        ...
+
+    def recall(self, campaign: C, state: S, note: str) -> str:
+        """The answer (JSON text) that `note` was made for, exactly as first given."""
         ...
 
     def deadlines(self, state: S) -> Iterable[tuple[int, str]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from games.core import ReadModel
+from games.core import ANSWERS_KEPT_DAYS, ReadModel
 from storage import read_models
 
 OUTBOX_CHANNEL = "fission_outbox"
@@ -93,23 +93,25 @@ async def load_stream(conn: asyncpg.Connection | asyncpg.Pool, stream: str) -> l
 
 
 # How long an idempotency key is remembered across owner restarts.
-RESULT_RETENTION_DAYS = 1
+RESULT_RETENTION_DAYS = ANSWERS_KEPT_DAYS
 
 
 async def load_results(
     conn: asyncpg.Connection | asyncpg.Pool, stream: str, days: int = RESULT_RETENTION_DAYS
-) -> list[tuple[str, str, str, str, int]]:
+) -> list[tuple[str, str, str, str | None, str | None, int]]:
     """Stored answers of `stream`'s commands from the last `days` days, oldest first:
-    (user, key, fingerprint, the answer as JSON text, stored at in epoch ms). Text as
-    Postgres renders it: the owner keeps answers as text and parses one only on a retry."""
+    (user, key, fingerprint, the answer as JSON text or None, the game's note instead of
+    it or None, stored at in epoch ms). Text as Postgres renders it: the owner keeps
+    answers as text and parses one only on a retry."""
     rows = await conn.fetch(
         "SELECT user_id, key, result->>'fingerprint' AS fingerprint,"
-        " (result->'answer')::text AS answer, created_at FROM command_results"
+        " (result->'answer')::text AS answer, result->>'note' AS note,"
+        " created_at FROM command_results"
         " WHERE stream = $1 AND created_at > now() - make_interval(days => $2)"
         " ORDER BY created_at",
         stream, days,
     )
-    return [(r["user_id"], r["key"], r["fingerprint"], r["answer"],
+    return [(r["user_id"], r["key"], r["fingerprint"], r["answer"], r["note"],
              read_models.epoch_ms(r["created_at"])) for r in rows]
 
 

@@ -3,6 +3,7 @@ frames, deals and answers around the rules of `games.bargain.rules`."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -11,10 +12,12 @@ from typing import Any
 
 from games.bargain.campaign import KIND, BargainCampaign, parse_campaign
 from games.bargain.rules import (
+    Bargain,
     BargainBought,
     BargainHelped,
     BargainStarted,
     BargainState,
+    BargainStatus,
     BuyBargain,
     Command,
     Event,
@@ -36,6 +39,7 @@ from games.bargain.rules import (
 )
 from games.commission import Rates
 from games.core import (
+    ANSWERS_KEPT_MS,
     Applied,
     Column,
     Game,
@@ -186,10 +190,33 @@ class BargainGame:
             elif isinstance(event, BargainBought):
                 rest["order"] = {"campaign": campaign.id, "bargain": event.bargain,
                                  "sku": event.sku, "amount": event.price, "status": "paid"}
-        # B carries every helper: spliced from the text the bargain keeps (see
-        # `rules.Bargain.rendered`), not encoded again on every help.
-        head = "null" if bargain is None else bargain_text(campaign.id, bargain)
-        return f'{{"bargain":{head}{"," + compact(rest)[1:-1] if rest else ""}}}'
+        return _answer_text(campaign.id, bargain, rest)
+
+    def note(self, campaign: BargainCampaign, state: BargainState, command: Command,
+             events: Sequence[Event]) -> str | None:
+        """A help's answer (B with every helper so far) is remembered as
+        `[bargain, helpers, seq]`: B as it was then is the bargain's first `helpers`
+        helpers at version `seq` (see `recall`). Others are remembered whole."""
+        if not isinstance(command, HelpBargain) or not events:
+            return None
+        bargain = state.bargains[command.bargain]
+        return compact([bargain.id, len(bargain.helpers), bargain.version])
+
+    def recall(self, campaign: BargainCampaign, state: BargainState, note: str) -> str:
+        bargain_id, count, seq = json.loads(note)
+        now = state.bargains[bargain_id]
+        helpers = now.helpers[:count]
+        # Helps come before anything else can happen to a bargain, and the floor is
+        # reached by its last help, in that help's command: so B after its `count`-th
+        # help was open, or at the floor when that help was the last; its price is the
+        # list price less the first cut and those helpers' cuts.
+        floor = count == now.helpers_to_floor
+        then = replace(
+            now, helpers=helpers, version=seq,
+            price=now.list_price - now.first_cut - sum(cut for _, cut, _ in helpers),
+            status=BargainStatus.FLOOR_REACHED if floor else BargainStatus.OPEN,
+            hold_until=now.hold_until if floor else None, rendered=(0, "[]"))
+        return _answer_text(campaign.id, then, {"cut": helpers[-1][1]})
 
 
     def deadlines(self, state: BargainState) -> Iterable[tuple[int, str]]:
@@ -237,13 +264,22 @@ class BargainGame:
 
     def release(self, campaign: BargainCampaign, state: BargainState, now: int
                 ) -> BargainState:
-        """After the campaign's end, once no bargain is open or held, its bargains and
-        tallies are let go: every later start or help is refused before they are read,
-        and the API reads bargains from the read model."""
-        if now < campaign.ends_at or not state.bargains or any(True for _ in state.live()):
+        """A day after the campaign's end (while help answers may still be asked for
+        again, see `note`), once no bargain is open or held, its bargains and tallies are
+        let go: every later start or help is refused before they are read, and the API
+        reads bargains from the read model."""
+        if now < campaign.ends_at + ANSWERS_KEPT_MS or not state.bargains \
+                or any(True for _ in state.live()):
             return state
         return replace(state, bargains=PMap(), started=PMap(), helps=PMap(),
                        helps_day=PMap())
+
+
+def _answer_text(campaign: str, bargain: Bargain | None, rest: dict[str, Any]) -> str:
+    # B carries every helper: spliced from the text the bargain keeps (see
+    # `rules.Bargain.rendered`), not encoded again on every help.
+    head = "null" if bargain is None else bargain_text(campaign, bargain)
+    return f'{{"bargain":{head}{"," + compact(rest)[1:-1] if rest else ""}}}'
 
 
 GAME: Game[BargainCampaign, BargainState, Command, Event] = BargainGame()

@@ -154,6 +154,13 @@ class GroupBuy:
         # A command's events all concern one group: the answer is it after the last one.
         return compact({"group": gb.group_view(campaign.id, state.groups[events[-1].group])})
 
+    def note(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState, command: gb.Command,
+             events: Sequence[gb.Event]) -> None:
+        return None  # a group's answer is small: remembered whole
+
+    def recall(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState, note: str) -> str:
+        raise ValueError("the group-buy remembers whole answers, never notes")
+
     def deadlines(self, state: gb.GroupBuyState) -> Iterable[tuple[int, str]]:
         # The original deadlines, as group_opened stored them: never re-based on restart.
         return ((group.expires_at, group.id) for group in state.open_groups())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
@@ -91,3 +92,36 @@ async def test_an_unbought_bargain_expires_on_time_and_releases_its_stock(
     reborn = await shard_factory(config, clock)
     assert (await reborn.ready())["campaigns"] == summary["campaigns"]
     assert reborn.instance("b1", held) == shard.instance("b1", held)
+
+
+async def test_a_retried_help_gets_its_first_answer_from_a_short_note(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, configs.bargain("b1", helpers=4, stock=5))
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    bid = await _start(shard, "alice")
+    first = await shard.submit_json([bcmd("help", "h1", bid, key="k1")])
+    at_floor = await shard.submit_json([bcmd("help", f"h{n}", bid, key=f"k{n}")
+                                        for n in (2, 3, 4)])
+    [bought] = await shard.submit([bcmd("buy", "alice", bid, key="buy")])
+    assert bought["ok"], bought
+    # Later, from memory: each help's answer as it was (open with one helper; at the floor).
+    assert await shard.submit_json([bcmd("help", "h1", bid, key="k1")]) == first
+    assert await shard.submit_json([bcmd("help", f"h{n}", bid, key=f"k{n}")
+                                    for n in (2, 3, 4)]) == at_floor
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        stored = await conn.fetch("SELECT key, result FROM command_results"
+                                  " WHERE key LIKE 'k%' ORDER BY key")
+    finally:
+        await conn.close()
+    # Postgres keeps a note of a few bytes, not B with every helper.
+    assert len(stored) == 4
+    assert all(set(json.loads(r["result"])) == {"fingerprint", "note"}
+               and len(r["result"]) < 120 for r in stored), stored
+    # After a restart, from Postgres: the same texts again.
+    await shard.stop()
+    again = await shard_factory(config, clock)
+    assert await again.submit_json([bcmd("help", "h1", bid, key="k1")]) == first
+    assert await again.submit_json([bcmd("help", f"h{n}", bid, key=f"k{n}")
+                                    for n in (2, 3, 4)]) == at_floor

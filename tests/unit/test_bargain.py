@@ -64,7 +64,7 @@ from games.bargain.rules import (
 )
 from games.campaign import iso
 from games.commission import Rates
-from games.core import Line, Outbox
+from games.core import ANSWERS_KEPT_MS, Line, Outbox
 from games.errors import GameError
 from games.settings import ConfigError, Table
 from games.topics import parse as parse_topic
@@ -1120,13 +1120,16 @@ def test_release_lets_go_of_a_finished_campaign() -> None:
     assert GAME.release(play.campaign, state, END + 1) is state  # a hold is live
     play.expire(bid, END - MINUTE + PAY)
     state = play.state
-    released = GAME.release(play.campaign, state, END - MINUTE + PAY)
+    # Kept while its help answers may be asked for again (a day, see GAME.note).
+    assert GAME.release(play.campaign, state, END - MINUTE + PAY) is state
+    assert GAME.release(play.campaign, state, END + ANSWERS_KEPT_MS - 1) is state
+    released = GAME.release(play.campaign, state, END + ANSWERS_KEPT_MS)
     assert len(released.bargains) == 0
     assert (len(released.started), len(released.helps), len(released.helps_day)) == (0, 0, 0)
     assert (released.stock_left, released.version) == (state.stock_left, state.version)
-    assert GAME.release(play.campaign, released, END + DAY) is released
+    assert GAME.release(play.campaign, released, END + 2 * DAY) is released
     with pytest.raises(GameError):
-        decide(released, StartBargain("z"), END + DAY, play.rng)
+        decide(released, StartBargain("z"), END + 2 * DAY, play.rng)
     assert GAME.summary(released) == {"stock_left": 10, "held": 0, "bought": 0, "live": 0,
                                       "bargains": 0}
 
@@ -1390,7 +1393,13 @@ class Player:
         self.state = GAME.initial(campaign)
         self.log: list[Event] = []
         self.started: list[str] = []
+        self.notes: list[tuple[str, str]] = []  # (a help's note, the answer it stands for)
         self.now = campaign.starts_at
+
+    def recall_every_note(self) -> None:
+        """Every help's answer, rendered again from its note after everything since."""
+        for remembered, text in self.notes:
+            assert GAME.recall(self.campaign, self.state, remembered) == text
 
     def pick(self, back: int) -> str:
         """A bargain, counting back from the newest; too far back is an unknown one."""
@@ -1422,7 +1431,14 @@ class Player:
             assert bool(events) == due
         else:
             assert events, "an accepted command always emits an event"
-            answer = json.loads(GAME.answer(self.campaign, as_of, command, events))
+            text = GAME.answer(self.campaign, as_of, command, events)
+            answer = json.loads(text)
+            remembered = GAME.note(self.campaign, as_of, command, events)
+            assert (remembered is not None) == isinstance(command, HelpBargain)
+            if remembered is not None:
+                # The note renders the help's answer again, byte for byte, now and later.
+                assert GAME.recall(self.campaign, as_of, remembered) == text
+                self.notes.append((remembered, text))
             touched = as_of.bargains.get(events[0].bargain)
             # The helper list spliced from the bargain's rendered text is B, exactly.
             assert answer["bargain"] == (None if touched is None
@@ -1499,6 +1515,7 @@ class BargainMachine(RuleBasedStateMachine):
     def consistent(self) -> None:
         if self.player is not None:
             check_invariants(self.p.state, self.p.log)
+            self.p.recall_every_note()
 
 
 TestBargainMachine = BargainMachine.TestCase
