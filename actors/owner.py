@@ -133,7 +133,9 @@ class Owner:
         self._database_url = database_url
         self._redis_url = redis_url
         self._clock = clock
-        self._rng = random.Random()
+        # From the operating system's entropy: games draw secrets from it (a lottery's
+        # committed seed, a bargain's cuts), which must not be predictable from outputs.
+        self._rng: random.Random = random.SystemRandom()
         self._on_fatal = on_fatal
         self._campaigns: dict[str, _Campaign] = {}
         self._pending = _Pending()
@@ -203,17 +205,21 @@ class Owner:
         game = GAMES[campaign.kind]
         stream = stream_of(game.kind, campaign.id)
         version = await events.stream_version(self._pool, stream)
-        rows = await read_models.load(self._pool, game.read_model, campaign.id)
-        state = game.rebuild(campaign, rows, version)
+        state = None
+        if game.read_model.snapshot:
+            rows = await read_models.load(self._pool, game.read_model, campaign.id)
+            state = game.rebuild(campaign, rows, version)
+            if state is None:
+                log.warning("%s: read model disagrees with events; replaying events", stream)
         if state is None:
-            log.warning("%s: read model disagrees with events; replaying events", stream)
             state = await self._replay(game, campaign, stream)
         results: OrderedDict[tuple[str, str], Remembered] = OrderedDict()
         for user, key, fingerprint, answer, note, at in await events.load_results(
                 self._pool, stream):
             results[(user, key)] = ((fingerprint, note, at, True) if note is not None
                                     else (fingerprint, answer or "", at, False))
-        commands = frozenset(m.name for m in game.methods if m.mutating)
+        commands = frozenset(m.name for m in game.methods
+                             if m.mutating or m.read == "owner")
         self._campaigns[campaign.id] = _Campaign(game, campaign, state, results, commands)
         for at, key in game.deadlines(state):
             heapq.heappush(self._deadlines, (at, campaign.id, key))
@@ -380,7 +386,12 @@ class Owner:
         except Exception as exc:
             raise _GameFailed(game.kind, command) from exc
         if not produced:
-            return True, '{"ok":true,"result":{}}', None
+            # A read of the owner's state, or a command that changed nothing.
+            try:
+                text = game.answer(config, campaign.state, command, produced, now)
+            except Exception as exc:
+                raise _GameFailed(game.kind, command) from exc
+            return True, answers.ok_text(text), None
         cid, stream, kind = config.id, campaign.stream, game.kind
         version = game.version(campaign.state)
         state = campaign.state
@@ -409,7 +420,7 @@ class Owner:
                     deadlines.append(applied.deadline)
                 changed[applied.instance] = None
             rows = game.rows(config, state, changed)
-            answer = answers.ok_text(game.answer(config, state, command, produced))
+            answer = answers.ok_text(game.answer(config, state, command, produced, now))
             note = game.note(config, state, command, produced)
         except Exception as exc:
             raise _GameFailed(game.kind, command) from exc

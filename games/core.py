@@ -81,7 +81,10 @@ class Method:
     A mutating method is a command for the campaign's owner (with the `facts` it asks
     for among its params); a read is answered from the game's read model: `"instance"`
     (the instance named by the `id_param`) or `"open"` (the open instances, soonest
-    deadline first).
+    deadline first); or by the owner from its state, `"owner"`: the game's `command`
+    and `decide` take it like a command that changes nothing (no events, nothing
+    remembered), and its `answer` is the result, given once what was applied before it
+    is durable (what a user sees of their own tallies, such as a lottery's draws left).
     """
 
     name: str
@@ -118,6 +121,13 @@ class ReadModel:
     columns: tuple[Column, ...]
     id_param: str  # the method parameter naming an instance ("group", "bargain")
     view_key: str  # the key of an instance in answers ("group", "bargain")
+    # Whether its rows are a complete snapshot the host rebuilds from (`Game.rebuild`);
+    # False: the host replays the campaign's events and never loads the rows.
+    snapshot: bool = True
+    # The id of the row that is the snapshot of the campaign-wide topic
+    # (`{kind}:{campaign}`), whose `version` is that topic's seq; None: the game has no
+    # campaign-wide topic.
+    campaign_row: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,9 +231,10 @@ class Game(Protocol[C, S, K, E]):
         """An event from its stored form (`Applied.data`)."""
         ...
 
-    def answer(self, campaign: C, state: S, command: K, events: Sequence[E]) -> str:
-        """The result a command earned (`state` after its events), as JSON text of an
-        object (`games.jsontext.compact`). Text, because answers travel and are remembered
+    def answer(self, campaign: C, state: S, command: K, events: Sequence[E], now: int
+               ) -> str:
+        """The result a command earned at `now` (`state` after its events), as JSON text
+        of an object (`games.jsontext.compact`). Text, because answers travel and are remembered
         as text; a game may splice parts it keeps encoded (a long list that only grows)
         rather than encode them again for every answer."""
         ...

@@ -7,11 +7,13 @@ from typing import Any
 from games.bargain import GAME as BARGAIN
 from games.core import Game
 from games.groupbuy import GAME as GROUPBUY
+from games.lottery import GAME as LOTTERY
 
 GAMES: dict[str, Game[Any, Any, Any, Any]] = {
     game.kind: game
     for game in (
         GROUPBUY,
         BARGAIN,
+        LOTTERY,
     )
 }

@@ -98,7 +98,8 @@ class Server:
                 raise ApiError("forbidden", "you may only subscribe to your own user topic")
             return
         campaign = self.config.campaign(str(found.campaign))
-        if campaign is None or campaign.kind != found.kind or found.instance is None:
+        if campaign is None or campaign.kind != found.kind or (
+                found.instance is None and GAMES[campaign.kind].read_model.campaign_row is None):
             raise ApiError("not_found", f"no topic {topic!r}")
 
     async def snapshot(self, topic: str) -> tuple[int, dict[str, Any]]:
@@ -106,13 +107,17 @@ class Server:
         found = topics.parse(topic)
         if found is not None and found.user is not None:
             return await self.live.last_seq(topic), {"user": found.user}
-        if found is None or found.kind not in GAMES or found.instance is None:
+        if found is None or found.kind not in GAMES:
             raise ApiError("not_found", f"no topic {topic!r}")
         game = GAMES[found.kind]
         model = game.read_model
-        row = await read_models.one(self.pool, model, str(found.campaign), found.instance)
+        # A campaign-wide topic's snapshot is the row the game names for it.
+        instance = found.instance if found.instance is not None else model.campaign_row
+        if instance is None:
+            raise ApiError("not_found", f"no topic {topic!r}")
+        row = await read_models.one(self.pool, model, str(found.campaign), instance)
         if row is None:
-            raise ApiError("not_found", f"no {model.id_param} {found.instance!r} in campaign"
+            raise ApiError("not_found", f"no {model.id_param} {instance!r} in campaign"
                                         f" {found.campaign!r}")
         return int(row["version"]), {model.view_key: game.view(row)}
 

@@ -165,8 +165,11 @@ def result_of(answer: str) -> Outcome:
 
 
 def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handler:
-    """The handler sending a game's command to the campaign's owner, with the facts about
-    the user its method asks for."""
+    """The handler sending a game's command (or a read of its state, `read="owner"`,
+    which is never remembered by key) to the campaign's owner, with the facts about the
+    user its method asks for."""
+    remembered = method.mutating
+
     async def command(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                       ) -> Outcome:
         gw.campaign(p["campaign"], game.kind)
@@ -174,7 +177,8 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
         for fact in method.facts:
             params[fact] = await _FACTS[fact](gw, who)
         return await gw.game({"method": method.name, "campaign": p["campaign"],
-                              "user": who.user, "key": key, "params": params})
+                              "user": who.user, "key": key if remembered else None,
+                              "params": params})
     return command
 
 
@@ -220,7 +224,8 @@ def game_methods(games: Iterable[core.Game[Any, Any, Any, Any]]) -> list[Method]
         for m in game.methods:
             if not m.public:
                 continue  # the server's own commands (a payment's outcome), not a client's
-            handler = _command(game, m) if m.mutating else _read(game, m.read)
+            handler = (_command(game, m) if m.mutating or m.read == "owner"
+                       else _read(game, m.read))
             found.append(Method(m.name, m.params, handler, m.mutating, m.route))
     return found
 

@@ -177,7 +177,7 @@ class BargainGame:
         return event_from_dict(data)
 
     def answer(self, campaign: BargainCampaign, state: BargainState, command: Command,
-               events: Sequence[Event]) -> str:
+               events: Sequence[Event], now: int) -> str:
         """start: `{"bargain": B}`; help: `{"bargain": B, "cut": fen}`; buy:
         `{"bargain": B, "order": O}` (the order the pipeline will make of the deal);
         a timer's expiry: `{"bargain": B or None}`."""

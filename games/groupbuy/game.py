@@ -148,7 +148,7 @@ class GroupBuy:
         return gb.event_from_dict(dict(data))
 
     def answer(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState,
-               command: gb.Command, events: Sequence[gb.Event]) -> str:
+               command: gb.Command, events: Sequence[gb.Event], now: int) -> str:
         if not events:
             return "{}"
         # A command's events all concern one group: the answer is it after the last one.

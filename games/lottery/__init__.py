@@ -3,3 +3,7 @@
 The fairness core (commitment, draw numbers, the prize mapping, replay and the verifier)
 is `games.lottery.fairness`.
 """
+
+from games.lottery.game import GAME
+
+__all__ = ["GAME"]

@@ -42,6 +42,26 @@ def bargain(cid: str, *, helpers: int = 5, stock: int = 1000, time_limit: int = 
     }
 
 
+def lottery(cid: str, *, free: int = 3, per_order: int = 1, reset_at: str = "00:00",
+            prizes: list[dict[str, Any]] | None = None,
+            starts_at: str = "2020-01-01T00:00:00+00:00",
+            ends_at: str = "2099-01-01T00:00:00+00:00", **extra: Any) -> dict[str, Any]:
+    """One lottery campaign table: by default a product of stock 10 (one per user), a
+    coupon, and the thanks slot."""
+    return {
+        "id": cid, "kind": "lottery", "title": f"Test {cid}", "starts_at": starts_at,
+        "ends_at": ends_at, "free_draws_per_day": free, "draws_per_order": per_order,
+        "reset_at": reset_at, **extra,
+        "prizes": prizes if prizes is not None else [
+            {"id": "teapot", "title": "Teapot", "kind": "product", "sku": f"POT-{cid}",
+             "weight": 10, "stock": 10, "max_wins_per_user": 1},
+            {"id": "coupon", "title": "Coupon", "kind": "coupon", "coupon": "TEN",
+             "weight": 30, "stock": 1000},
+            {"id": "thanks", "title": "Thanks", "kind": "thanks", "weight": 60},
+        ],
+    }
+
+
 def document(campaigns: list[dict[str, Any]], *, shards: int = 2, namespace: str = "test",
              database_url: str | None = None, redis_url: str | None = None,
              ray_address: str | None = None, data_dir: str = ".fission",
@@ -73,6 +93,11 @@ def _value(value: Any) -> str:
     return repr(value)
 
 
+def _tables(value: Any) -> bool:
+    return isinstance(value, dict) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value))
+
+
 def to_toml(doc: dict[str, Any]) -> str:
     """Serialise a document of the shape `document` builds (tables, one array of tables)."""
     lines: list[str] = []
@@ -81,9 +106,13 @@ def to_toml(doc: dict[str, Any]) -> str:
         lines += [f"{k} = {_value(v)}" for k, v in doc.get(section, {}).items()]
     for item in doc.get("campaigns", []):
         lines.append("[[campaigns]]")
-        lines += [f"{k} = {_value(v)}" for k, v in item.items() if not isinstance(v, dict)]
+        lines += [f"{k} = {_value(v)}" for k, v in item.items() if not _tables(v)]
         for k, v in item.items():
             if isinstance(v, dict):
                 lines.append(f"[campaigns.{k}]")
                 lines += [f"{kk} = {_value(vv)}" for kk, vv in v.items()]
+            elif _tables(v):  # an array of tables: a lottery's prizes
+                for table in v:
+                    lines.append(f"[[campaigns.{k}]]")
+                    lines += [f"{kk} = {_value(vv)}" for kk, vv in table.items()]
     return "\n".join(lines) + "\n"

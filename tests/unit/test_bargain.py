@@ -974,7 +974,7 @@ def test_unheld_floor_rearms_the_bargain_deadline() -> None:
 
 def _answer(*args: Any) -> Any:
     """A command's answer, decoded (games answer with JSON text)."""
-    return json.loads(GAME.answer(*args))
+    return json.loads(GAME.answer(*args, NOW))
 
 
 def test_answers() -> None:
@@ -1431,7 +1431,7 @@ class Player:
             assert bool(events) == due
         else:
             assert events, "an accepted command always emits an event"
-            text = GAME.answer(self.campaign, as_of, command, events)
+            text = GAME.answer(self.campaign, as_of, command, events, now)
             answer = json.loads(text)
             remembered = GAME.note(self.campaign, as_of, command, events)
             assert (remembered is not None) == isinstance(command, HelpBargain)
