@@ -18,8 +18,10 @@ from typing import Any
 import ray
 
 from actors import gcstats
+from actors.client import ShardClient
 from actors.owner import Owner
 from actors.pipeline_worker import PipelineWorker
+from actors.routing import shard_name
 from storage.config import Config
 
 log = logging.getLogger("fission.hosts")
@@ -69,12 +71,22 @@ class PipelineHost:
 
     def __init__(self, config: Config, database_url: str, redis_url: str) -> None:
         logging.basicConfig(level=logging.INFO)
-        self.worker = PipelineWorker(config, database_url, redis_url)
+        self._config = config
+        self._client: ShardClient | None = None
+        self.worker = PipelineWorker(config, database_url, redis_url, send=self._send)
         self._start = asyncio.get_running_loop().create_task(self.worker.start(retry=True))
 
     async def ready(self) -> bool:
         await self._start
         return True
+
+    async def _send(self, commands: list[dict[str, Any]]) -> list[str]:
+        # The shard hosts by name, looked up at the first notice (they may start after us).
+        if self._client is None:
+            ray_config = self._config.ray
+            self._client = ShardClient([ray.get_actor(shard_name(i), namespace=ray_config.namespace)
+                                        for i in range(ray_config.shards)])
+        return list(await asyncio.gather(*(self._client.call(c) for c in commands)))
 
     async def drain(self) -> int:
         """Process everything pending now; how many rows."""

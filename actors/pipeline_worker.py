@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from actors import answers, backoff, commissions, withdrawals
+from actors import answers, backoff, commissions, notices, withdrawals
 from actors.answers import Answer
 from actors.commissions import FreshOrder
 from actors.payments import Movement, adapter
@@ -41,8 +41,11 @@ class PipelineWorker:
     """Drains the outbox whenever a commit notifies it, and on a slow poll as a fallback."""
 
     def __init__(self, config: Config, database_url: str, redis_url: str | None = None,
-                 *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 send: notices.Send | None = None) -> None:
         self.config = config
+        # How notices reach games' owners (actors.notices); None: they wait in Postgres.
+        self._send = send
         self._database_url = database_url
         self._redis_url = redis_url
         self._clock = clock
@@ -110,6 +113,7 @@ class PipelineWorker:
                     pass
                 while await self.settle_once() > 0:
                     pass
+                await self.deliver_notices()
             except Exception:
                 log.exception("pipeline batch failed; retrying")
                 failed = True
@@ -192,6 +196,15 @@ class PipelineWorker:
         )
         return rows, live
 
+    async def deliver_notices(self) -> int:
+        """Send what games are owed about orders (see actors.notices); how many taken."""
+        if self._send is None:
+            return 0
+        total = 0
+        while (taken := await notices.deliver(self._pool, self._send)) > 0:
+            total += taken
+        return total
+
     async def settle_once(self, now: datetime | None = None) -> int:
         """Settle one batch of commissions due by `now`; how many.
 
@@ -218,8 +231,19 @@ class PipelineWorker:
 
     async def refund(self, user: str, order_id: int) -> Answer:
         """Refund `user`'s order `order_id` inside its return window."""
-        return await self._answer(lambda conn: commissions.refund(
-            conn, self._payments, user, order_id, self.config.commission, self._clock()))
+        async def work(conn: asyncpg.Connection) -> tuple[Answer, list[LiveEvent]]:
+            answer, live = await commissions.refund(conn, self._payments, user, order_id,
+                                                    self.config.commission, self._clock())
+            if live:  # refunded by this call (a repeat changes nothing and tells nobody)
+                order = await conn.fetchrow(
+                    "SELECT user_id, amount, created_at FROM orders WHERE id = $1", order_id)
+                await notices.write(conn, self.config, notices.REFUNDED, [
+                    (order_id, order["user_id"], order["amount"], order["created_at"])])
+            return answer, live
+
+        answer = await self._answer(work)
+        self._wake.set()  # its notices go out from the drain loop
+        return answer
 
     async def withdraw(self, user: str, key: str, amount: int) -> Answer:
         """`user` withdraws `amount` fen of settled commission (see actors.withdrawals)."""
@@ -283,6 +307,8 @@ class PipelineWorker:
             live = [LiveEvent(user_topic(r['user_id']), 0,
                               {"type": "order_created", "order": reads.order_view(r)})
                     for r in rows]
+        await notices.write(conn, self.config, notices.PAID,
+                            [(o.id, o.buyer, o.amount, o.created_at) for o in orders])
         earned, earned_live = await commissions.earn(conn, orders, self.config)
         if earned:
             due = min(c.settle_at for c in earned)

@@ -99,6 +99,11 @@ class Method:
     # False for a command only the server sends (a payment's outcome, from a verified
     # notification): the owner takes it, the gateway never offers it to clients.
     public: bool = True
+    # For such a command: the shop's event the pipeline sends it on, to every campaign of
+    # this game running when it happened — "order_paid" (a paid order of any game, with
+    # `order` in the params and the buyer as the user) or "order_refunded". Sent at least
+    # once, with a key per order: the game takes each order once.
+    on: str | None = None
 
 
 @dataclass(frozen=True)

@@ -77,9 +77,9 @@ METHODS = (
            read="owner"),
     # The pipeline's, for a paid order of the shop and for its refund (never a client's).
     Method("lottery.grant", MappingProxyType({"campaign": _CAMPAIGN, "order": _ORDER}),
-           mutating=True, public=False),
+           mutating=True, public=False, on="order_paid"),
     Method("lottery.revoke", MappingProxyType({"campaign": _CAMPAIGN, "order": _ORDER}),
-           mutating=True, public=False),
+           mutating=True, public=False, on="order_refunded"),
 )
 
 READ_MODEL = ReadModel(

@@ -5,6 +5,7 @@ a product won becoming one 0-fen order."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import asyncpg
@@ -121,6 +122,74 @@ async def test_a_product_won_is_one_order_at_zero_fen_with_no_commission(
         orders = await conn.fetch("SELECT kind, user_id, sku, amount FROM orders")
         assert [tuple(r) for r in orders] == [("lottery", "alice", "POT", 0)]
         assert await conn.fetchval("SELECT count(*) FROM commissions") == 0
+    finally:
+        await conn.close()
+        await worker.stop()
+
+
+async def test_a_paid_order_earns_one_draw_once_and_its_refund_takes_it_back(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2),
+                         configs.lottery("l1", free=1, per_order=1))
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    opened = await shard.submit([{"method": "groupbuy.open", "campaign": "c1",
+                                  "user": "alice", "key": "o", "params": {}}])
+    group = opened[0]["result"]["group"]["id"]
+    await shard.submit([{"method": "groupbuy.join", "campaign": "c1", "user": "bob",
+                         "key": "j", "params": {"group": group}}])
+
+    async def draws_left(user: str) -> int:
+        [looked] = await shard.submit([lcmd("get", user)])
+        left: int = looked["result"]["lottery"]["draws_left"]
+        return left
+
+    owners = [shard]  # the current owner: the worker's notices go to it
+
+    async def send(commands: list[dict[str, Any]]) -> list[str]:
+        return await owners[-1].submit_json(commands)
+
+    async def all_delivered() -> bool:
+        # The worker's own loop delivers too: whoever does, nothing is left unsent.
+        await worker.deliver_notices()
+        return await conn.fetchval("SELECT count(*) FROM game_notices WHERE sent_at IS NULL"
+                                   ) == 0
+
+    worker = PipelineWorker(config, clean.database_url, send=send)
+    await worker.start()
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        await worker.drain()
+        assert await all_delivered()
+        assert await conn.fetchval("SELECT count(*) FROM game_notices") == 2  # both orders
+        assert await draws_left("alice") == 2 and await draws_left("bob") == 2
+        # A replayed outbox makes no order twice, so no notice; a notice delivered again,
+        # even after the owner's remembered answers are gone, grants nothing again.
+        await conn.execute("UPDATE outbox SET processed_at = NULL")
+        await worker.drain()
+        await shard.stop()
+        await conn.execute("DELETE FROM command_results")
+        shard = await shard_factory(config, clock)
+        owners.append(shard)
+        await conn.execute("UPDATE game_notices SET sent_at = NULL")
+        assert await all_delivered()
+        assert await conn.fetchval("SELECT count(*) FROM game_notices") == 2
+        assert await draws_left("alice") == 2
+        # Alice uses her earned draw... bob does not; both refund.
+        [drawn] = await shard.submit([lcmd("draw", "alice", key="d1")])
+        [drawn2] = await shard.submit([lcmd("draw", "alice", key="d2")])
+        assert drawn["ok"] and drawn2["ok"] and drawn2["result"]["draws_left"] == 0
+        orders = {r["user_id"]: r["id"] for r in await conn.fetch(
+            "SELECT id, user_id FROM orders WHERE kind = 'groupbuy'")}
+        for user in ("alice", "bob"):
+            refunded = json.loads(await worker.refund(user, orders[user]))
+            assert refunded["ok"], refunded
+        assert await all_delivered()
+        assert await conn.fetchval("SELECT count(*) FROM game_notices") == 4  # + 2 refunds
+        assert await draws_left("bob") == 1  # his unused earned draw is gone
+        assert await draws_left("alice") == 0  # hers was used: the draw stands
+        [mine] = await shard.submit([lcmd("draws", "alice")])
+        assert len(mine["result"]["draws"]) == 2
     finally:
         await conn.close()
         await worker.stop()
