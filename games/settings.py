@@ -6,12 +6,12 @@ campaign tables with these, so a bad campaign names its key like any other.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from games.commission import BPS, Rates
+from games.topics import SLUG_RE
 
 
 class ConfigError(Exception):
@@ -100,13 +100,10 @@ class CampaignHead:
     ends_at: int
 
 
-_CAMPAIGN_ID = re.compile(r"[a-z0-9_-]{1,64}")
-
-
 def read_campaign_head(s: Table) -> CampaignHead:
     """A campaign table's id, kind, title and running window."""
     cid = s.get("id", str)
-    s.check("id", _CAMPAIGN_ID.fullmatch(cid) is not None,
+    s.check("id", SLUG_RE.fullmatch(cid) is not None,
             "must be 1-64 characters of a-z, 0-9, - and _")
     kind = s.get("kind", str)
     title = s.get("title", str)
