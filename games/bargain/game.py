@@ -200,7 +200,8 @@ class BargainGame:
         if not isinstance(command, HelpBargain) or not events:
             return None
         bargain = state.bargains[command.bargain]
-        return compact([bargain.id, len(bargain.helpers), bargain.version])
+        # Ids are plain [A-Za-z0-9_-] (games.topics.IDENT): no escaping to do.
+        return f'["{bargain.id}",{len(bargain.helpers)},{bargain.version}]'
 
     def recall(self, campaign: BargainCampaign, state: BargainState, note: str) -> str:
         bargain_id, count, seq = json.loads(note)
@@ -279,7 +280,11 @@ def _answer_text(campaign: str, bargain: Bargain | None, rest: dict[str, Any]) -
     # B carries every helper: spliced from the text the bargain keeps (see
     # `rules.Bargain.rendered`), not encoded again on every help.
     head = "null" if bargain is None else bargain_text(campaign, bargain)
-    return f'{{"bargain":{head}{"," + compact(rest)[1:-1] if rest else ""}}}'
+    if not rest:
+        return f'{{"bargain":{head}}}'
+    if list(rest) == ["cut"]:  # a help's answer: its one int spliced, not encoded
+        return f'{{"bargain":{head},"cut":{int(rest["cut"])}}}'
+    return f'{{"bargain":{head},{compact(rest)[1:-1]}}}'
 
 
 GAME: Game[BargainCampaign, BargainState, Command, Event] = BargainGame()

@@ -85,8 +85,12 @@ class Bargain:
         count, text = self.rendered
         fragment = compact(_helper_view(helper))
         text = f"[{fragment}]" if count == 0 else f"{text[:-1]},{fragment}]"
-        return replace(self, helpers=self.helpers + (helper,), price=price, version=version,
-                       rendered=(count + 1, text))
+        # A direct constructor call (dataclasses.replace inspects the fields each time):
+        # this runs once per help on the owner's hot path.
+        return Bargain(self.id, self.initiator, self.list_price, self.floor_price, price,
+                       self.seed, self.helpers_to_floor, self.created_at, self.expires_at,
+                       self.helpers + (helper,), self.status, self.hold_until, version,
+                       (count + 1, text))
 
     @property
     def helpers_left(self) -> int:
@@ -533,10 +537,10 @@ def evolve(state: BargainState, event: Event) -> BargainState:
         bargain = bargain.with_helper((event.helper, event.cut, event.at), event.price,
                                       event.seq)
         day = local_day(event.at, state.campaign.zone)
-        return replace(state, bargains=state.bargains.set(bargain.id, bargain),
-                       helps=_bump(state.helps, event.helper, 1),
-                       helps_day=_bump(state.helps_day, (event.helper, day), 1),
-                       version=version)
+        return BargainState(state.campaign, state.stock_left,
+                            state.bargains.set(bargain.id, bargain), state.started,
+                            _bump(state.helps, event.helper, 1),
+                            _bump(state.helps_day, (event.helper, day), 1), version)
     started = state.started
     if isinstance(event, FloorReached):
         bargain = replace(bargain, status=BargainStatus.FLOOR_REACHED,
