@@ -18,6 +18,7 @@ from actors.answers import Answer
 from actors.payments import PaymentAdapter
 from games import withdrawal as rules
 from games.commission import Line, available
+from games.errors import GameError
 from games.topics import user_topic
 from storage import ledger, reads
 from storage import withdrawals as store
@@ -58,9 +59,10 @@ async def request(conn: asyncpg.Connection, payments: PaymentAdapter, user: str,
             return answers.error("invalid_request",
                                  "this idempotency key was used for another amount"), []
         return answers.ok({"withdrawal": reads.withdrawal_view(first)}), []
-    decision = rules.decide(amount, await store.balance(conn, available(user)), limits)
-    if isinstance(decision, rules.Refusal):
-        return answers.error(decision.code, decision.message), []
+    try:
+        decision = rules.decide(amount, await store.balance(conn, available(user)), limits)
+    except GameError as refused:
+        return answers.error(refused.code, refused.message), []
     row = await store.insert(conn, user, key, amount, "reviewing")
     await ledger.write_lines(conn, _lines(row["id"], "hold", rules.hold(user, amount)))
     if decision is rules.Decision.PAY:

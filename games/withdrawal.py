@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from games.commission import Line, available, move
+from games.errors import GameError
 
 PAYOUTS = "shop:payouts"
 
@@ -42,23 +43,14 @@ class Decision(Enum):
     REVIEW = "review"
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """Why a withdrawal request is refused: a contract error code and a sentence."""
-
-    code: str
-    message: str
-
-
-def decide(amount: int, balance: int, limits: Limits) -> Decision | Refusal:
-    """Whether a request for `amount` fen against `balance` available is paid, reviewed
-    or refused."""
+def decide(amount: int, balance: int, limits: Limits) -> Decision:
+    """Whether a request for `amount` fen against `balance` available is paid at once or
+    reviewed; GameError when it is refused."""
     if type(amount) is not int or amount < limits.min_fen:
-        return Refusal("invalid_request",
-                       f"a withdrawal is at least {limits.min_fen} fen")
+        raise GameError("invalid_request", f"a withdrawal is at least {limits.min_fen} fen")
     if amount > balance:
-        return Refusal("insufficient_balance",
-                       f"you have {balance} fen available, not {amount}")
+        raise GameError("insufficient_balance",
+                        f"you have {balance} fen available, not {amount}")
     return Decision.REVIEW if amount >= limits.review_fen else Decision.PAY
 
 
