@@ -41,9 +41,11 @@ def _event(kind: str, row: asyncpg.Record) -> LiveEvent:
 
 async def _pay(conn: asyncpg.Connection, payments: PaymentAdapter, row: asyncpg.Record,
                reviewer: str | None, note: str | None) -> asyncpg.Record:
-    reference = await payments.payout(conn, row["id"], row["user_id"], row["amount"])
+    # The payee receives the amount less its fee; the fee is a ledger line of its own.
+    reference = await payments.payout(conn, row["id"], row["user_id"],
+                                      row["amount"] - row["fee"])
     await ledger.write_lines(conn, _lines(row["id"], "pay",
-                                          rules.pay(row["user_id"], row["amount"])))
+                                          rules.pay(row["user_id"], row["amount"], row["fee"])))
     paid: asyncpg.Record = await store.close(conn, row["id"], "paid", reference, reviewer,
                                              note)
     return paid
@@ -63,7 +65,7 @@ async def request(conn: asyncpg.Connection, payments: PaymentAdapter, user: str,
         decision = rules.decide(amount, await store.balance(conn, available(user)), limits)
     except GameError as refused:
         return answers.error(refused.code, refused.message), []
-    row = await store.insert(conn, user, key, amount, "reviewing")
+    row = await store.insert(conn, user, key, amount, "reviewing", limits.fee(amount))
     await ledger.write_lines(conn, _lines(row["id"], "hold", rules.hold(user, amount)))
     if decision is rules.Decision.PAY:
         row = await _pay(conn, payments, row, None, None)

@@ -274,6 +274,17 @@ async def _withdraw(gw: Gateway, who: Identity, p: dict[str, Any], key: str | No
                                                  p["amount"]))
 
 
+async def _quote(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                 ) -> Outcome:
+    # What a withdrawal of `amount` would cost, shown before it is asked for.
+    limits = gw.config.commission.withdrawals
+    amount: int = p["amount"]
+    fee = limits.fee(amount)
+    return {"amount": amount, "fee": fee, "net": amount - fee,
+            "reviewed": amount >= limits.review_fen,
+            "allowed": amount >= limits.min_fen and fee < amount}
+
+
 async def _withdrawals(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                        ) -> Outcome:
     return {"withdrawals": await reads.user_withdrawals(gw.pool, who.user, p.get("limit", 50))}
@@ -314,6 +325,7 @@ METHODS: dict[str, Method] = {
         Method("withdrawals.create", {"amount": Param(int, low=1, high=10**12)}, _withdraw,
                True),
         Method("withdrawals.list", {"limit": _LIMIT}, _withdrawals, False),
+        Method("withdrawals.quote", {"amount": Param(int, low=1, high=10**12)}, _quote, False),
         Method("withdrawals.review_list", {"status": Param(str, required=False,
                                                            pattern=_STATUS),
                                            "limit": _LIMIT}, _to_review, False),

@@ -233,6 +233,12 @@ async def list_withdrawals(request: web.Request) -> web.Response:
     return await _call(request, identity(request), "withdrawals.list", _limit(request))
 
 
+async def quote_withdrawal(request: web.Request) -> web.Response:
+    who = identity(request)
+    params = {"amount": _query_int(request, "amount")} if "amount" in request.query else {}
+    return await _call(request, who, "withdrawals.quote", params)
+
+
 async def review_list(request: web.Request) -> web.Response:
     who = identity(request)
     params = _limit(request)
@@ -286,6 +292,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/api/referrals", bind_referral)
     app.router.add_get("/api/commissions", commissions)
     app.router.add_get("/api/withdrawals", list_withdrawals)
+    app.router.add_get("/api/withdrawals/quote", quote_withdrawal)
     app.router.add_post("/api/withdrawals", create_withdrawal)
     app.router.add_get("/api/admin/withdrawals", review_list)
     app.router.add_post("/api/admin/withdrawals/{withdrawal}/approve",

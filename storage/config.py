@@ -229,8 +229,13 @@ def _commission(s: Table) -> CommissionConfig:
     s.check("withdrawal_min_fen", least >= 1, "must be at least 1 fen")
     review = s.get("withdrawal_review_fen", int, d.withdrawals.review_fen)
     s.check("withdrawal_review_fen", review >= least, "must not be below withdrawal_min_fen")
+    fee_bps = s.get("withdrawal_fee_bps", int, d.withdrawals.fee_bps)
+    s.check("withdrawal_fee_bps", 0 <= fee_bps < 10_000, "must be from 0 to 9999")
+    min_fee = s.get("withdrawal_min_fee_fen", int, d.withdrawals.min_fee_fen)
+    s.check("withdrawal_min_fee_fen", 0 <= min_fee < least,
+            "must be at least 0 and below withdrawal_min_fen")
     s.done()
-    return CommissionConfig(rates, window, Limits(least, review))
+    return CommissionConfig(rates, window, Limits(least, review, fee_bps, min_fee))
 
 
 def _server(s: Table) -> ServerConfig:

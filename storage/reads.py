@@ -97,6 +97,7 @@ async def outbox_lag(pool: asyncpg.Pool) -> tuple[int, float]:
 def withdrawal_view(row: asyncpg.Record) -> dict[str, Any]:
     """A withdrawal as the API shows it."""
     return {"id": row["id"], "user": row["user_id"], "amount": row["amount"],
+            "fee": row["fee"], "net": row["amount"] - row["fee"],
             "status": row["status"], "payout_ref": row["payout_ref"],
             "reviewer": row["reviewer"], "note": row["note"],
             "created_at": iso_time(row["created_at"]), "closed_at": iso_time(row["closed_at"])}

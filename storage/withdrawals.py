@@ -28,12 +28,12 @@ async def by_key(conn: asyncpg.Connection, user: str, key: str) -> asyncpg.Recor
     return row
 
 
-async def insert(conn: asyncpg.Connection, user: str, key: str, amount: int, status: str
-                 ) -> asyncpg.Record:
+async def insert(conn: asyncpg.Connection, user: str, key: str, amount: int, status: str,
+                 fee: int = 0) -> asyncpg.Record:
     """A new withdrawal row."""
     row: asyncpg.Record = await conn.fetchrow(
-        "INSERT INTO withdrawals (user_id, key, amount, status) VALUES ($1, $2, $3, $4)"
-        " RETURNING *", user, key, amount, status)
+        "INSERT INTO withdrawals (user_id, key, amount, status, fee)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING *", user, key, amount, status, fee)
     return row
 
 

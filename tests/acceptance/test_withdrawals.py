@@ -195,3 +195,18 @@ async def test_reviewing_an_unknown_withdrawal_is_not_found(money: Stack) -> Non
                                headers={**headers, "Authorization":
                                         f"Bearer {token('wd-boss', role='marketer')}"}) as r:
             assert r.status == 400
+
+
+async def test_a_quote_shows_the_fee_and_the_review_before_asking(money: Stack) -> None:
+    url = money.gateways[0].url + "/api/withdrawals/quote"
+    async with aiohttp.ClientSession() as session:
+        status, body = await get(session, url + "?amount=150", "wd-quoted")
+        assert (status, body) == (200, {"amount": 150, "fee": 0, "net": 150,
+                                        "reviewed": False, "allowed": True})
+        status, body = await get(session, url + f"?amount={REVIEW_FEN}", "wd-quoted")
+        assert status == 200 and body["reviewed"] is True
+        status, body = await get(session, url + f"?amount={MIN_FEN - 1}", "wd-quoted")
+        assert status == 200 and body["allowed"] is False
+        for bad in ("", "?amount=x", "?amount=0", "?amount=1.5"):
+            status, body = await get(session, url + bad, "wd-quoted")
+            assert status == 400 and body["error"]["code"] == "invalid_request", (bad, body)

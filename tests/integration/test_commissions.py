@@ -300,3 +300,26 @@ async def test_a_campaign_pays_its_own_rates(clean: Services, shard_factory: Fac
         ("c1", "alice", 1, 2000, PRICE // 5),
         ("c2", "alice", 1, 1000, PRICE // 10), ("c2", "zed", 2, 300, PRICE * 3 // 100)]
     assert await unbalanced(conn) == []
+
+
+async def test_a_withdrawal_pays_its_amount_less_its_fee_as_a_line_of_its_own(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    doc = configs.document([configs.campaign("c1", size=2, stock=10)], shards=1,
+                           database_url=clean.database_url, redis_url=clean.redis_url)
+    doc["commission"] = {"withdrawal_fee_bps": 60, "withdrawal_min_fee_fen": 10,
+                         "withdrawal_review_fen": 300}
+    config = parse(doc, {}, "test")
+    worker = await worker_factory(config)
+    created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
+    assert await worker.settle_once(created + 30 * DAY) == 1
+    # 250 fen: 0.6% is 1.5, rounded up to 2, below the 10 fen minimum: the fee is 10.
+    paid = answer(await worker.withdraw("alice", "k1", 250))["result"]["withdrawal"]
+    assert (paid["status"], paid["amount"], paid["fee"], paid["net"]) == ("paid", 250, 10, 240)
+    # A reviewed one keeps the fee it was asked with; rejected, it all comes back.
+    held = answer(await worker.withdraw("alice", "k2", 300))["result"]["withdrawal"]
+    assert (held["status"], held["fee"]) == ("reviewing", 10)
+    assert answer(await worker.review("boss", held["id"], False, None))["ok"]
+    assert await balances(conn) == {"shop:commission": -600, "user:alice:available": 350,
+                                    "shop:payouts": 240, "shop:withdrawal_fees": 10}
+    assert await unbalanced(conn) == []

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from games.commission import SHOP, Line, available, balanced, pending, post, settle
 from games.errors import GameError
 from games.withdrawal import (
+    FEES,
     PAYOUTS,
     Decision,
     Limits,
@@ -431,3 +432,50 @@ def test_any_sequence_of_requests_and_reviews_keeps_the_books(
     assert summed[withdrawing(USER)] == 0
     assert summed[available(USER)] == initial - sum(paid)
     assert balanced(lines)
+
+
+# --- fees -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bps", "least", "amount", "fee"), [
+    pytest.param(0, 0, 10_000, 0, id="no-fee"),
+    pytest.param(60, 0, 10_000, 60, id="0.6%"),
+    pytest.param(60, 0, 10_001, 61, id="rounded-up-to-the-fen"),
+    pytest.param(60, 0, 1, 1, id="a-fen-of-fee-on-a-fen"),
+    pytest.param(60, 200, 10_000, 200, id="the-minimum"),
+    pytest.param(60, 200, 50_000, 300, id="above-the-minimum"),
+    pytest.param(0, 50, 10_000, 50, id="a-flat-fee"),
+])
+def test_fee_table(bps: int, least: int, amount: int, fee: int) -> None:
+    assert Limits(1, 50_000, bps, least).fee(amount) == fee
+
+
+@pytest.mark.parametrize(("bps", "least"), [(-1, 0), (10_000, 0), (0, -1)])
+def test_limits_refuse_bad_fees(bps: int, least: int) -> None:
+    with pytest.raises(ValueError):
+        Limits(100, 50_000, bps, least)
+
+
+def test_a_withdrawal_that_would_all_go_to_its_fee_is_refused() -> None:
+    limits = Limits(1, 50_000, 100, 500)
+    assert _refusal(500, BALANCE, limits).code == "invalid_request"
+    assert "fee" in _refusal(500, BALANCE, limits).message
+    assert decide(501, BALANCE, limits) is Decision.PAY
+
+
+@settings(max_examples=300)
+@given(amount=st.integers(1, 10**9), bps=st.integers(0, 9_999),
+       least=st.integers(0, 10_000))
+def test_a_paid_withdrawal_with_its_fee_balances_and_pays_the_rest(
+        amount: int, bps: int, least: int) -> None:
+    limits = Limits(1, 10**12, bps, least)
+    fee = limits.fee(amount)
+    assert fee >= least and fee * 10_000 >= amount * bps  # never below the rate
+    assert fee == 0 or (fee - 1) * 10_000 < amount * bps or fee == least  # rounded up once
+    if fee >= amount:
+        return  # refused (above)
+    lines = hold(USER, amount) + pay(USER, amount, fee)
+    assert balanced(lines)
+    assert balance(lines, PAYOUTS) == amount - fee
+    assert balance(lines, FEES) == fee
+    assert balance(lines, withdrawing(USER)) == 0
