@@ -4,8 +4,10 @@ Starts Postgres, Redis, a Ray head and one `fission serve`, plus the mall baseli
 raw echo/broadcast server; drives them from two load-generator processes; prints the
 tables, writes `results.json` and `latency.png` into the out dir. Exits non-zero when an
 invariant breaks (an over-full group, oversold stock, a cut below a bargain's floor, a
-bargain's price not its list price less its cuts, a helper twice in a bargain, an ack
-not in Postgres) or nothing worked; speed is reported, never asserted.
+bargain's price not its list price less its cuts, a helper twice in a bargain, a lottery
+prize won more often than its stock, an ack not in Postgres) or nothing worked; speed is
+reported, never asserted. The lottery runs on a Fission deployment of its own, started for
+its scenario (see `bench.stack.LOTTERY_CAMPAIGN`).
 """
 
 from __future__ import annotations
@@ -41,9 +43,14 @@ from bench.stack import (
     FAN_CAMPAIGN,
     FAN_SIZE,
     HELPERS_TO_FLOOR,
+    LOTTERY_CAMPAIGN,
+    LOTTERY_FREE_DRAWS,
+    LOTTERY_PRIZES,
+    LOTTERY_ZONE,
     SECRET,
     STORM_CAMPAIGN,
     STORM_SIZE,
+    Process,
     Stack,
     pg,
     prepare_database,
@@ -78,7 +85,13 @@ class Plan:
     # The bargain help storm: teams (bargains helped at once) per level, seconds per run.
     bargain_levels: tuple[int, ...] = (1, 4, 16)
     bargain_duration: float = 8.0
-    scenarios: tuple[str, ...] = ("storm", "sweep", "deals", "fanout", "bargain", "inserts")
+    # The lottery draw storm: users drawing at once per level (each its own socket or
+    # client), seconds per run. At least 64: fewer users flat out against Fission could
+    # use up a day's 1000 free draws each within one run.
+    lottery_levels: tuple[int, ...] = (64, 256, 1024)
+    lottery_duration: float = 8.0
+    scenarios: tuple[str, ...] = ("storm", "sweep", "deals", "fanout", "bargain", "lottery",
+                                  "inserts")
     systems: tuple[str, ...] = ("fission_ws", "fission_http", "mall", "echo")
     gateways: int = 1  # Fission gateway processes (on 2 cores, two did worse than one)
 
@@ -100,14 +113,15 @@ class Measured:
     others_cores: float
 
 
-SCENARIOS = ("storm", "sweep", "deals", "fanout", "bargain", "inserts")
+SCENARIOS = ("storm", "sweep", "deals", "fanout", "bargain", "lottery", "inserts")
 BARGAIN_SYSTEMS = ("fission_ws", "fission_http", "mall")  # no echo: it has no bargain
+LOTTERY_SYSTEMS = BARGAIN_SYSTEMS  # nor a lottery
 SWEPT = ("fission_ws", "mall")  # the systems the open-loop sweep compares
 SATURATED = 0.9  # a sweep point acking less than this share of its offered load
 FULL = Plan("full", (4, 16, 64, 256), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
 SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8,
              deal_rate=40, sweep_rates=(40, 80), sweep_teams=8, bargain_levels=(1,),
-             bargain_duration=0.5)
+             bargain_duration=0.5, lottery_levels=(8,), lottery_duration=0.5)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -142,6 +156,9 @@ class Bench:
         self.acked = 0  # successful opens and joins Fission acknowledged
         # Acknowledged helps as (bargain, helper, cut): Fission's (both transports), the mall's.
         self.helps_acked: dict[str, list[tuple[str, str, int]]] = {"fission": [], "mall": []}
+        # Acknowledged draws as (draw, user, prize): Fission's (both transports), the mall's.
+        self.draws_acked: dict[str, list[tuple[str, str, str]]] = {"fission": [], "mall": []}
+        self.lottery_gateway: Process | None = None  # the lottery deployment's, while up
         self.results: dict[str, Any] = {"mode": plan.mode, "machine": machine(),
                                         "load_at_start": os.getloadavg(),
                                         "team_size": TEAM_SIZE,
@@ -156,6 +173,8 @@ class Bench:
             await mall_baseline.setup(conn, STORM_CAMPAIGN, STORM_SIZE, 10_000_000)
             await mall_baseline.setup_bargain(conn, BARGAIN_CAMPAIGN, BARGAIN_LIST_PRICE,
                                               BARGAIN_FLOOR_PRICE, HELPERS_TO_FLOOR)
+            await mall_baseline.setup_lottery(conn, LOTTERY_CAMPAIGN, LOTTERY_FREE_DRAWS,
+                                              LOTTERY_PRIZES, LOTTERY_ZONE)
         finally:
             await conn.close()
         self.gateways = stack.start_gateways(self.head.address, self.plan.gateways)
@@ -178,8 +197,13 @@ class Bench:
 
         The mall's processes share one port (SO_REUSEPORT); Fission's gateways each have
         their own, so each can be scraped, and generator i drives gateway i mod n: the
-        same share of the clients a load balancer would give each.
+        same share of the clients a load balancer would give each. While the lottery
+        deployment is up, Fission's URLs are its gateway's.
         """
+        if self.lottery_gateway is not None and system.startswith("fission"):
+            gateway = self.lottery_gateway
+            return ("ws", [gateway.ws_url]) if system == "fission_ws" else (
+                "fission_http", [gateway.url])
         return {
             "fission_ws": ("ws", [g.ws_url for g in self.gateways]),
             "fission_http": ("fission_http", [g.url for g in self.gateways]),
@@ -230,7 +254,8 @@ class Bench:
         roots = {"bench driver": os.getpid()}
         marker = str(self.stack.tmp)
         fission = system.startswith("fission")
-        gateway_urls = [g.url for g in self.gateways]
+        gateway_urls = [g.url for g in ([self.lottery_gateway] if self.lottery_gateway
+                                        else self.gateways)]
         served = await scrape.metrics(gateway_urls) if fission else None
         redis = profiler.redis_marker(self.stack.redis_url)
         load = os.getloadavg()[0]
@@ -410,6 +435,96 @@ class Bench:
             await conn.close()
         print(f"  bargain checks: Fission {self.results['bargain_invariants']};"
               f" mall {self.results['mall_bargain_invariants']}", flush=True)
+
+    # --- g: lottery draw storm -------------------------------------------------------------
+
+    async def start_lottery(self) -> None:
+        """The lottery deployment: its database prepared, its gateway up (see
+        `bench.stack.LOTTERY_CAMPAIGN` for why it is a deployment of its own)."""
+        await prepare_database(self.stack.lottery_database_url)
+        gateway = self.stack.start_lottery(self.head.address)
+        await wait_http(gateway, timeout=120)
+        self.lottery_gateway = gateway
+
+    async def draw_storm(self, gens: Generators, system: str, users: int, duration: float,
+                         interval: float | None = None) -> dict[str, Any]:
+        """`users` users, each with their own socket or client, draw in a loop on the one
+        lottery campaign for `duration` (one draw each every `interval` when paced);
+        generator i plays half of them. Every draw is counted and timed."""
+        kind, urls = self.urls(system)
+        prefix = f"lt{system.replace('_', '')}{users}{'p' if interval else ''}"
+        await gens.each("storm_prepare", [
+            {"kind": kind, "url": urls[i % len(urls)], "secret": SECRET,
+             "campaign": LOTTERY_CAMPAIGN, "teams": n, "team_size": 1, "prefix": prefix}
+            for i, n in enumerate(split(users, len(gens)))])
+        run = await self._measured(gens, system, "lottery_run", duration, interval)
+        start_at, outs = run.start_at, run.outs
+        await gens.all("storm_close")
+        lat = report.latencies(o["latencies"] for o in outs)
+        elapsed = max(o["elapsed"] for o in outs)
+        draws = sum(o["draws"] for o in outs)
+        for o in outs:
+            self.draws_acked["mall" if system == "mall" else "fission"] += o["acked"]
+        return {"system": system, "users": users, "draws_per_s": draws / elapsed,
+                "draws": draws, "calls": len(lat), "stopped": sum(o["stopped"] for o in outs),
+                "won": report.merge_counts(o["won"] for o in outs),
+                "p50_ms": report.percentile(lat, 0.50), "p99_ms": report.percentile(lat, 0.99),
+                "codes": report.merge_counts(o["codes"] for o in outs), "seconds": elapsed,
+                "since": start_at, "until": start_at + elapsed, "cpu": run.cpu,
+                "server": run.server, "load_1m": run.load_1m, "others_cores": run.others_cores}
+
+    async def lotteries(self, gens: Generators) -> None:
+        """Acknowledged draws per second at each level, Fission (/ws, HTTP) against the
+        mall; then Fission /ws paced at a fraction of its peak (the p99 target's load);
+        then the invariants in both systems' Postgres tables; then the lottery
+        deployment's gateway stops."""
+        plan = self.plan
+        await self.start_lottery()
+        try:
+            self.results["lottery"] = []
+            systems = [s for s in LOTTERY_SYSTEMS if s in plan.systems]
+            for users in plan.lottery_levels:
+                for system in systems:
+                    r = await self.draw_storm(gens, system, users, plan.lottery_duration)
+                    self.results["lottery"].append(r)
+                    print(f"  lottery {system:>12} {users:>4} users: {r['draws_per_s']:8.0f}"
+                          f" draws/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
+                          f"  {r['codes']} {_rounded(r['server'])} {_load(r)}", flush=True)
+            peak = max((r for r in self.results["lottery"] if r["system"] == "fission_ws"),
+                       key=lambda r: r["draws_per_s"])
+            target = plan.paced_fraction * peak["draws_per_s"]
+            # Each user draws once per interval: the peak's users offer the target.
+            interval = peak["users"] / max(target, 1.0)
+            paced = await self.draw_storm(gens, "fission_ws", peak["users"],
+                                          plan.lottery_duration, interval)
+            paced.update(target_fraction=plan.paced_fraction, target_draws_per_s=target)
+            self.results["lottery_paced"] = paced
+            print(f"  lottery paced fission_ws at {target:.0f} draws/s:"
+                  f" {paced['draws_per_s']:.0f} draws/s, p99 {paced['p99_ms']:.1f} ms"
+                  f" {_load(paced)}", flush=True)
+            await self._lottery_checks()
+        finally:
+            self.lottery_gateway = None
+            self.stack.stop_lottery()
+
+    async def _lottery_checks(self) -> None:
+        """Both systems' lottery invariants, each in its own database."""
+        conn = await pg(self.stack.lottery_database_url)
+        try:
+            await checks.load_draws(conn, "fission_draws", self.draws_acked["fission"])
+            self.results["lottery_invariants"] = await checks.lotteries(
+                conn, LOTTERY_CAMPAIGN, "fission_draws", LOTTERY_FREE_DRAWS)
+        finally:
+            await conn.close()
+        conn = await pg(self.stack.database_url)
+        try:
+            await checks.load_draws(conn, "mall_draws", self.draws_acked["mall"])
+            self.results["mall_lottery_invariants"] = await mall_baseline.check_lottery(
+                conn, LOTTERY_CAMPAIGN, "mall_draws")
+        finally:
+            await conn.close()
+        print(f"  lottery checks: Fission {self.results['lottery_invariants']};"
+              f" mall {self.results['mall_lottery_invariants']}", flush=True)
 
     # --- d: fan-out ------------------------------------------------------------------------
 
@@ -639,6 +754,11 @@ class Bench:
                 await self.bargains(gens)
                 self.results["bargain_seconds"] = time.monotonic() - began
                 print(f"  bargain scenario: {self.results['bargain_seconds']:.1f} s", flush=True)
+            if "lottery" in self.plan.scenarios:
+                began = time.monotonic()
+                await self.lotteries(gens)
+                self.results["lottery_seconds"] = time.monotonic() - began
+                print(f"  lottery scenario: {self.results['lottery_seconds']:.1f} s", flush=True)
             conn = await pg(self.stack.database_url)
             try:
                 self.results["invariants"] = await checks.invariants(conn, self.acked)
@@ -697,6 +817,7 @@ def failures(results: dict[str, Any]) -> list[str]:
         if f["fission"]["events"] == 0:
             found.append(f"fan-out to {f['sockets']} sockets delivered nothing")
     found += bargain_failures(results)
+    found += lottery_failures(results)
     return found
 
 
@@ -730,6 +851,35 @@ def bargain_failures(results: dict[str, Any]) -> list[str]:
     return found
 
 
+LOTTERY_BROKEN = ("oversold", "stock_mismatch", "over_limit", "lost_acks")
+
+
+def lottery_failures(results: dict[str, Any]) -> list[str]:
+    """What fails a run in the lottery scenario: a broken invariant in either system
+    (a prize won beyond its stock above all), Fission's read model missing, or a run that
+    acknowledged no draw."""
+    found: list[str] = []
+    if "lottery" not in results:
+        return found
+    for key, name in (("lottery_invariants", "Fission"), ("mall_lottery_invariants", "mall")):
+        inv = results.get(key)
+        if inv is None:
+            found.append(f"{name} lottery invariants were not checked")
+            continue
+        found += [f"{name} lottery {k} = {inv.get(k)}" for k in LOTTERY_BROKEN
+                  if inv.get(k, 1)]
+        if key == "lottery_invariants" and not inv.get("read_model", False):
+            found.append("Fission lottery: the campaign has no row in lotteries")
+    runs = [*results["lottery"], *([results["lottery_paced"]]
+                                   if results.get("lottery_paced") else [])]
+    for r in runs:
+        if r["draws"] == 0:
+            paced = " paced" if "target_draws_per_s" in r else ""
+            found.append(f"lottery {r['system']} at {r['users']} users{paced}"
+                         " acknowledged no draw")
+    return found
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -747,6 +897,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bargain-teams", type=int, action="append", metavar="N",
                         help="bargain help storm levels (teams of"
                              f" {BARGAIN_TEAM}) instead of the plan's (repeatable)")
+    parser.add_argument("--lottery-users", type=int, action="append", metavar="N",
+                        help="lottery draw storm levels (users drawing at once) instead of"
+                             " the plan's (repeatable)")
     parser.add_argument("--system", choices=Plan.systems, action="append", dest="systems",
                         help="storm only these systems (repeatable; default: all four)")
     parser.add_argument("--gateways", type=int, metavar="N",
@@ -763,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, levels=tuple(args.teams))
     if args.bargain_teams:
         plan = replace(plan, bargain_levels=tuple(args.bargain_teams))
+    if args.lottery_users:
+        plan = replace(plan, lottery_levels=tuple(args.lottery_users))
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     # SIGTERM unwinds like Ctrl-C, so every process group started here is stopped.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from bench.stack import ALL_CAMPAIGNS, STORM_CAMPAIGN
+from bench.stack import ALL_CAMPAIGNS, LOTTERY_ZONE, STORM_CAMPAIGN
 
 
 async def invariants(conn: asyncpg.Connection, acked: int) -> dict[str, Any]:
@@ -184,3 +185,64 @@ async def bargains(conn: asyncpg.Connection, campaign: str, acked: str) -> dict[
     acked_n = await conn.fetchval(f"SELECT count(*) FROM {acked}")
     found = {k: int(v) for k, v in row.items()}
     return {**found, "acked": int(acked_n), "lost_acks": int(lost)}
+
+
+async def load_draws(conn: asyncpg.Connection, table: str,
+                     acked: list[tuple[str, str, str]]) -> None:
+    """A temporary table `table` (draw, user_id, prize) of the draws clients saw
+    acknowledged, for the lottery checks to join against."""
+    await conn.execute(f"DROP TABLE IF EXISTS {table}")
+    await conn.execute(f"CREATE TEMP TABLE {table} (draw text, user_id text, prize text)")
+    await conn.copy_records_to_table(table, records=acked)
+    await conn.execute(f"ANALYZE {table}")
+
+
+async def lotteries(conn: asyncpg.Connection, campaign: str, acked: str,
+                    free_draws_per_day: int) -> dict[str, Any]:
+    """Fission's lottery invariants in Postgres, from its events and its read model;
+    `acked` names a table of the draws clients saw acknowledged (draw, user_id, prize).
+
+    oversold: `drawn` events of a prize beyond its stock (from the campaign's row in
+    `lotteries`), plus prizes whose `stock_left` there is below 0; stock_mismatch:
+    |stock - stock_left - drawn events of it| summed over the prizes with stock, plus
+    |the row's `draws` - drawn events|; over_limit: (user, local day) with more free
+    draws than the daily limit (the bench grants no earned draws); lost_acks:
+    acknowledged draws with no `drawn` event of the same draw id, user and prize. `won`:
+    drawn events per prize; `stock`: each prize's stock (None: unlimited).
+    """
+    stream = f"lottery:{campaign}"
+    row = await conn.fetchrow("SELECT prizes, draws FROM lotteries WHERE campaign = $1",
+                              campaign)
+    prizes = row["prizes"] if row is not None else []
+    if isinstance(prizes, str):  # jsonb without a codec arrives as text
+        prizes = json.loads(prizes)
+    won = {r["prize"]: int(r["n"]) for r in await conn.fetch(
+        "SELECT data->>'prize' AS prize, count(*) AS n FROM events"
+        " WHERE stream = $1 AND type = 'drawn' GROUP BY 1", stream)}
+    drawn = sum(won.values())
+    oversold, mismatch = 0, abs((row["draws"] if row is not None else 0) - drawn)
+    for p in prizes:
+        if p.get("stock") is None:
+            continue
+        taken = won.get(p["id"], 0)
+        oversold += (p["stock_left"] < 0) + max(0, taken - p["stock"])
+        mismatch += abs(p["stock"] - p["stock_left"] - taken)
+    over_limit = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM events WHERE stream = $1 AND type = 'drawn'"
+        " AND NOT (data->>'earned')::bool"
+        " GROUP BY data->>'user', (to_timestamp((data->>'at')::bigint / 1000.0)"
+        "   AT TIME ZONE $2)::date"
+        " HAVING count(*) > $3) AS t", stream, LOTTERY_ZONE, free_draws_per_day)
+    lost = await conn.fetchval(
+        f"""
+        SELECT count(*) FROM {acked} a LEFT JOIN (
+            SELECT data->>'draw' AS draw, data->>'user' AS user_id, data->>'prize' AS prize
+            FROM events WHERE stream = $1 AND type = 'drawn') e
+          ON e.draw = a.draw AND e.user_id = a.user_id AND e.prize = a.prize
+        WHERE e.draw IS NULL
+        """, stream)
+    acked_n = await conn.fetchval(f"SELECT count(*) FROM {acked}")
+    return {"oversold": int(oversold), "stock_mismatch": int(mismatch),
+            "over_limit": int(over_limit), "lost_acks": int(lost), "acked": int(acked_n),
+            "draws": drawn, "won": won, "stock": {p["id"]: p.get("stock") for p in prizes},
+            "read_model": row is not None}

@@ -110,6 +110,8 @@ Route = Callable[[str, dict[str, Any]], str]
 def fission_route(base: str) -> Route:
     """Fission's HTTP API for the commands the bench sends (the contract's routes)."""
     def route(method: str, params: dict[str, Any]) -> str:
+        if method == "lottery.draw":
+            return f"{base}{lottery_path(params['campaign'])}"
         if method.startswith("bargain."):
             bargain = f"{base}/api/bargains/{params['campaign']}"
             return bargain if method == "bargain.start" else f"{bargain}/{params['bargain']}/help"
@@ -118,13 +120,21 @@ def fission_route(base: str) -> Route:
     return route
 
 
+def lottery_path(campaign: str) -> str:
+    """The contract's draw route, which the mall baseline serves too."""
+    return f"/api/lotteries/{campaign}/draws"
+
+
 MALL_PATHS = {"groupbuy.open": "/open", "groupbuy.join": "/join",
               "bargain.start": "/bargain/start", "bargain.help": "/bargain/help"}
 
 
 def mall_route(base: str) -> Route:
-    """The mall baseline's endpoints (the parameters travel in the body)."""
+    """The mall baseline's endpoints (the parameters travel in the body; a draw's campaign
+    in its path, as the contract's)."""
     def route(method: str, params: dict[str, Any]) -> str:
+        if method == "lottery.draw":
+            return base + lottery_path(params["campaign"])
         return base + MALL_PATHS[method]
     return route
 

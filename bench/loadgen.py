@@ -1,5 +1,5 @@
-"""Load-generator processes: teams racing to join groups or to help bargains, and
-fan-out subscribers.
+"""Load-generator processes: teams racing to join groups or to help bargains, users
+drawing a lottery, and fan-out subscribers.
 
 Each generator is a separate process (multiprocessing, spawn) running one asyncio loop;
 the driver sends it commands over a pipe and gets plain data back. Only public contract
@@ -103,6 +103,38 @@ class BargainStats:
             self.below_floor += 1
         if bargain["status"] == "floor_reached":
             self.floors += 1
+
+
+@dataclass
+class LotteryStats:
+    """What one generator saw during a draw storm.
+
+    `acked` holds every acknowledged draw as (draw id, user, prize id), for the checks in
+    Postgres afterwards; `won` counts acknowledged draws per prize (thanks included);
+    `stopped` counts users who were refused `no_draws_left` and so stopped drawing.
+    """
+
+    draws: int = 0
+    stopped: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    won: Counter[str] = field(default_factory=Counter)
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    acked: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def drew(self, reply: dict[str, Any], started: float, user: str) -> str | None:
+        """A draw's reply, sent at perf_counter `started` by `user`: None when it was
+        acknowledged, else the refusal's code."""
+        self.latencies.append((time.perf_counter() - started) * 1000.0)
+        if not reply.get("ok"):
+            code = str((reply.get("error") or {}).get("code", "unknown"))
+            self.codes[code] += 1
+            return code
+        draw = reply["result"]["draw"]
+        prize = str(draw["prize"]["id"])
+        self.draws += 1
+        self.won[prize] += 1
+        self.acked.append((str(draw["id"]), user, prize))
+        return None
 
 
 class Generator:
@@ -259,6 +291,36 @@ class Generator:
         started = time.perf_counter()
         reply = await client.call("bargain.help", params)
         stats.helped(reply, started, client.user)
+
+    # --- lottery draw storm ---------------------------------------------------------------
+
+    async def lottery_run(self, start_at: float, duration: float,
+                          round_interval: float | None) -> dict[str, Any]:
+        """Every user (teams of one, prepared by `storm_prepare`) draws in a loop until
+        `duration` after `start_at`: again as soon as the answer comes (a closed loop), or
+        once every `round_interval` seconds (an open loop). A user refused `no_draws_left`
+        stops, as a real one would."""
+        await asyncio.sleep(max(0.0, start_at - time.time()))  # the shared start line
+        stats = LotteryStats()
+        began = time.perf_counter()
+        deadline = time.monotonic() + duration
+        await asyncio.gather(*(self._drawer(client, deadline, stats, round_interval)
+                               for team in self.teams for client in team))
+        return {"draws": stats.draws, "stopped": stats.stopped, "codes": dict(stats.codes),
+                "won": dict(stats.won), "latencies": stats.latencies.tobytes(),
+                "acked": stats.acked, "elapsed": time.perf_counter() - began}
+
+    async def _drawer(self, client: Any, deadline: float, stats: LotteryStats,
+                      interval: float | None) -> None:
+        params = {"campaign": self.campaign}
+        async for _ in _rounds(deadline, interval):
+            started = time.perf_counter()
+            code = stats.drew(await client.call("lottery.draw", params), started, client.user)
+            if code == "no_draws_left":
+                stats.stopped += 1
+                return
+            if code is not None:
+                await asyncio.sleep(0.05)  # back off after another refusal
 
     async def storm_close(self) -> int:
         closed = 0

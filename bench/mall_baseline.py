@@ -9,7 +9,11 @@ is sent after the commit, so it is as durable as Fission's. Every bargain help i
 transaction too: lock the bargain row, check it is open and the helper has not helped
 (a helpers table keyed by bargain and user), draw a random cut (never below the floor;
 the helper who reaches it takes the remainder), insert the help, update the price, read
-the helpers back for the answer, commit. Run as several processes on one port
+the helpers back for the answer, commit. Every lottery draw is one transaction as well:
+lock the campaign's prize rows (`SELECT ... FOR UPDATE`, so every draw of a campaign waits
+for the one before it to commit), count the user's draw of the day on their row (refused
+`no_draws_left` past the daily limit), pick a prize by weight among those still in stock,
+decrement its stock, insert the draw, commit. Run as several processes on one port
 (`SO_REUSEPORT`), as such a back end would use every core.
 
     python -m bench.mall_baseline --dsn URL --secret S --port P
@@ -21,6 +25,7 @@ import argparse
 import asyncio
 import json
 import random
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +64,28 @@ CREATE TABLE mall_bargain_helps (
     bargain_id bigint NOT NULL REFERENCES mall_bargains (id), user_id text NOT NULL,
     n int NOT NULL, cut bigint NOT NULL, helped_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (bargain_id, user_id));
+"""
+LOTTERY_SCHEMA = """
+DROP TABLE IF EXISTS mall_lottery_draws, mall_lottery_users, mall_lottery_prizes,
+    mall_lottery_campaigns;
+CREATE TABLE mall_lottery_campaigns (
+    id text PRIMARY KEY, free_draws_per_day int NOT NULL, time_zone text NOT NULL,
+    reset_minutes int NOT NULL DEFAULT 0);
+CREATE TABLE mall_lottery_prizes (
+    campaign text NOT NULL REFERENCES mall_lottery_campaigns (id), id text NOT NULL,
+    position int NOT NULL, title text NOT NULL, kind text NOT NULL, weight int NOT NULL,
+    stock bigint CHECK (stock >= 0), initial_stock bigint,  -- NULL: unlimited (thanks)
+    PRIMARY KEY (campaign, id));
+CREATE TABLE mall_lottery_users (
+    campaign text NOT NULL REFERENCES mall_lottery_campaigns (id), user_id text NOT NULL,
+    draws bigint NOT NULL, day date NOT NULL, used int NOT NULL,
+    PRIMARY KEY (campaign, user_id));
+CREATE TABLE mall_lottery_draws (
+    id bigserial PRIMARY KEY, campaign text NOT NULL REFERENCES mall_lottery_campaigns (id),
+    user_id text NOT NULL, n bigint NOT NULL, prize text NOT NULL, day date NOT NULL,
+    drawn_at timestamptz NOT NULL DEFAULT now());
+-- A user's draws, as a mall's "my prizes" page reads them: an index each insert keeps.
+CREATE INDEX mall_lottery_draws_user ON mall_lottery_draws (campaign, user_id);
 """
 POOL_SIZE = 10  # per process, HikariCP's default
 
@@ -139,6 +166,78 @@ async def check_bargains(conn: asyncpg.Connection, campaign: str, acked: str
     return {**found, "acked": int(acked_n), "lost_acks": int(lost)}
 
 
+async def setup_lottery(conn: asyncpg.Connection, campaign: str, free_draws_per_day: int,
+                        prizes: Sequence[Mapping[str, Any]], time_zone: str) -> None:
+    """(Re)create the baseline's own `mall_lottery*` tables with one lottery campaign and
+    its prize table (Fission's config rows: id, title, kind, weight, stock; thanks without
+    stock, so unlimited)."""
+    await conn.execute(LOTTERY_SCHEMA)
+    await conn.execute("INSERT INTO mall_lottery_campaigns (id, free_draws_per_day, time_zone)"
+                       " VALUES ($1, $2, $3)",
+                       campaign, free_draws_per_day, time_zone)
+    await conn.executemany(
+        "INSERT INTO mall_lottery_prizes VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        [(campaign, p["id"], n, p["title"], p["kind"], p["weight"], p.get("stock"))
+         for n, p in enumerate(prizes)])
+
+
+async def check_lottery(conn: asyncpg.Connection, campaign: str, acked: str
+                        ) -> dict[str, Any]:
+    """The lottery invariants in the baseline's tables; `acked` names a table of the draws
+    clients saw acknowledged (draw, user, prize).
+
+    oversold: prizes whose stock went below 0 plus the draws of a prize beyond its initial
+    stock; stock_mismatch: |initial stock - stock - draws of it| summed over the prizes
+    with stock; over_limit: (user, day) with more draws than the daily limit; lost_acks:
+    acknowledged draws not in the draws table with the same user and prize. `won`: draws
+    per prize, `stock`: each prize's initial stock (None: unlimited)."""
+    prizes = await conn.fetch(
+        "SELECT id, stock, initial_stock FROM mall_lottery_prizes WHERE campaign = $1"
+        " ORDER BY position", campaign)
+    won = {r["prize"]: int(r["n"]) for r in await conn.fetch(
+        "SELECT prize, count(*) AS n FROM mall_lottery_draws WHERE campaign = $1"
+        " GROUP BY prize", campaign)}
+    oversold, mismatch = 0, 0
+    for p in prizes:
+        if p["initial_stock"] is None:
+            continue
+        taken = won.get(p["id"], 0)
+        oversold += (p["stock"] < 0) + max(0, taken - p["initial_stock"])
+        mismatch += abs(p["initial_stock"] - p["stock"] - taken)
+    over_limit = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM mall_lottery_draws d"
+        " JOIN mall_lottery_campaigns c ON c.id = d.campaign WHERE d.campaign = $1"
+        " GROUP BY d.user_id, d.day, c.free_draws_per_day"
+        " HAVING count(*) > c.free_draws_per_day) AS t", campaign)
+    lost = await conn.fetchval(
+        f"SELECT count(*) FROM {acked} a LEFT JOIN mall_lottery_draws d"
+        " ON d.id::text = a.draw AND d.user_id = a.user_id AND d.prize = a.prize"
+        " AND d.campaign = $1 WHERE d.id IS NULL", campaign)
+    acked_n = await conn.fetchval(f"SELECT count(*) FROM {acked}")
+    return {"oversold": int(oversold), "stock_mismatch": int(mismatch),
+            "over_limit": int(over_limit), "lost_acks": int(lost), "acked": int(acked_n),
+            "draws": sum(won.values()), "won": won,
+            "stock": {p["id"]: p["initial_stock"] for p in prizes}}
+
+
+def pick_prize(slots: Sequence[tuple[int, int | None]], roll: float) -> int:
+    """The index of the prize a draw wins: `slots` are the prize table's (weight, stock
+    left; None for unlimited) in order, `roll` uniform in [0, 1). Prizes out of stock
+    or of weight 0 are left out and the others keep their relative weights (the weight of
+    a prize that ran out is shared by the rest, as a mall's `in stock` filter does;
+    Fission moves it to thanks). ValueError when nothing can be won."""
+    open_slots = [(n, weight) for n, (weight, stock) in enumerate(slots)
+                  if weight > 0 and (stock is None or stock > 0)]
+    if not open_slots:
+        raise ValueError("no prize is in stock")
+    point = roll * sum(weight for _, weight in open_slots)
+    for n, weight in open_slots:
+        if point < weight:
+            return n
+        point -= weight
+    return open_slots[-1][0]  # a roll within rounding of 1.0
+
+
 def draw_cut(remaining: int, left: int) -> int:
     """A helper's cut when `remaining` fen are left to the floor and `left` helpers (this
     one included) are still needed: the last takes the remainder; before it, 1 fen up to
@@ -172,6 +271,24 @@ def _bargain(row: Any, helpers: list[Any]) -> dict[str, Any]:
             "helpers_left": row["helpers_to_floor"] - row["helped"],
             "expires_at": row["expires_at"].isoformat()}
 
+
+def _draw(row: Any, campaign: str, user: str, n: int, prize: Any) -> dict[str, Any]:
+    """The contract's draw `D`, from the inserted `mall_lottery_draws` row."""
+    return {"id": str(row["id"]), "campaign": campaign, "user": user, "n": n,
+            "prize": {"id": prize["id"], "title": prize["title"], "kind": prize["kind"]},
+            "at": row["drawn_at"].isoformat()}
+
+
+# One round trip both counts the draw and refuses it past the limit: the user's row is
+# bumped only while today's count is under it (a new day starts again at 1).
+_COUNT_DRAW = """
+INSERT INTO mall_lottery_users AS u (campaign, user_id, draws, day, used)
+VALUES ($1, $2, 1, $3, 1)
+ON CONFLICT (campaign, user_id) DO UPDATE SET draws = u.draws + 1,
+    used = CASE WHEN u.day = EXCLUDED.day THEN u.used + 1 ELSE 1 END, day = EXCLUDED.day
+WHERE u.day <> EXCLUDED.day OR u.used < $4
+RETURNING draws, used
+"""
 
 _BARGAIN_COLUMNS = ("id, campaign, initiator, list_price, floor_price, price,"
                     " helpers_to_floor, helped, status, expires_at")
@@ -303,6 +420,43 @@ class Mall:
                 " ORDER BY n", bargain_id)
         return web.json_response({"bargain": _bargain(row, helpers), "cut": cut})
 
+    async def lottery_draw(self, request: web.Request) -> web.Response:
+        """`POST /api/lotteries/{campaign}/draws` → 201 {"draw": D, "draws_left": n}."""
+        user = self.user(request)
+        if user is None:
+            return _error("unauthorized", 401)
+        campaign = request.match_info["campaign"]
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Every prize row of the campaign, locked: the stock check, the pick and the
+            # decrement see one state, and the next draw waits for this one's commit.
+            prizes = await conn.fetch(
+                "SELECT p.id, p.title, p.kind, p.weight, p.stock, c.free_draws_per_day,"
+                " ((now() AT TIME ZONE c.time_zone)"
+                "  - c.reset_minutes * interval '1 minute')::date AS day"
+                " FROM mall_lottery_prizes p JOIN mall_lottery_campaigns c ON c.id = p.campaign"
+                " WHERE p.campaign = $1 ORDER BY p.position FOR UPDATE OF p", campaign)
+            if not prizes:
+                return _error("not_found", 404)
+            free, day = prizes[0]["free_draws_per_day"], prizes[0]["day"]
+            counted = (await conn.fetchrow(_COUNT_DRAW, campaign, user, day, free)
+                       if free >= 1 else None)
+            if counted is None:
+                return _error("no_draws_left", 409)
+            prize = prizes[pick_prize([(p["weight"], p["stock"]) for p in prizes],
+                                      random.random())]
+            if prize["stock"] is not None:
+                left = await conn.fetchval(
+                    "UPDATE mall_lottery_prizes SET stock = stock - 1 WHERE campaign = $1"
+                    " AND id = $2 AND stock > 0 RETURNING stock", campaign, prize["id"])
+                if left is None:  # cannot happen under the lock; never sell what is gone
+                    raise RuntimeError(f"prize {prize['id']} ran out under its lock")
+            row = await conn.fetchrow(
+                "INSERT INTO mall_lottery_draws (campaign, user_id, n, prize, day)"
+                " VALUES ($1, $2, $3, $4, $5) RETURNING id, drawn_at",
+                campaign, user, counted["draws"], prize["id"], day)
+        return web.json_response({"draw": _draw(row, campaign, user, counted["draws"], prize),
+                                  "draws_left": free - counted["used"]}, status=201)
+
 
 async def serve(dsn: str, secret: str, port: int) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
@@ -312,6 +466,7 @@ async def serve(dsn: str, secret: str, port: int) -> None:
     app.router.add_post("/join", mall.join)
     app.router.add_post("/bargain/start", mall.bargain_start)
     app.router.add_post("/bargain/help", mall.bargain_help)
+    app.router.add_post("/api/lotteries/{campaign}/draws", mall.lottery_draw)
     try:
         # Two processes share the port, as a mall would run its workers on 2 cores.
         await run_forever(app, port, reuse_port=True)

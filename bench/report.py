@@ -201,8 +201,9 @@ def bargain_tables(results: dict[str, Any]) -> list[str]:
 
 
 def run_label(r: dict[str, Any]) -> str:
-    """`system@teams`, with a `p` for a paced run."""
-    return f"{r['system']}@{r['teams']}{'p' if 'target_fraction' in r else ''}"
+    """`system@teams` (`system@users` for a lottery run), with a `p` for a paced run."""
+    level = r["teams"] if "teams" in r else r["users"]
+    return f"{r['system']}@{level}{'p' if 'target_fraction' in r else ''}"
 
 
 def load_line(runs: list[dict[str, Any]]) -> list[str]:
@@ -233,6 +234,73 @@ def bargain_checks(results: dict[str, Any]) -> str:
     return (f"Postgres after the bargain runs — Fission: {said(results.get('bargain_invariants'))};"
             f" mall: {said(results.get('mall_bargain_invariants'))}. Answers showing a price"
             f" below the floor: {seen}.")
+
+
+def lottery_tables(results: dict[str, Any]) -> list[str]:
+    """The lottery draw storm: acked draws/s per level and system with the ratios to the
+    mall, the paced run, the machine's load, refusals, the prizes won and the checks."""
+    runs = results.get("lottery") or []
+    if not runs:
+        return []
+    at = {(r["system"], r["users"]): r for r in runs}
+    systems = [s for s in BARGAIN_SYSTEMS if any(r["system"] == s for r in runs)]
+    rows = []
+    for users in sorted({r["users"] for r in runs}):
+        mall = at.get(("mall", users), {}).get("draws_per_s", math.nan)
+        ws = at.get(("fission_ws", users), {}).get("draws_per_s", math.nan)
+        http = at.get(("fission_http", users), {}).get("draws_per_s", math.nan)
+        rows.append([str(users), *(_cell(at.get((s, users)), "draws_per_s") for s in systems),
+                     f"{_f(ratio(ws, mall), 2)}×", f"{_f(ratio(http, mall), 2)}×"])
+    out = ["", "### g. Lottery draw storm: acked draws/s (ack p50 / p99 ms)", "",
+           "Every user (their own socket or HTTP client) draws again as soon as the answer"
+           " comes, on one lottery campaign: one owner takes every draw in Fission; the"
+           " mall locks the campaign's prize rows per draw. A product prize of stock 50"
+           " and a coupon of stock 2,000 sell out once a system has made enough draws"
+           " (the checks below show what each gave).", "",
+           *_table(["users (sockets)", *(SYSTEMS[s] for s in systems), "Fission /ws / mall",
+                    "Fission HTTP / mall"], rows)]
+    paced = results.get("lottery_paced")
+    if paced:
+        out += ["", f"Fission /ws paced at {_f(paced['target_fraction'] * 100)}% of its peak"
+                f" ({_f(paced['target_draws_per_s'])} draws/s offered by {paced['users']}"
+                f" users): {_f(paced['draws_per_s'])} draws/s, ack p50"
+                f" {_f(paced['p50_ms'], 1)} ms, p99 {_f(paced['p99_ms'], 1)} ms"]
+    every = [*runs, *([paced] if paced else [])]
+    out += load_line(every)
+    codes = {run_label(r): r["codes"] for r in every if r["codes"]}
+    out += ["", "Refusals by code (expected: none; no_draws_left stops a user): "
+            + ("; ".join(f"{k}: {v}" for k, v in codes.items()) if codes else "none")]
+    top = max(r["users"] for r in runs)
+    for system in systems:
+        r = at.get((system, top))
+        if r and r.get("cpu"):
+            out += ["", f"Cores used during the {top}-user {SYSTEMS[system]} draw storm: "
+                    + ", ".join(f"{role} {share:.2f}" for role, share in r["cpu"].items()
+                                if share >= 0.01)]
+    out += ["", lottery_checks(results)]
+    return out
+
+
+def _won(inv: dict[str, Any]) -> str:
+    """`prize won/stock, ...` in the prize table's order (∞ for unlimited)."""
+    stock: dict[str, int | None] = inv.get("stock", {})
+    won: dict[str, int] = inv.get("won", {})
+    names = [*stock, *(p for p in won if p not in stock)]
+    return ", ".join(f"{p} {won.get(p, 0):,}/{'∞' if stock.get(p) is None else f'{stock[p]:,}'}"
+                     for p in names)
+
+
+def lottery_checks(results: dict[str, Any]) -> str:
+    """The lottery invariants of both systems and the prizes they gave, as one sentence."""
+    def said(inv: dict[str, Any] | None) -> str:
+        if inv is None:
+            return "not checked"
+        return (f"oversold {inv['oversold']}, stock ≠ initial − wins"
+                f" {inv['stock_mismatch']}, over the daily limit {inv['over_limit']},"
+                f" acked-but-not-committed {inv['lost_acks']} ({inv['acked']:,} acked draws,"
+                f" {inv['draws']:,} committed; won/stock: {_won(inv)})")
+    return (f"Postgres after the lottery runs — Fission: {said(results.get('lottery_invariants'))};"
+            f" mall: {said(results.get('mall_lottery_invariants'))}.")
 
 
 def render(results: dict[str, Any]) -> str:
@@ -339,6 +407,7 @@ def render(results: dict[str, Any]) -> str:
                         str(pipe["deals_without_orders"]), _f(pipe["drain_seconds"], 1)]
                        for label, pipe in pipes])
     out += bargain_tables(results)
+    out += lottery_tables(results)
     if ins:
         out.append("")
         out.append("### c. Postgres batched inserts (executemany, 100-row batches, 1 connection)")

@@ -60,6 +60,31 @@ BARGAIN_LIST_PRICE = 10000  # fen
 BARGAIN_FLOOR_PRICE = 1000  # fen
 LIMITLESS = 10_000_000  # stock and per-user limits far above what a run uses
 
+# The lottery scenario's one campaign. It runs on a Fission deployment of its own (its own
+# Ray namespace and database, the same Ray head, Postgres server and Redis; see
+# Stack.start_lottery): every paid order tells every running lottery (a draw per order),
+# so in the main deployment each group-buy order of the other scenarios would also be a
+# notice and a grant command to the lottery's owner, a load those scenarios never had.
+LOTTERY_CAMPAIGN = "bench-lottery"
+LOTTERY_DATABASE = "fission_bench_lottery"
+# The most free draws a day the config takes (games.lottery.campaign.MAX_DRAWS): a user of
+# the closed loop draws again at once, a few hundred times in a run.
+LOTTERY_FREE_DRAWS = 1000
+LOTTERY_ZONE = "Asia/Shanghai"  # the campaign's default zone; its days start at 00:00
+# Weights out of 1000: the product (2%) sells out after ~2,500 draws, within the mall's
+# first levels too (it makes a few thousand draws in a run; at 1% it had not by the end),
+# the small coupon (9%) after ~22,000, in Fission's first levels; the big coupon and thanks
+# never run out. No per-user cap: the mall's draw checks the daily count only.
+LOTTERY_PRIZES: tuple[dict[str, Any], ...] = (
+    {"id": "teapot", "title": "Clay teapot", "kind": "product", "sku": "BENCH-TEAPOT",
+     "weight": 20, "stock": 50},
+    {"id": "coupon-5", "title": "5 yuan off", "kind": "coupon", "coupon": "BENCH-FIVE",
+     "weight": 90, "stock": 2000},
+    {"id": "coupon-1", "title": "1 yuan off", "kind": "coupon", "coupon": "BENCH-ONE",
+     "weight": 300, "stock": LIMITLESS},
+    {"id": "thanks", "title": "谢谢参与", "kind": "thanks", "weight": 590},
+)
+
 
 def ray_env() -> dict[str, str]:
     """What a local-only Ray head and its drivers need, with this checkout importable."""
@@ -120,6 +145,15 @@ async def prepare_database(database_url: str) -> None:
         await conn.close()
 
 
+# The gateway's settings in every bench deployment.
+# The config caps both rates at 10 000: far above what one bench socket sends. Every load
+# socket comes from 127.0.0.1 (no cap per address), and idle sockets are held through the
+# run without a frame.
+SERVER = {"frames_per_second": 10000, "frame_burst": 10000, "send_queue": 4096,
+          "max_sockets_per_ip": 0, "max_sockets_per_user": 10000,
+          "idle_timeout_seconds": 3600}
+
+
 def config_document(database_url: str, redis_url: str, ray_address: str, namespace: str,
                     data_dir: Path) -> dict[str, Any]:
     """The gateway's config: the bench campaigns, stock and limits out of the way.
@@ -139,13 +173,22 @@ def config_document(database_url: str, redis_url: str, ray_address: str, namespa
     doc = configs.document(
         campaigns, shards=SHARDS, namespace=namespace, database_url=database_url,
         redis_url=redis_url, ray_address=ray_address, data_dir=str(data_dir),
-        # The config caps both rates at 10 000: far above what one bench socket sends.
-        # Every load socket comes from 127.0.0.1 (no cap per address), and idle sockets
-        # are held through the run without a frame.
-        server={"frames_per_second": 10000, "frame_burst": 10000, "send_queue": 4096,
-                "max_sockets_per_ip": 0, "max_sockets_per_user": 10000,
-                "idle_timeout_seconds": 3600},
-    )
+        server=dict(SERVER))
+    doc["auth"]["secret"] = SECRET
+    return doc
+
+
+def lottery_config_document(database_url: str, redis_url: str, ray_address: str,
+                            namespace: str, data_dir: Path) -> dict[str, Any]:
+    """The lottery deployment's config: the bench lottery alone, the same server settings
+    and shard count as the main deployment's."""
+    campaign = configs.lottery(LOTTERY_CAMPAIGN, free=LOTTERY_FREE_DRAWS,
+                               prizes=[dict(p) for p in LOTTERY_PRIZES],
+                               time_zone=LOTTERY_ZONE)
+    doc = configs.document(
+        [campaign], shards=SHARDS, namespace=namespace, database_url=database_url,
+        redis_url=redis_url, ray_address=ray_address, data_dir=str(data_dir),
+        server=dict(SERVER))
     doc["auth"]["secret"] = SECRET
     return doc
 
@@ -159,6 +202,12 @@ class Stack:
     redis_url: str
     gateways: list[Process] = field(default_factory=list)
     others: list[Process] = field(default_factory=list)
+    lottery_gateways: list[Process] = field(default_factory=list)
+
+    @property
+    def lottery_database_url(self) -> str:
+        """The lottery deployment's database, on the same Postgres server."""
+        return db.with_database(self.database_url, LOTTERY_DATABASE)
 
     def start_gateways(self, ray_address: str, count: int) -> list[Process]:
         """`count` `fission serve` processes with the bench config, each on a free port.
@@ -177,6 +226,28 @@ class Stack:
                 self.tmp, port))
         return self.gateways
 
+    def start_lottery(self, ray_address: str) -> Process:
+        """One `fission serve` of the lottery deployment (see LOTTERY_CAMPAIGN): its own
+        Ray namespace, so its own shard and pipeline actors, and its own database (create
+        it with `prepare_database(self.lottery_database_url)` first). Returns at once."""
+        doc = lottery_config_document(self.lottery_database_url, self.redis_url, ray_address,
+                                      f"bench{os.getpid()}lottery", self.tmp / "data-lottery")
+        path = self.tmp / "bench-lottery.toml"
+        path.write_text(configs.to_toml(doc))
+        port = free_port()
+        gateway = spawn(f"lottery-gateway{len(self.lottery_gateways)}", [
+            "-m", "server.cli", "serve", "--config", str(path), "--port", str(port)],
+            self.tmp, port)
+        self.lottery_gateways.append(gateway)
+        return gateway
+
+    def stop_lottery(self) -> None:
+        """Stop the lottery deployment's gateways (its detached actors idle on until the
+        Ray head stops with the run)."""
+        for process in self.lottery_gateways:
+            stop_group(process.proc, 10)
+        self.lottery_gateways.clear()
+
     def start(self, name: str, args: list[str]) -> Process:
         """Another server process (baseline or raw), given `--port` as its last argument."""
         port = free_port()
@@ -190,10 +261,11 @@ class Stack:
             self.others.remove(process)
 
     def close(self) -> None:
-        for process in [*self.others, *self.gateways]:
+        for process in [*self.others, *self.gateways, *self.lottery_gateways]:
             stop_group(process.proc, 10)
         self.others.clear()
         self.gateways.clear()
+        self.lottery_gateways.clear()
 
 
 async def pg(database_url: str) -> asyncpg.Connection:
