@@ -35,6 +35,11 @@ CAMPAIGNS = [
     configs.bargain("crowd", helpers=100, stock=10, list_price=100_000, floor_price=100),
     configs.bargain("cutstorm", helpers=100, stock=1000, started=100,
                     list_price=1_000_000, floor_price=100),
+    configs.lottery("luck", free=2, prizes=[
+        {"id": "coupon", "title": "Coupon", "kind": "coupon", "coupon": "TEN", "weight": 1,
+         "stock": 100_000},
+        {"id": "thanks", "title": "Thanks", "kind": "thanks", "weight": 0}]),
+    configs.lottery("lsoon", starts_at="2098-01-01T00:00:00+00:00"),
 ]
 
 
