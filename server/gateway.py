@@ -264,7 +264,25 @@ async def _refund(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
 
 def _marketer(who: Identity) -> None:
     if who.role != "marketer":
-        raise ApiError("forbidden", "only a marketer may review withdrawals")
+        raise ApiError("forbidden", "only a marketer may do this")
+
+
+async def _team(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                ) -> Outcome:
+    return await reads.team(gw.pool, who.user, p.get("limit", 50))
+
+
+async def _user_team(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                     ) -> Outcome:
+    _marketer(who)
+    return await reads.team(gw.pool, p["user"], p.get("limit", 50))
+
+
+async def _user_commissions(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                            ) -> Outcome:
+    _marketer(who)
+    return {"user": p["user"], **await reads.commissions(gw.pool, p["user"],
+                                                         p.get("limit", 50))}
 
 
 async def _withdraw(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
@@ -322,6 +340,11 @@ METHODS: dict[str, Method] = {
         Method("referrals.bind", {"referrer": Param(str, pattern=USER_ID)}, _bind, True),
         Method("referrals.get", {}, _referral, False),
         Method("commissions.list", {"limit": _LIMIT}, _commissions, False),
+        Method("team.get", {"limit": _LIMIT}, _team, False),
+        Method("admin.team", {"user": Param(str, pattern=USER_ID), "limit": _LIMIT},
+               _user_team, False),
+        Method("admin.commissions", {"user": Param(str, pattern=USER_ID), "limit": _LIMIT},
+               _user_commissions, False),
         Method("withdrawals.create", {"amount": Param(int, low=1, high=10**12)}, _withdraw,
                True),
         Method("withdrawals.list", {"limit": _LIMIT}, _withdrawals, False),

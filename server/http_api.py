@@ -233,6 +233,19 @@ async def list_withdrawals(request: web.Request) -> web.Response:
     return await _call(request, identity(request), "withdrawals.list", _limit(request))
 
 
+async def my_team(request: web.Request) -> web.Response:
+    return await _call(request, identity(request), "team.get", _limit(request))
+
+
+def _of_user(method: str) -> Handler:
+    """A marketer's view of one user's (`/api/admin/users/{user}/...`)."""
+    async def view(request: web.Request) -> web.Response:
+        who = identity(request)
+        return await _call(request, who, method,
+                           {"user": request.match_info["user"], **_limit(request)})
+    return view
+
+
 async def quote_withdrawal(request: web.Request) -> web.Response:
     who = identity(request)
     params = {"amount": _query_int(request, "amount")} if "amount" in request.query else {}
@@ -293,6 +306,9 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/commissions", commissions)
     app.router.add_get("/api/withdrawals", list_withdrawals)
     app.router.add_get("/api/withdrawals/quote", quote_withdrawal)
+    app.router.add_get("/api/team", my_team)
+    app.router.add_get("/api/admin/users/{user}/team", _of_user("admin.team"))
+    app.router.add_get("/api/admin/users/{user}/commissions", _of_user("admin.commissions"))
     app.router.add_post("/api/withdrawals", create_withdrawal)
     app.router.add_get("/api/admin/withdrawals", review_list)
     app.router.add_post("/api/admin/withdrawals/{withdrawal}/approve",

@@ -59,6 +59,25 @@ async def referral(pool: asyncpg.Pool, user: str) -> dict[str, Any]:
     return {"referral": None if row is None else referral_view(row), "invited": invited}
 
 
+async def team(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, Any]:
+    """`user`'s team: the direct members they brought in (newest first, with whether each
+    has bought: a paid order not refunded), how many there are, and how many members those
+    brought in (level 2, the last level that earns)."""
+    async with pool.acquire() as conn:
+        members = await conn.fetch(
+            "SELECT r.user_id, r.bound_at, EXISTS (SELECT 1 FROM orders o"
+            " WHERE o.user_id = r.user_id AND o.status = 'paid' AND o.amount > 0) AS bought"
+            " FROM referrals r WHERE r.referrer = $1 ORDER BY r.bound_at DESC, r.user_id"
+            " LIMIT $2", user, limit)
+        counts = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM referrals WHERE referrer = $1) AS direct,"
+            " (SELECT count(*) FROM referrals l2 JOIN referrals l1 ON l2.referrer = l1.user_id"
+            "  WHERE l1.referrer = $1) AS level2", user)
+    return {"user": user, "direct": counts["direct"], "level2": counts["level2"],
+            "members": [{"user": r["user_id"], "bound_at": iso_time(r["bound_at"]),
+                         "bought": r["bought"]} for r in members]}
+
+
 async def commissions(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, Any]:
     """A user's commission balances (fen: pending, available, held by withdrawals not
     yet paid) and their newest commissions."""

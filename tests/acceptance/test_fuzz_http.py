@@ -62,8 +62,9 @@ EXAMPLES = int(os.environ.get("FISSION_FUZZ_EXAMPLES", "40"))
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 # Campaigns of the acceptance stack a positive case may be pointed at: `guard` takes new
 # groups (50 per user), `later` has not started (every command is refused), `cutstorm`
-# takes bargains (100 per user; each needs 100 helpers to reach its floor).
-CAMPAIGNS = ("guard", "later", "cutstorm")
+# takes bargains (100 per user; each needs 100 helpers to reach its floor), `luck` is a
+# lottery (two free draws a user a day).
+CAMPAIGNS = ("guard", "later", "cutstorm", "luck")
 Case = AnyCase[Any]
 _CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 _ERROR_KEYS = frozenset({"code", "message", "retry_after_ms"})
@@ -346,11 +347,15 @@ UNPROVOKED = {
     ("POST", "/api/withdrawals", 201): "needs settled commission",
     ("POST", "/api/orders/{order}/refund", 409): "needs a closed return window",
     ("GET", "/ws", 403): "needs server.allowed_origins, which this stack leaves open",
+    ("GET", "/api/lotteries/{campaign}/audit", 200): "needs a lottery that has ended"
+                                                     " (test_lottery.py proves it)",
 }
 _MISSING = 999_999_999
 _BIG = json.dumps({"x": "a" * 20_000})  # over the default server.max_body_bytes (16384)
 _LIMITED = {"/api/groupbuys/{campaign}/groups", "/api/orders", "/api/commissions",
-            "/api/withdrawals", "/api/admin/withdrawals"}  # GET routes with a `limit`
+            "/api/withdrawals", "/api/admin/withdrawals", "/api/team",
+            "/api/admin/users/{user}/team",
+            "/api/admin/users/{user}/commissions"}  # GET routes with a `limit`
 
 
 @dataclass(frozen=True)
@@ -430,9 +435,10 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
     user: str | None = _fresh("fzd")
     role = "marketer" if template.startswith("/api/admin/") else "user"
     is_bargain = template.startswith("/api/bargains/")
-    values = {"campaign": "cutstorm" if is_bargain else "guard", "group": world.group,
-              "bargain": world.bargain, "order": str(_MISSING),
-              "withdrawal": str(_MISSING)}
+    is_lottery = template.startswith("/api/lotteries/")
+    values = {"campaign": "cutstorm" if is_bargain else "luck" if is_lottery else "guard",
+              "group": world.group, "bargain": world.bargain, "order": str(_MISSING),
+              "withdrawal": str(_MISSING), "user": _fresh("fzt")}
     body: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     query = ""
@@ -440,6 +446,8 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
         body = json.dumps({"referrer": _fresh("fzr")})
     if template == "/api/withdrawals" and method == "POST":
         body = json.dumps({"amount": 100})  # refused as insufficient_balance: 409
+    if template == "/api/withdrawals/quote":
+        query = "?amount=0" if status == 400 else "?amount=150"
     if status == 200 and template == "/api/orders/{order}/refund":
         user, values["order"] = world.buyer, str(world.order)
     if status == 200 and template.endswith("/buy"):
@@ -450,6 +458,8 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
             pass  # a plain GET: no WebSocket handshake
         elif method == "POST":
             body = "[]"
+        elif template == "/api/withdrawals/quote":
+            pass  # ?amount=0, above
         elif template in _LIMITED:
             query = "?limit=0"
         else:
@@ -465,6 +475,10 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
             user, values["campaign"] = world.started, "cut"  # limit_reached
         elif template.endswith("/help") or template.endswith("/buy"):
             user = world.initiator  # own_bargain; floor_not_reached
+        elif template.endswith("/audit"):
+            pass  # `luck` runs on: not_revealed
+        elif is_lottery:
+            values["campaign"] = "lsoon"  # campaign_not_active
         else:
             values["campaign"] = "later"  # campaign_not_active
     elif status == 413:

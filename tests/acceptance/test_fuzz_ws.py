@@ -185,7 +185,7 @@ def expect(send: Send) -> Expect:
 
 _REF = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12).map(
     lambda s: f"fz{s}")
-_CAMPAIGNS = st.sampled_from([CAMPAIGN, BARGAINS, "cut", "guard", "later", "nope"])
+_CAMPAIGNS = st.sampled_from([CAMPAIGN, BARGAINS, "cut", "guard", "later", "luck", "nope"])
 _NOTE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FFF, codec="utf-8",
                               exclude_characters="\x7f"),
                 min_size=1, max_size=40)
