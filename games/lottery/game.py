@@ -35,7 +35,7 @@ from games.errors import GameError
 from games.jsontext import compact
 from games.lottery import rules
 from games.lottery.campaign import KIND, LotteryCampaign, parse_campaign
-from games.lottery.fairness import THANKS, initial_stock
+from games.lottery.fairness import THANKS
 from games.lottery.rules import (
     Command,
     Draw,
@@ -127,8 +127,9 @@ Read = Look | Mine | Audit
 def feed_seq(state: LotteryState) -> int:
     """The seq of `lottery:{campaign}`: its frames are the commitment, each win (a draw
     of anything but thanks) and the reveal."""
-    wins = sum(initial - state.stock_left[prize]
-               for prize, initial in initial_stock(state.campaign.prizes).items())
+    campaign = state.campaign
+    wins = campaign.stock_total - sum(state.stock_left[p.id] for p in campaign.prizes
+                                      if p.kind != THANKS)
     return (state.commitment is not None) + wins + state.revealed
 
 

@@ -24,7 +24,9 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from games.campaign import iso
 from games.errors import GameError
@@ -224,11 +226,18 @@ def draw_day(at: int, campaign: LotteryCampaign) -> int:
     """The free-draw day of epoch ms `at`: the proleptic ordinal of the local date, in the
     campaign's zone, of the local wall time less `reset_minutes`. With reset_at "06:00",
     05:59 local still counts as the day before and 06:00 starts a new day."""
-    # Whole seconds: a reset is on a minute, so the milliseconds never move it. Aware
-    # datetime minus timedelta is wall-clock arithmetic, which is what "local time" means
-    # (on a day a DST jump skips the reset time, the day starts when the clock passes it).
-    local = datetime.fromtimestamp(at // 1000, campaign.tz)
-    return (local - timedelta(minutes=campaign.reset_minutes)).date().toordinal()
+    # A reset is on a minute, so the day is the minute's: cached by minute, since a
+    # draw asks for it several times (deciding, folding, the answers' draws left).
+    return _minute_day(at // 60_000, campaign.zone, campaign.reset_minutes)
+
+
+@lru_cache(maxsize=4096)
+def _minute_day(minute: int, zone: str, reset_minutes: int) -> int:
+    # Aware datetime minus timedelta is wall-clock arithmetic, which is what "local time"
+    # means (on a day a DST jump skips the reset time, the day starts when the clock
+    # passes it).
+    local = datetime.fromtimestamp(minute * 60, ZoneInfo(zone))
+    return (local - timedelta(minutes=reset_minutes)).date().toordinal()
 
 
 def new_seed(rng: random.Random) -> bytes:
