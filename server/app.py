@@ -42,6 +42,8 @@ class Server:
         self.metrics = Metrics()
         gcstats.install()
         self.connections: set[ws.Connection] = set()
+        # Sockets are the gateway's long-lived objects: frozen as they come (see there).
+        self.population = gcstats.Population()
         self.corked = ws.Corked()
         self.stopping = False
         cfg = config.server

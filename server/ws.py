@@ -599,6 +599,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     per_ip[address] += 1
     connection = Connection(server, ws, request)
     server.connections.add(connection)
+    server.population.opened(len(server.connections))
     server.metrics.ws_open += 1
     try:
         await connection.run(request.query.get("token"))
@@ -607,6 +608,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         server.metrics.ws_open -= 1
         server.connections.discard(connection)
+        server.population.closed(len(server.connections))
         per_ip[address] -= 1
         if per_ip[address] <= 0:
             del per_ip[address]
