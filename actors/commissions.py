@@ -73,14 +73,24 @@ async def earn(conn: asyncpg.Connection, orders: Sequence[FreshOrder], config: C
     return written, [_event(c, "commission_pending") for c in written]
 
 
-async def settle(conn: asyncpg.Connection, now: datetime, limit: int
+async def settle(conn: asyncpg.Connection, now: datetime, limit: int,
+                 config: CommissionConfig | None = None
                  ) -> tuple[list[Commission], list[LiveEvent]]:
-    """Settle up to `limit` commissions whose return window has ended by `now`."""
+    """Settle up to `limit` commissions whose return window has ended by `now`, and flag
+    the users whose settled income this year has now reached the tax threshold."""
     settled = await ledger.settle_due(conn, now, limit)
     await ledger.write_lines(conn, [
         (_txn(c, "settle"), c.id, line) for c in settled
         for line in rules.settle(c.beneficiary, c.amount)])
-    return settled, [_event(c, "commission_settled") for c in settled]
+    live = [_event(c, "commission_settled") for c in settled]
+    if settled:
+        config = config or CommissionConfig()
+        flagged = await ledger.flag_tax(conn, sorted({c.beneficiary for c in settled}), now,
+                                        config.tax_threshold_fen, config.tax_zone)
+        live += [LiveEvent(user_topic(user), 0, {
+            "type": "tax_flagged", "year": year, "income": income,
+            "threshold": config.tax_threshold_fen}) for user, year, income in flagged]
+    return settled, live
 
 
 async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, order_id: int,

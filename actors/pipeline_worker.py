@@ -217,7 +217,8 @@ class PipelineWorker:
 
         async def work(conn: asyncpg.Connection) -> tuple[int, list[LiveEvent]]:
             settled, live = await commissions.settle(conn, moment,
-                                                     self.config.pipeline.batch_size)
+                                                     self.config.pipeline.batch_size,
+                                                     self.config.commission)
             self._next_due = await ledger.next_due(conn)
             return len(settled), live
 

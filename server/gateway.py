@@ -278,6 +278,14 @@ async def _user_team(gw: Gateway, who: Identity, p: dict[str, Any], key: str | N
     return await reads.team(gw.pool, p["user"], p.get("limit", 50))
 
 
+async def _tax_report(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                      ) -> Outcome:
+    _marketer(who)
+    commission = gw.config.commission
+    return {"year": p["year"], "threshold": commission.tax_threshold_fen,
+            "zone": commission.tax_zone, "users": await reads.tax_report(gw.pool, p["year"])}
+
+
 async def _user_commissions(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                             ) -> Outcome:
     _marketer(who)
@@ -341,6 +349,8 @@ METHODS: dict[str, Method] = {
         Method("referrals.get", {}, _referral, False),
         Method("commissions.list", {"limit": _LIMIT}, _commissions, False),
         Method("team.get", {"limit": _LIMIT}, _team, False),
+        Method("admin.tax_report", {"year": Param(int, low=2000, high=2200)}, _tax_report,
+               False),
         Method("admin.team", {"user": Param(str, pattern=USER_ID), "limit": _LIMIT},
                _user_team, False),
         Method("admin.commissions", {"user": Param(str, pattern=USER_ID), "limit": _LIMIT},

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import math
 import re
@@ -139,6 +142,15 @@ async def _call(request: web.Request, who: Identity, method: str, params: dict[s
     return web.Response(text=encode(result), status=status, content_type="application/json")
 
 
+async def _result(request: web.Request, who: Identity, method: str, params: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """A method's result as data (for a route that answers in another format)."""
+    server: Server = request.app[state.SERVER]
+    result = await server.gateway.call(who, method, params, _key(request))
+    found: dict[str, Any] = json.loads(encode(result))
+    return found
+
+
 async def healthz(request: web.Request) -> web.Response:
     server: Server = request.app[state.SERVER]
     problems = await server.health()
@@ -233,6 +245,26 @@ async def list_withdrawals(request: web.Request) -> web.Response:
     return await _call(request, identity(request), "withdrawals.list", _limit(request))
 
 
+async def tax_report(request: web.Request) -> web.Response:
+    """The marketers' tax report: JSON, or CSV with `format=csv` (for a spreadsheet)."""
+    who = identity(request)
+    params = {"year": _query_int(request, "year")} if "year" in request.query else {}
+    as_csv = request.query.get("format") == "csv"
+    if "format" in request.query and not as_csv:
+        raise ApiError("invalid_request", "format must be csv (or left out for JSON)")
+    if not as_csv:
+        return await _call(request, who, "admin.tax_report", params)
+    report = await _result(request, who, "admin.tax_report", params)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["user", "year", "income_fen", "flagged_at"])
+    for row in report["users"]:
+        writer.writerow([row["user"], report["year"], row["income"], row["flagged_at"]])
+    return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="tax-{report["year"]}.csv"'})
+
+
 async def my_team(request: web.Request) -> web.Response:
     return await _call(request, identity(request), "team.get", _limit(request))
 
@@ -307,6 +339,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/withdrawals", list_withdrawals)
     app.router.add_get("/api/withdrawals/quote", quote_withdrawal)
     app.router.add_get("/api/team", my_team)
+    app.router.add_get("/api/admin/tax-report", tax_report)
     app.router.add_get("/api/admin/users/{user}/team", _of_user("admin.team"))
     app.router.add_get("/api/admin/users/{user}/commissions", _of_user("admin.commissions"))
     app.router.add_post("/api/withdrawals", create_withdrawal)

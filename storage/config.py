@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from games.campaign import GroupBuyCampaign
 from games.commission import Rates
@@ -91,6 +92,10 @@ class CommissionConfig:
     # up, a marketer approves each withdrawal before it is paid.
     withdrawals: Limits = field(default_factory=lambda: Limits(min_fen=100,
                                                                review_fen=50_000))
+    # 个税: a user whose settled commission in a calendar year of `tax_zone` reaches this
+    # is flagged once that year (100,000 CNY by default).
+    tax_threshold_fen: int = 10_000_000
+    tax_zone: str = "Asia/Shanghai"
 
     @property
     def return_window_seconds(self) -> int:
@@ -234,8 +239,21 @@ def _commission(s: Table) -> CommissionConfig:
     min_fee = s.get("withdrawal_min_fee_fen", int, d.withdrawals.min_fee_fen)
     s.check("withdrawal_min_fee_fen", 0 <= min_fee < least,
             "must be at least 0 and below withdrawal_min_fen")
+    threshold = s.get("tax_threshold_fen", int, d.tax_threshold_fen)
+    s.check("tax_threshold_fen", threshold >= 1, "must be at least 1 fen")
+    zone = s.get("tax_zone", str, d.tax_zone)
+    s.check("tax_zone", _zone_exists(zone), "must be an IANA time zone, e.g. Asia/Shanghai")
     s.done()
-    return CommissionConfig(rates, window, Limits(least, review, fee_bps, min_fee))
+    return CommissionConfig(rates, window, Limits(least, review, fee_bps, min_fee),
+                            threshold, zone)
+
+
+def _zone_exists(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _server(s: Table) -> ServerConfig:

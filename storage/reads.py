@@ -78,6 +78,16 @@ async def team(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, Any]:
                          "bought": r["bought"]} for r in members]}
 
 
+async def tax_report(pool: asyncpg.Pool, year: int) -> list[dict[str, Any]]:
+    """The users flagged for `year`'s tax (个税), with the income that flagged them and
+    their settled commission that year so far, in the order they were flagged."""
+    rows = await pool.fetch(
+        "SELECT user_id, income, flagged_at FROM tax_flags WHERE year = $1"
+        " ORDER BY flagged_at, user_id", year)
+    return [{"user": r["user_id"], "income": int(r["income"]),
+             "flagged_at": iso_time(r["flagged_at"])} for r in rows]
+
+
 async def commissions(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, Any]:
     """A user's commission balances (fen: pending, available, held by withdrawals not
     yet paid) and their newest commissions."""

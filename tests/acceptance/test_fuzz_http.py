@@ -448,6 +448,8 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
         body = json.dumps({"amount": 100})  # refused as insufficient_balance: 409
     if template == "/api/withdrawals/quote":
         query = "?amount=0" if status == 400 else "?amount=150"
+    if template == "/api/admin/tax-report":
+        query = "?year=0" if status == 400 else "?year=2030"
     if status == 200 and template == "/api/orders/{order}/refund":
         user, values["order"] = world.buyer, str(world.order)
     if status == 200 and template.endswith("/buy"):
@@ -458,8 +460,8 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
             pass  # a plain GET: no WebSocket handshake
         elif method == "POST":
             body = "[]"
-        elif template == "/api/withdrawals/quote":
-            pass  # ?amount=0, above
+        elif template in ("/api/withdrawals/quote", "/api/admin/tax-report"):
+            pass  # an out-of-range query, above
         elif template in _LIMITED:
             query = "?limit=0"
         else:

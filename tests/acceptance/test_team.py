@@ -65,3 +65,22 @@ async def test_a_team_lists_direct_members_who_bought_and_counts_the_second_leve
         for bad in ("tm%0alead", "x" * 65):
             status, body = await _marketer_get(session, f"{url}/api/admin/users/{bad}/team")
             assert status == 400 and body["error"]["code"] == "invalid_request", (bad, body)
+
+
+async def test_the_tax_report_lists_a_year_as_json_or_csv_for_marketers_only(
+        stack: Stack) -> None:
+    url = stack.gateways[0].url + "/api/admin/tax-report"
+    async with aiohttp.ClientSession() as session:
+        status, body = await _marketer_get(session, url + "?year=2030")
+        assert status == 200, body
+        assert body == {"year": 2030, "threshold": 10_000_000, "zone": "Asia/Shanghai",
+                        "users": []}
+        headers = {"Authorization": f"Bearer {token('tm-boss', role='marketer')}"}
+        async with session.get(url + "?year=2030&format=csv", headers=headers) as resp:
+            assert resp.status == 200 and resp.content_type == "text/csv"
+            assert (await resp.text()).splitlines() == ["user,year,income_fen,flagged_at"]
+        status, body = await get(session, url + "?year=2030", "tm-a")
+        assert status == 403 and body["error"]["code"] == "forbidden"
+        for bad in ("", "?year=1999", "?year=abc", "?year=2030&format=xml"):
+            status, body = await _marketer_get(session, url + bad)
+            assert status == 400 and body["error"]["code"] == "invalid_request", (bad, body)

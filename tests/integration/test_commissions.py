@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from actors import commissions
 from actors.pipeline_worker import PipelineWorker
 from storage.config import Config, parse
 from storage.live import Live
@@ -322,4 +323,44 @@ async def test_a_withdrawal_pays_its_amount_less_its_fee_as_a_line_of_its_own(
     assert answer(await worker.review("boss", held["id"], False, None))["ok"]
     assert await balances(conn) == {"shop:commission": -600, "user:alice:available": 350,
                                     "shop:payouts": 240, "shop:withdrawal_fees": 10}
+    assert await unbalanced(conn) == []
+
+
+async def test_settled_income_past_the_threshold_flags_a_user_once_a_year(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    doc = configs.document([configs.campaign("c1", size=2, stock=100, led=50, joined=50)],
+                           shards=1, database_url=clean.database_url,
+                           redis_url=clean.redis_url)
+    doc["commission"] = {"tax_threshold_fen": 1000, "return_window_days": 0}
+    config = parse(doc, {}, "test")
+    # The worker's own clock stays before every settlement: this test settles by hand.
+    worker = await worker_factory(config, lambda: datetime(2000, 1, 1, tzinfo=UTC))
+    shard = await shard_factory(config, Clock())
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+
+    async def earn_and_settle(at: datetime) -> list[str]:
+        # bob buys once more: alice earns 600 fen, settled at `at` (a 0-day window).
+        await deal(shard, f"c-{at.timestamp()}", "bob")
+        await worker.drain()
+        settled, live = await worker_settle(at)
+        assert settled == 1
+        return [e.data["type"] for e in live if e.topic == "user:alice"]
+
+    async def worker_settle(at: datetime) -> tuple[int, list[Any]]:
+        async with conn.transaction():
+            settled, live = await commissions.settle(conn, at, 100, config.commission)
+        return len(settled), live
+
+    # 2030 in Shanghai: 600, then 1,200 (flagged), then 1,800 (flagged already).
+    june = datetime(2030, 6, 1, tzinfo=UTC)
+    assert await earn_and_settle(june) == ["commission_settled"]
+    assert await earn_and_settle(june + DAY) == ["commission_settled", "tax_flagged"]
+    assert await earn_and_settle(june + 2 * DAY) == ["commission_settled"]
+    # 2030-12-31 17:00 UTC is already 2031 in Shanghai: a new year counts from nothing.
+    new_year = datetime(2030, 12, 31, 17, tzinfo=UTC)
+    assert await earn_and_settle(new_year) == ["commission_settled"]
+    assert await earn_and_settle(new_year + DAY) == ["commission_settled", "tax_flagged"]
+    flags = await conn.fetch("SELECT user_id, year, income FROM tax_flags ORDER BY year")
+    assert [tuple(r) for r in flags] == [("alice", 2030, 1200), ("alice", 2031, 1200)]
     assert await unbalanced(conn) == []

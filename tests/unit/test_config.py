@@ -655,6 +655,16 @@ BAD_COMMISSION: list[Any] = [
                  id="window-float"),
     pytest.param({"return_window_days": False}, "commission.return_window_days",
                  id="window-boolean"),
+    # withdrawal fees and tax
+    pytest.param({"withdrawal_fee_bps": -1}, "commission.withdrawal_fee_bps",
+                 id="fee-negative"),
+    pytest.param({"withdrawal_fee_bps": 10_000}, "commission.withdrawal_fee_bps",
+                 id="fee-whole"),
+    pytest.param({"withdrawal_min_fee_fen": 100}, "commission.withdrawal_min_fee_fen",
+                 id="min-fee-not-below-min"),
+    pytest.param({"tax_threshold_fen": 0}, "commission.tax_threshold_fen", id="tax-zero"),
+    pytest.param({"tax_zone": "Mars/Olympus"}, "commission.tax_zone", id="tax-zone-unknown"),
+    pytest.param({"tax_zone": "../etc"}, "commission.tax_zone", id="tax-zone-path"),
     # unknown keys
     pytest.param({"level3_bps": 100}, "commission.level3_bps", id="level3-unknown"),
     pytest.param({"return_window": 30}, "commission.return_window", id="misspelled-key"),
@@ -685,6 +695,16 @@ def test_commission_wrong_type_reason_is_readable(key: str) -> None:
 
 
 # --- [commission] withdrawal limits ---------------------------------------------------------
+
+
+def test_fee_and_tax_keys_are_read() -> None:
+    commission = parse(with_commission({"withdrawal_fee_bps": 60, "withdrawal_min_fee_fen": 20,
+                                        "tax_threshold_fen": 500, "tax_zone": "Asia/Tokyo"}),
+                       {}, SOURCE).commission
+    assert (commission.withdrawals.fee_bps, commission.withdrawals.min_fee_fen) == (60, 20)
+    assert (commission.tax_threshold_fen, commission.tax_zone) == (500, "Asia/Tokyo")
+    default = parse(good(), {}, SOURCE).commission
+    assert (default.tax_threshold_fen, default.tax_zone) == (10_000_000, "Asia/Shanghai")
 
 
 def test_withdrawal_limits_default() -> None:
