@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -114,12 +113,6 @@ class LotteryCampaign:
     def tz(self) -> ZoneInfo:
         """The time zone whose days (from `reset_minutes`) bound the free draws."""
         return ZoneInfo(self.zone)  # ZoneInfo caches instances by key
-
-    @cached_property
-    def stock_total(self) -> int:
-        """Units of every prize but thanks at the start (worked out once: the live feed's
-        seq counts wins as this less what is left, on every draw)."""
-        return sum(p.stock or 0 for p in self.prizes if p.kind != THANKS)
 
     @property
     def reset_at(self) -> str:

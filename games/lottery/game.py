@@ -127,10 +127,7 @@ Read = Look | Mine | Audit
 def feed_seq(state: LotteryState) -> int:
     """The seq of `lottery:{campaign}`: its frames are the commitment, each win (a draw
     of anything but thanks) and the reveal."""
-    campaign = state.campaign
-    wins = campaign.stock_total - sum(state.stock_left[p.id] for p in campaign.prizes
-                                      if p.kind != THANKS)
-    return (state.commitment is not None) + wins + state.revealed
+    return (state.commitment is not None) + state.won + state.revealed
 
 
 def _prizes(state: LotteryState) -> list[dict[str, Any]]:

@@ -187,8 +187,9 @@ class LotteryState:
     order key -> draws taken back. `draws`: draws in the campaign. `log`: every draw by
     its number in the campaign (1, 2, ...: commit order), and `mine`: each user's draw
     numbers, which the owner answers a user's draws and the audit from (a draw is a few
-    hundred bytes; a campaign of 100,000 draws holds some tens of MB). `version`: events
-    folded. Zero tallies are left out, so equal histories give equal states.
+    hundred bytes; a campaign of 100,000 draws holds some tens of MB). `won`: draws of
+    anything but thanks (the live feed's frames count them). `version`: events folded.
+    Zero tallies are left out, so equal histories give equal states.
     """
 
     campaign: LotteryCampaign
@@ -205,6 +206,7 @@ class LotteryState:
     draws: int = 0
     log: PMap[int, Drawn] = field(default_factory=PMap)
     mine: PMap[str, tuple[int, ...]] = field(default_factory=PMap)
+    won: int = 0
     version: int = 0
 
     def wins_of(self, user: str) -> dict[str, int]:
@@ -337,11 +339,14 @@ def evolve(state: LotteryState, event: Event) -> LotteryState:
         else:
             free_used = _bump(free_used, (user, draw_day(event.at, state.campaign)), 1)
         number = state.draws + 1
-        return replace(state, stock_left=stock_left, wins=wins,
-                       draws_of=state.draws_of.set(user, event.n), free_used=free_used,
-                       earned=earned, draws=number, log=state.log.set(number, event),
-                       mine=state.mine.set(user, state.mine.get(user, ()) + (number,)),
-                       version=version)
+        # A direct constructor call (dataclasses.replace inspects the fields each time):
+        # once per draw on the owner's hot path.
+        return LotteryState(
+            state.campaign, stock_left, state.seed, state.commitment, state.revealed, wins,
+            state.draws_of.set(user, event.n), free_used, earned, state.orders,
+            state.revoked, number, state.log.set(number, event),
+            state.mine.set(user, state.mine.get(user, ()) + (number,)),
+            state.won + (event.kind != THANKS), version)
     if isinstance(event, DrawsGranted):
         return replace(state, orders=state.orders.set(event.order, event.user),
                        earned=_bump(state.earned, event.user, event.count), version=version)
