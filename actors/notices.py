@@ -11,6 +11,7 @@ order once whatever the key's retention.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -64,6 +65,17 @@ async def write(conn: asyncpg.Connection, config: Config, event: str,
     return len(rows)
 
 
+def _retry(reply: Answer) -> bool:
+    """Whether an owner's answer asks to be sent again: `unavailable` (starting, or not
+    reachable); anything else, a refusal included, is the game's word on the notice."""
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        return True
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return isinstance(error, dict) and error.get("code") == "unavailable"
+
+
 async def deliver(pool: asyncpg.Pool, send: Send, limit: int = 500) -> int:
     """Send the oldest undelivered notices to their owners; how many were taken (an
     owner that is starting or unreachable answers `unavailable`: those wait for the next
@@ -77,8 +89,7 @@ async def deliver(pool: asyncpg.Pool, send: Send, limit: int = 500) -> int:
                  "key": f"{r['method']}:{r['order_key']}",
                  "params": {"order": r["order_key"]}} for r in rows]
     replies = await send(commands)
-    taken = [r["id"] for r, reply in zip(rows, replies, strict=True)
-             if '"code":"unavailable"' not in reply]
+    taken = [r["id"] for r, reply in zip(rows, replies, strict=True) if not _retry(reply)]
     if len(taken) < len(rows):
         log.warning("%d game notices not taken yet; retrying", len(rows) - len(taken))
     if taken:
