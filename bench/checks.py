@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from bench import stock
 from bench.stack import ALL_CAMPAIGNS, LOTTERY_ZONE, STORM_CAMPAIGN
 
 
@@ -220,13 +221,9 @@ async def lotteries(conn: asyncpg.Connection, campaign: str, acked: str,
         "SELECT data->>'prize' AS prize, count(*) AS n FROM events"
         " WHERE stream = $1 AND type = 'drawn' GROUP BY 1", stream)}
     drawn = sum(won.values())
-    oversold, mismatch = 0, abs((row["draws"] if row is not None else 0) - drawn)
-    for p in prizes:
-        if p.get("stock") is None:
-            continue
-        taken = won.get(p["id"], 0)
-        oversold += (p["stock_left"] < 0) + max(0, taken - p["stock"])
-        mismatch += abs(p["stock"] - p["stock_left"] - taken)
+    oversold, mismatch = stock.faults((p["stock"], p["stock_left"], won.get(p["id"], 0))
+                                      for p in prizes if p.get("stock") is not None)
+    mismatch += abs((row["draws"] if row is not None else 0) - drawn)
     over_limit = await conn.fetchval(
         "SELECT count(*) FROM (SELECT 1 FROM events WHERE stream = $1 AND type = 'drawn'"
         " AND NOT (data->>'earned')::bool"

@@ -33,6 +33,7 @@ import asyncpg
 import jwt
 from aiohttp import web
 
+from bench import stock
 from bench.serving import run_forever
 
 SCHEMA = """
@@ -197,13 +198,8 @@ async def check_lottery(conn: asyncpg.Connection, campaign: str, acked: str
     won = {r["prize"]: int(r["n"]) for r in await conn.fetch(
         "SELECT prize, count(*) AS n FROM mall_lottery_draws WHERE campaign = $1"
         " GROUP BY prize", campaign)}
-    oversold, mismatch = 0, 0
-    for p in prizes:
-        if p["initial_stock"] is None:
-            continue
-        taken = won.get(p["id"], 0)
-        oversold += (p["stock"] < 0) + max(0, taken - p["initial_stock"])
-        mismatch += abs(p["initial_stock"] - p["stock"] - taken)
+    oversold, mismatch = stock.faults((p["initial_stock"], p["stock"], won.get(p["id"], 0))
+                                      for p in prizes if p["initial_stock"] is not None)
     over_limit = await conn.fetchval(
         "SELECT count(*) FROM (SELECT 1 FROM mall_lottery_draws d"
         " JOIN mall_lottery_campaigns c ON c.id = d.campaign WHERE d.campaign = $1"

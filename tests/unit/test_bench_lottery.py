@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench import stock
 from bench.__main__ import failures, lottery_failures
 from bench.clients import fission_route, mall_route
 from bench.loadgen import LotteryStats
@@ -202,3 +203,13 @@ def test_oversold_prizes_lost_acks_and_empty_runs_fail_the_run() -> None:
     del unchecked["lottery_invariants"]
     assert lottery_failures(unchecked) == ["Fission lottery invariants were not checked"]
     assert "Fission lottery oversold = 2" in failures(broken)
+
+
+@pytest.mark.parametrize(("prizes", "expected"), [
+    pytest.param([(50, 0, 50), (2000, 10, 1990)], (0, 0), id="exact"),
+    pytest.param([(50, -1, 51)], (2, 0), id="oversold-below-zero-and-beyond-stock"),
+    pytest.param([(50, 5, 44)], (0, 1), id="a-unit-unaccounted"),
+    pytest.param([], (0, 0), id="no-prize-with-stock"),
+])
+def test_stock_faults(prizes: list[tuple[int, int, int]], expected: tuple[int, int]) -> None:
+    assert stock.faults(prizes) == expected
