@@ -7,6 +7,13 @@ writes the notice in the transaction that paid or refunded the order, and delive
 the campaign's owner after that commits, at least once (`deliver`): the key is the
 order's, so an owner answers a repeat as it answered the first, and the game takes each
 order once whatever the key's retention.
+
+Each notice carries the order's facts (`facts`), read in the same transaction: its amount
+(fen), when it was made (epoch ms), the buyer's direct referrer, the commission each
+beneficiary earned on it (user, level, fen) and the regions last recorded for those users
+(`user_regions`). A game that ranks sellers (a leaderboard) needs them, and a game can
+only know what its commands tell it; the pipeline writes a paid order's notices after
+its commissions, so they are there to read.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from actors.answers import Answer
+from games import jsontext
 from games.registry import GAMES
 from storage.config import Config
 
@@ -50,19 +58,52 @@ def order_key(order_id: int) -> str:
     return f"o{order_id}"
 
 
+async def facts(conn: asyncpg.Connection, orders: Sequence[tuple[int, str, int, datetime]]
+                ) -> dict[int, dict[str, Any]]:
+    """The facts of `orders` (id, buyer, amount, when made), by order id (see above)."""
+    ids = [order_id for order_id, _, _, _ in orders]
+    buyers = sorted({buyer for _, buyer, _, _ in orders})
+    earned: dict[int, list[list[Any]]] = {}
+    for r in await conn.fetch(
+            "SELECT order_id, level, beneficiary, amount FROM commissions"
+            " WHERE order_id = ANY($1::bigint[]) ORDER BY order_id, level", ids):
+        earned.setdefault(r["order_id"], []).append([r["beneficiary"], r["level"],
+                                                     r["amount"]])
+    referrers = {r["user_id"]: r["referrer"] for r in await conn.fetch(
+        "SELECT user_id, referrer FROM referrals WHERE user_id = ANY($1::text[])", buyers)}
+    users = set(buyers) | set(referrers.values()) | {
+        line[0] for lines in earned.values() for line in lines}
+    regions = {r["user_id"]: r["region"] for r in await conn.fetch(
+        "SELECT user_id, region FROM user_regions WHERE user_id = ANY($1::text[])",
+        sorted(users))}
+    found = {}
+    for order_id, buyer, amount, at in orders:
+        lines = earned.get(order_id, [])
+        involved = {buyer, referrers.get(buyer), *(line[0] for line in lines)}
+        found[order_id] = {
+            "amount": amount, "at": int(at.timestamp() * 1000),
+            "referrer": referrers.get(buyer), "earned": lines,
+            "regions": {u: regions[u] for u in sorted(u for u in involved if u in regions)}}
+    return found
+
+
 async def write(conn: asyncpg.Connection, config: Config, event: str,
                 orders: Sequence[tuple[int, str, int, datetime]]) -> int:
-    """Notices of `event` for `orders` (id, user, amount in fen, when it was made), in the
-    caller's transaction; how many. A 0-fen order (a product won in a game) is no paid
-    order: it tells nobody."""
-    rows = [(campaign, method, user, order_key(order_id))
-            for order_id, user, amount, at in orders if amount > 0
-            for campaign, method in listeners(config, event, at)]
-    if rows:
-        await conn.executemany(
-            "INSERT INTO game_notices (campaign, method, user_id, order_key)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", rows)
-    return len(rows)
+    """Notices of `event` for `orders` (id, user, amount in fen, when it was made), with
+    their facts, in the caller's transaction; how many. A 0-fen order (a product won in a
+    game) is no paid order: it tells nobody."""
+    paid = [order for order in orders if order[2] > 0]
+    told = [(order, campaign, method) for order in paid
+            for campaign, method in listeners(config, event, order[3])]
+    if not told:
+        return 0
+    known = await facts(conn, sorted({order for order, _, _ in told}))
+    await conn.executemany(
+        "INSERT INTO game_notices (campaign, method, user_id, order_key, facts)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING",
+        [(campaign, method, order[1], order_key(order[0]), jsontext.compact(known[order[0]]))
+         for order, campaign, method in told])
+    return len(told)
 
 
 def _retry(reply: Answer) -> bool:
@@ -81,13 +122,15 @@ async def deliver(pool: asyncpg.Pool, send: Send, limit: int = 500) -> int:
     owner that is starting or unreachable answers `unavailable`: those wait for the next
     round)."""
     rows = await pool.fetch(
-        "SELECT id, campaign, method, user_id, order_key FROM game_notices"
+        "SELECT id, campaign, method, user_id, order_key, facts FROM game_notices"
         " WHERE sent_at IS NULL ORDER BY id LIMIT $1", limit)
     if not rows:
         return 0
     commands = [{"method": r["method"], "campaign": r["campaign"], "user": r["user_id"],
                  "key": f"{r['method']}:{r['order_key']}",
-                 "params": {"order": r["order_key"]}} for r in rows]
+                 "params": {"order": r["order_key"], **(
+                     {} if r["facts"] is None else {"facts": json.loads(r["facts"])})}}
+                for r in rows]
     replies = await send(commands)
     taken = [r["id"] for r, reply in zip(rows, replies, strict=True) if not _retry(reply)]
     if len(taken) < len(rows):

@@ -308,9 +308,10 @@ class PipelineWorker:
             live = [LiveEvent(user_topic(r['user_id']), 0,
                               {"type": "order_created", "order": reads.order_view(r)})
                     for r in rows]
+        earned, earned_live = await commissions.earn(conn, orders, self.config)
+        # After the commissions: a notice's facts tell who earned what on the order.
         await notices.write(conn, self.config, notices.PAID,
                             [(o.id, o.buyer, o.amount, o.created_at) for o in orders])
-        earned, earned_live = await commissions.earn(conn, orders, self.config)
         if earned:
             due = min(c.settle_at for c in earned)
             if self._next_due is None or due < self._next_due:

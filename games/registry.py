@@ -7,6 +7,7 @@ from typing import Any
 from games.bargain import GAME as BARGAIN
 from games.core import Game
 from games.groupbuy import GAME as GROUPBUY
+from games.leaderboard import GAME as LEADERBOARD
 from games.lottery import GAME as LOTTERY
 
 GAMES: dict[str, Game[Any, Any, Any, Any]] = {
@@ -15,5 +16,6 @@ GAMES: dict[str, Game[Any, Any, Any, Any]] = {
         GROUPBUY,
         BARGAIN,
         LOTTERY,
+        LEADERBOARD,
     )
 }

@@ -29,6 +29,7 @@ from server.metrics import Metrics
 from server.params import USER_ID, Param, check
 from storage import read_models, reads
 from storage.config import Config
+from storage.regions import Regions
 
 log = logging.getLogger("fission.gateway")
 
@@ -96,6 +97,7 @@ class Gateway:
         self.client = client
         self.pool = pool
         self.customers = Customers(pool)
+        self.regions = Regions(pool)
         self.metrics = metrics
         self.pipeline = pipeline
 
@@ -109,6 +111,9 @@ class Gateway:
             if spec is None:
                 raise ApiError("invalid_request", f"unknown method {method!r}")
             clean = check(params, spec.params)
+            # Where the user acts from, for the leaderboards' regional boards (a write only
+            # when it changed since this gateway last recorded it).
+            await self.regions.note(identity.user, identity.region)
             return await spec.handler(self, identity, clean, key)
         except ApiError as exc:
             outcome = exc.code
@@ -186,8 +191,14 @@ async def _newcomer(gw: Gateway, who: Identity) -> bool:
     return not await gw.customers.has_ordered(who.user)
 
 
-# What the server knows of a user that a game may ask for (games.core.Method.facts).
-_FACTS: dict[str, Callable[[Gateway, Identity], Awaitable[Any]]] = {"newcomer": _newcomer}
+async def _home_region(gw: Gateway, who: Identity) -> str | None:
+    return who.region
+
+
+# What the server knows of a user that a game may ask for (games.core.Method.facts):
+# "home_region" is the region claim of the caller's token (None without one).
+_FACTS: dict[str, Callable[[Gateway, Identity], Awaitable[Any]]] = {
+    "newcomer": _newcomer, "home_region": _home_region}
 
 
 def _read(game: core.Game[Any, Any, Any, Any], read: str | None) -> Handler:
@@ -233,6 +244,11 @@ def game_methods(games: Iterable[core.Game[Any, Any, Any, Any]]) -> list[Method]
 async def _campaigns(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                      ) -> Outcome:
     return {"campaigns": [c.public() for c in gw.config.campaigns]}
+
+
+async def _leaderboards(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                        ) -> Outcome:
+    return {"boards": [c.public() for c in gw.config.campaigns if c.kind == "leaderboard"]}
 
 
 async def _orders(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
@@ -343,6 +359,8 @@ METHODS: dict[str, Method] = {
     for m in (
         *game_methods(GAMES.values()),
         Method("campaigns.list", {}, _campaigns, False),
+        Method("leaderboards.list", {}, _leaderboards, False,
+               core.Route("GET", "/api/leaderboards")),
         Method("orders.list", {"limit": _LIMIT}, _orders, False),
         Method("orders.refund", {"order": _ID}, _refund, True),
         Method("referrals.bind", {"referrer": Param(str, pattern=USER_ID)}, _bind, True),

@@ -1,0 +1,112 @@
+"""The leaderboard (排行榜) campaign: a board a marketer configures, and how its table reads.
+
+A board ranks sellers by one metric over one kind of period, for everyone or per region:
+
+    [[campaigns]]
+    id = "weekly-sales"
+    kind = "leaderboard"
+    title = "本周带货榜"
+    starts_at = "2026-01-01T00:00:00+08:00"
+    ends_at = "2030-12-31T23:59:59+08:00"
+    metric = "sales"              # sales (fen), commission (fen), orders, members
+    period = "weekly"             # all, daily, weekly (from Monday), monthly
+    scope = "everyone"            # or "region": one board per region, plus everyone's
+    ranks = 10                    # how many ranks the board shows (1-100)
+    reset_at = "00:00"            # optional: when a period starts, local time
+    time_zone = "Asia/Shanghai"   # optional, the default
+
+Metrics, per paid order of a referred buyer: `sales` adds the order's amount (fen) to the
+buyer's direct referrer; `orders` adds one order to them; `commission` adds each
+beneficiary's commission (both levels); `members` counts the referrer's direct members
+who bought in the period (one however many orders). A refund takes back what its order
+added. A board's orders earn nothing themselves: `commission` is None.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from games.campaign import listed
+from games.commission import Rates
+from games.settings import Table, read_campaign_head
+
+KIND = "leaderboard"
+DEFAULT_ZONE = "Asia/Shanghai"
+METRICS = ("sales", "commission", "orders", "members")
+PERIODS = ("all", "daily", "weekly", "monthly")
+SCOPES = ("everyone", "region")
+MAX_RANKS = 100
+
+_RESET_AT = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+
+
+@dataclass(frozen=True)
+class BoardCampaign:
+    """A leaderboard. Times are epoch milliseconds; `reset_minutes` is when each period
+    starts, in minutes after local midnight in `zone` (weeks start on Monday)."""
+
+    id: str
+    title: str
+    starts_at: int
+    ends_at: int
+    metric: str
+    period: str
+    scope: str
+    ranks: int
+    reset_minutes: int = 0
+    zone: str = DEFAULT_ZONE
+    kind: str = KIND
+    commission: Rates | None = field(default=None, init=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The time zone whose days bound the periods."""
+        return ZoneInfo(self.zone)
+
+    @property
+    def regional(self) -> bool:
+        """Whether the board ranks each region apart (besides everyone together)."""
+        return self.scope == "region"
+
+    @property
+    def reset_at(self) -> str:
+        """`reset_minutes` as the config writes it, "HH:MM"."""
+        return f"{self.reset_minutes // 60:02d}:{self.reset_minutes % 60:02d}"
+
+    def public(self) -> dict[str, object]:
+        """The board as `GET /api/campaigns` and `GET /api/leaderboards` list it."""
+        return listed(self, metric=self.metric, period=self.period, scope=self.scope,
+                      ranks=self.ranks, reset_at=self.reset_at, time_zone=self.zone)
+
+
+def parse_campaign(s: Table, rates: Rates) -> BoardCampaign:
+    """A `[[campaigns]]` table of kind "leaderboard"; every refusal names its key. `rates`
+    is unused: a board sells nothing."""
+    del rates
+    head = read_campaign_head(s)
+    s.check("kind", head.kind == KIND, f"must be {KIND!r}")
+    metric = s.get("metric", str)
+    s.check("metric", metric in METRICS, f"must be one of {list(METRICS)}")
+    period = s.get("period", str)
+    s.check("period", period in PERIODS, f"must be one of {list(PERIODS)}")
+    scope = s.get("scope", str, "everyone")
+    s.check("scope", scope in SCOPES, f"must be one of {list(SCOPES)}")
+    ranks = s.get("ranks", int, 10)
+    s.check("ranks", 1 <= ranks <= MAX_RANKS, f"must be from 1 to {MAX_RANKS}")
+    reset = s.get("reset_at", str, "00:00")
+    match = _RESET_AT.fullmatch(reset)
+    s.check("reset_at", match is not None, "must be a local time \"HH:MM\", e.g. \"00:00\"")
+    assert match is not None  # check raised otherwise
+    zone = s.get("time_zone", str, DEFAULT_ZONE)
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise s.fail("time_zone", f"{zone!r} is not a known time zone, e.g. "
+                                  "\"Asia/Shanghai\"") from None
+    s.done()
+    return BoardCampaign(
+        id=head.id, title=head.title, starts_at=head.starts_at, ends_at=head.ends_at,
+        metric=metric, period=period, scope=scope, ranks=ranks,
+        reset_minutes=int(match[1]) * 60 + int(match[2]), zone=zone)

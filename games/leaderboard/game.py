@@ -1,0 +1,400 @@
+"""The leaderboard wired to the game seam (`games.core.Game`): methods, routes, the read
+model, frames and answers around `games.leaderboard.rules`.
+
+A campaign is one board. Its read model `leaderboards` holds, per board, one row per
+group (`all`, and each region on a regional board) with the open period's top: the
+snapshot of the group's topic, `leaderboard:{board}` (everyone) or
+`leaderboard:{board}:{region}`; one row per (period, group, user) with the score and when
+it was reached (the truth the ranks come from, in Postgres); and one row per closed
+(period, group) with its final top (the champions). Queries (top N with the caller's own
+standing, around the caller, past champions) are answered by the owner from its state
+(`read="owner"`), rebuilt from the board's events on start.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from games.campaign import iso
+from games.commission import Rates
+from games.core import Applied, Column, Game, Method, Param, Publish, ReadModel, Route
+from games.errors import GameError
+from games.jsontext import compact
+from games.leaderboard import periods, rules
+from games.leaderboard.campaign import KIND, BoardCampaign, parse_campaign
+from games.leaderboard.rules import (
+    EVERYONE,
+    FLUSH_MS,
+    BoardState,
+    Command,
+    Event,
+    Facts,
+    Flushed,
+    Score,
+    Scored,
+    Standing,
+    Tick,
+    Unscore,
+)
+from games.settings import Table
+from games.topics import IDENT_RE, SLUG_RE, USER_RE, campaign_topic, instance_topic, user_topic
+
+_CAMPAIGN = Param(str, pattern=SLUG_RE)
+_ORDER = Param(str, pattern=SLUG_RE)
+_PERIOD = Param(str, required=False, pattern=periods.NAME)
+_REGION = Param(str, required=False, pattern=IDENT_RE)
+_LIMIT = Param(int, required=False, low=1, high=100)
+_K = Param(int, required=False, low=1, high=50)
+_BASE = "/api/leaderboards/{campaign}"
+HOME = "home_region"  # the fact the server adds: the caller's token's region (or None)
+
+METHODS = (
+    Method("leaderboard.get", MappingProxyType({
+        "campaign": _CAMPAIGN, "period": _PERIOD, "region": _REGION, "limit": _LIMIT}),
+        mutating=False, route=Route("GET", _BASE), read="owner", facts=(HOME,)),
+    Method("leaderboard.around", MappingProxyType({
+        "campaign": _CAMPAIGN, "period": _PERIOD, "region": _REGION, "k": _K}),
+        mutating=False, route=Route("GET", _BASE + "/around-me"), read="owner",
+        facts=(HOME,)),
+    Method("leaderboard.champions", MappingProxyType({
+        "campaign": _CAMPAIGN, "region": _REGION, "limit": _LIMIT}),
+        mutating=False, route=Route("GET", _BASE + "/champions"), read="owner",
+        facts=(HOME,)),
+    # The pipeline's, for a paid order of the shop (with its facts) and for its refund.
+    Method("leaderboard.score", MappingProxyType({"campaign": _CAMPAIGN, "order": _ORDER}),
+           mutating=True, public=False, on="order_paid"),
+    Method("leaderboard.unscore", MappingProxyType({"campaign": _CAMPAIGN, "order": _ORDER}),
+           mutating=True, public=False, on="order_refunded"),
+)
+
+READ_MODEL = ReadModel(
+    table="leaderboards",
+    columns=(
+        Column("campaign", "text"), Column("id", "text"), Column("status", "text"),
+        Column("period", "text"), Column("region", "text"), Column("user_id", "text"),
+        Column("score", "bigint"), Column("reached", "bigint"), Column("top", "jsonb"),
+        Column("expires_at", "timestamptz"), Column("version", "bigint"),
+    ),
+    id_param="campaign",
+    view_key="leaderboard",
+    # Tallies per order and per member are not in the rows: the owner replays events.
+    snapshot=False,
+    campaign_row=EVERYONE,
+)
+
+_BOARDS = "~boards"  # the instance of a flush: every group's row
+_CLOSED = "~closed|"  # the instance of a close: its champions' rows, and every group's
+
+
+# --- reads of the owner's state ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Look:
+    """The top `limit` of a board (period, group) and the caller's own standing."""
+
+    user: str
+    home: str | None
+    period: str | None
+    region: str | None
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class Around:
+    """The caller's neighbours, `k` ranks either side."""
+
+    user: str
+    home: str | None
+    period: str | None
+    region: str | None
+    k: int
+
+
+@dataclass(frozen=True)
+class Champions:
+    """Past periods' final tops, newest first."""
+
+    user: str
+    home: str | None
+    region: str | None
+    limit: int
+
+
+Read = Look | Around | Champions
+
+
+def _group(board: BoardCampaign, region: str | None, home: str | None) -> str:
+    """The group a read names: `region` (all: everyone), else the caller's own region
+    on a regional board, else everyone."""
+    if region is not None:
+        if region != EVERYONE and not board.regional:
+            raise GameError("invalid_request", f"board {board.id!r} ranks everyone "
+                                               "together: it has no regions")
+        return region
+    if board.regional and home and home != EVERYONE:
+        return home
+    return EVERYONE
+
+
+def _period(board: BoardCampaign, period: str | None, now: int) -> str:
+    if period is None:
+        return periods.period_of(board, now)
+    if not periods.valid(board, period):
+        raise GameError("invalid_request", f"{period!r} is not a period of board "
+                                           f"{board.id!r} ({board.period})")
+    return period
+
+
+def _entries(standing: Iterable[Standing], first: int = 1) -> list[dict[str, Any]]:
+    return [{"rank": rank, "user": user, "score": score}
+            for rank, (user, score) in enumerate(standing, start=first)]
+
+
+def _head(board: BoardCampaign, period: str, group: str, now: int) -> dict[str, Any]:
+    start, end = periods.bounds(board, period)
+    return {"board": board.id, "title": board.title, "metric": board.metric,
+            "period": period, "region": None if group == EVERYONE else group,
+            "starts_at": iso(max(start, board.starts_at)),
+            "ends_at": iso(min(end, board.ends_at)), "final": now >= end}
+
+
+def _topic(board: str, group: str) -> str:
+    return campaign_topic(KIND, board) if group == EVERYONE else instance_topic(
+        KIND, board, group)
+
+
+def _facts(raw: Any) -> Facts:
+    """A notice's facts (actors.notices), checked: the pipeline's, but a bad one must be
+    refused alone rather than fail the owner's batch."""
+    try:
+        assert isinstance(raw, Mapping)
+        amount, at, referrer = raw["amount"], raw["at"], raw.get("referrer")
+        assert isinstance(amount, int) and isinstance(at, int)
+        assert referrer is None or (isinstance(referrer, str) and USER_RE.fullmatch(referrer))
+        earned = tuple((str(u), int(level), int(fen)) for u, level, fen in raw.get("earned", ()))
+        regions = raw.get("regions") or {}
+        assert isinstance(regions, Mapping)
+    except (AssertionError, KeyError, TypeError, ValueError):
+        raise GameError("invalid_request", "a paid order's facts are malformed") from None
+    # A region that cannot name a topic (`leaderboard:{board}:{region}`) ranks nowhere
+    # but in everyone's board.
+    return Facts(amount, at, referrer, earned, {
+        u: r for u, r in regions.items() if isinstance(r, str) and IDENT_RE.fullmatch(r)})
+
+
+class LeaderboardGame:
+    """The leaderboard game (see `games.core.Game` for what each method owes the host)."""
+
+    kind: str = KIND
+    read_model: ReadModel = READ_MODEL
+    methods: tuple[Method, ...] = METHODS
+
+    def parse_campaign(self, table: Table, rates: Rates) -> BoardCampaign:
+        """A `[[campaigns]]` table of kind "leaderboard"."""
+        return parse_campaign(table, rates)
+
+    def initial(self, campaign: BoardCampaign) -> BoardState:
+        return rules.initial_state(campaign)
+
+    def command(self, method: str, user: str, params: Mapping[str, Any]) -> Command | Read:
+        home = params.get(HOME)
+        home = home if isinstance(home, str) else None
+        if method == "leaderboard.get":
+            return Look(user, home, params.get("period"), params.get("region"),
+                        params.get("limit"))
+        if method == "leaderboard.around":
+            return Around(user, home, params.get("period"), params.get("region"),
+                          params.get("k", 5))
+        if method == "leaderboard.champions":
+            return Champions(user, home, params.get("region"), params.get("limit", 10))
+        order = params.get("order")
+        if method == "leaderboard.score" and isinstance(order, str):
+            return Score(order, user, _facts(params.get("facts")))
+        if method == "leaderboard.unscore" and isinstance(order, str):
+            return Unscore(order)
+        raise GameError("invalid_request", f"the leaderboard has no command {method!r}")
+
+    def fingerprint(self, command: Command | Read) -> str:
+        return getattr(command, "order", "")
+
+    def decide(self, state: BoardState, command: Command | Read, now: int,
+               rng: random.Random) -> list[Event]:
+        board = state.campaign
+        if isinstance(command, Look | Around):
+            _period(board, command.period, now)
+            _group(board, command.region, command.home)
+            return []
+        if isinstance(command, Champions):
+            _group(board, command.region, command.home)
+            return []
+        return rules.decide(state, command, now)
+
+    def evolve(self, state: BoardState, event: Event) -> BoardState:
+        return rules.evolve(state, event)
+
+    def version(self, state: BoardState) -> int:
+        return state.version
+
+    def applied(self, campaign: BoardCampaign, state: BoardState, event: Event) -> Applied:
+        cid = campaign.id
+        data = rules.event_to_dict(event)
+        if isinstance(event, Scored):
+            deadline = None
+            if state.flush_at is not None and state.flush_at == event.at + FLUSH_MS:
+                deadline = (state.flush_at, "flush")  # this event opened the flush window
+            return Applied(instance=event.order, seq=0, type=event.type, data=data,
+                           deadline=deadline)
+        frames: list[Publish] = []
+        if isinstance(event, Flushed):
+            for group, standing in event.boards:
+                frames.append(Publish(_topic(cid, group), state.seqs[group], {
+                    **self._frame(campaign, event.period, group, standing), "type": "board"}))
+            for group, user, rank, score in event.ranks:
+                frames.append(Publish(user_topic(user), 0, {
+                    "type": "rank_changed", "board": cid, "period": event.period,
+                    "region": None if group == EVERYONE else group, "rank": rank,
+                    "score": score}))
+            return Applied(instance=_BOARDS, seq=0, type=event.type, data=data,
+                           frames=frames)
+        # PeriodClosed
+        for group, standing in event.champions:
+            seq = state.seqs[group] - 1  # the champions, then the new period's board
+            frames.append(Publish(_topic(cid, group), seq, {
+                **self._frame(campaign, event.period, group, standing),
+                "type": "champions", "next": event.next}))
+            if standing:
+                frames.append(Publish(user_topic(standing[0][0]), 0, {
+                    "type": "champion", "board": cid, "period": event.period,
+                    "region": None if group == EVERYONE else group,
+                    "score": standing[0][1]}))
+        for group, standing in event.boards:
+            frames.append(Publish(_topic(cid, group), state.seqs[group], {
+                **self._frame(campaign, event.next, group, standing), "type": "board"}))
+        deadline = None
+        if periods.closes(campaign, event.next):
+            deadline = (periods.bounds(campaign, event.next)[1], f"close:{event.next}")
+        return Applied(instance=_CLOSED + event.period, seq=0, type=event.type, data=data,
+                       frames=frames, deadline=deadline)
+
+    @staticmethod
+    def _frame(board: BoardCampaign, period: str, group: str,
+               standing: Iterable[Standing]) -> dict[str, Any]:
+        return {"board": board.id, "period": period,
+                "region": None if group == EVERYONE else group,
+                "entries": _entries(standing)}
+
+    def decode(self, data: Mapping[str, Any]) -> Event:
+        return rules.event_from_dict(data)
+
+    def answer(self, campaign: BoardCampaign, state: BoardState, command: Command | Read,
+               events: Sequence[Event], now: int) -> str:
+        """get: `{"board", "period", "region", "entries": [{"rank", "user", "score"}],
+        "me": {"rank", "score"} | null, ...}`; around: the same with the entries ±k ranks
+        around the caller (none when unranked); champions: `{"board", "region",
+        "champions": [{"period", "entries", ...}]}`, newest first; the pipeline's
+        commands: `{"count": scores changed}`."""
+        if isinstance(command, Look | Around):
+            period = _period(campaign, command.period, now)
+            group = _group(campaign, command.region, command.home)
+            order = rules.ranking(state, period, group)
+            mine = next((i for i, row in enumerate(order) if row[0] == command.user), None)
+            me = None if mine is None else {"rank": mine + 1, "score": order[mine][1]}
+            if isinstance(command, Look):
+                shown = order[:command.limit or campaign.ranks]
+                first = 1
+            elif mine is None:
+                shown, first = [], 1
+            else:
+                first = max(0, mine - command.k) + 1
+                shown = order[first - 1:mine + command.k + 1]
+            return compact({**_head(campaign, period, group, now),
+                            "entries": _entries(((u, s) for u, s, _ in shown), first),
+                            "me": me})
+        if isinstance(command, Champions):
+            group = _group(campaign, command.region, command.home)
+            found = [(period, standing) for period, g, standing in reversed(state.champions)
+                     if g == group][:command.limit]
+            return compact({
+                "board": campaign.id, "region": None if group == EVERYONE else group,
+                "champions": [{**_head(campaign, period, group, now),
+                               "entries": _entries(standing),
+                               "champion": (None if not standing else
+                                            {"user": standing[0][0],
+                                             "score": standing[0][1]})}
+                              for period, standing in found]})
+        changed = sum(len(e.changes) for e in events if isinstance(e, Scored))
+        return compact({"count": changed} if isinstance(command, Score | Unscore) else {})
+
+    def note(self, campaign: BoardCampaign, state: BoardState, command: Command | Read,
+             events: Sequence[Event]) -> None:
+        return None  # answers are small: remembered whole
+
+    def recall(self, campaign: BoardCampaign, state: BoardState, note: str) -> str:
+        raise ValueError("the leaderboard remembers whole answers, never notes")
+
+    def deadlines(self, state: BoardState) -> Iterable[tuple[int, str]]:
+        return rules.deadlines(state)
+
+    def tick(self, key: str) -> Command:
+        return Tick(key)
+
+    def _board_rows(self, campaign: BoardCampaign, state: BoardState
+                    ) -> list[tuple[Any, ...]]:
+        period = state.open_period
+        end = min(periods.bounds(campaign, period)[1], campaign.ends_at)
+        return [(campaign.id, group, "open", period, group, None, None, None,
+                 [list(s) for s in state.shown.get(group, ())], end, seq)
+                for group, seq in state.seqs.items()]
+
+    def rows(self, campaign: BoardCampaign, state: BoardState, instances: Iterable[str]
+             ) -> list[tuple[Any, ...]]:
+        found: list[tuple[Any, ...]] = []
+        cid = campaign.id
+        for instance in instances:
+            if instance == _BOARDS:
+                found += self._board_rows(campaign, state)
+            elif instance.startswith(_CLOSED):
+                period = instance[len(_CLOSED):]
+                end = periods.bounds(campaign, period)[1]
+                found += [(cid, f"c|{period}|{group}", "champion", period, group, None, None,
+                           None, [list(s) for s in standing], end, 0)
+                          for p, group, standing in state.champions if p == period]
+                found += self._board_rows(campaign, state)
+            else:
+                scored = state.orders[instance][0]  # KeyError: no such order here
+                end = periods.bounds(campaign, scored.period)[1]
+                for group, user, _ in scored.changes:
+                    board = state.entries.get((scored.period, group))
+                    score, reached = (board.get(user) if board else None) or (0, 0)
+                    found.append((cid, f"e|{scored.period}|{group}|{user}", "entry",
+                                  scored.period, group, user, score, reached, None,
+                                  min(end, campaign.ends_at), reached))
+        return found
+
+    def rebuild(self, campaign: BoardCampaign, rows: Sequence[Mapping[str, Any]],
+                version: int) -> None:
+        return None  # never a snapshot (READ_MODEL.snapshot is False): events replayed
+
+    def view(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A group's board as its topic's snapshot shows it."""
+        region = row["region"]
+        return {"board": row["campaign"], "period": row["period"],
+                "region": None if region == EVERYONE else region,
+                "entries": _entries((u, s) for u, s in row["top"] or ()),
+                "ends_at": None if row["expires_at"] is None else iso(row["expires_at"]),
+                "seq": row["version"]}
+
+    def summary(self, state: BoardState) -> dict[str, int]:
+        return {"orders": len(state.orders), "champions": len(state.champions),
+                "entries": sum(len(board) for board in state.entries.values())}
+
+    def release(self, campaign: BoardCampaign, state: BoardState, now: int) -> BoardState:
+        return state  # scores of closed periods stay readable (`period=` of the past)
+
+
+GAME: Game[BoardCampaign, BoardState, Any, Event] = LeaderboardGame()

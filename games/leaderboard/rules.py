@@ -1,0 +1,392 @@
+"""The leaderboard's rules: scores from the pipeline's paid orders, taken back on refund,
+ranked with ties to whoever reached the score first, periods closed on time.
+
+A board's commands are the pipeline's notices (`Score` for a paid order with its facts,
+`Unscore` for its refund) and its deadlines (`Tick`): "flush", which publishes what
+changed since the last flush (so a board's topic carries at most two frames a second
+however many scores change), "close:{period}", which archives a period's final ranks, and
+"open", which publishes everyone's (empty) board at the start so its topic has a snapshot.
+
+Each entry is (score, reached): `reached` is the board's version when the entry got its
+score, so among equal scores the one reached first ranks higher (then the user id, which
+only breaks ties of two entries changed by one event). Ranks are exact integers from 1.
+An order counts once in the period its own timestamp falls in, whatever the period is
+when it arrives: a late order lands in its own (possibly closed) period, whose archived
+champions stay as archived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from games.errors import GameError
+from games.leaderboard.campaign import BoardCampaign
+from games.leaderboard.periods import ALL, bounds, closes, following, period_of
+from games.pmap import PMap
+
+EVERYONE = "all"  # the group of a board that ranks everyone together
+FLUSH_MS = 500  # frames of a board's topic are coalesced over this long
+# A user is told of their own rank changes while within this many ranks of the top.
+NOTIFY_WITHIN = 1000
+
+Standing = tuple[str, int]  # (user, score), in rank order
+Entry = tuple[int, int]  # (score, reached)
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the pipeline tells about a paid order: its amount (fen), when it was made
+    (epoch ms), its buyer's direct referrer, the commission each beneficiary earned on it
+    (user, level, fen), and the regions of the users involved as last recorded."""
+
+    amount: int
+    at: int
+    referrer: str | None
+    earned: tuple[tuple[str, int, int], ...]
+    regions: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A paid order of `buyer`."""
+
+    order: str
+    buyer: str
+    facts: Facts
+
+
+@dataclass(frozen=True)
+class Unscore:
+    """The refund of `order`."""
+
+    order: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A deadline came: "flush" or "close:{period}"."""
+
+    key: str
+
+
+Command = Score | Unscore | Tick
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scored:
+    """An order's scores (`refund`: taken back): `changes` are (group, user, delta) in
+    `period`, `members` (group, seller, buyer, delta) the orders of each direct member
+    who bought (the `members` metric's tally); `at` is the board's clock."""
+
+    order: str
+    period: str
+    changes: tuple[tuple[str, str, int], ...]
+    members: tuple[tuple[str, str, str, int], ...]
+    at: int
+    refund: bool = False
+    type: str = field(default="scored", init=False)
+
+
+@dataclass(frozen=True)
+class Flushed:
+    """What a board's topics show now: each changed group's top (in the open period),
+    and the users told of their new rank (None: out of the ranks told)."""
+
+    period: str
+    boards: tuple[tuple[str, tuple[Standing, ...]], ...]
+    ranks: tuple[tuple[str, str, int | None, int], ...]
+    at: int
+    type: str = field(default="flushed", init=False)
+
+
+@dataclass(frozen=True)
+class PeriodClosed:
+    """`period` ended: each group's final top (its champions), and the top of `next`."""
+
+    period: str
+    next: str
+    champions: tuple[tuple[str, tuple[Standing, ...]], ...]
+    boards: tuple[tuple[str, tuple[Standing, ...]], ...]
+    at: int
+    type: str = field(default="period_closed", init=False)
+
+
+Event = Scored | Flushed | PeriodClosed
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """Plain JSON-ready data for the event stream."""
+    return {name: getattr(event, name) for name in event.__dataclass_fields__}
+
+
+def _tops(raw: Iterable[Any]) -> tuple[tuple[str, tuple[Standing, ...]], ...]:
+    return tuple((str(g), tuple((str(u), int(s)) for u, s in top)) for g, top in raw)
+
+
+def event_from_dict(data: Mapping[str, Any]) -> Event:
+    """The inverse of `event_to_dict` (JSON made the tuples lists)."""
+    kind = data["type"]
+    if kind == "scored":
+        return Scored(data["order"], data["period"],
+                      tuple((g, u, int(d)) for g, u, d in data["changes"]),
+                      tuple((g, s, b, int(d)) for g, s, b, d in data["members"]),
+                      int(data["at"]), bool(data["refund"]))
+    if kind == "flushed":
+        return Flushed(data["period"], _tops(data["boards"]),
+                       tuple((g, u, r, int(s)) for g, u, r, s in data["ranks"]),
+                       int(data["at"]))
+    if kind == "period_closed":
+        return PeriodClosed(data["period"], data["next"], _tops(data["champions"]),
+                            _tops(data["boards"]), int(data["at"]))
+    raise KeyError(kind)
+
+
+# --- state ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoardState:
+    """All of one board.
+
+    `entries`: (period, group) -> user -> (score, reached); zero scores are left out.
+    `orders`: every order scored -> (its Scored, whether refunded since), so each counts
+    once and a refund takes back exactly what it added. `bought`: (period, group, seller,
+    buyer) -> the buyer's live orders (the `members` metric). `open_period`: the period
+    whose end is the next close (`all` never closes). `shown`: group -> the top its topic
+    shows; `seqs`: group -> its topic's seq; `told`: group -> user -> the rank they were
+    last told; `dirty`: groups changed in the open period since the last flush, due at
+    `flush_at`. `champions`: (period, group, final top), in closing order.
+    """
+
+    campaign: BoardCampaign
+    open_period: str
+    entries: PMap[tuple[str, str], PMap[str, Entry]] = field(default_factory=PMap)
+    orders: PMap[str, tuple[Scored, bool]] = field(default_factory=PMap)
+    bought: PMap[tuple[str, str, str, str], int] = field(default_factory=PMap)
+    shown: PMap[str, tuple[Standing, ...]] = field(default_factory=PMap)
+    seqs: PMap[str, int] = field(default_factory=PMap)
+    told: PMap[str, PMap[str, int]] = field(default_factory=PMap)
+    dirty: frozenset[str] = frozenset()
+    flush_at: int | None = None
+    champions: tuple[tuple[str, str, tuple[Standing, ...]], ...] = ()
+    version: int = 0
+
+
+def initial_state(campaign: BoardCampaign) -> BoardState:
+    """A board before any order: its first period is the one it starts in."""
+    return BoardState(campaign, period_of(campaign, campaign.starts_at))
+
+
+def ranking(state: BoardState, period: str, group: str) -> list[tuple[str, int, int]]:
+    """Every ranked user of (period, group) in rank order: (user, score, reached)."""
+    found = state.entries.get((period, group))
+    if not found:
+        return []
+    rows = [(user, score, reached) for user, (score, reached) in found.items()]
+    rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+    return rows
+
+
+def top(state: BoardState, period: str, group: str, n: int) -> tuple[Standing, ...]:
+    """The first `n` of (period, group)."""
+    return tuple((user, score) for user, score, _ in ranking(state, period, group)[:n])
+
+
+def groups_of(board: BoardCampaign, user: str, regions: Mapping[str, str]) -> list[str]:
+    """The groups a seller's score counts in: everyone's, and their region's on a
+    regional board (when one was recorded)."""
+    region = regions.get(user)
+    if board.regional and region and region != EVERYONE:
+        return [EVERYONE, region]
+    return [EVERYONE]
+
+
+def _credits(board: BoardCampaign, buyer: str, facts: Facts) -> list[tuple[str, int]]:
+    """(seller, points) an order earns on `board`'s metric (before grouping)."""
+    if board.metric == "commission":
+        return [(user, amount) for user, _, amount in facts.earned
+                if amount > 0 and user != buyer]
+    if facts.referrer is None or facts.referrer == buyer:
+        return []
+    if board.metric == "sales":
+        return [(facts.referrer, facts.amount)] if facts.amount > 0 else []
+    if board.metric == "orders":
+        return [(facts.referrer, 1)]
+    return []  # members: counted from the tally, see _score
+
+
+def _score(state: BoardState, command: Score, now: int) -> list[Event]:
+    board, facts = state.campaign, command.facts
+    period = period_of(board, facts.at)
+    changes: list[tuple[str, str, int]] = []
+    members: list[tuple[str, str, str, int]] = []
+    for seller, points in _credits(board, command.buyer, facts):
+        changes += [(g, seller, points) for g in groups_of(board, seller, facts.regions)]
+    if board.metric == "members" and facts.referrer not in (None, command.buyer):
+        seller = str(facts.referrer)
+        for g in groups_of(board, seller, facts.regions):
+            members.append((g, seller, command.buyer, 1))
+            if state.bought.get((period, g, seller, command.buyer), 0) == 0:
+                changes.append((g, seller, 1))  # a member's first order of the period
+    if not changes and not members:
+        return []  # nothing on this board: a repeat decides the same nothing
+    return [Scored(command.order, period, tuple(changes), tuple(members), now)]
+
+
+def _unscore(state: BoardState, command: Unscore, now: int) -> list[Event]:
+    found = state.orders.get(command.order)
+    if found is None or found[1]:
+        return []  # never scored here, or taken back already
+    scored = found[0]
+    changes = [(g, u, -d) for g, u, d in scored.changes if d]
+    members = [(g, seller, buyer, -d) for g, seller, buyer, d in scored.members]
+    if state.campaign.metric == "members":
+        # The member stops counting when their last live order of the period goes.
+        changes = []
+        for g, seller, buyer, _ in scored.members:
+            if state.bought.get((scored.period, g, seller, buyer), 0) == 1:
+                changes.append((g, seller, -1))
+    return [Scored(command.order, scored.period, tuple(changes), tuple(members), now,
+                   refund=True)]
+
+
+def _flush(state: BoardState, now: int, opening: bool = False) -> list[Event]:
+    """Publish what changed (`opening`: also everyone's board, so its topic has a
+    snapshot from the start)."""
+    if opening:
+        if EVERYONE in state.seqs:
+            return []
+    elif state.flush_at is None or now < state.flush_at:
+        return []
+    board, period = state.campaign, state.open_period
+    boards: list[tuple[str, tuple[Standing, ...]]] = []
+    ranks: list[tuple[str, str, int | None, int]] = []
+    for group in sorted(state.dirty | ({EVERYONE} if opening else set())):
+        order = ranking(state, period, group)
+        shown = tuple((u, s) for u, s, _ in order[:board.ranks])
+        if shown != state.shown.get(group, ()) or group not in state.seqs:
+            boards.append((group, shown))
+        told = state.told.get(group) or PMap()
+        seen: set[str] = set()
+        for index, (user, score, _) in enumerate(order[:NOTIFY_WITHIN]):
+            seen.add(user)
+            if told.get(user) != index + 1:
+                ranks.append((group, user, index + 1, score))
+        for user in told:
+            if user not in seen:  # fell out of the ranks told (or out of the board)
+                entry = (state.entries.get((period, group)) or PMap()).get(user)
+                ranks.append((group, user, None, 0 if entry is None else entry[0]))
+    return [Flushed(period, tuple(boards), tuple(ranks), now)]
+
+
+def _close(state: BoardState, period: str, now: int) -> list[Event]:
+    board = state.campaign
+    if period != state.open_period or period == ALL or not closes(board, period) \
+            or now < bounds(board, period)[1]:
+        return []  # not the open period, or not over yet
+    nxt = following(board, period)
+    # Periods that passed with nothing in them while no owner ran are skipped, not each
+    # archived empty (a board started long ago would close every week since).
+    while now >= bounds(board, nxt)[1] and closes(board, following(board, nxt)) and not any(
+            p == nxt for p, _ in state.entries):
+        nxt = following(board, nxt)
+    groups = sorted({g for (p, g) in state.entries if p in (period, nxt)} | set(state.seqs))
+    champions = tuple((g, standing) for g in groups
+                      if (standing := top(state, period, g, board.ranks)))
+    boards = tuple((g, top(state, nxt, g, board.ranks)) for g in groups)
+    return [PeriodClosed(period, nxt, champions, boards, now)]
+
+
+def decide(state: BoardState, command: Command, now: int) -> list[Event]:
+    """The events `command` causes at `now` (a repeat of a scored order: none)."""
+    if isinstance(command, Score):
+        if command.order in state.orders:
+            return []
+        return _score(state, command, now)
+    if isinstance(command, Unscore):
+        return _unscore(state, command, now)
+    if command.key in ("flush", "open"):
+        return _flush(state, now, opening=command.key == "open")
+    if command.key.startswith("close:"):
+        return _close(state, command.key[len("close:"):], now)
+    raise GameError("invalid_request", f"no deadline {command.key!r} on a leaderboard")
+
+
+def _bump(tally: PMap[Any, int], key: Any, delta: int) -> PMap[Any, int]:
+    value = tally.get(key, 0) + delta
+    return tally.remove(key) if value == 0 else tally.set(key, value)
+
+
+def evolve(state: BoardState, event: Event) -> BoardState:
+    """`state` after `event` (events are trusted: decide made them valid)."""
+    version = state.version + 1
+    if isinstance(event, Scored):
+        entries = state.entries
+        dirty = set(state.dirty)
+        for group, user, delta in event.changes:
+            if not delta:
+                continue
+            key = (event.period, group)
+            board = entries.get(key) or PMap()
+            score = board.get(user, (0, 0))[0] + delta
+            board = board.set(user, (score, version)) if score > 0 else board.remove(user)
+            entries = entries.set(key, board) if board else entries.remove(key)
+            if event.period == state.open_period:
+                dirty.add(group)
+        bought = state.bought
+        for group, seller, buyer, delta in event.members:
+            bought = _bump(bought, (event.period, group, seller, buyer), delta)
+        orders = state.orders
+        if event.refund:
+            orders = orders.set(event.order, (orders[event.order][0], True))
+        else:
+            orders = orders.set(event.order, (event, False))
+        flush_at = state.flush_at
+        if dirty and flush_at is None:
+            flush_at = event.at + FLUSH_MS
+        return replace(state, entries=entries, orders=orders, bought=bought,
+                       dirty=frozenset(dirty), flush_at=flush_at, version=version)
+    if isinstance(event, Flushed):
+        shown, seqs, told = state.shown, state.seqs, state.told
+        for group, standing in event.boards:
+            shown = shown.set(group, standing)
+            seqs = seqs.set(group, seqs.get(group, 0) + 1)
+        for group, user, rank, _ in event.ranks:
+            mine = told.get(group) or PMap()
+            mine = mine.remove(user) if rank is None else mine.set(user, rank)
+            told = told.set(group, mine)
+        return replace(state, shown=shown, seqs=seqs, told=told, dirty=frozenset(),
+                       flush_at=None, version=version)
+    # PeriodClosed: a frame of its champions on each group's topic that had any, then
+    # one of the new period's top on each.
+    shown, seqs = state.shown, state.seqs
+    for group, _ in event.champions:
+        seqs = seqs.set(group, seqs.get(group, 0) + 1)
+    for group, standing in event.boards:
+        shown = shown.set(group, standing)
+        seqs = seqs.set(group, seqs.get(group, 0) + 1)
+    champions = state.champions + tuple((event.period, g, standing)
+                                        for g, standing in event.champions)
+    return replace(state, open_period=event.next, shown=shown, seqs=seqs, told=PMap(),
+                   dirty=frozenset(), flush_at=None, champions=champions, version=version)
+
+
+def deadlines(state: BoardState) -> list[tuple[int, str]]:
+    """The deadlines `state` holds: its pending flush, and the open period's close."""
+    found = []
+    if EVERYONE not in state.seqs:
+        found.append((state.campaign.starts_at, "open"))
+    if state.flush_at is not None:
+        found.append((state.flush_at, "flush"))
+    board, period = state.campaign, state.open_period
+    if period != ALL and closes(board, period):
+        found.append((bounds(board, period)[1], f"close:{period}"))
+    return found

@@ -1,0 +1,44 @@
+"""Where users are: the `region` claim of each user's token, as a gateway last saw it.
+
+A leaderboard ranks a seller in the region recorded for them when their order's notice
+is written (actors.notices). A gateway records the claim when the user acts, remembering
+what it wrote so a user's calls cost one write per change of region, not one per call.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import asyncpg
+
+CACHED = 100_000  # users a gateway remembers the recorded region of
+
+
+class Regions:
+    """Records users' regions in `user_regions`, skipping what is recorded already."""
+
+    def __init__(self, pool: asyncpg.Pool, cached: int = CACHED) -> None:
+        self._pool = pool
+        self._cached = cached
+        self._known: OrderedDict[str, str] = OrderedDict()
+
+    async def note(self, user: str, region: str | None) -> None:
+        """Record that `user` acts from `region` (None: the token has no region; what was
+        recorded stays)."""
+        if region is None or self._known.get(user) == region:
+            return
+        await self._pool.execute(
+            "INSERT INTO user_regions (user_id, region) VALUES ($1, $2)"
+            " ON CONFLICT (user_id) DO UPDATE SET region = EXCLUDED.region, updated_at = now()"
+            " WHERE user_regions.region IS DISTINCT FROM EXCLUDED.region", user, region)
+        self._known[user] = region
+        self._known.move_to_end(user)
+        if len(self._known) > self._cached:
+            self._known.popitem(last=False)
+
+
+async def region_of(conn: asyncpg.Connection | asyncpg.Pool, user: str) -> str | None:
+    """The region recorded for `user`, if any."""
+    found: str | None = await conn.fetchval(
+        "SELECT region FROM user_regions WHERE user_id = $1", user)
+    return found

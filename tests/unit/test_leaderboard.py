@@ -1,0 +1,336 @@
+"""The leaderboard's pure rules: periods in a time zone, scores once per order, refunds,
+ties to whoever reached the score first, coalesced flushes and periods closed once."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from games.commission import Rates
+from games.errors import GameError
+from games.leaderboard import GAME, periods, rules
+from games.leaderboard.campaign import BoardCampaign, parse_campaign
+from games.leaderboard.rules import (
+    EVERYONE,
+    FLUSH_MS,
+    BoardState,
+    Facts,
+    Flushed,
+    PeriodClosed,
+    Score,
+    Tick,
+    Unscore,
+)
+from games.settings import ConfigError, Table
+
+RNG = random.Random(0)
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def board(**over: Any) -> BoardCampaign:
+    fields: dict[str, Any] = {
+        "id": "b", "title": "B", "starts_at": ms("2026-01-01T00:00:00+08:00"),
+        "ends_at": ms("2030-01-01T00:00:00+08:00"), "metric": "sales", "period": "weekly",
+        "scope": "everyone", "ranks": 3}
+    fields.update(over)
+    return BoardCampaign(**fields)
+
+
+# --- periods ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("period", "reset", "moment", "name"), [
+    # Shanghai is UTC+8: 2026-11-30 16:00 UTC is Tuesday 00:00 there.
+    ("weekly", 0, "2026-12-01T00:00:00+08:00", "2026-W49"),
+    ("weekly", 0, "2026-11-30T00:00:00+08:00", "2026-W49"),  # Monday starts the week
+    ("weekly", 0, "2026-11-29T23:59:59+08:00", "2026-W48"),
+    ("weekly", 0, "2026-11-29T16:00:00+00:00", "2026-W49"),  # UTC Sunday, Monday there
+    ("weekly", 360, "2026-11-30T05:59:59+08:00", "2026-W48"),  # before the 06:00 reset
+    ("weekly", 0, "2027-01-01T00:00:00+08:00", "2026-W53"),  # ISO weeks
+    ("daily", 0, "2026-12-01T23:59:59+08:00", "2026-12-01"),
+    ("daily", 360, "2026-12-02T05:00:00+08:00", "2026-12-01"),
+    ("monthly", 0, "2026-12-31T23:59:59+08:00", "2026-12"),
+    ("monthly", 0, "2026-12-31T16:00:00+00:00", "2027-01"),
+    ("all", 0, "2026-12-01T00:00:00+08:00", "all"),
+])
+def test_a_moment_falls_in_the_period_of_its_local_time(period: str, reset: int,
+                                                        moment: str, name: str) -> None:
+    b = board(period=period, reset_minutes=reset)
+    assert periods.period_of(b, ms(moment)) == name
+    assert periods.valid(b, name)
+    start, end = periods.bounds(b, name)
+    assert start <= ms(moment) < end
+    assert periods.period_of(b, start) == name and periods.period_of(b, end - 1) == name
+    assert periods.period_of(b, end) == periods.following(b, name) != name or period == "all"
+
+
+@pytest.mark.parametrize(("period", "name"), [
+    ("weekly", "2026-12"), ("weekly", "2026-W54"), ("daily", "2026-02-30"),
+    ("monthly", "2026-13"), ("monthly", "2026-W01"), ("all", "2026-12"),
+])
+def test_a_name_of_another_kind_of_period_is_no_period(period: str, name: str) -> None:
+    assert not periods.valid(board(period=period), name)
+
+
+def test_a_weekly_period_starts_on_monday_at_the_reset_in_the_zone() -> None:
+    b = board(reset_minutes=360)
+    assert periods.bounds(b, "2026-W49") == (ms("2026-11-30T06:00:00+08:00"),
+                                             ms("2026-12-07T06:00:00+08:00"))
+
+
+def test_config_refusals_name_their_key() -> None:
+    base = {"id": "b", "kind": "leaderboard", "title": "B", "metric": "sales",
+            "period": "weekly", "starts_at": "2026-01-01T00:00:00+08:00",
+            "ends_at": "2027-01-01T00:00:00+08:00"}
+    good = parse_campaign(Table("t", "campaigns[0]", dict(base)), Rates(0, 0))
+    assert (good.scope, good.ranks, good.zone) == ("everyone", 10, "Asia/Shanghai")
+    for key, value in (("metric", "likes"), ("period", "yearly"), ("scope", "city"),
+                       ("ranks", 0), ("reset_at", "24:00"), ("time_zone", "Mars/Base"),
+                       ("extra", 1)):
+        with pytest.raises(ConfigError, match=key):
+            parse_campaign(Table("t", "campaigns[0]", {**base, key: value}), Rates(0, 0))
+
+
+# --- scores -----------------------------------------------------------------------------
+
+T = ms("2026-12-01T12:00:00+08:00")  # inside 2026-W49
+
+
+def facts(amount: int, referrer: str | None, at: int = T,
+          earned: tuple[tuple[str, int, int], ...] = (),
+          regions: dict[str, str] | None = None) -> Facts:
+    return Facts(amount, at, referrer, earned, regions or {})
+
+
+def run(state: BoardState, command: Any, now: int = T) -> tuple[BoardState, list[Any]]:
+    events = rules.decide(state, command, now)
+    for event in events:
+        state = rules.evolve(state, event)
+    return state, events
+
+
+def standings(state: BoardState, period: str = "2026-W49", group: str = EVERYONE
+              ) -> list[tuple[str, int]]:
+    return [(u, s) for u, s, _ in rules.ranking(state, period, group)]
+
+
+def test_ties_go_to_whoever_reached_the_score_first() -> None:
+    state = rules.initial_state(board())
+    for order, (buyer, seller, amount) in enumerate(
+            [("x", "carol", 100), ("y", "bob", 300), ("z", "alice", 200),
+             ("w", "carol", 200)]):
+        state, _ = run(state, Score(f"o{order}", buyer, facts(amount, seller)))
+    # bob reached 300 before carol did.
+    assert standings(state) == [("bob", 300), ("carol", 300), ("alice", 200)]
+
+
+def test_an_order_scores_once_and_its_refund_takes_it_back_once() -> None:
+    state = rules.initial_state(board())
+    state, first = run(state, Score("o1", "x", facts(500, "alice")))
+    assert len(first) == 1
+    again, repeat = run(state, Score("o1", "x", facts(500, "alice")))
+    assert repeat == [] and again is state
+    state, _ = run(state, Score("o2", "y", facts(100, "alice")))
+    state, back = run(state, Unscore("o1"))
+    assert [e.refund for e in back] == [True]
+    assert standings(state) == [("alice", 100)]
+    assert run(state, Unscore("o1"))[1] == [] and run(state, Unscore("o9"))[1] == []
+    state, _ = run(state, Unscore("o2"))
+    assert standings(state) == []
+
+
+@pytest.mark.parametrize(("metric", "expected"), [
+    ("sales", [("alice", 700)]),
+    ("orders", [("alice", 3)]),
+    ("members", [("alice", 2)]),  # x bought twice: one member
+    ("commission", [("alice", 70), ("root", 14)]),
+])
+def test_each_metric_scores_its_own_measure(metric: str, expected: list[tuple[str, int]]
+                                           ) -> None:
+    state = rules.initial_state(board(metric=metric))
+    for order, (buyer, amount) in enumerate([("x", 100), ("x", 200), ("y", 400)]):
+        earned = (("alice", 1, amount // 10), ("root", 2, amount // 50))
+        state, _ = run(state, Score(f"o{order}", buyer, facts(amount, "alice",
+                                                              earned=earned)))
+    assert standings(state) == expected
+
+
+def test_a_member_stops_counting_when_their_last_order_is_refunded() -> None:
+    state = rules.initial_state(board(metric="members"))
+    state, _ = run(state, Score("o1", "x", facts(100, "alice")))
+    state, _ = run(state, Score("o2", "x", facts(100, "alice")))
+    state, _ = run(state, Unscore("o1"))
+    assert standings(state) == [("alice", 1)]
+    state, _ = run(state, Unscore("o2"))
+    assert standings(state) == []
+
+
+def test_a_regional_board_ranks_each_region_and_everyone() -> None:
+    state = rules.initial_state(board(scope="region"))
+    regions = {"alice": "YN", "bob": "SH"}
+    state, _ = run(state, Score("o1", "x", facts(100, "alice", regions=regions)))
+    state, _ = run(state, Score("o2", "y", facts(300, "bob", regions=regions)))
+    state, _ = run(state, Score("o3", "z", facts(200, "nobody", regions=regions)))
+    assert standings(state, group="YN") == [("alice", 100)]
+    assert standings(state, group="SH") == [("bob", 300)]
+    assert standings(state) == [("bob", 300), ("nobody", 200), ("alice", 100)]
+
+
+def test_a_self_referral_or_no_referrer_scores_nothing() -> None:
+    state = rules.initial_state(board())
+    assert run(state, Score("o1", "x", facts(100, None)))[1] == []
+    assert run(state, Score("o1", "x", facts(100, "x")))[1] == []
+
+
+# --- live and periods -------------------------------------------------------------------
+
+
+def test_scores_are_flushed_once_per_window_with_rank_changes() -> None:
+    state = BoardState(board(), "2026-W49")
+    state, opened = run(state, Tick("open"), T)
+    assert isinstance(opened[0], Flushed) and opened[0].boards == ((EVERYONE, ()),)
+    for n in range(20):
+        state, _ = run(state, Score(f"o{n}", "x", facts(10 + n, f"s{n % 5}")), T + n)
+    assert state.flush_at == T + FLUSH_MS
+    assert run(state, Tick("flush"), T + FLUSH_MS - 1)[1] == []
+    state, [flushed] = run(state, Tick("flush"), T + FLUSH_MS)
+    assert isinstance(flushed, Flushed)
+    assert [b[0] for b in flushed.boards] == [EVERYONE]
+    assert flushed.boards[0][1] == tuple(standings(state)[:3])
+    assert sorted(r[1] for r in flushed.ranks) == [f"s{n}" for n in range(5)]
+    assert state.flush_at is None and run(state, Tick("flush"), T + 10_000)[1] == []
+    # A score that changes nobody's rank and the top: a flush with no frames for them.
+    state, _ = run(state, Score("p", "y", facts(1, "s0")), T + 20_000)
+    state, [quiet] = run(state, Tick("flush"), T + 30_000)
+    assert isinstance(quiet, Flushed) and quiet.ranks == ()
+
+
+def test_a_period_closes_once_on_time_and_late_orders_land_in_their_own() -> None:
+    b = board()
+    end = periods.bounds(b, "2026-W49")[1]
+    state = BoardState(b, "2026-W49")
+    state, _ = run(state, Score("o1", "x", facts(100, "alice")))
+    assert (end, "close:2026-W49") in rules.deadlines(state)
+    assert run(state, Tick("close:2026-W49"), end - 1)[1] == []
+    state, [closed] = run(state, Tick("close:2026-W49"), end)
+    assert isinstance(closed, PeriodClosed) and closed.next == "2026-W50"
+    assert state.champions == (("2026-W49", EVERYONE, (("alice", 100),)),)
+    assert run(state, Tick("close:2026-W49"), end + 5)[1] == []  # archived once
+    assert (periods.bounds(b, "2026-W50")[1], "close:2026-W50") in rules.deadlines(state)
+    # An order made before the end, arriving after it: its own week, not the new one.
+    state, _ = run(state, Score("o2", "y", facts(50, "bob", at=end - 1)), end + 10)
+    assert standings(state, "2026-W49") == [("alice", 100), ("bob", 50)]
+    assert standings(state, "2026-W50") == []
+    assert state.champions[0][2] == (("alice", 100),)  # the archive stays as it was
+
+
+def test_events_survive_their_codec() -> None:
+    b = board(scope="region", metric="members")
+    state = replayed = BoardState(b, "2026-W49")
+    commands: list[tuple[Any, int]] = [
+        (Tick("open"), T), (Score("o1", "x", facts(100, "alice", regions={"alice": "YN"})), T),
+        (Tick("flush"), T + FLUSH_MS), (Unscore("o1"), T + FLUSH_MS),
+        (Tick(f"close:{periods.period_of(b, T)}"), periods.bounds(b, "2026-W49")[1])]
+    for command, now in commands:
+        state, events = run(state, command, now)
+        for event in events:
+            replayed = rules.evolve(replayed, GAME.decode(GAME.applied(b, state, event).data))
+    assert replayed == state
+
+
+# --- the property: ranks equal a sort of an independent tally ---------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 7), st.integers(0, 4),
+                          st.integers(1, 5), st.integers(0, 20), st.booleans()),
+                min_size=1, max_size=80))
+def test_ranks_equal_a_sort_of_the_tally(ops: list[tuple[int, int, int, int, int, bool]]
+                                         ) -> None:
+    b = board(scope="region", period="daily")
+    state = rules.initial_state(b)
+    day = 86_400_000
+    tally: dict[tuple[str, str, str], tuple[int, int]] = {}  # (period, group, user)
+    counted: dict[str, tuple[str, list[tuple[str, str, int]]]] = {}
+    refunded: set[str] = set()
+    version = 0
+    for order_n, seller_n, day_n, amount, region_n, refund in ops:
+        order, seller = f"o{order_n}", f"s{seller_n}"
+        if refund:
+            command: Any = Unscore(order)
+        else:
+            region = {seller: ["YN", "SH", "BJ"][region_n % 3]} if region_n < 15 else {}
+            command = Score(order, f"b{order_n}", facts(amount * 100, seller,
+                                                        at=T + day_n * day, regions=region))
+        state, events = run(state, command, T)
+        # The model: an order counts once; a refund takes it back once.
+        if refund and order in counted and order not in refunded:
+            refunded.add(order)
+            period, changes = counted[order]
+            version += 1
+            for group, user, delta in changes:
+                score = tally[(period, group, user)][0] - delta
+                tally[(period, group, user)] = (score, version)
+        elif not refund and order not in counted:
+            period = periods.period_of(b, T + day_n * day)
+            groups = [EVERYONE] + ([command.facts.regions[seller]]
+                                   if seller in command.facts.regions else [])
+            changes = [(g, seller, amount * 100) for g in groups]
+            counted[order] = (period, changes)
+            version += 1
+            for group, user, delta in changes:
+                score = tally.get((period, group, user), (0, 0))[0] + delta
+                tally[(period, group, user)] = (score, version)
+        assert len(events) <= 1 and state.version == version
+    for period, group in {(p, g) for p, g, _ in tally}:
+        expected = sorted(((u, s, r) for (p, g, u), (s, r) in tally.items()
+                           if p == period and g == group and s > 0),
+                          key=lambda e: (-e[1], e[2], e[0]))
+        assert rules.ranking(state, period, group) == expected
+
+
+# --- the game's reads -------------------------------------------------------------------
+
+
+def test_reads_validate_period_and_region() -> None:
+    b = board()
+    state = rules.initial_state(b)
+    look = GAME.command("leaderboard.get", "u", {"period": "2026-12"})
+    with pytest.raises(GameError, match="not a period"):
+        GAME.decide(state, look, T, RNG)
+    regional = GAME.command("leaderboard.get", "u", {"region": "YN"})
+    with pytest.raises(GameError, match="no regions"):
+        GAME.decide(state, regional, T, RNG)
+    with pytest.raises(GameError):
+        GAME.command("leaderboard.score", "u", {"order": "o1", "facts": {"amount": "x"}})
+
+
+def test_get_and_around_me_answer_ranks_and_the_callers_standing() -> None:
+    import json
+    b = board()
+    state = rules.initial_state(b)
+    for n in range(8):
+        state, _ = run(state, Score(f"o{n}", "x", facts(100 * (8 - n), f"s{n}")))
+    got = json.loads(GAME.answer(b, state, GAME.command("leaderboard.get", "s5", {}), [], T))
+    assert got["period"] == "2026-W49" and got["region"] is None
+    assert got["entries"] == [{"rank": 1, "user": "s0", "score": 800},
+                              {"rank": 2, "user": "s1", "score": 700},
+                              {"rank": 3, "user": "s2", "score": 600}]
+    assert got["me"] == {"rank": 6, "score": 300}
+    around = json.loads(GAME.answer(b, state, GAME.command(
+        "leaderboard.around", "s5", {"k": 2}), [], T))
+    assert [e["rank"] for e in around["entries"]] == [4, 5, 6, 7, 8]
+    top = json.loads(GAME.answer(b, state, GAME.command(
+        "leaderboard.around", "s0", {"k": 1}), [], T))
+    assert [e["user"] for e in top["entries"]] == ["s0", "s1"]
+    nobody = json.loads(GAME.answer(b, state, GAME.command(
+        "leaderboard.around", "zed", {}), [], T))
+    assert nobody["entries"] == [] and nobody["me"] is None
