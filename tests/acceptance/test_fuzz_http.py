@@ -438,7 +438,8 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
     is_lottery = template.startswith("/api/lotteries/")
     values = {"campaign": "cutstorm" if is_bargain else "luck" if is_lottery else "guard",
               "group": world.group, "bargain": world.bargain, "order": str(_MISSING),
-              "withdrawal": str(_MISSING), "user": _fresh("fzt")}
+              "withdrawal": str(_MISSING), "user": _fresh("fzt"),
+              "asset": "home.css" if status == 200 else "nope.css"}
     body: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     query = ""
