@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from server import state
+from server import pages, state
 from server.auth import Identity
 from server.errors import ApiError
 from server.gateway import METHODS, STORAGE_DOWN, Method, encode
@@ -348,3 +348,4 @@ def routes(app: web.Application) -> None:
                         _review("withdrawals.approve"))
     app.router.add_post("/api/admin/withdrawals/{withdrawal}/reject",
                         _review("withdrawals.reject"))
+    pages.routes(app)  # the H5 homepage and fission.js (server/pages.py)
