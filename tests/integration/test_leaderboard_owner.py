@@ -1,0 +1,413 @@
+"""Leaderboards on the generic owner, against real Postgres and Redis: 10,000 random score
+events across 1,000 users ranked exactly as a sort in the test (ties, regions, periods),
+the same ranks after a restart with Redis wiped and after every event is sent twice,
+periods closed once on a moved clock with late events in their own period, and the
+pipeline's notices (facts, refunds, redelivery) end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from actors.owner import Owner
+from actors.pipeline_worker import PipelineWorker
+from games.leaderboard import periods
+from games.leaderboard.campaign import BoardCampaign
+from storage.live import Live
+from storage.regions import Regions
+from tests.integration.conftest import T0, Clock, Factory, make_config
+from tests.support.services import Services
+
+pytestmark = pytest.mark.integration
+
+DAY = 86_400_000
+REGIONS = ("YN", "SH", "BJ", "GD", "ZJ")
+
+
+def board(cid: str, *, metric: str = "sales", period: str = "weekly",
+          scope: str = "everyone", ranks: int = 10, **extra: Any) -> dict[str, Any]:
+    """One leaderboard campaign table, running 2020-2099."""
+    return {"id": cid, "kind": "leaderboard", "title": f"Test {cid}",
+            "starts_at": "2020-01-01T00:00:00+00:00", "ends_at": "2099-01-01T00:00:00+00:00",
+            "metric": metric, "period": period, "scope": scope, "ranks": ranks, **extra}
+
+
+BOARDS = [board("sales-week", scope="region"), board("comm-day", metric="commission",
+                                                      period="daily"),
+          board("orders-month", metric="orders", period="monthly"),
+          board("members-all", metric="members", period="all", scope="region")]
+
+
+def score(cid: str, order: str, buyer: str, facts: dict[str, Any], key: str | None = None
+          ) -> dict[str, Any]:
+    return {"method": "leaderboard.score", "campaign": cid, "user": buyer,
+            "key": key or f"leaderboard.score:{order}",
+            "params": {"order": order, "facts": facts}}
+
+
+def unscore(cid: str, order: str, buyer: str, key: str | None = None) -> dict[str, Any]:
+    return {"method": "leaderboard.unscore", "campaign": cid, "user": buyer,
+            "key": key or f"leaderboard.unscore:{order}", "params": {"order": order}}
+
+
+def read(cid: str, method: str, user: str = "viewer", **params: Any) -> dict[str, Any]:
+    return {"method": f"leaderboard.{method}", "campaign": cid, "user": user, "key": None,
+            "params": params}
+
+
+class Model:
+    """The boards' ranks worked out independently: a tally per (period, group, user) and
+    the index of the event that last changed it; ranks by sorting."""
+
+    def __init__(self, campaign: BoardCampaign) -> None:
+        self.board = campaign
+        self.tally: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self.members: dict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.orders: dict[str, tuple[str, str, dict[str, Any], bool]] = {}
+        self.clock = 0
+
+    def _groups(self, user: str, regions: dict[str, str]) -> list[str]:
+        if self.board.scope == "region" and user in regions:
+            return ["all", regions[user]]
+        return ["all"]
+
+    def _add(self, period: str, group: str, user: str, delta: int) -> None:
+        score, _ = self.tally.get((period, group, user), (0, 0))
+        self.tally[(period, group, user)] = (score + delta, self.clock)
+
+    def apply(self, kind: str, order: str, buyer: str, facts: dict[str, Any]) -> None:
+        self.clock += 1
+        if kind == "score":
+            if order in self.orders:
+                return
+            self.orders[order] = (buyer, periods.period_of(self.board, facts["at"]), facts,
+                                  False)
+            sign = 1
+        else:
+            if order not in self.orders or self.orders[order][3]:
+                return
+            buyer, _, facts, _ = self.orders[order]
+            self.orders[order] = (*self.orders[order][:3], True)
+            sign = -1
+        period = self.orders[order][1]
+        metric, referrer, regions = self.board.metric, facts["referrer"], facts["regions"]
+        if metric == "commission":
+            for user, _, amount in facts["earned"]:
+                for g in self._groups(user, regions):
+                    self._add(period, g, user, sign * amount)
+            return
+        if referrer is None:
+            return
+        for g in self._groups(referrer, regions):
+            if metric == "sales":
+                self._add(period, g, referrer, sign * facts["amount"])
+            elif metric == "orders":
+                self._add(period, g, referrer, sign)
+            else:
+                key = (period, g, referrer, buyer)
+                before = self.members[key]
+                self.members[key] += sign
+                if (before, self.members[key]) in ((0, 1), (1, 0)):
+                    self._add(period, g, referrer, sign)
+
+    def ranks(self) -> dict[tuple[str, str], list[tuple[str, int]]]:
+        found: dict[tuple[str, str], list[tuple[str, int, int]]] = defaultdict(list)
+        for (period, group, user), (score, at) in self.tally.items():
+            if score > 0:
+                found[(period, group)].append((user, score, at))
+        return {key: [(u, s) for u, s, _ in sorted(rows, key=lambda r: (-r[1], r[2], r[0]))]
+                for key, rows in found.items()}
+
+
+async def postgres_ranks(conn: asyncpg.Connection, cid: str
+                         ) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """The ranks Postgres holds: the entry rows in rank order."""
+    found: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    for r in await conn.fetch(
+            "SELECT period, region, user_id, score FROM leaderboards WHERE campaign = $1"
+            " AND status = 'entry' AND score > 0 ORDER BY period, region, score DESC, reached,"
+            " user_id", cid):
+        found[(r["period"], r["region"])].append((r["user_id"], r["score"]))
+    return dict(found)
+
+
+def random_events(rng: random.Random, n: int, users: int
+                  ) -> tuple[list[tuple[str, str, str, dict[str, Any]]], dict[str, str]]:
+    """`n` pipeline events: paid orders (at times spread over three weeks) and refunds."""
+    names = [f"u{i}" for i in range(users)]
+    regions = {u: rng.choice(REGIONS) for u in names if rng.random() < 0.8}
+    referrer = {u: rng.choice(names) for u in names if rng.random() < 0.9}
+    events: list[tuple[str, str, str, dict[str, Any]]] = []
+    paid: list[tuple[str, str, dict[str, Any]]] = []
+    for i in range(n):
+        if paid and rng.random() < 0.15:
+            order, buyer, facts = rng.choice(paid)
+            events.append(("unscore", order, buyer, facts))
+            continue
+        buyer = rng.choice(names)
+        # Few distinct amounts: many equal scores, so ties are common.
+        amount = rng.choice((100, 200, 500, 1000, 1990))
+        first = referrer.get(buyer)
+        second = referrer.get(first) if first is not None else None
+        earned = [[u, level, amount * bps // 10_000] for level, (u, bps) in enumerate(
+            ((first, 1000), (second, 300)), start=1) if u is not None and u != buyer]
+        involved = {buyer, first, second}
+        facts = {"amount": amount, "at": T0 + rng.randrange(-10 * DAY, 10 * DAY),
+                 "referrer": first if first != buyer else None, "earned": earned,
+                 "regions": {u: regions[u] for u in involved if u in regions}}
+        order = f"o{i}"
+        paid.append((order, buyer, facts))
+        events.append(("score", order, buyer, facts))
+    return events, regions
+
+
+async def owner_ranks(shard: Owner, cid: str, keys: list[tuple[str, str]]
+                      ) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """The top 100 of each (period, group) as the owner answers `leaderboard.get`."""
+    answers = await shard.submit([read(cid, "get", period=p, region=g, limit=100)
+                                  for p, g in keys])
+    found = {}
+    for (p, g), answer in zip(keys, answers, strict=True):
+        assert answer["ok"], answer
+        entries = answer["result"]["entries"]
+        assert [e["rank"] for e in entries] == list(range(1, len(entries) + 1))
+        found[(p, g)] = [(e["user"], e["score"]) for e in entries]
+    return found
+
+
+async def test_ten_thousand_events_rank_as_a_sort_through_restarts_and_replays(
+        clean: Services, shard_factory: Factory) -> None:
+    rng = random.Random(14)
+    config = make_config(clean, *BOARDS)
+    campaigns = {c.id: c for c in config.campaigns}
+    assert all(isinstance(c, BoardCampaign) for c in campaigns.values())
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    events, _ = random_events(rng, 10_000, 1_000)
+    models = {cid: Model(c) for cid, c in campaigns.items()}  # type: ignore[arg-type]
+    commands: list[dict[str, Any]] = []
+    for kind, order, buyer, facts in events:
+        for cid, model in models.items():
+            model.apply(kind, order, buyer, facts)
+            commands.append(score(cid, order, buyer, facts) if kind == "score"
+                            else unscore(cid, order, buyer))
+    first: list[dict[str, Any]] = []
+    for at in range(0, len(commands), 500):
+        first += await shard.submit(commands[at:at + 500])
+    assert all(a["ok"] for a in first)
+    expected = {cid: model.ranks() for cid, model in models.items()}
+    assert sum(len(r) for ranks in expected.values() for r in ranks.values()) > 5_000
+    ties = sum(1 for ranks in expected.values() for rows in ranks.values()
+               for a, b in itertools.pairwise(rows) if a[1] == b[1])
+    assert ties > 1_000  # the test exercises ties, not just distinct scores
+    assert {g for ranks in expected.values() for _, g in ranks} == {"all", *REGIONS}
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        async def check(shard: Owner) -> None:
+            for cid, ranks in expected.items():
+                assert await postgres_ranks(conn, cid) == ranks
+                keys = sorted(ranks)
+                assert await owner_ranks(shard, cid, keys) == {k: ranks[k][:100] for k in keys}
+                # Every user's own standing in a sample of the groups, and ±k around them.
+                sample = rng.sample(keys, min(len(keys), 6))
+                asks = [(k, rank, user) for k in sample
+                        for rank, (user, _) in enumerate(ranks[k], start=1)]
+                replies = await shard.submit([read(cid, "get", user, period=p, region=g,
+                                                   limit=1) for (p, g), _, user in asks])
+                for (key, rank, user), reply in zip(asks, replies, strict=True):
+                    score = ranks[key][rank - 1][1]
+                    assert reply["result"]["me"] == {"rank": rank, "score": score}, user
+                (p, g), rank, user = rng.choice(asks)
+                [around] = await shard.submit([read(cid, "around", user, period=p, region=g,
+                                                    k=3)])
+                low = max(1, rank - 3)
+                assert [(e["rank"], e["user"]) for e in around["result"]["entries"]] == [
+                    (n, ranks[(p, g)][n - 1][0]) for n in range(low, min(
+                        len(ranks[(p, g)]), rank + 3) + 1)]
+
+        await check(shard)
+        # A restart with Redis wiped: the same ranks, rebuilt from Postgres.
+        await shard.stop()
+        client = aioredis.from_url(clean.redis_url)
+        try:
+            keys = [k async for k in client.scan_iter(match="fission:*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+        shard = await shard_factory(config, clock)
+        await check(shard)
+        # Every event sent twice: by its key (answered as first), and under a key the
+        # owner no longer remembers (the game's own once per order): the same scores.
+        again: list[dict[str, Any]] = []
+        for at in range(0, len(commands), 500):
+            again += await shard.submit(commands[at:at + 500])
+        assert again == first
+        fresh = [{**c, "key": f"{c['key']}:again"} for c in commands]
+        for at in range(0, len(fresh), 500):
+            replies = await shard.submit(fresh[at:at + 500])
+            assert all(r["ok"] and r["result"]["count"] == 0 for r in replies)
+        await check(shard)
+    finally:
+        await conn.close()
+
+
+async def test_a_period_closes_once_on_a_moved_clock_and_late_events_keep_their_period(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, board("wk", ranks=2))
+    [campaign] = config.campaigns
+    assert isinstance(campaign, BoardCampaign)
+    week = periods.period_of(campaign, T0)
+    start, end = periods.bounds(campaign, week)
+    following = periods.following(campaign, week)
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    await shard.expire_due()  # the board opens (and skips the empty weeks since 2020)
+
+    def facts(amount: int, referrer: str, at: int) -> dict[str, Any]:
+        return {"amount": amount, "at": at, "referrer": referrer, "earned": [],
+                "regions": {}}
+
+    await shard.submit([score("wk", "o1", "b1", facts(300, "alice", T0)),
+                        score("wk", "o2", "b2", facts(200, "bob", T0)),
+                        score("wk", "o3", "b3", facts(100, "carol", T0))])
+    clock.now = end - 1
+    await shard.expire_due()
+    [none] = await shard.submit([read("wk", "champions")])
+    assert none["result"]["champions"] == []
+    clock.now = end
+    await shard.expire_due()
+    [got] = await shard.submit([read("wk", "champions")])
+    [won] = got["result"]["champions"]
+    assert won["period"] == week and won["champion"] == {"user": "alice", "score": 300}
+    assert [e["user"] for e in won["entries"]] == ["alice", "bob"]  # ranks = 2
+    # The current period is the new one, empty; the old one can still be read.
+    [now] = await shard.submit([read("wk", "get")])
+    assert now["result"]["period"] == following and now["result"]["entries"] == []
+    # A late event (made before the end, arriving after it) lands in its own period.
+    await shard.submit([score("wk", "o4", "b4", facts(500, "dave", end - 1))])
+    [old, new] = await shard.submit([read("wk", "get", period=week),
+                                     read("wk", "get", period=following)])
+    assert old["result"]["entries"][0] == {"rank": 1, "user": "dave", "score": 500}
+    assert old["result"]["final"] is True and new["result"]["entries"] == []
+    # Archived once: not again on the same deadline, nor after a restart.
+    await shard.expire_due()
+    await shard.stop()
+    shard = await shard_factory(config, clock)
+    await shard.expire_due()
+    [after] = await shard.submit([read("wk", "champions")])
+    assert after["result"]["champions"] == got["result"]["champions"]
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE stream = 'leaderboard:wk'"
+                                   " AND type = 'period_closed' AND data->>'period' = $1",
+                                   week) == 1
+    finally:
+        await conn.close()
+    # The champion event went out on the board's topic, then the new period's board.
+    live = Live(aioredis.from_url(clean.redis_url), 100, 3600)
+    try:
+        frames = [f["data"] for f in await live.history("leaderboard:wk")]
+    finally:
+        await live.client.aclose()
+    kinds = [(f["type"], f["period"]) for f in frames]
+    assert kinds.count(("champions", week)) == 1
+    assert kinds.index(("champions", week)) < kinds.index(("board", following))
+    assert start < T0 < end
+
+
+async def test_the_top_is_pushed_coalesced_and_users_hear_of_their_rank(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, board("live", ranks=3))
+    clock = Clock()
+    shard = await shard_factory(config, clock)
+    await shard.expire_due()
+    for n in range(50):  # fifty scores inside one window
+        clock.now = T0 + n
+        await shard.submit([score("live", f"o{n}", f"b{n}", {
+            "amount": 100 + n, "at": T0, "referrer": f"s{n % 4}", "earned": [],
+            "regions": {}})])
+    clock.now = T0 + 600
+    await shard.expire_due()
+    live = Live(aioredis.from_url(clean.redis_url), 100, 3600)
+    try:
+        frames = [f["data"] for f in await live.history("leaderboard:live")]
+        mine = [f["data"] for f in await live.history("user:s3")]
+    finally:
+        await live.client.aclose()
+    # Empty boards as it opens (and skips the weeks since 2020), then one for all fifty.
+    boards = [f for f in frames if f["type"] == "board" and f["entries"]]
+    assert len(boards) == 1
+    assert [e["user"] for e in boards[0]["entries"]] == ["s1", "s0", "s3"]  # 1625, 1612, 1500
+    assert [m["rank"] for m in mine if m["type"] == "rank_changed"] == [3]
+
+
+async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, board("pipe", scope="region"),
+                         board("pipe-comm", metric="commission", period="all"))
+    clock = Clock()
+    clock.now = int(time.time() * 1000)  # orders are made at Postgres's now()
+    shard = await shard_factory(config, clock)
+    owners = [shard]
+
+    async def send(commands: list[dict[str, Any]]) -> list[str]:
+        replies: list[str] = await owners[-1].submit_json(commands)
+        return replies
+
+    worker = PipelineWorker(config, clean.database_url, send=send)
+    await worker.start()
+    conn = await asyncpg.connect(clean.database_url)
+    pool = await asyncpg.create_pool(clean.database_url, min_size=1, max_size=2)
+    try:
+        # alice brought bob and carol; root brought alice. alice acts from Yunnan.
+        for user, referrer in (("alice", "root"), ("bob", "alice"), ("carol", "alice")):
+            assert json.loads(await worker.bind(user, referrer))["ok"]
+        await Regions(pool).note("alice", "YN")
+        for n, (buyer, amount) in enumerate((("bob", 1000), ("carol", 500), ("bob", 250))):
+            await conn.execute(
+                "INSERT INTO outbox (stream, version, type, data) VALUES ($1, 1, 'deal', $2)",
+                f"test:d{n}", json.dumps({"campaign": "pipe", "kind": "test", "at": 0,
+                                          "lines": [{"user": buyer, "sku": "S", "amount":
+                                                     amount, "instance": f"d{n}",
+                                                     "line": buyer}]}))
+        await worker.drain()
+        await worker.deliver_notices()
+        [everyone, yn, comm] = await shard.submit([
+            read("pipe", "get", "alice"), read("pipe", "get", "alice", region="YN"),
+            read("pipe-comm", "get")])
+        assert everyone["result"]["entries"] == [{"rank": 1, "user": "alice", "score": 1750}]
+        assert yn["result"]["entries"] == everyone["result"]["entries"]
+        assert everyone["result"]["me"] == {"rank": 1, "score": 1750}
+        earned = {e["user"]: e["score"] for e in comm["result"]["entries"]}
+        assert set(earned) == {"alice", "root"} and all(v > 0 for v in earned.values())
+        # Replayed: the outbox again (no order twice, so no notice), every notice again
+        # after the owner forgot its answers (the board takes each order once).
+        await conn.execute("UPDATE outbox SET processed_at = NULL")
+        await worker.drain()
+        await shard.stop()
+        await conn.execute("DELETE FROM command_results")
+        shard = await shard_factory(config, clock)
+        owners.append(shard)
+        await conn.execute("UPDATE game_notices SET sent_at = NULL")
+        await worker.deliver_notices()
+        [same] = await shard.submit([read("pipe", "get", "alice")])
+        assert same["result"]["entries"] == everyone["result"]["entries"]
+        # A refund takes its order's score back.
+        order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'carol'")
+        assert json.loads(await worker.refund("carol", order))["ok"]
+        await worker.deliver_notices()
+        [less] = await shard.submit([read("pipe", "get", "alice")])
+        assert less["result"]["entries"] == [{"rank": 1, "user": "alice", "score": 1250}]
+    finally:
+        await pool.close()
+        await conn.close()
+        await worker.stop()
