@@ -51,9 +51,12 @@ function mergeLottery(state, data) {
 }
 
 function mergeBoard(state, data) {
-  // A board frame carries the whole top N (it is coalesced, not a diff): it replaces it.
+  // A `board` frame carries the whole top N (coalesced, not a diff): it replaces the
+  // board. A `champions` frame closes a period (its final top); a `board` frame of the
+  // next period follows it.
   const { type, ...rest } = data;
-  return { ...state, ...rest, ...(data.board && typeof data.board === "object" ? data.board : {}) };
+  if (type === "champions") return { ...state, closed: rest };
+  return { ...state, leaderboard: { ...(state.leaderboard || {}), ...rest } };
 }
 
 function mergeUser(state, data) {

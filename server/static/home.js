@@ -160,8 +160,8 @@ function showStatus(status) {
   }
 }
 
-async function api(path) {
-  const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
+async function api(path, { auth = true } = {}) {
+  const headers = auth && state.token ? { Authorization: `Bearer ${state.token}` } : {};
   const response = await fetch(path, { headers });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
@@ -178,11 +178,8 @@ function loginNote(text) {
 
 // ---- boards and champions ---------------------------------------------------------------
 
-const METRIC_NAMES = {
-  sales: "销售榜", referred_sales: "销售榜", commission: "佣金榜", orders: "订单榜",
-  members: "拉新榜", direct_members: "拉新榜", team: "拉新榜",
-};
-const PERIOD_NAMES = { all_time: "总榜", alltime: "总榜", daily: "日榜", weekly: "周榜", monthly: "月榜" };
+const METRIC_NAMES = { sales: "销售榜", commission: "佣金榜", orders: "订单榜", members: "拉新榜" };
+const PERIOD_NAMES = { all: "总榜", daily: "日榜", weekly: "周榜", monthly: "月榜" };
 
 function isMoney(board) {
   return /sales|commission|amount|fen|earn|gmv/i.test(String(board.metric || ""));
@@ -196,7 +193,7 @@ function boardTitle(board) {
 }
 
 function scoreText(board, score) {
-  return isMoney(board) ? `¥${yuan(score)}` : `${score}${/orders/.test(board.metric) ? " 单" : " 人"}`;
+  return isMoney(board) ? `¥${yuan(score)}` : `${score}${board.metric === "orders" ? " 单" : " 人"}`;
 }
 
 function boardTopic(board) {
@@ -204,13 +201,22 @@ function boardTopic(board) {
     ? `leaderboard:${board.id}:${state.region}` : `leaderboard:${board.id}`;
 }
 
-/** The entries a board's snapshot, event or HTTP answer carries, wherever it keeps them. */
-function entriesOf(data) {
+/** A period id as a shopper reads it: 2026-W49 → 2026年第49周, 2026-12 → 2026年12月. */
+function periodText(period) {
+  let m = /^(\d{4})-W(\d{2})$/.exec(period);
+  if (m) return `${m[1]}年第${Number(m[2])}周`;
+  m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(period);
+  if (m) return `${Number(m[2])}月${Number(m[3])}日`;
+  m = /^(\d{4})-(\d{2})$/.exec(period);
+  if (m) return `${m[1]}年${Number(m[2])}月`;
+  return period === "all" ? "总榜" : period;
+}
+
+/** A board's live view: its topic's state (`{leaderboard}`) or a `leaderboard.get` answer. */
+function viewOf(data) {
   if (!data) return null;
-  for (const holder of [data, data.board, data.leaderboard, data.top]) {
-    if (holder && Array.isArray(holder.entries)) return holder.entries;
-  }
-  return Array.isArray(data.top) ? data.top : null;
+  const view = data.leaderboard || data;
+  return Array.isArray(view.entries) ? view : null;
 }
 
 async function loadBoards() {
@@ -245,6 +251,9 @@ async function loadBoards() {
       onChange: (data, frame) => {
         board.live = data;
         board.seq = frame.seq;
+        if (frame.op === "event" && frame.data.type === "champions" && board.period === "weekly") {
+          loadChampions(state.boards); // a week closed just now: its champion takes the top spot
+        }
         if (state.board === board.id) renderBoard(board, frame.op === "event");
       },
       onError: () => {
@@ -253,7 +262,7 @@ async function loadBoards() {
     });
     state.boardSubs.set(board.id, sub);
     // The caller's own rank and score come with the board's answer (`me`).
-    client.call("leaderboard.get", { board: board.id, limit: BOARD_ROWS }).then((answer) => {
+    client.call("leaderboard.get", { campaign: board.id, limit: BOARD_ROWS }).then((answer) => {
       board.me = answer.me || null;
       if (!board.live) board.live = answer;
       if (state.board === board.id) renderBoard(board, false);
@@ -273,8 +282,9 @@ function showBoard(id) {
 function renderBoard(board, changed) {
   const section = $("boards");
   const list = $("board-list");
-  const entries = entriesOf(board.live);
-  $("board-period").textContent = board.live && board.live.period ? `第 ${board.live.period} 期` : "";
+  const view = viewOf(board.live);
+  const entries = view && view.entries;
+  $("board-period").textContent = view && view.period ? periodText(view.period) : "";
   if (entries == null) {
     if (!client) list.replaceChildren(loginNote("登录后查看实时排行"));
     return;
@@ -314,10 +324,8 @@ async function loadChampions(boards) {
     .map(async (board) => {
       try {
         const answer = await api(`/api/leaderboards/${encodeURIComponent(board.id)}/champions`);
-        const list = answer.champions || answer.periods || [];
-        const last = list[0];
-        if (!last) return;
-        const winner = last.user ? last : (last.entries || last.winners || [])[0];
+        const last = (answer.champions || [])[0]; // newest first: the week just closed
+        const winner = last && (last.champion || (last.entries || [])[0]);
         if (winner) found.push({ board, period: last.period, user: winner.user, score: winner.score });
       } catch { /* no champions route yet: the section says so */ }
     }));
@@ -334,7 +342,7 @@ function champions(found) {
   }
   list.replaceChildren(...found.map((c) => h("div", { class: "champ", "data-user": c.user },
     avatar(c.user), h("div", { class: "name" }, masked(c.user)),
-    h("div", { class: "what" }, `${boardTitle(c.board)}${c.period ? ` · ${c.period}` : ""}`),
+    h("div", { class: "what" }, `${boardTitle(c.board)}${c.period ? ` · ${periodText(c.period)}` : ""}`),
     h("div", { class: "score" }, scoreText(c.board, c.score)))));
 }
 
@@ -343,7 +351,8 @@ function champions(found) {
 async function loadCampaigns() {
   let campaigns = [];
   try {
-    campaigns = (await api("/api/campaigns")).campaigns.filter((c) => running(c));
+    // Public, and asked without a token: the page's <link rel=preload> already holds it.
+    campaigns = (await api("/api/campaigns", { auth: false })).campaigns.filter((c) => running(c));
   } catch {
     for (const id of ["groupbuys", "bargains", "lotteries"]) {
       $(id).dataset.state = "unavailable";
@@ -665,6 +674,13 @@ function watchMe() {
     onChange: (data, frame) => {
       if (frame.op !== "event") return;
       const e = data.last || {};
+      if (e.type === "rank_changed") {
+        const board = state.boards.find((b) => b.id === e.board);
+        if (board) {
+          board.me = { rank: e.rank, score: e.score };
+          if (state.board === board.id) renderBoard(board, false);
+        }
+      }
       const words = {
         order_created: "下单成功", commission_pending: `佣金 +¥${yuan(e.amount)} 待结算`,
         bargain_helped: `好友帮你砍掉 ¥${yuan(e.cut)}`, deal_completed: "拼团成功！",

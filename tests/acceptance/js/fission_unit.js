@@ -58,10 +58,17 @@ export async function run(f) {
     { type: "revealed", seed: "ab" });
   check("the reveal sets the seed", revealed.lottery.seed === "ab");
   const board = f.reducerFor("leaderboard:sales")(
-    { board: "sales", entries: [{ rank: 1, user: "a", score: 5 }] },
-    { type: "top", entries: [{ rank: 1, user: "b", score: 9 }, { rank: 2, user: "a", score: 5 }] });
-  check("a board frame replaces the top N", board.entries.length === 2
-    && board.entries[0].user === "b" && board.board === "sales" && board.type === undefined);
+    { leaderboard: { board: "sales", period: "2026-W49", entries: [{ rank: 1, user: "a", score: 5 }], seq: 3 } },
+    { type: "board", board: "sales", period: "2026-W49", region: null,
+      entries: [{ rank: 1, user: "b", score: 9 }, { rank: 2, user: "a", score: 5 }] });
+  check("a board frame replaces the top N", board.leaderboard.entries.length === 2
+    && board.leaderboard.entries[0].user === "b" && board.leaderboard.board === "sales"
+    && board.leaderboard.type === undefined);
+  const closed = f.reducerFor("leaderboard:sales")(board,
+    { type: "champions", board: "sales", period: "2026-W49", next: "2026-W50",
+      entries: [{ rank: 1, user: "b", score: 9 }] });
+  check("a champions frame keeps the board and records the closed period",
+    closed.closed.period === "2026-W49" && closed.leaderboard.entries.length === 2);
 
   // --- resubscribing, close codes, backoff ---------------------------------------------
   check("a first subscribe has no after",
