@@ -47,9 +47,10 @@ function price(fen, was) {
     was != null ? h("span", { class: "was" }, `¥${yuan(was)}`) : null);
 }
 
-/** A user id as others see it: its first character and stars (as the lottery feed does). */
-function masked(user) {
-  if (user === state.user) return "我";
+/** A user id as others see it: its first character and stars (as the lottery feed does);
+ * the visitor's own is "我" unless `own` is false. */
+function masked(user, own = true) {
+  if (own && user === state.user) return "我";
   const text = String(user ?? "");
   return text.length <= 1 ? `${text}*` : `${text[0]}${"*".repeat(Math.min(3, text.length - 1))}`;
 }
@@ -186,7 +187,9 @@ function isMoney(board) {
 }
 
 function boardTitle(board) {
-  if (board.title && /[\u4e00-\u9fff]/.test(board.title)) return board.title;
+  // A config title may gloss itself in parentheses ("本周带货榜 (this week's top sellers)").
+  const title = String(board.title || "").replace(/\s*[(（].*[)）]\s*$/, "");
+  if (/[\u4e00-\u9fff]/.test(title)) return title;
   const metric = METRIC_NAMES[board.metric] || board.title || board.id;
   const period = PERIOD_NAMES[board.period] || "";
   return period && !String(metric).includes(period) ? `${metric}·${period}` : metric;
@@ -665,7 +668,7 @@ function renderMe() {
     $("live").querySelector("span").textContent = "登录后实时更新";
     return;
   }
-  me.replaceChildren(h("span", { class: "who", "data-user": state.user }, `你好，${masked(state.user)}`));
+  me.replaceChildren(h("span", { class: "who", "data-user": state.user }, `你好，${masked(state.user, false)}`));
 }
 
 function watchMe() {
