@@ -239,8 +239,8 @@ async def test_anonymous_visitor_sees_campaigns_and_fission_js_passes_its_tests(
     assert "登录后查看正在拼的团" in await page.locator(f"#c-{CAMPAIGN}").inner_text()
     assert await page.locator("#me .login").count() == 1
     assert await page.locator('#c-luck .prize[data-prize="coupon"]').count() == 1
-    await page.wait_for_function(
-        "document.getElementById('boards').dataset.state !== 'loading'", timeout=WAIT_MS)
+    # Boards need a token (GET /api/leaderboards answers 401): the page asks for a login.
+    await page.locator('#boards[data-state="login"] .login-note').wait_for(timeout=WAIT_MS)
     await _shot(page, "6-anonymous")
     assert sockets == [] and errors == []
 
