@@ -39,6 +39,7 @@ from games.registry import GAMES
 from storage import db, events, read_models
 from storage.config import Config
 from storage.live import Live, LiveEvent
+from storage.ranks import RankCache, entries
 from storage.text import clean_token, storable
 
 log = logging.getLogger("fission.shard")
@@ -147,6 +148,7 @@ class Owner:
         self._deadlines: list[tuple[int, str, str]] = []  # (at, campaign, the game's key)
         self._deadline_changed = asyncio.Event()
         self._publish_queue: asyncio.Queue[list[LiveEvent]] = asyncio.Queue()
+        self._stale_ranks: set[str] = set()  # campaigns whose rank cache missed a write
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
@@ -190,6 +192,7 @@ class Owner:
         await self._redis.ping()
         server = self.config.server
         self._live = Live(self._redis, server.history_size, server.history_ttl_seconds)
+        self._ranks = RankCache(self._redis)
         for campaign in self.config.campaigns:
             if shard_of(campaign.id, self.config.ray.shards) == self.index:
                 await self._load(campaign)
@@ -224,6 +227,12 @@ class Owner:
         commands = frozenset(m.name for m in game.methods
                              if m.mutating or m.read == "owner")
         self._campaigns[campaign.id] = _Campaign(game, campaign, state, results, commands)
+        if game.read_model.ranked is not None and await self._ranks.version(
+                campaign.id) != version:
+            # The rank cache is missing or behind the stream: rebuilt from Postgres.
+            count = await self._ranks.rebuild(self._pool, game.read_model, campaign.id,
+                                              version)
+            log.info("%s: rank cache rebuilt with %d entries", stream, count)
         for at, key in game.deadlines(state):
             heapq.heappush(self._deadlines, (at, campaign.id, key))
 
@@ -474,6 +483,7 @@ class Owner:
                     self._on_fatal(exc)
                 return
             self.batch_sizes.observe(pending.commands)
+            await self._mirror_ranks(pending.batch)
             took = time.perf_counter() - started
             self.commit_seconds += took
             self.commit_longest = max(self.commit_longest, took)
@@ -493,6 +503,38 @@ class Owner:
                     future.set_result(refusal if future in refused else result)
             if pending.live:
                 self._publish_queue.put_nowait(pending.live)
+
+    async def _mirror_ranks(self, batch: events.Batch) -> None:
+        """Bring the rank cache up to what `batch` committed (ranked read models only),
+        before its commands are answered: a read after an answer sees what it did. The
+        cache is not the truth: a failed write marks it stale, for the next start to
+        rebuild."""
+        found: dict[str, list[tuple[tuple[str, ...], str, int, int]]] = {}
+        for (_, cid, _), (model, row) in batch.rows.items():
+            if model.ranked is not None:
+                found.setdefault(cid, []).extend(entries(model, [row]))
+        if not found:
+            return
+        versions: dict[str, int] = {}
+        for event in batch.events:
+            versions[event.stream] = max(versions.get(event.stream, 0), event.version)
+        for cid, changed in found.items():
+            campaign = self._campaigns.get(cid)
+            version = None if campaign is None else versions.get(campaign.stream)
+            try:
+                if cid in self._stale_ranks and campaign is not None and version is not None:
+                    await self._ranks.rebuild(self._pool, campaign.game.read_model, cid,
+                                              version)
+                    self._stale_ranks.discard(cid)
+                else:
+                    await self._ranks.write(cid, changed, version)
+            except Exception:
+                # Rebuilt from Postgres on a later commit (or the next start).
+                log.exception("shard %d: the rank cache of %s could not be written",
+                              self.index, cid)
+                self._stale_ranks.add(cid)
+                with contextlib.suppress(Exception):
+                    await self._ranks.forget(cid)
 
     async def _commit_apart(self, conn: asyncpg.Connection, pending: _Pending
                             ) -> set[asyncio.Future[Answer]]:

@@ -21,7 +21,7 @@ import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from games.commission import Rates
 from games.settings import Table
@@ -133,6 +133,38 @@ class ReadModel:
     # (`{kind}:{campaign}`), whose `version` is that topic's seq; None: the game has no
     # campaign-wide topic.
     campaign_row: str | None = None
+    # Whether some of its rows are entries of rankings the host mirrors into a rank cache
+    # (a sorted set per ranking, see `Ranked`); None: none are.
+    ranked: Ranked | None = None
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Which read-model rows are ranking entries, and how they rank: the rows whose
+    `status` is `status`, one ranking per value of the `group` columns, `member` ranked
+    by `score` (higher first), then `order` (lower first: the ranking's tie-break), then
+    `member`. The host mirrors them into its rank cache after each commit (a score of 0
+    leaves the ranking) and rebuilds the cache from the rows when it is missing or stale;
+    reads declared `read="ranked"` are answered from it (see `RankedGame`)."""
+
+    status: str
+    group: tuple[str, ...]
+    member: str
+    score: str
+    order: str
+
+
+@dataclass(frozen=True)
+class RankRead:
+    """A read of one ranking (`group`: the values of `Ranked.group`): `count` entries
+    from 0-based position `start`; with `around` set, instead the `around` entries either
+    side of `member`'s own; `member`'s own standing either way."""
+
+    group: tuple[str, ...]
+    member: str
+    start: int = 0
+    count: int = 10
+    around: int | None = None
 
 
 @dataclass(frozen=True)
@@ -285,4 +317,23 @@ class Game(Protocol[C, S, K, E]):
     def release(self, campaign: C, state: S, now: int) -> S:
         """`state` with what nothing can change any more let go (memory bounded by
         running campaigns); `state` itself when nothing is."""
+        ...
+
+
+@runtime_checkable
+class RankedGame(Protocol):
+    """What a game whose read model is `ranked` adds: how its `read="ranked"` methods
+    name a ranking, and the answer from the entries the rank cache holds."""
+
+    def rank_read(self, campaign: Any, method: str, user: str, params: Mapping[str, Any],
+                  now: int) -> RankRead:
+        """The ranking and positions a read asks for (GameError for what it cannot)."""
+        ...
+
+    def rank_answer(self, campaign: Any, read: RankRead, first: int,
+                    entries: Sequence[tuple[str, int]], me: tuple[int, int] | None, now: int
+                    ) -> dict[str, Any]:
+        """The result from the cache: `entries` (member, score) from 0-based position
+        `first` (`read.start`, or where the window around `me` starts), and `me` the
+        member's (0-based rank, score), or None when unranked."""
         ...

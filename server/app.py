@@ -29,6 +29,7 @@ from server.metrics import Metrics
 from storage import db, read_models, reads
 from storage.config import Config
 from storage.live import Live
+from storage.ranks import RankCache
 
 log = logging.getLogger("fission.app")
 
@@ -72,6 +73,7 @@ class Server:
                                   max_inflight=self.config.ray.calls_in_flight)
         self.gateway = Gateway(self.config, self.client, self.pool, self.metrics,
                                PipelineClient(self.pipeline))
+        self.gateway.ranks = RankCache(self.redis)  # ranked reads (storage.ranks)
         gcstats.settle()
 
     async def stop(self) -> None:

@@ -21,6 +21,7 @@ import redis.exceptions
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
 from games import core, jsontext
+from games.errors import GameError
 from games.registry import GAMES
 from server.auth import Identity
 from server.customers import Customers
@@ -29,6 +30,7 @@ from server.metrics import Metrics
 from server.params import USER_ID, Param, check
 from storage import read_models, reads
 from storage.config import Config
+from storage.ranks import RankCache
 from storage.regions import Regions
 
 log = logging.getLogger("fission.gateway")
@@ -98,6 +100,8 @@ class Gateway:
         self.pool = pool
         self.customers = Customers(pool)
         self.regions = Regions(pool)
+        # The rank cache ranked reads are answered from (the server connects it).
+        self.ranks: RankCache | None = None
         self.metrics = metrics
         self.pipeline = pipeline
 
@@ -228,6 +232,31 @@ def _read(game: core.Game[Any, Any, Any, Any], read: str | None) -> Handler:
     raise ValueError(f"{game.kind}: unknown read {read!r}")
 
 
+def _ranked(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handler:
+    """The handler answering a game's read of a ranking from the rank cache
+    (storage.ranks): the game names the ranking and shapes the answer."""
+    if not isinstance(game, core.RankedGame) or game.read_model.ranked is None:
+        raise ValueError(f"{game.kind}: read {method.name!r} is ranked, the game is not")
+    ranked: core.RankedGame = game
+
+    async def read(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                   ) -> Outcome:
+        campaign = gw.campaign(p["campaign"], game.kind)
+        params = {k: v for k, v in p.items() if k != "campaign"}
+        for fact in method.facts:
+            params[fact] = await _FACTS[fact](gw, who)
+        now = time.time_ns() // 1_000_000
+        try:
+            query = ranked.rank_read(campaign, method.name, who.user, params, now)
+        except GameError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        if gw.ranks is None:
+            raise ApiError("unavailable", "the rank cache is not connected; try again")
+        first, entries, me = await gw.ranks.read(campaign.id, query)
+        return ranked.rank_answer(campaign, query, first, entries, me, now)
+    return read
+
+
 def game_methods(games: Iterable[core.Game[Any, Any, Any, Any]]) -> list[Method]:
     """The methods of `games` the gateway offers clients (their public ones)."""
     found = []
@@ -236,7 +265,7 @@ def game_methods(games: Iterable[core.Game[Any, Any, Any, Any]]) -> list[Method]
             if not m.public:
                 continue  # the server's own commands (a payment's outcome), not a client's
             handler = (_command(game, m) if m.mutating or m.read == "owner"
-                       else _read(game, m.read))
+                       else _ranked(game, m) if m.read == "ranked" else _read(game, m.read))
             found.append(Method(m.name, m.params, handler, m.mutating, m.route))
     return found
 

@@ -6,9 +6,11 @@ group (`all`, and each region on a regional board) with the open period's top: t
 snapshot of the group's topic, `leaderboard:{board}` (everyone) or
 `leaderboard:{board}:{region}`; one row per (period, group, user) with the score and when
 it was reached (the truth the ranks come from, in Postgres); and one row per closed
-(period, group) with its final top (the champions). Queries (top N with the caller's own
-standing, around the caller, past champions) are answered by the owner from its state
-(`read="owner"`), rebuilt from the board's events on start.
+(period, group) with its final top (the champions). The entry rows are ranked
+(`games.core.Ranked`): the host mirrors them into its rank cache (a Redis sorted set per
+board, period and group), which answers the top N with the caller's own standing and the
+ranks around the caller (`read="ranked"`); past champions are answered by the owner from
+its state (`read="owner"`), rebuilt from the board's events on start.
 """
 
 from __future__ import annotations
@@ -21,7 +23,18 @@ from typing import Any
 
 from games.campaign import iso
 from games.commission import Rates
-from games.core import Applied, Column, Game, Method, Param, Publish, ReadModel, Route
+from games.core import (
+    Applied,
+    Column,
+    Game,
+    Method,
+    Param,
+    Publish,
+    Ranked,
+    RankRead,
+    ReadModel,
+    Route,
+)
 from games.errors import GameError
 from games.jsontext import compact
 from games.leaderboard import periods, rules
@@ -55,10 +68,10 @@ HOME = "home_region"  # the fact the server adds: the caller's token's region (o
 METHODS = (
     Method("leaderboard.get", MappingProxyType({
         "campaign": _CAMPAIGN, "period": _PERIOD, "region": _REGION, "limit": _LIMIT}),
-        mutating=False, route=Route("GET", _BASE), read="owner", facts=(HOME,)),
+        mutating=False, route=Route("GET", _BASE), read="ranked", facts=(HOME,)),
     Method("leaderboard.around", MappingProxyType({
         "campaign": _CAMPAIGN, "period": _PERIOD, "region": _REGION, "k": _K}),
-        mutating=False, route=Route("GET", _BASE + "/around-me"), read="owner",
+        mutating=False, route=Route("GET", _BASE + "/around-me"), read="ranked",
         facts=(HOME,)),
     Method("leaderboard.champions", MappingProxyType({
         "campaign": _CAMPAIGN, "region": _REGION, "limit": _LIMIT}),
@@ -84,6 +97,8 @@ READ_MODEL = ReadModel(
     # Tallies per order and per member are not in the rows: the owner replays events.
     snapshot=False,
     campaign_row=EVERYONE,
+    ranked=Ranked(status="entry", group=("period", "region"), member="user_id",
+                  score="score", order="reached"),
 )
 
 _BOARDS = "~boards"  # the instance of a flush: every group's row
@@ -91,28 +106,6 @@ _CLOSED = "~closed|"  # the instance of a close: its champions' rows, and every 
 
 
 # --- reads of the owner's state ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Look:
-    """The top `limit` of a board (period, group) and the caller's own standing."""
-
-    user: str
-    home: str | None
-    period: str | None
-    region: str | None
-    limit: int | None
-
-
-@dataclass(frozen=True)
-class Around:
-    """The caller's neighbours, `k` ranks either side."""
-
-    user: str
-    home: str | None
-    period: str | None
-    region: str | None
-    k: int
 
 
 @dataclass(frozen=True)
@@ -125,7 +118,7 @@ class Champions:
     limit: int
 
 
-Read = Look | Around | Champions
+Read = Champions
 
 
 def _group(board: BoardCampaign, region: str | None, home: str | None) -> str:
@@ -204,12 +197,6 @@ class LeaderboardGame:
     def command(self, method: str, user: str, params: Mapping[str, Any]) -> Command | Read:
         home = params.get(HOME)
         home = home if isinstance(home, str) else None
-        if method == "leaderboard.get":
-            return Look(user, home, params.get("period"), params.get("region"),
-                        params.get("limit"))
-        if method == "leaderboard.around":
-            return Around(user, home, params.get("period"), params.get("region"),
-                          params.get("k", 5))
         if method == "leaderboard.champions":
             return Champions(user, home, params.get("region"), params.get("limit", 10))
         order = params.get("order")
@@ -224,13 +211,8 @@ class LeaderboardGame:
 
     def decide(self, state: BoardState, command: Command | Read, now: int,
                rng: random.Random) -> list[Event]:
-        board = state.campaign
-        if isinstance(command, Look | Around):
-            _period(board, command.period, now)
-            _group(board, command.region, command.home)
-            return []
         if isinstance(command, Champions):
-            _group(board, command.region, command.home)
+            _group(state.campaign, command.region, command.home)
             return []
         return rules.decide(state, command, now)
 
@@ -293,28 +275,9 @@ class LeaderboardGame:
 
     def answer(self, campaign: BoardCampaign, state: BoardState, command: Command | Read,
                events: Sequence[Event], now: int) -> str:
-        """get: `{"board", "period", "region", "entries": [{"rank", "user", "score"}],
-        "me": {"rank", "score"} | null, ...}`; around: the same with the entries ±k ranks
-        around the caller (none when unranked); champions: `{"board", "region",
-        "champions": [{"period", "entries", ...}]}`, newest first; the pipeline's
-        commands: `{"count": scores changed}`."""
-        if isinstance(command, Look | Around):
-            period = _period(campaign, command.period, now)
-            group = _group(campaign, command.region, command.home)
-            order = rules.ranking(state, period, group)
-            mine = next((i for i, row in enumerate(order) if row[0] == command.user), None)
-            me = None if mine is None else {"rank": mine + 1, "score": order[mine][1]}
-            if isinstance(command, Look):
-                shown = order[:command.limit or campaign.ranks]
-                first = 1
-            elif mine is None:
-                shown, first = [], 1
-            else:
-                first = max(0, mine - command.k) + 1
-                shown = order[first - 1:mine + command.k + 1]
-            return compact({**_head(campaign, period, group, now),
-                            "entries": _entries(((u, s) for u, s, _ in shown), first),
-                            "me": me})
+        """champions: `{"board", "region", "champions": [{"period", "entries",
+        "champion", ...}]}`, newest first; the pipeline's commands: `{"count": scores
+        changed}`."""
         if isinstance(command, Champions):
             group = _group(campaign, command.region, command.home)
             found = [(period, standing) for period, g, standing in reversed(state.champions)
@@ -329,6 +292,27 @@ class LeaderboardGame:
                               for period, standing in found]})
         changed = sum(len(e.changes) for e in events if isinstance(e, Scored))
         return compact({"count": changed} if isinstance(command, Score | Unscore) else {})
+
+    def rank_read(self, campaign: BoardCampaign, method: str, user: str,
+                  params: Mapping[str, Any], now: int) -> RankRead:
+        """get: the top `limit` (default the board's ranks) of the period and group asked
+        for; around: `k` ranks either side of the caller (default 5)."""
+        home = params.get(HOME)
+        period = _period(campaign, params.get("period"), now)
+        group = _group(campaign, params.get("region"), home if isinstance(home, str) else None)
+        if method == "leaderboard.around":
+            return RankRead((period, group), user, around=int(params.get("k", 5)))
+        return RankRead((period, group), user, count=int(params.get("limit") or campaign.ranks))
+
+    def rank_answer(self, campaign: BoardCampaign, read: RankRead, first: int,
+                    entries: Sequence[tuple[str, int]], me: tuple[int, int] | None, now: int
+                    ) -> dict[str, Any]:
+        """`{"board", "title", "metric", "period", "region", "starts_at", "ends_at",
+        "final", "entries": [{"rank", "user", "score"}], "me": {"rank", "score"} | null}`:
+        the ranks from the rank cache (exact integers from 1)."""
+        period, group = read.group
+        return {**_head(campaign, period, group, now), "entries": _entries(entries, first + 1),
+                "me": None if me is None else {"rank": me[0] + 1, "score": me[1]}}
 
     def note(self, campaign: BoardCampaign, state: BoardState, command: Command | Read,
              events: Sequence[Event]) -> None:

@@ -45,6 +45,10 @@ CAMPAIGNS = [
          "stock": 100_000},
         {"id": "thanks", "title": "Thanks", "kind": "thanks", "weight": 0}]),
     configs.lottery("lsoon", starts_at="2098-01-01T00:00:00+00:00"),
+    # A regional board of referred sales this week (test_leaderboards.py).
+    {"id": "lb", "kind": "leaderboard", "title": "Test board", "metric": "sales",
+     "period": "weekly", "scope": "region", "ranks": 5,
+     "starts_at": "2020-01-01T00:00:00+00:00", "ends_at": "2099-01-01T00:00:00+00:00"},
 ]
 
 

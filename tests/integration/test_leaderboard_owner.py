@@ -17,11 +17,12 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from actors.owner import Owner
 from actors.pipeline_worker import PipelineWorker
-from games.leaderboard import periods
+from games.leaderboard import GAME, periods
 from games.leaderboard.campaign import BoardCampaign
+from storage.config import Config
 from storage.live import Live
+from storage.ranks import RankCache
 from storage.regions import Regions
 from tests.integration.conftest import T0, Clock, Factory, make_config
 from tests.support.services import Services
@@ -59,8 +60,29 @@ def unscore(cid: str, order: str, buyer: str, key: str | None = None) -> dict[st
 
 
 def read(cid: str, method: str, user: str = "viewer", **params: Any) -> dict[str, Any]:
+    """A read the owner answers (champions)."""
     return {"method": f"leaderboard.{method}", "campaign": cid, "user": user, "key": None,
             "params": params}
+
+
+class Ranks:
+    """Ranked reads as the gateway answers them: the game names the ranking, the rank
+    cache in Redis answers."""
+
+    def __init__(self, svc: Services, config: Config) -> None:
+        self.client = aioredis.from_url(svc.redis_url)
+        self.cache = RankCache(self.client)
+        self.config = config
+
+    async def ask(self, cid: str, method: str, user: str = "viewer", now: int = T0,
+                  **params: Any) -> dict[str, Any]:
+        campaign = self.config.campaign(cid)
+        query = GAME.rank_read(campaign, f"leaderboard.{method}", user, params, now)
+        first, entries, me = await self.cache.read(cid, query)
+        return GAME.rank_answer(campaign, query, first, entries, me, now)
+
+    async def close(self) -> None:
+        await self.client.aclose()
 
 
 class Model:
@@ -169,15 +191,12 @@ def random_events(rng: random.Random, n: int, users: int
     return events, regions
 
 
-async def owner_ranks(shard: Owner, cid: str, keys: list[tuple[str, str]]
-                      ) -> dict[tuple[str, str], list[tuple[str, int]]]:
-    """The top 100 of each (period, group) as the owner answers `leaderboard.get`."""
-    answers = await shard.submit([read(cid, "get", period=p, region=g, limit=100)
-                                  for p, g in keys])
+async def cached_ranks(ranks: Ranks, cid: str, keys: list[tuple[str, str]]
+                       ) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """The top 100 of each (period, group) as `leaderboard.get` answers it."""
     found = {}
-    for (p, g), answer in zip(keys, answers, strict=True):
-        assert answer["ok"], answer
-        entries = answer["result"]["entries"]
+    for p, g in keys:
+        entries = (await ranks.ask(cid, "get", period=p, region=g, limit=100))["entries"]
         assert [e["rank"] for e in entries] == list(range(1, len(entries) + 1))
         found[(p, g)] = [(e["user"], e["score"]) for e in entries]
     return found
@@ -210,30 +229,30 @@ async def test_ten_thousand_events_rank_as_a_sort_through_restarts_and_replays(
     assert ties > 1_000  # the test exercises ties, not just distinct scores
     assert {g for ranks in expected.values() for _, g in ranks} == {"all", *REGIONS}
     conn = await asyncpg.connect(clean.database_url)
+    cache = Ranks(clean, config)
     try:
-        async def check(shard: Owner) -> None:
+        async def check() -> None:
             for cid, ranks in expected.items():
                 assert await postgres_ranks(conn, cid) == ranks
                 keys = sorted(ranks)
-                assert await owner_ranks(shard, cid, keys) == {k: ranks[k][:100] for k in keys}
+                assert await cached_ranks(cache, cid, keys) == {k: ranks[k][:100]
+                                                                for k in keys}
                 # Every user's own standing in a sample of the groups, and ±k around them.
                 sample = rng.sample(keys, min(len(keys), 6))
-                asks = [(k, rank, user) for k in sample
-                        for rank, (user, _) in enumerate(ranks[k], start=1)]
-                replies = await shard.submit([read(cid, "get", user, period=p, region=g,
-                                                   limit=1) for (p, g), _, user in asks])
-                for (key, rank, user), reply in zip(asks, replies, strict=True):
-                    score = ranks[key][rank - 1][1]
-                    assert reply["result"]["me"] == {"rank": rank, "score": score}, user
-                (p, g), rank, user = rng.choice(asks)
-                [around] = await shard.submit([read(cid, "around", user, period=p, region=g,
-                                                    k=3)])
+                for (p, g) in sample:
+                    for rank, (user, score) in enumerate(ranks[(p, g)], start=1):
+                        got = await cache.ask(cid, "get", user, period=p, region=g, limit=1)
+                        assert got["me"] == {"rank": rank, "score": score}, user
+                (p, g) = rng.choice(sample)
+                rank = rng.randrange(1, len(ranks[(p, g)]) + 1)
+                user = ranks[(p, g)][rank - 1][0]
+                around = await cache.ask(cid, "around", user, period=p, region=g, k=3)
                 low = max(1, rank - 3)
-                assert [(e["rank"], e["user"]) for e in around["result"]["entries"]] == [
+                assert [(e["rank"], e["user"]) for e in around["entries"]] == [
                     (n, ranks[(p, g)][n - 1][0]) for n in range(low, min(
                         len(ranks[(p, g)]), rank + 3) + 1)]
 
-        await check(shard)
+        await check()
         # A restart with Redis wiped: the same ranks, rebuilt from Postgres.
         await shard.stop()
         client = aioredis.from_url(clean.redis_url)
@@ -243,8 +262,17 @@ async def test_ten_thousand_events_rank_as_a_sort_through_restarts_and_replays(
                 await client.delete(*keys)
         finally:
             await client.aclose()
+        empty = await cache.ask("sales-week", "get", period=periods.period_of(
+            campaigns["sales-week"], T0))  # type: ignore[arg-type]
+        assert empty["entries"] == []  # the cache is gone: nothing to read before a start
         shard = await shard_factory(config, clock)
-        await check(shard)
+        await check()
+        # A cache behind the stream (a write lost) is rebuilt at start too.
+        await shard.stop()
+        await cache.client.set("fission:rankv:comm-day", 1)
+        await cache.client.delete(*await cache.client.keys("fission:rank:comm-day:*"))
+        shard = await shard_factory(config, clock)
+        await check()
         # Every event sent twice: by its key (answered as first), and under a key the
         # owner no longer remembers (the game's own once per order): the same scores.
         again: list[dict[str, Any]] = []
@@ -255,8 +283,9 @@ async def test_ten_thousand_events_rank_as_a_sort_through_restarts_and_replays(
         for at in range(0, len(fresh), 500):
             replies = await shard.submit(fresh[at:at + 500])
             assert all(r["ok"] and r["result"]["count"] == 0 for r in replies)
-        await check(shard)
+        await check()
     finally:
+        await cache.close()
         await conn.close()
 
 
@@ -290,14 +319,18 @@ async def test_a_period_closes_once_on_a_moved_clock_and_late_events_keep_their_
     assert won["period"] == week and won["champion"] == {"user": "alice", "score": 300}
     assert [e["user"] for e in won["entries"]] == ["alice", "bob"]  # ranks = 2
     # The current period is the new one, empty; the old one can still be read.
-    [now] = await shard.submit([read("wk", "get")])
-    assert now["result"]["period"] == following and now["result"]["entries"] == []
-    # A late event (made before the end, arriving after it) lands in its own period.
-    await shard.submit([score("wk", "o4", "b4", facts(500, "dave", end - 1))])
-    [old, new] = await shard.submit([read("wk", "get", period=week),
-                                     read("wk", "get", period=following)])
-    assert old["result"]["entries"][0] == {"rank": 1, "user": "dave", "score": 500}
-    assert old["result"]["final"] is True and new["result"]["entries"] == []
+    cache = Ranks(clean, config)
+    try:
+        now = await cache.ask("wk", "get", now=end)
+        assert now["period"] == following and now["entries"] == []
+        # A late event (made before the end, arriving after it) lands in its own period.
+        await shard.submit([score("wk", "o4", "b4", facts(500, "dave", end - 1))])
+        old = await cache.ask("wk", "get", period=week, now=end)
+        new = await cache.ask("wk", "get", period=following, now=end)
+    finally:
+        await cache.close()
+    assert old["entries"][0] == {"rank": 1, "user": "dave", "score": 500}
+    assert old["final"] is True and new["entries"] == []
     # Archived once: not again on the same deadline, nor after a restart.
     await shard.expire_due()
     await shard.stop()
@@ -367,6 +400,7 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
     await worker.start()
     conn = await asyncpg.connect(clean.database_url)
     pool = await asyncpg.create_pool(clean.database_url, min_size=1, max_size=2)
+    cache = Ranks(clean, config)
     try:
         # alice brought bob and carol; root brought alice. alice acts from Yunnan.
         for user, referrer in (("alice", "root"), ("bob", "alice"), ("carol", "alice")):
@@ -381,13 +415,16 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
                                                      "line": buyer}]}))
         await worker.drain()
         await worker.deliver_notices()
-        [everyone, yn, comm] = await shard.submit([
-            read("pipe", "get", "alice"), read("pipe", "get", "alice", region="YN"),
-            read("pipe-comm", "get")])
-        assert everyone["result"]["entries"] == [{"rank": 1, "user": "alice", "score": 1750}]
-        assert yn["result"]["entries"] == everyone["result"]["entries"]
-        assert everyone["result"]["me"] == {"rank": 1, "score": 1750}
-        earned = {e["user"]: e["score"] for e in comm["result"]["entries"]}
+        everyone = await cache.ask("pipe", "get", "alice", now=clock.now)
+        yn = await cache.ask("pipe", "get", "alice", now=clock.now, region="YN")
+        comm = await cache.ask("pipe-comm", "get", now=clock.now)
+        assert everyone["entries"] == [{"rank": 1, "user": "alice", "score": 1750}]
+        assert yn["entries"] == everyone["entries"] and yn["region"] == "YN"
+        assert everyone["me"] == {"rank": 1, "score": 1750}
+        # A regional board's default region is the caller's own.
+        home = await cache.ask("pipe", "get", "alice", now=clock.now, home_region="YN")
+        assert home["region"] == "YN"
+        earned = {e["user"]: e["score"] for e in comm["entries"]}
         assert set(earned) == {"alice", "root"} and all(v > 0 for v in earned.values())
         # Replayed: the outbox again (no order twice, so no notice), every notice again
         # after the owner forgot its answers (the board takes each order once).
@@ -399,15 +436,16 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
         owners.append(shard)
         await conn.execute("UPDATE game_notices SET sent_at = NULL")
         await worker.deliver_notices()
-        [same] = await shard.submit([read("pipe", "get", "alice")])
-        assert same["result"]["entries"] == everyone["result"]["entries"]
+        same = await cache.ask("pipe", "get", "alice", now=clock.now)
+        assert same["entries"] == everyone["entries"]
         # A refund takes its order's score back.
         order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'carol'")
         assert json.loads(await worker.refund("carol", order))["ok"]
         await worker.deliver_notices()
-        [less] = await shard.submit([read("pipe", "get", "alice")])
-        assert less["result"]["entries"] == [{"rank": 1, "user": "alice", "score": 1250}]
+        less = await cache.ask("pipe", "get", "alice", now=clock.now)
+        assert less["entries"] == [{"rank": 1, "user": "alice", "score": 1250}]
     finally:
+        await cache.close()
         await pool.close()
         await conn.close()
         await worker.stop()

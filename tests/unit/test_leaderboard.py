@@ -302,35 +302,39 @@ def test_ranks_equal_a_sort_of_the_tally(ops: list[tuple[int, int, int, int, int
 
 def test_reads_validate_period_and_region() -> None:
     b = board()
-    state = rules.initial_state(b)
-    look = GAME.command("leaderboard.get", "u", {"period": "2026-12"})
     with pytest.raises(GameError, match="not a period"):
-        GAME.decide(state, look, T, RNG)
-    regional = GAME.command("leaderboard.get", "u", {"region": "YN"})
+        GAME.rank_read(b, "leaderboard.get", "u", {"period": "2026-12"}, T)
     with pytest.raises(GameError, match="no regions"):
-        GAME.decide(state, regional, T, RNG)
+        GAME.rank_read(b, "leaderboard.get", "u", {"region": "YN"}, T)
     with pytest.raises(GameError):
         GAME.command("leaderboard.score", "u", {"order": "o1", "facts": {"amount": "x"}})
+    champions = GAME.command("leaderboard.champions", "u", {"region": "YN"})
+    with pytest.raises(GameError, match="no regions"):
+        GAME.decide(rules.initial_state(b), champions, T, RNG)
 
 
-def test_get_and_around_me_answer_ranks_and_the_callers_standing() -> None:
-    import json
+@pytest.mark.parametrize(("params", "home", "group"), [
+    ({}, None, EVERYONE), ({}, "YN", "YN"), ({"region": "SH"}, "YN", "SH"),
+    ({"region": "all"}, "YN", EVERYONE), ({}, "all", EVERYONE)])
+def test_a_regional_read_defaults_to_the_callers_region(params: dict[str, Any],
+                                                       home: str | None, group: str) -> None:
+    read = GAME.rank_read(board(scope="region"), "leaderboard.get", "u",
+                          {**params, "home_region": home}, T)
+    assert read.group == ("2026-W49", group) and read.count == 3
+
+
+def test_answers_number_ranks_from_where_the_entries_start() -> None:
     b = board()
-    state = rules.initial_state(b)
-    for n in range(8):
-        state, _ = run(state, Score(f"o{n}", "x", facts(100 * (8 - n), f"s{n}")))
-    got = json.loads(GAME.answer(b, state, GAME.command("leaderboard.get", "s5", {}), [], T))
-    assert got["period"] == "2026-W49" and got["region"] is None
-    assert got["entries"] == [{"rank": 1, "user": "s0", "score": 800},
-                              {"rank": 2, "user": "s1", "score": 700},
-                              {"rank": 3, "user": "s2", "score": 600}]
-    assert got["me"] == {"rank": 6, "score": 300}
-    around = json.loads(GAME.answer(b, state, GAME.command(
-        "leaderboard.around", "s5", {"k": 2}), [], T))
-    assert [e["rank"] for e in around["entries"]] == [4, 5, 6, 7, 8]
-    top = json.loads(GAME.answer(b, state, GAME.command(
-        "leaderboard.around", "s0", {"k": 1}), [], T))
-    assert [e["user"] for e in top["entries"]] == ["s0", "s1"]
-    nobody = json.loads(GAME.answer(b, state, GAME.command(
-        "leaderboard.around", "zed", {}), [], T))
+    get = GAME.rank_read(b, "leaderboard.get", "s5", {"limit": 2}, T)
+    assert (get.start, get.count, get.around) == (0, 2, None)
+    around = GAME.rank_read(b, "leaderboard.around", "s5", {"k": 2}, T)
+    assert around.around == 2 and around.member == "s5"
+    answer = GAME.rank_answer(b, around, 3, [("s3", 500), ("s4", 400), ("s5", 300)],
+                              (5, 300), T)
+    assert answer["entries"] == [{"rank": 4, "user": "s3", "score": 500},
+                                 {"rank": 5, "user": "s4", "score": 400},
+                                 {"rank": 6, "user": "s5", "score": 300}]
+    assert answer["me"] == {"rank": 6, "score": 300} and answer["period"] == "2026-W49"
+    assert answer["final"] is False and answer["region"] is None
+    nobody = GAME.rank_answer(b, around, 0, [], None, T)
     assert nobody["entries"] == [] and nobody["me"] is None
