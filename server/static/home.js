@@ -222,19 +222,19 @@ function viewOf(data) {
   return Array.isArray(view.entries) ? view : null;
 }
 
-async function loadBoards() {
-  const section = $("boards");
-  let boards;
+/** First paint by HTTP (no wait for the socket's handshake), then the socket's answer:
+ * `path` over HTTP, else `method` over /ws when HTTP fails (say, its rate limit). */
+async function read(path, method, params) {
   try {
-    boards = (await api("/api/leaderboards")).boards || [];
+    return await api(path);
   } catch (err) {
-    // No leaderboards on this server (404), or they need a login (401): say so calmly.
-    section.dataset.state = err.status === 401 ? "login" : "unavailable";
-    $("board-list").replaceChildren(err.status === 401 ? loginNote("登录后查看实时排行")
-      : h("li", { class: "empty" }, "排行榜即将上线，敬请期待"));
-    champions([]);
-    return;
+    if (err.status === 404 || err.status === 401 || !client) throw err;
+    return client.call(method, params);
   }
+}
+
+function loadBoards(boards) {
+  const section = $("boards");
   state.boards = boards;
   if (!boards.length) {
     section.dataset.state = "empty";
@@ -246,9 +246,16 @@ async function loadBoards() {
     class: "tab", role: "tab", "data-board": board.id, "aria-selected": "false",
     onclick: () => showBoard(board.id),
   }, boardTitle(board))));
+  if (!client) {
+    // Ranks and champions are for logged-in shoppers (the routes ask for a token).
+    section.dataset.state = "login";
+    $("board-list").replaceChildren(loginNote("登录后查看实时排行"));
+    $("champions").dataset.state = "login";
+    $("champ-list").replaceChildren(loginNote("登录后查看本周冠军"));
+    return;
+  }
   showBoard(boards[0].id);
   loadChampions(boards);
-  if (!client) return;
   for (const board of boards) {
     const sub = client.subscribe(boardTopic(board), {
       onChange: (data, frame) => {
@@ -264,8 +271,10 @@ async function loadBoards() {
       },
     });
     state.boardSubs.set(board.id, sub);
-    // The caller's own rank and score come with the board's answer (`me`).
-    client.call("leaderboard.get", { campaign: board.id, limit: BOARD_ROWS }).then((answer) => {
+    // The top N and the caller's own rank and score (`me`), before the socket is up.
+    const id = encodeURIComponent(board.id);
+    read(`/api/leaderboards/${id}?limit=${BOARD_ROWS}`, "leaderboard.get",
+      { campaign: board.id, limit: BOARD_ROWS }).then((answer) => {
       board.me = answer.me || null;
       if (!board.live) board.live = answer;
       if (state.board === board.id) renderBoard(board, false);
@@ -357,13 +366,16 @@ async function loadCampaigns() {
     // Public, and asked without a token: the page's <link rel=preload> already holds it.
     campaigns = (await api("/api/campaigns", { auth: false })).campaigns.filter((c) => running(c));
   } catch {
-    for (const id of ["groupbuys", "bargains", "lotteries"]) {
+    for (const id of ["groupbuys", "bargains", "lotteries", "boards", "champions"]) {
       $(id).dataset.state = "unavailable";
     }
     toast("网络不佳，活动加载失败，请下拉刷新");
     return;
   }
   state.campaigns = campaigns;
+  // The boards first: their requests leave before the campaigns' (a phone's browser
+  // opens only a few connections to one host at once).
+  loadBoards(campaigns.filter((c) => c.kind === "leaderboard"));
   renderGroupbuys(campaigns.filter((c) => c.kind === "groupbuy"));
   renderBargains(campaigns.filter((c) => c.kind === "bargain"));
   renderLotteries(campaigns.filter((c) => c.kind === "lottery"));
@@ -399,7 +411,8 @@ function renderGroupbuys(list) {
 async function refreshGroups(campaign) {
   let groups;
   try {
-    groups = (await client.call("groupbuy.list_open", { campaign: campaign.id, limit: GROUPS_SHOWN })).groups;
+    groups = (await read(`/api/groupbuys/${encodeURIComponent(campaign.id)}/groups?limit=${GROUPS_SHOWN}`,
+      "groupbuy.list_open", { campaign: campaign.id, limit: GROUPS_SHOWN })).groups;
   } catch {
     return; // the list stays as it was; the next refresh tries again
   }
@@ -632,7 +645,7 @@ function renderLotteries(list) {
         },
       });
       state.lotterySubs.set(c.id, sub);
-      client.call("lottery.get", { campaign: c.id }).then((answer) => drawsLeft(card, c, answer.lottery.draws_left), () => {});
+      read(`/api/lotteries/${encodeURIComponent(c.id)}`, "lottery.get", { campaign: c.id }).then((answer) => drawsLeft(card, c, answer.lottery.draws_left), () => {});
     }
     return card;
   }), "暂无进行中的抽奖");
@@ -715,4 +728,3 @@ if (client) {
   window.addEventListener("online", () => client.reconnectNow());
 }
 loadCampaigns();
-loadBoards();
