@@ -526,8 +526,10 @@ class Owner:
                     await self._ranks.rebuild(self._pool, campaign.game.read_model, cid,
                                               version)
                     self._stale_ranks.discard(cid)
-                else:
-                    await self._ranks.write(cid, changed, version)
+                elif not await self._ranks.write(cid, changed, version) and campaign:
+                    # Redis lost the cache while we ran: all of it again, from Postgres.
+                    await self._ranks.rebuild(self._pool, campaign.game.read_model, cid,
+                                              version or 0)
             except Exception:
                 # Rebuilt from Postgres on a later commit (or the next start).
                 log.exception("shard %d: the rank cache of %s could not be written",

@@ -84,8 +84,10 @@ class RankCache:
         self._mine = client.register_script(_MINE)
 
     async def write(self, campaign: str, found: Sequence[tuple[tuple[str, ...], str, int, int]],
-                    version: int | None) -> None:
-        """Apply `found` entries (see `entries`) and mark the cache at stream `version`."""
+                    version: int | None) -> bool:
+        """Apply `found` entries (see `entries`) and mark the cache at stream `version`;
+        whether the cache was there (False: Redis lost it, say by a restart without
+        persistence, and what it holds now is only these entries: rebuild it)."""
         async with self.client.pipeline(transaction=True) as pipe:
             groups = set()
             for group, member, score, order in found:
@@ -96,8 +98,9 @@ class RankCache:
             if groups:
                 pipe.sadd(redis_keys.rankings(campaign), *sorted(groups))
             if version is not None:
-                pipe.set(redis_keys.ranks_version(campaign), version)
-            await pipe.execute()
+                pipe.getset(redis_keys.ranks_version(campaign), version)
+            replies = await pipe.execute()
+        return version is None or replies[-1] is not None
 
     async def version(self, campaign: str) -> int | None:
         """The stream version the campaign's cache is at (None: no cache)."""

@@ -449,3 +449,28 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
         await pool.close()
         await conn.close()
         await worker.stop()
+
+
+async def test_a_cache_redis_lost_while_the_owner_runs_is_rebuilt_on_the_next_commit(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, board("lost", ranks=50))
+    shard = await shard_factory(config, Clock())
+    await shard.expire_due()
+
+    def scored(n: int) -> dict[str, Any]:
+        return score("lost", f"o{n}", f"b{n}", {"amount": 100 * (n + 1), "at": T0,
+                                                "referrer": f"s{n}", "earned": [],
+                                                "regions": {}})
+
+    await shard.submit([scored(n) for n in range(20)])
+    cache = Ranks(clean, config)
+    try:
+        lost = await cache.client.keys("fission:rank*")
+        assert lost
+        await cache.client.delete(*lost)  # as a Redis restarted without persistence
+        await shard.submit([scored(20)])
+        got = await cache.ask("lost", "get", limit=50)
+    finally:
+        await cache.close()
+    assert [(e["user"], e["score"]) for e in got["entries"]] == [
+        (f"s{n}", 100 * (n + 1)) for n in range(20, -1, -1)]
