@@ -7,9 +7,12 @@ what it wrote so a user's calls cost one write per change of region, not one per
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 
 import asyncpg
+
+log = logging.getLogger("fission.regions")
 
 CACHED = 100_000  # users a gateway remembers the recorded region of
 
@@ -27,10 +30,17 @@ class Regions:
         recorded stays)."""
         if region is None or self._known.get(user) == region:
             return
-        await self._pool.execute(
-            "INSERT INTO user_regions (user_id, region) VALUES ($1, $2)"
-            " ON CONFLICT (user_id) DO UPDATE SET region = EXCLUDED.region, updated_at = now()"
-            " WHERE user_regions.region IS DISTINCT FROM EXCLUDED.region", user, region)
+        try:
+            await self._pool.execute(
+                "INSERT INTO user_regions (user_id, region) VALUES ($1, $2)"
+                " ON CONFLICT (user_id) DO UPDATE SET region = EXCLUDED.region,"
+                " updated_at = now() WHERE user_regions.region IS DISTINCT FROM"
+                " EXCLUDED.region", user, region)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # A record for the boards, not the user's call: that goes on (if it can
+            # without Postgres), and the next call records it.
+            log.warning("the region of %s could not be recorded", user, exc_info=True)
+            return
         self._known[user] = region
         self._known.move_to_end(user)
         if len(self._known) > self._cached:
