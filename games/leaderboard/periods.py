@@ -21,9 +21,16 @@ _FOREVER = (1 << 62)  # an all-time period never ends
 
 
 def _local_day(board: BoardCampaign, ms: int) -> date:
-    """The board's day `ms` falls in (a day starts at the reset moment)."""
+    """The board's day `ms` falls in: the last day whose reset moment (`_start_of`) is
+    not after it. Local arithmetic gives it but for a reset moment that a clock change
+    skips or repeats, hence the check against `_start_of` itself."""
     local = datetime.fromtimestamp(ms / 1000, UTC).astimezone(board.tz)
-    return (local - timedelta(minutes=board.reset_minutes)).date()
+    day = (local - timedelta(minutes=board.reset_minutes)).date()
+    if _start_of(board, day) > ms:
+        return day - timedelta(days=1)
+    if _start_of(board, day + timedelta(days=1)) <= ms:
+        return day + timedelta(days=1)
+    return day
 
 
 def _first_day(board: BoardCampaign, day: date) -> date:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from games.commission import Rates
@@ -338,3 +338,31 @@ def test_answers_number_ranks_from_where_the_entries_start() -> None:
     assert answer["final"] is False and answer["region"] is None
     nobody = GAME.rank_answer(b, around, 0, [], None, T)
     assert nobody["entries"] == [] and nobody["me"] is None
+
+
+def test_a_reset_moment_a_clock_change_skips_starts_the_day_when_the_clock_reaches_it(
+        ) -> None:
+    # New York skips 02:00-03:00 on 2026-03-08: a 02:30 reset comes at 03:30 EDT.
+    b = board(period="daily", zone="America/New_York", reset_minutes=150)
+    moment = ms("2026-03-08T03:10:00-04:00")
+    assert periods.period_of(b, moment) == "2026-03-07"
+    assert periods.bounds(b, "2026-03-08")[0] == ms("2026-03-08T03:30:00-04:00")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["daily", "weekly", "monthly"]),
+       st.sampled_from(["Asia/Shanghai", "America/New_York", "Europe/London", "UTC",
+                        "Australia/Lord_Howe"]),
+       st.integers(0, 24 * 60 - 1),
+       st.integers(ms("2024-01-01T00:00:00+00:00"), ms("2029-01-01T00:00:00+00:00")))
+@example("daily", "America/New_York", 150, ms("2026-03-08T07:10:00+00:00"))  # skipped
+@example("daily", "America/New_York", 90, ms("2026-11-01T06:10:00+00:00"))  # repeated
+@example("weekly", "Europe/London", 60, ms("2026-03-29T00:30:00+00:00"))
+def test_every_moment_lies_in_the_bounds_of_its_own_period(period: str, zone: str,
+                                                          reset: int, moment: int) -> None:
+    b = board(period=period, zone=zone, reset_minutes=reset)
+    name = periods.period_of(b, moment)
+    start, end = periods.bounds(b, name)
+    assert start <= moment < end and periods.valid(b, name)
+    assert periods.period_of(b, start) == name == periods.period_of(b, end - 1)
+    assert periods.period_of(b, end) == periods.following(b, name) != name
