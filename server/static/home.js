@@ -465,6 +465,7 @@ function drawGroup(campaign, row, group, seq) {
   const need = Math.max(0, group.size - joined);
   const member = (group.members || []).includes(state.user);
   row.dataset.status = group.status;
+  row.dataset.mine = member ? "1" : "0";
   row.dataset.joined = joined;
   if (seq != null) row.dataset.seq = seq;
   const leader = (group.members || [])[0];
