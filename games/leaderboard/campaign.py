@@ -11,6 +11,7 @@ A board ranks sellers by one metric over one kind of period, for everyone or per
     metric = "sales"              # sales (fen), commission (fen), orders, members
     period = "weekly"             # all, daily, weekly (from Monday), monthly
     scope = "everyone"            # or "region": one board per region, plus everyone's
+    regions = ["YN", "SH"]        # optional, regional boards: shown from the start
     ranks = 10                    # how many ranks the board shows (1-100)
     reset_at = "00:00"            # optional: when a period starts, local time
     time_zone = "Asia/Shanghai"   # optional, the default
@@ -31,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from games.campaign import listed
 from games.commission import Rates
 from games.settings import Table, read_campaign_head
+from games.topics import IDENT_RE
 
 KIND = "leaderboard"
 DEFAULT_ZONE = "Asia/Shanghai"
@@ -40,6 +42,7 @@ SCOPES = ("everyone", "region")
 MAX_RANKS = 100
 
 _RESET_AT = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_REGION = IDENT_RE
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class BoardCampaign:
     ranks: int
     reset_minutes: int = 0
     zone: str = DEFAULT_ZONE
+    # Regions whose boards exist from the start (others appear with their first score).
+    regions: tuple[str, ...] = ()
     kind: str = KIND
     commission: Rates | None = field(default=None, init=False)
 
@@ -78,7 +83,8 @@ class BoardCampaign:
     def public(self) -> dict[str, object]:
         """The board as `GET /api/campaigns` and `GET /api/leaderboards` list it."""
         return listed(self, metric=self.metric, period=self.period, scope=self.scope,
-                      ranks=self.ranks, reset_at=self.reset_at, time_zone=self.zone)
+                      ranks=self.ranks, reset_at=self.reset_at, time_zone=self.zone,
+                      regions=list(self.regions))
 
 
 def parse_campaign(s: Table, rates: Rates) -> BoardCampaign:
@@ -105,8 +111,14 @@ def parse_campaign(s: Table, rates: Rates) -> BoardCampaign:
     except (ZoneInfoNotFoundError, ValueError):
         raise s.fail("time_zone", f"{zone!r} is not a known time zone, e.g. "
                                   "\"Asia/Shanghai\"") from None
+    regions = s.get("regions", list, [])
+    s.check("regions", scope == "region" or not regions, "is for a board of scope \"region\"")
+    s.check("regions", all(isinstance(r, str) and _REGION.fullmatch(r) and r != "all"
+                           for r in regions),
+            "must be region names of 1-64 characters of A-Z, a-z, 0-9, - and _ (not \"all\")")
+    s.check("regions", len(set(regions)) == len(regions), "names a region twice")
     s.done()
     return BoardCampaign(
         id=head.id, title=head.title, starts_at=head.starts_at, ends_at=head.ends_at,
         metric=metric, period=period, scope=scope, ranks=ranks,
-        reset_minutes=int(match[1]) * 60 + int(match[2]), zone=zone)
+        reset_minutes=int(match[1]) * 60 + int(match[2]), zone=zone, regions=tuple(regions))

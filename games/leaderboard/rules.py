@@ -258,18 +258,25 @@ def _unscore(state: BoardState, command: Unscore, now: int) -> list[Event]:
                    refund=True)]
 
 
+def opened(board: BoardCampaign) -> tuple[str, ...]:
+    """The groups whose boards exist from the start: everyone's and the configured
+    regions' (the topic of each has a snapshot before any score)."""
+    return (EVERYONE, *board.regions)
+
+
 def _flush(state: BoardState, now: int, opening: bool = False) -> list[Event]:
     """Publish what changed (`opening`: also everyone's board, so its topic has a
     snapshot from the start)."""
+    shown_first = opened(state.campaign)
     if opening:
-        if EVERYONE in state.seqs:
+        if all(g in state.seqs for g in shown_first):
             return []
     elif state.flush_at is None or now < state.flush_at:
         return []
     board, period = state.campaign, state.open_period
     boards: list[tuple[str, tuple[Standing, ...]]] = []
     ranks: list[tuple[str, str, int | None, int]] = []
-    for group in sorted(state.dirty | ({EVERYONE} if opening else set())):
+    for group in sorted(state.dirty | (set(shown_first) if opening else set())):
         order = ranking(state, period, group)
         shown = tuple((u, s) for u, s, _ in order[:board.ranks])
         if shown != state.shown.get(group, ()) or group not in state.seqs:
@@ -382,7 +389,7 @@ def evolve(state: BoardState, event: Event) -> BoardState:
 def deadlines(state: BoardState) -> list[tuple[int, str]]:
     """The deadlines `state` holds: its pending flush, and the open period's close."""
     found = []
-    if EVERYONE not in state.seqs:
+    if not all(g in state.seqs for g in opened(state.campaign)):
         found.append((state.campaign.starts_at, "open"))
     if state.flush_at is not None:
         found.append((state.flush_at, "flush"))

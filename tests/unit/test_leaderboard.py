@@ -92,11 +92,20 @@ def test_config_refusals_name_their_key() -> None:
             "ends_at": "2027-01-01T00:00:00+08:00"}
     good = parse_campaign(Table("t", "campaigns[0]", dict(base)), Rates(0, 0))
     assert (good.scope, good.ranks, good.zone) == ("everyone", 10, "Asia/Shanghai")
+    regional = parse_campaign(Table("t", "campaigns[0]", {**base, "scope": "region",
+                                                          "regions": ["YN", "SH"]}),
+                              Rates(0, 0))
+    assert regional.regions == ("YN", "SH") and regional.public()["regions"] == ["YN", "SH"]
     for key, value in (("metric", "likes"), ("period", "yearly"), ("scope", "city"),
                        ("ranks", 0), ("reset_at", "24:00"), ("time_zone", "Mars/Base"),
+                       ("regions", ["YN"]),  # on a board of everyone
                        ("extra", 1)):
         with pytest.raises(ConfigError, match=key):
             parse_campaign(Table("t", "campaigns[0]", {**base, key: value}), Rates(0, 0))
+    for regions in (["云南"], ["all"], ["YN", "YN"], [1]):
+        with pytest.raises(ConfigError, match="regions"):
+            parse_campaign(Table("t", "campaigns[0]", {**base, "scope": "region",
+                                                       "regions": regions}), Rates(0, 0))
 
 
 # --- scores -----------------------------------------------------------------------------
@@ -211,6 +220,17 @@ def test_scores_are_flushed_once_per_window_with_rank_changes() -> None:
     state, _ = run(state, Score("p", "y", facts(1, "s0")), T + 20_000)
     state, [quiet] = run(state, Tick("flush"), T + 30_000)
     assert isinstance(quiet, Flushed) and quiet.ranks == ()
+
+
+def test_configured_regions_have_boards_from_the_start() -> None:
+    b = board(scope="region", regions=("YN", "SH"))
+    state = BoardState(b, "2026-W49")
+    assert (b.starts_at, "open") in rules.deadlines(state)
+    state, [opened] = run(state, Tick("open"), T)
+    assert isinstance(opened, Flushed)
+    assert opened.boards == (("SH", ()), ("YN", ()), (EVERYONE, ()))  # sorted
+    assert (b.starts_at, "open") not in rules.deadlines(state)
+    assert run(state, Tick("open"), T + 1)[1] == []
 
 
 def test_a_period_closes_once_on_time_and_late_orders_land_in_their_own() -> None:
