@@ -190,7 +190,8 @@ function boardTitle(board) {
   // A config title may gloss itself in parentheses ("本周带货榜 (this week's top sellers)").
   const title = String(board.title || "").replace(/\s*[(（].*[)）]\s*$/, "");
   if (/[\u4e00-\u9fff]/.test(title)) return title;
-  const metric = METRIC_NAMES[board.metric] || board.title || board.id;
+  let metric = METRIC_NAMES[board.metric] || board.title || board.id;
+  if (board.scope === "region") metric = `${state.region || "地区"}${metric}`;
   const period = PERIOD_NAMES[board.period] || "";
   return period && !String(metric).includes(period) ? `${metric}·${period}` : metric;
 }
@@ -256,30 +257,35 @@ function loadBoards(boards) {
   }
   showBoard(boards[0].id);
   loadChampions(boards);
-  for (const board of boards) {
-    const sub = client.subscribe(boardTopic(board), {
-      onChange: (data, frame) => {
-        board.live = data;
-        board.seq = frame.seq;
-        if (frame.op === "event" && frame.data.type === "champions" && board.period === "weekly") {
-          loadChampions(state.boards); // a week closed just now: its champion takes the top spot
-        }
-        if (state.board === board.id) renderBoard(board, frame.op === "event");
-      },
-      onError: () => {
-        if (state.board === board.id && !board.live) renderBoard(board, false);
-      },
-    });
-    state.boardSubs.set(board.id, sub);
-    // The top N and the caller's own rank and score (`me`), before the socket is up.
-    const id = encodeURIComponent(board.id);
-    read(`/api/leaderboards/${id}?limit=${BOARD_ROWS}`, "leaderboard.get",
-      { campaign: board.id, limit: BOARD_ROWS }).then((answer) => {
-      board.me = answer.me || null;
-      if (!board.live) board.live = answer;
-      if (state.board === board.id) renderBoard(board, false);
-    }, () => {});
-  }
+  for (const board of boards) watchBoard(board);
+}
+
+function watchBoard(board) {
+  const sub = client.subscribe(boardTopic(board), {
+    onChange: (data, frame) => {
+      board.live = data;
+      board.seq = frame.seq;
+      if (frame.op === "event" && frame.data.type === "champions" && board.period === "weekly") {
+        loadChampions(state.boards); // a week closed just now: its champion takes the top spot
+      }
+      if (state.board === board.id) renderBoard(board, frame.op === "event");
+    },
+    onError: () => {
+      // A regional board has no topic until its region first scores (not_found): the
+      // page asks again on its next refresh.
+      state.boardSubs.delete(board.id);
+      if (state.board === board.id && !board.live) renderBoard(board, false);
+    },
+  });
+  state.boardSubs.set(board.id, sub);
+  // The top N and the caller's own rank and score (`me`), before the socket is up.
+  const id = encodeURIComponent(board.id);
+  read(`/api/leaderboards/${id}?limit=${BOARD_ROWS}`, "leaderboard.get",
+    { campaign: board.id, limit: BOARD_ROWS }).then((answer) => {
+    board.me = answer.me || null;
+    if (!board.live) board.live = answer;
+    if (state.board === board.id) renderBoard(board, false);
+  }, () => {});
 }
 
 function showBoard(id) {
@@ -695,6 +701,7 @@ function watchMe() {
         const board = state.boards.find((b) => b.id === e.board);
         if (board) {
           board.me = { rank: e.rank, score: e.score };
+          if (!state.boardSubs.has(board.id)) watchBoard(board); // its region's board exists now
           if (state.board === board.id) renderBoard(board, false);
         }
       }
@@ -724,6 +731,7 @@ if (client) {
   setInterval(() => {
     if (document.visibilityState !== "visible") return;
     for (const c of state.campaigns) if (c.kind === "groupbuy") refreshGroups(c);
+    for (const board of state.boards) if (!state.boardSubs.has(board.id)) watchBoard(board);
   }, 30000);
   // A phone back online should not wait for the backoff.
   window.addEventListener("online", () => client.reconnectNow());
