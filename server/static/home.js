@@ -410,8 +410,25 @@ function renderGroupbuys(list) {
           }, "我要开团")))),
       groups);
     if (client) refreshGroups(c);
+    // A friend's share link: #group=campaign/id shows that group, whatever the list holds.
+    const [sharedCampaign, sharedGroup] = (new URLSearchParams(location.hash.slice(1))
+      .get("group") || "").split("/");
+    if (client && sharedCampaign === c.id && sharedGroup) showSharedGroup(c, sharedGroup, card);
     return card;
   }), "暂无进行中的拼团");
+}
+
+async function showSharedGroup(campaign, id, card) {
+  let group;
+  try {
+    group = (await read(`/api/groupbuys/${encodeURIComponent(campaign.id)}/groups/${encodeURIComponent(id)}`,
+      "groupbuy.get", { campaign: campaign.id, group: id })).group;
+  } catch {
+    toast("这个团不存在或已结束，看看别的团吧");
+    return;
+  }
+  watchGroup(campaign, group, true);
+  card.scrollIntoView({ block: "start" });
 }
 
 async function refreshGroups(campaign) {
@@ -438,9 +455,14 @@ async function refreshGroups(campaign) {
   }
 }
 
-function watchGroup(campaign, group, mine = false) {
+/** Show `group` live in its campaign's card; a `pinned` one (opened here, or a share
+ * link's) stays when the list is asked again, and after it completes. */
+function watchGroup(campaign, group, pinned = false) {
   const key = `${campaign.id}/${group.id}`;
-  if (state.groupSubs.has(key)) return;
+  if (state.groupSubs.has(key)) {
+    if (pinned) state.groupSubs.get(key).mine = true;
+    return;
+  }
   const box = document.querySelector(`.groups[data-campaign="${campaign.id}"]`);
   box.querySelector(".empty")?.remove();
   const row = h("div", { class: "group", "data-group": group.id });
@@ -449,7 +471,7 @@ function watchGroup(campaign, group, mine = false) {
   const sub = client.subscribe(`groupbuy:${campaign.id}:${group.id}`, {
     onChange: (data, frame) => {
       drawGroup(campaign, row, data.group, frame.seq);
-      if (data.group.status !== "open") {
+      if (data.group.status !== "open" && !sub.mine) {
         // Shown done for a moment, then the list makes room for groups still filling.
         setTimeout(() => {
           if (state.groupSubs.get(key) !== sub) return;
@@ -462,7 +484,7 @@ function watchGroup(campaign, group, mine = false) {
     },
     onError: () => row.remove(),
   });
-  sub.mine = mine;
+  sub.mine = pinned;
   state.groupSubs.set(key, sub);
 }
 
@@ -485,7 +507,10 @@ function drawGroup(campaign, row, group, seq) {
       h("div", { class: "bar" }, barFill(joined / group.size))),
     group.status === "open" && !member ? h("button", {
       class: "btn", "data-action": "join", onclick: (e) => joinGroup(campaign, group, e.target),
-    }, "去参团") : h("span", { class: "muted" }, member && group.status === "open" ? "待好友加入" : ""));
+    }, "去参团") : member && group.status === "open" ? h("button", {
+      class: "btn ghost", "data-action": "share",
+      onclick: () => copy(`${location.origin}/#group=${campaign.id}/${group.id}`),
+    }, "邀请好友") : h("span", { class: "muted" }, ""));
 }
 
 function barFill(ratio) {
@@ -735,5 +760,9 @@ if (client) {
   }, 30000);
   // A phone back online should not wait for the backoff.
   window.addEventListener("online", () => client.reconnectNow());
+  // A phone that put the page away may have lost its socket: back at once, resumed.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") client.reconnectNow();
+  });
 }
 loadCampaigns();

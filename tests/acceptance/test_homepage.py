@@ -247,8 +247,11 @@ async def test_homepage_on_a_phone_shows_deals_live_and_resumes(stack: Stack,
         cdp_again = await context.new_cdp_session(again_page)
         await cdp_again.send("Network.emulateNetworkConditions", SLOW_NETWORK)
         await cdp_again.send("Emulation.setCPUThrottlingRate", {"rate": CPU_SLOWDOWN})
-        await again_page.goto(f"{base}/")
+        await again_page.goto(f"{base}/#group={CAMPAIGN}/{group}")  # a friend's share link
         await again_page.locator(f'#board-list[data-board="{BOARD}"] li.row[data-user="{SELLER}"]'
+                                 ).wait_for(timeout=WAIT_MS)
+        # The shared group is shown, completed, although the list has only open ones.
+        await again_page.locator(f'.group[data-group="{group}"][data-status="completed"]'
                                  ).wait_for(timeout=WAIT_MS)
         marks = await again_page.evaluate(
             "performance.getEntriesByName('fission:board-rendered').map(e => e.startTime)")
