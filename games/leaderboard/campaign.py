@@ -15,12 +15,18 @@ A board ranks sellers by one metric over one kind of period, for everyone or per
     ranks = 10                    # how many ranks the board shows (1-100)
     reset_at = "00:00"            # optional: when a period starts, local time
     time_zone = "Asia/Shanghai"   # optional, the default
+    keep_days = 60                # optional: how long an order can still move the board
 
 Metrics, per paid order of a referred buyer: `sales` adds the order's amount (fen) to the
 buyer's direct referrer; `orders` adds one order to them; `commission` adds each
 beneficiary's commission (both levels); `members` counts the referrer's direct members
 who bought in the period (one however many orders). A refund takes back what its order
 added. A board's orders earn nothing themselves: `commission` is None.
+
+An order moves a board for `keep_days` after it was made (longer than the shop's return
+window, `commission.return_window_days`, so every refund still takes its score back); a
+notice of an older order changes nothing, so the owner lets go of what it held for older
+orders and closed periods, and its memory is bounded by that window, not the board's age.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class BoardCampaign:
     zone: str = DEFAULT_ZONE
     # Regions whose boards exist from the start (others appear with their first score).
     regions: tuple[str, ...] = ()
+    keep_days: int = 60
     kind: str = KIND
     commission: Rates | None = field(default=None, init=False)
 
@@ -69,6 +76,11 @@ class BoardCampaign:
     def tz(self) -> ZoneInfo:
         """The time zone whose days bound the periods."""
         return ZoneInfo(self.zone)
+
+    @property
+    def keep_ms(self) -> int:
+        """How long after it was made an order still moves the board (ms)."""
+        return self.keep_days * 86_400_000
 
     @property
     def regional(self) -> bool:
@@ -117,8 +129,11 @@ def parse_campaign(s: Table, rates: Rates) -> BoardCampaign:
                            for r in regions),
             "must be region names of 1-64 characters of A-Z, a-z, 0-9, - and _ (not \"all\")")
     s.check("regions", len(set(regions)) == len(regions), "names a region twice")
+    keep = s.get("keep_days", int, 60)
+    s.check("keep_days", 1 <= keep <= 3660, "must be from 1 to 3660 (days)")
     s.done()
     return BoardCampaign(
         id=head.id, title=head.title, starts_at=head.starts_at, ends_at=head.ends_at,
         metric=metric, period=period, scope=scope, ranks=ranks,
-        reset_minutes=int(match[1]) * 60 + int(match[2]), zone=zone, regions=tuple(regions))
+        reset_minutes=int(match[1]) * 60 + int(match[2]), zone=zone, regions=tuple(regions),
+        keep_days=keep)

@@ -378,7 +378,7 @@ class LeaderboardGame:
                 "entries": sum(len(board) for board in state.entries.values())}
 
     def release(self, campaign: BoardCampaign, state: BoardState, now: int) -> BoardState:
-        return state  # scores of closed periods stay readable (`period=` of the past)
+        return rules.release(state, now)
 
 
 GAME: Game[BoardCampaign, BoardState, Any, Event] = LeaderboardGame()

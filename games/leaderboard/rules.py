@@ -158,12 +158,14 @@ class BoardState:
 
     `entries`: (period, group) -> user -> (score, reached); zero scores are left out.
     `orders`: every order scored -> (its Scored, whether refunded since), so each counts
-    once and a refund takes back exactly what it added. `bought`: (period, group, seller,
-    buyer) -> the buyer's live orders (the `members` metric). `open_period`: the period
-    whose end is the next close (`all` never closes). `shown`: group -> the top its topic
-    shows; `seqs`: group -> its topic's seq; `told`: group -> user -> the rank they were
-    last told; `dirty`: groups changed in the open period since the last flush, due at
-    `flush_at`. `champions`: (period, group, final top), in closing order.
+    once and a refund takes back exactly what it added (orders older than the board's
+    `keep_days` are let go: a notice that old changes nothing, see `decide`). `bought`:
+    (period, group, seller, buyer) -> the buyer's live orders (the `members` metric).
+    `open_period`: the period whose end is the next close (`all` never closes). `shown`:
+    group -> the top its topic shows; `seqs`: group -> its topic's seq; `told`: group ->
+    user -> the rank they were last told; `dirty`: groups changed in the open period since
+    the last flush, due at `flush_at`. `champions`: (period, group, final top), in closing
+    order.
     """
 
     campaign: BoardCampaign
@@ -315,8 +317,8 @@ def _close(state: BoardState, period: str, now: int) -> list[Event]:
 def decide(state: BoardState, command: Command, now: int) -> list[Event]:
     """The events `command` causes at `now` (a repeat of a scored order: none)."""
     if isinstance(command, Score):
-        if command.order in state.orders:
-            return []
+        if command.order in state.orders or command.facts.at < now - state.campaign.keep_ms:
+            return []  # scored already, or too old to move the board (see `release`)
         return _score(state, command, now)
     if isinstance(command, Unscore):
         return _unscore(state, command, now)
@@ -384,6 +386,33 @@ def evolve(state: BoardState, event: Event) -> BoardState:
                                         for g, standing in event.champions)
     return replace(state, open_period=event.next, shown=shown, seqs=seqs, told=PMap(),
                    dirty=frozenset(), flush_at=None, champions=champions, version=version)
+
+
+def release(state: BoardState, now: int) -> BoardState:
+    """`state` without what no order can change any more: orders scored more than
+    `keep_days` ago (their refunds are past the return window) and the tallies of
+    periods that ended before that (an order that old is not scored); `state` itself
+    when there is nothing to let go. The rows in Postgres (and the rank cache) keep
+    them for reads."""
+    horizon = now - state.campaign.keep_ms
+    board = state.campaign
+    old_orders = [o for o, (scored, _) in state.orders.items() if scored.at < horizon]
+
+    def ended(period: str) -> bool:
+        return period != ALL and bounds(board, period)[1] < horizon
+
+    old_entries = [key for key in state.entries if ended(key[0])]
+    old_bought = [key for key in state.bought if ended(key[0])]
+    if not (old_orders or old_entries or old_bought):
+        return state
+    orders, entries, bought = state.orders, state.entries, state.bought
+    for order in old_orders:
+        orders = orders.remove(order)
+    for key in old_entries:
+        entries = entries.remove(key)
+    for tally in old_bought:
+        bought = bought.remove(tally)
+    return replace(state, orders=orders, entries=entries, bought=bought)
 
 
 def deadlines(state: BoardState) -> list[tuple[int, str]]:

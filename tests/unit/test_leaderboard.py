@@ -99,6 +99,7 @@ def test_config_refusals_name_their_key() -> None:
     for key, value in (("metric", "likes"), ("period", "yearly"), ("scope", "city"),
                        ("ranks", 0), ("reset_at", "24:00"), ("time_zone", "Mars/Base"),
                        ("regions", ["YN"]),  # on a board of everyone
+                       ("keep_days", 0),
                        ("extra", 1)):
         with pytest.raises(ConfigError, match=key):
             parse_campaign(Table("t", "campaigns[0]", {**base, key: value}), Rates(0, 0))
