@@ -387,3 +387,19 @@ def test_every_moment_lies_in_the_bounds_of_its_own_period(period: str, zone: st
     assert start <= moment < end and periods.valid(b, name)
     assert periods.period_of(b, start) == name == periods.period_of(b, end - 1)
     assert periods.period_of(b, end) == periods.following(b, name) != name
+
+
+def test_what_no_order_can_change_any_more_is_let_go() -> None:
+    b = board(keep_days=10)
+    state = BoardState(b, "2026-W49")
+    state, _ = run(state, Score("o1", "x", facts(100, "alice")), T)
+    later = T + 11 * 86_400_000
+    state, _ = run(state, Score("o2", "y", facts(50, "bob", at=later)), later)
+    released = rules.release(state, later)
+    assert set(released.orders) == {"o2"}  # o1's refund window is long past
+    assert ("2026-W49", EVERYONE) not in released.entries  # its week ended before
+    assert rules.release(released, later) is released
+    # A notice that old changes nothing, so forgetting it scores nothing twice.
+    assert run(released, Score("o1", "x", facts(100, "alice")), later)[1] == []
+    assert run(released, Unscore("o1"), later)[1] == []
+    assert standings(released, periods.period_of(b, later)) == [("bob", 50)]
