@@ -393,7 +393,7 @@ def test_what_no_order_can_change_any_more_is_let_go() -> None:
     b = board(keep_days=10)
     state = BoardState(b, "2026-W49")
     state, _ = run(state, Score("o1", "x", facts(100, "alice")), T)
-    later = T + 11 * 86_400_000
+    later = T + 20 * 86_400_000  # the week of T ended more than keep_days before
     state, _ = run(state, Score("o2", "y", facts(50, "bob", at=later)), later)
     released = rules.release(state, later)
     assert set(released.orders) == {"o2"}  # o1's refund window is long past
