@@ -17,6 +17,7 @@ champions stay as archived.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -187,19 +188,28 @@ def initial_state(campaign: BoardCampaign) -> BoardState:
     return BoardState(campaign, period_of(campaign, campaign.starts_at))
 
 
-def ranking(state: BoardState, period: str, group: str) -> list[tuple[str, int, int]]:
-    """Every ranked user of (period, group) in rank order: (user, score, reached)."""
+def _rank_key(row: tuple[str, int, int]) -> tuple[int, int, str]:
+    return -row[1], row[2], row[0]
+
+
+def ranking(state: BoardState, period: str, group: str, first: int | None = None
+            ) -> list[tuple[str, int, int]]:
+    """The ranked users of (period, group) in rank order, (user, score, reached): all,
+    or the `first` few (a partial selection, O(n log first): what the owner publishes
+    needs the top, and reads come from the rank cache)."""
     found = state.entries.get((period, group))
     if not found:
         return []
     rows = [(user, score, reached) for user, (score, reached) in found.items()]
-    rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+    if first is not None and first < len(rows):
+        return heapq.nsmallest(first, rows, key=_rank_key)
+    rows.sort(key=_rank_key)
     return rows
 
 
 def top(state: BoardState, period: str, group: str, n: int) -> tuple[Standing, ...]:
     """The first `n` of (period, group)."""
-    return tuple((user, score) for user, score, _ in ranking(state, period, group)[:n])
+    return tuple((user, score) for user, score, _ in ranking(state, period, group, n))
 
 
 def groups_of(board: BoardCampaign, user: str, regions: Mapping[str, str]) -> list[str]:
@@ -279,7 +289,7 @@ def _flush(state: BoardState, now: int, opening: bool = False) -> list[Event]:
     boards: list[tuple[str, tuple[Standing, ...]]] = []
     ranks: list[tuple[str, str, int | None, int]] = []
     for group in sorted(state.dirty | (set(shown_first) if opening else set())):
-        order = ranking(state, period, group)
+        order = ranking(state, period, group, max(board.ranks, NOTIFY_WITHIN))
         shown = tuple((u, s) for u, s, _ in order[:board.ranks])
         if shown != state.shown.get(group, ()) or group not in state.seqs:
             boards.append((group, shown))

@@ -316,6 +316,7 @@ def test_ranks_equal_a_sort_of_the_tally(ops: list[tuple[int, int, int, int, int
                            if p == period and g == group and s > 0),
                           key=lambda e: (-e[1], e[2], e[0]))
         assert rules.ranking(state, period, group) == expected
+        assert rules.ranking(state, period, group, 3) == expected[:3]  # a partial pick
 
 
 # --- the game's reads -------------------------------------------------------------------
