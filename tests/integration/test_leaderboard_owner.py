@@ -23,7 +23,7 @@ from games.leaderboard.campaign import BoardCampaign
 from storage.config import Config
 from storage.live import Live
 from storage.ranks import RankCache
-from storage.regions import Regions
+from storage.regions import Regions, region_of
 from tests.integration.conftest import T0, Clock, Factory, make_config
 from tests.support.services import Services
 
@@ -474,3 +474,30 @@ async def test_a_cache_redis_lost_while_the_owner_runs_is_rebuilt_on_the_next_co
         await cache.close()
     assert [(e["user"], e["score"]) for e in got["entries"]] == [
         (f"s{n}", 100 * (n + 1)) for n in range(20, -1, -1)]
+
+
+async def test_a_users_region_is_recorded_once_per_change_not_per_call(
+        clean: Services) -> None:
+    pool = await asyncpg.create_pool(clean.database_url, min_size=1, max_size=2)
+    try:
+        regions = Regions(pool)
+        await regions.note("rg-ann", "YN")
+        assert await region_of(pool, "rg-ann") == "YN"
+        # Someone else's write meanwhile: the same claim again is not written (cached)...
+        await pool.execute("UPDATE user_regions SET region = 'XX' WHERE user_id = 'rg-ann'")
+        await regions.note("rg-ann", "YN")
+        assert await region_of(pool, "rg-ann") == "XX"
+        # ...a new claim is, and a token without one changes nothing.
+        await regions.note("rg-ann", "SH")
+        await regions.note("rg-ann", None)
+        assert await region_of(pool, "rg-ann") == "SH"
+        assert await region_of(pool, "rg-nobody") is None
+        # The cache is bounded: the oldest user is forgotten, and written again.
+        small = Regions(pool, cached=1)
+        await small.note("rg-a", "YN")
+        await small.note("rg-b", "YN")
+        await pool.execute("UPDATE user_regions SET region = 'XX' WHERE user_id = 'rg-a'")
+        await small.note("rg-a", "YN")
+        assert await region_of(pool, "rg-a") == "YN"
+    finally:
+        await pool.close()
