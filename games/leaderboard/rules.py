@@ -29,8 +29,9 @@ from games.pmap import PMap
 
 EVERYONE = "all"  # the group of a board that ranks everyone together
 FLUSH_MS = 500  # frames of a board's topic are coalesced over this long
-# A user is told of their own rank changes while within this many ranks of the top.
-NOTIFY_WITHIN = 1000
+# Tied users whose ranks a flush works out one by one (O(n) each) before it sorts the
+# whole group instead (O(n log n)).
+COUNT_AT_MOST = 16
 
 Standing = tuple[str, int]  # (user, score), in rank order
 Entry = tuple[int, int]  # (score, reached)
@@ -99,7 +100,9 @@ class Scored:
 @dataclass(frozen=True)
 class Flushed:
     """What a board's topics show now: each changed group's top (in the open period),
-    and the users told of their new rank (None: out of the ranks told)."""
+    and the users told of their rank (group, user, rank or None when off the board,
+    score): those whose score changed since the last flush, and those whose place in
+    the top changed."""
 
     period: str
     boards: tuple[tuple[str, tuple[Standing, ...]], ...]
@@ -163,8 +166,9 @@ class BoardState:
     `keep_days` are let go: a notice that old changes nothing, see `decide`). `bought`:
     (period, group, seller, buyer) -> the buyer's live orders (the `members` metric).
     `open_period`: the period whose end is the next close (`all` never closes). `shown`:
-    group -> the top its topic shows; `seqs`: group -> its topic's seq; `told`: group ->
-    user -> the rank they were last told; `dirty`: groups changed in the open period since
+    group -> the top its topic shows; `seqs`: group -> its topic's seq; `moved`: (group,
+    user) whose score changed in the open period since the last flush; `dirty`: the groups
+    changed in the open period since
     the last flush, due at `flush_at`. `champions`: (period, group, final top), in closing
     order.
     """
@@ -176,7 +180,7 @@ class BoardState:
     bought: PMap[tuple[str, str, str, str], int] = field(default_factory=PMap)
     shown: PMap[str, tuple[Standing, ...]] = field(default_factory=PMap)
     seqs: PMap[str, int] = field(default_factory=PMap)
-    told: PMap[str, PMap[str, int]] = field(default_factory=PMap)
+    moved: frozenset[tuple[str, str]] = frozenset()
     dirty: frozenset[str] = frozenset()
     flush_at: int | None = None
     champions: tuple[tuple[str, str, tuple[Standing, ...]], ...] = ()
@@ -289,21 +293,42 @@ def _flush(state: BoardState, now: int, opening: bool = False) -> list[Event]:
     boards: list[tuple[str, tuple[Standing, ...]]] = []
     ranks: list[tuple[str, str, int | None, int]] = []
     for group in sorted(state.dirty | (set(shown_first) if opening else set())):
-        order = ranking(state, period, group, max(board.ranks, NOTIFY_WITHIN))
-        shown = tuple((u, s) for u, s, _ in order[:board.ranks])
-        if shown != state.shown.get(group, ()) or group not in state.seqs:
+        partial = ranking(state, period, group, board.ranks)
+        shown = tuple((u, s) for u, s, _ in partial)
+        before = state.shown.get(group, ())
+        if shown != before or group not in state.seqs:
             boards.append((group, shown))
-        told = state.told.get(group) or PMap()
-        seen: set[str] = set()
-        for index, (user, score, _) in enumerate(order[:NOTIFY_WITHIN]):
-            seen.add(user)
-            if told.get(user) != index + 1:
-                ranks.append((group, user, index + 1, score))
-        for user in told:
-            if user not in seen:  # fell out of the ranks told (or out of the board)
-                entry = (state.entries.get((period, group)) or PMap()).get(user)
-                ranks.append((group, user, None, 0 if entry is None else entry[0]))
+        ranks += _told(state, period, group, partial, before)
     return [Flushed(period, tuple(boards), tuple(ranks), now)]
+
+
+def _told(state: BoardState, period: str, group: str, partial: list[tuple[str, int, int]],
+          before: tuple[Standing, ...]) -> list[tuple[str, str, int | None, int]]:
+    """Who hears of their rank in a flush of `group`: each user whose score changed since
+    the last one (whatever their rank now), and each whose place in the top changed (in
+    it, or out of it)."""
+    movers = {u for g, u in state.moved if g == group}
+    was = {user: rank for rank, (user, _) in enumerate(before, start=1)}
+    now = {user: rank for rank, (user, _, _) in enumerate(partial, start=1)}
+    entries = state.entries.get((period, group)) or PMap()
+    told = movers | {u for u in was if was[u] != now.get(u)} | {
+        u for u in now if was.get(u) != now[u]}
+    # Ranks beyond the top: counted one by one for a few, else from the whole order.
+    beyond = [u for u in told if u not in now and u in entries]
+    if len(beyond) > COUNT_AT_MOST:
+        now = {user: rank for rank, (user, _, _) in enumerate(
+            ranking(state, period, group), start=1)}
+    else:
+        for user in beyond:
+            mine = _rank_key((user, *entries[user]))
+            now[user] = 1 + sum(1 for other, (score, reached) in entries.items()
+                                if _rank_key((other, score, reached)) < mine)
+    found: list[tuple[str, str, int | None, int]] = []
+    for user in sorted(told):
+        entry = entries.get(user)
+        found.append((group, user, now.get(user) if entry else None,
+                      entry[0] if entry else 0))
+    return found
 
 
 def _close(state: BoardState, period: str, now: int) -> list[Event]:
@@ -349,7 +374,7 @@ def evolve(state: BoardState, event: Event) -> BoardState:
     version = state.version + 1
     if isinstance(event, Scored):
         entries = state.entries
-        dirty = set(state.dirty)
+        dirty, moved = set(state.dirty), set(state.moved)
         for group, user, delta in event.changes:
             if not delta:
                 continue
@@ -360,6 +385,7 @@ def evolve(state: BoardState, event: Event) -> BoardState:
             entries = entries.set(key, board) if board else entries.remove(key)
             if event.period == state.open_period:
                 dirty.add(group)
+                moved.add((group, user))
         bought = state.bought
         for group, seller, buyer, delta in event.members:
             bought = _bump(bought, (event.period, group, seller, buyer), delta)
@@ -372,17 +398,14 @@ def evolve(state: BoardState, event: Event) -> BoardState:
         if dirty and flush_at is None:
             flush_at = event.at + FLUSH_MS
         return replace(state, entries=entries, orders=orders, bought=bought,
-                       dirty=frozenset(dirty), flush_at=flush_at, version=version)
+                       dirty=frozenset(dirty), moved=frozenset(moved), flush_at=flush_at,
+                       version=version)
     if isinstance(event, Flushed):
-        shown, seqs, told = state.shown, state.seqs, state.told
+        shown, seqs = state.shown, state.seqs
         for group, standing in event.boards:
             shown = shown.set(group, standing)
             seqs = seqs.set(group, seqs.get(group, 0) + 1)
-        for group, user, rank, _ in event.ranks:
-            mine = told.get(group) or PMap()
-            mine = mine.remove(user) if rank is None else mine.set(user, rank)
-            told = told.set(group, mine)
-        return replace(state, shown=shown, seqs=seqs, told=told, dirty=frozenset(),
+        return replace(state, shown=shown, seqs=seqs, moved=frozenset(), dirty=frozenset(),
                        flush_at=None, version=version)
     # PeriodClosed: a frame of its champions on each group's topic that had any, then
     # one of the new period's top on each.
@@ -394,7 +417,7 @@ def evolve(state: BoardState, event: Event) -> BoardState:
         seqs = seqs.set(group, seqs.get(group, 0) + 1)
     champions = state.champions + tuple((event.period, g, standing)
                                         for g, standing in event.champions)
-    return replace(state, open_period=event.next, shown=shown, seqs=seqs, told=PMap(),
+    return replace(state, open_period=event.next, shown=shown, seqs=seqs, moved=frozenset(),
                    dirty=frozenset(), flush_at=None, champions=champions, version=version)
 
 

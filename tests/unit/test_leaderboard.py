@@ -217,10 +217,47 @@ def test_scores_are_flushed_once_per_window_with_rank_changes() -> None:
     assert flushed.boards[0][1] == tuple(standings(state)[:3])
     assert sorted(r[1] for r in flushed.ranks) == [f"s{n}" for n in range(5)]
     assert state.flush_at is None and run(state, Tick("flush"), T + 10_000)[1] == []
-    # A score that changes nobody's rank and the top: a flush with no frames for them.
+    # A score that changes no rank and not the top: no board frame; its seller hears
+    # their score, nobody else anything.
     state, _ = run(state, Score("p", "y", facts(1, "s0")), T + 20_000)
     state, [quiet] = run(state, Tick("flush"), T + 30_000)
-    assert isinstance(quiet, Flushed) and quiet.ranks == ()
+    assert isinstance(quiet, Flushed) and quiet.boards == ()
+    assert quiet.ranks == ((EVERYONE, "s0", 5, 71),)
+
+
+def test_who_hears_of_their_rank_in_a_flush() -> None:
+    state = BoardState(board(ranks=2), "2026-W49")
+    for n, amount in enumerate((500, 400, 300, 200, 100)):  # a 500, b 400, c 300 ...
+        state, _ = run(state, Score(f"o{n}", "x", facts(amount, "abcde"[n])), T)
+    state, _ = run(state, Tick("flush"), T + FLUSH_MS)
+    # d jumps to the top: d moved, b fell out of the top two, a moved down in it;
+    # c (3rd, now 4th) and e (5th) are neither in the top nor moved: not told.
+    state, _ = run(state, Score("o9", "y", facts(1000, "d")), T + 1000)
+    state, [flushed] = run(state, Tick("flush"), T + 2000)
+    assert isinstance(flushed, Flushed)
+    assert flushed.boards == ((EVERYONE, (("d", 1200), ("a", 500))),)
+    assert flushed.ranks == ((EVERYONE, "a", 2, 500), (EVERYONE, "b", 3, 400),
+                             (EVERYONE, "d", 1, 1200))
+    # A refund that takes a seller off the board: they hear it (no rank).
+    state, _ = run(state, Unscore("o4"), T + 3000)
+    state, [gone] = run(state, Tick("flush"), T + 4000)
+    assert isinstance(gone, Flushed) and gone.ranks == ((EVERYONE, "e", None, 0),)
+
+
+def test_ranks_beyond_the_top_are_counted_or_sorted_alike() -> None:
+    # More movers beyond the top than are counted one by one: the whole group is sorted.
+    for movers in (3, rules.COUNT_AT_MOST + 5):
+        state = BoardState(board(ranks=1), "2026-W49")
+        state, _ = run(state, Score("top", "x", facts(10_000, "king")), T)
+        state, _ = run(state, Tick("flush"), T + FLUSH_MS)
+        for n in range(movers):
+            state, _ = run(state, Score(f"o{n}", "x", facts(100 * (n % 4 + 1), f"s{n}")),
+                           T + 1000)
+        state, [flushed] = run(state, Tick("flush"), T + 2000)
+        assert isinstance(flushed, Flushed)
+        expected = {u: rank for rank, (u, _) in enumerate(standings(state), start=1)}
+        assert {u: r for _, u, r, _ in flushed.ranks} == {
+            f"s{n}": expected[f"s{n}"] for n in range(movers)}
 
 
 def test_configured_regions_have_boards_from_the_start() -> None:
