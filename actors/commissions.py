@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from actors import answers
+from actors import answers, refunds
 from actors.answers import Answer
 from actors.payments import Movement, PaymentAdapter
 from games import commission as rules
@@ -104,14 +104,26 @@ async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, 
         return answers.error("not_found", f"you have no order {order_id}"), []
     if order["status"] == "refunded":
         return answers.ok({"order": reads.order_view(order)}), []
+    if order["confirmed_at"] is None:
+        return answers.error(
+            "order_waiting", f"order {order_id} waits for its deal: if the deal fails, it"
+                             " is refunded in full"), []
     earned = await ledger.order_commissions(conn, order_id)
-    closes = order["created_at"] + timedelta(seconds=config.return_window_seconds)
+    closes = order["confirmed_at"] + timedelta(seconds=config.return_window_seconds)
     if now >= closes or any(c.status == "settled" for c in earned):
         return answers.error(
             "return_window_closed",
             f"the return window of order {order_id} closed at {reads.iso_time(closes)}"), []
+    taken = await conn.fetchval(
+        "SELECT payment_id FROM payments WHERE kind = 'payment' AND campaign = $1"
+        " AND instance = $2 AND line = $3", order["campaign"], order["instance"],
+        order["line"])
     await payments.record(conn, [Movement("refund", order["campaign"], order["instance"],
-                                          order["line"], user, order["amount"])])
+                                          order["line"], user, order["amount"],
+                                          taken or "")])
+    if taken:  # money the provider took: it gives it back (after this commits)
+        await refunds.request(conn, [refunds.Wanted(taken, user, order["amount"],
+                                                    order["amount"])])
     refunded = await ledger.mark_refunded(conn, order_id)
     reversed_ = [c for c in earned if c.status == "pending"]
     await ledger.mark_reversed(conn, [c.id for c in reversed_])

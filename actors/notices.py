@@ -106,6 +106,25 @@ async def write(conn: asyncpg.Connection, config: Config, event: str,
     return len(told)
 
 
+async def payment(conn: asyncpg.Connection, config: Config, campaign: str, user: str,
+                  payment_id: str, outcome: str, amount: int) -> bool:
+    """A notice telling `campaign`'s game the provider's word on one of its payments
+    (its method `on="payment"`): `outcome` "paid" (with the `amount` taken) or "closed";
+    in the caller's transaction, once per (payment, outcome). Whether the game takes
+    payments at all (False: nothing written)."""
+    found = config.campaign(campaign)
+    method = None if found is None else next(
+        (m.name for m in GAMES[found.kind].methods if m.on == "payment"), None)
+    if method is None:
+        return False
+    params = {"payment": payment_id, "outcome": outcome, "amount": amount}
+    await conn.execute(
+        "INSERT INTO game_notices (campaign, method, user_id, order_key, params)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING",
+        campaign, method, user, f"pay:{payment_id}:{outcome}", jsontext.compact(params))
+    return True
+
+
 def _retry(reply: Answer) -> bool:
     """Whether an owner's answer asks to be sent again: `unavailable` (starting, or not
     reachable); anything else, a refusal included, is the game's word on the notice."""
@@ -122,14 +141,16 @@ async def deliver(pool: asyncpg.Pool, send: Send, limit: int = 500) -> int:
     owner that is starting or unreachable answers `unavailable`: those wait for the next
     round)."""
     rows = await pool.fetch(
-        "SELECT id, campaign, method, user_id, order_key, facts FROM game_notices"
+        "SELECT id, campaign, method, user_id, order_key, facts, params FROM game_notices"
         " WHERE sent_at IS NULL ORDER BY id LIMIT $1", limit)
     if not rows:
         return 0
     commands = [{"method": r["method"], "campaign": r["campaign"], "user": r["user_id"],
                  "key": f"{r['method']}:{r['order_key']}",
-                 "params": {"order": r["order_key"], **(
-                     {} if r["facts"] is None else {"facts": json.loads(r["facts"])})}}
+                 # A notice about a payment carries its own params (see `payment`).
+                 "params": json.loads(r["params"]) if r["params"] is not None else {
+                     "order": r["order_key"], **(
+                         {} if r["facts"] is None else {"facts": json.loads(r["facts"])})}}
                 for r in rows]
     replies = await send(commands)
     taken = [r["id"] for r, reply in zip(rows, replies, strict=True) if not _retry(reply)]

@@ -424,12 +424,14 @@ class Owner:
                     outbox.append(events.StoredEvent(stream, version, applied.outbox.kind, {
                         "campaign": cid, "kind": kind, "at": now,
                         "lines": [{"user": line.user, "sku": line.sku, "amount": line.amount,
-                                   "instance": line.instance, "line": line.line}
+                                   "instance": line.instance, "line": line.line,
+                                   **({"payment": line.payment} if line.payment else {})}
                                   for line in applied.outbox.lines]}))
                 live.extend(LiveEvent(frame.topic, frame.seq, _json(frame.data))
                             for frame in applied.frames)
                 if applied.deadline is not None:
                     deadlines.append(applied.deadline)
+                deadlines.extend(applied.also)
                 changed[applied.instance] = None
             rows = game.rows(config, state, changed)
             answer = answers.ok_text(game.answer(config, state, command, produced, now))

@@ -26,6 +26,7 @@ class Movement:
     line: str
     user: str
     amount: int
+    payment: str = ""  # the provider's payment it took or gives back, if there was one
 
 
 class PaymentAdapter(Protocol):
@@ -64,14 +65,14 @@ class SandboxPayments:
         references = [self.reference(m) for m in movements]
         rows = await conn.fetch(
             "INSERT INTO payments (kind, campaign, instance, line, user_id, amount, adapter,"
-            " reference) SELECT k, c, i, l, u, a, $6, r FROM unnest($1::text[], $2::text[],"
-            " $3::text[], $4::text[], $5::bigint[], $7::text[], $8::text[])"
-            " AS m(k, c, i, u, a, r, l)"
+            " reference, payment_id) SELECT k, c, i, l, u, a, $6, r, nullif(p, '') FROM"
+            " unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
+            " $7::text[], $8::text[], $9::text[]) AS m(k, c, i, u, a, r, l, p)"
             " ON CONFLICT (kind, campaign, instance, line) DO NOTHING RETURNING reference",
             [m.kind for m in movements], [m.campaign for m in movements],
             [m.instance for m in movements], [m.user for m in movements],
             [m.amount for m in movements], self.name, references,
-            [m.line for m in movements],
+            [m.line for m in movements], [m.payment for m in movements],
         )
         fresh = {r["reference"] for r in rows}
         return {m: ref for m, ref in zip(movements, references, strict=True) if ref in fresh}

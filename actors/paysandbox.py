@@ -117,8 +117,12 @@ class SandboxGateway:
                 PaymentState(request.payment_id, PaymentStatus.PENDING, request.amount,
                              payer=request.user),
                 expires_at=request.expires_at)
+        return self.client_params(request.payment_id)
+
+    def client_params(self, payment_id: str) -> ClientParams:
+        """What the client needs to pay `payment_id`, signed with this sandbox's key."""
         # The same payment gets the same prepay id, as WeChat's does for the same order.
-        package = f"prepay_id=sbx{_digits('prepay', request.payment_id, 29)}"
+        package = f"prepay_id=sbx{_digits('prepay', payment_id, 29)}"
         time_stamp, nonce_str = str(self._clock() // 1000), paysign.random_nonce()
         return ClientParams(
             app_id=self.appid, time_stamp=time_stamp, nonce_str=nonce_str, package=package,
@@ -174,6 +178,20 @@ class SandboxGateway:
         """
         now = self._clock() if now is None else now
         at = now if at is None else at
+        signed = self.render(payment_id, status, amount, now=now, at=at, payer=payer,
+                             refund_id=refund_id, refund_amount=refund_amount,
+                             refund_status=refund_status)
+        self._announced(payment_id, status, amount, at, payer, refund_id, refund_amount,
+                        refund_status)
+        return signed
+
+    def render(self, payment_id: str, status: PaymentStatus, amount: int, *, now: int,
+               at: int, payer: str | None = None, refund_id: str | None = None,
+               refund_amount: int | None = None,
+               refund_status: RefundStatus = RefundStatus.SUCCEEDED,
+               ) -> tuple[dict[str, str], bytes]:
+        """`notification`'s headers and body, remembering nothing (for a sandbox whose
+        books are kept elsewhere, such as `actors.sandbox_books`)."""
         transaction_id = _transaction_no(payment_id)
         if status is PaymentStatus.PAID:
             event, original = "TRANSACTION.SUCCESS", "transaction"
@@ -204,8 +222,6 @@ class SandboxGateway:
             key = f"{payment_id}|{event}|{refund_id}"
         else:
             raise ValueError(f"WeChat sends no notification for {status}")
-        self._announced(payment_id, status, amount, at, payer, refund_id, refund_amount,
-                        refund_status)
         return self.sign(self._envelope(key, event, original, resource, now), now)
 
     def _envelope(self, key: str, event: str, original: str, resource: dict[str, object],

@@ -24,10 +24,13 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from actors import answers, backoff, commissions, notices, withdrawals
+from actors import answers, backoff, commissions, notices, refunds, withdrawals
 from actors.answers import Answer
 from actors.commissions import FreshOrder
+from actors.paygate import PaymentGateway, PaymentNotFound
+from actors.paygate import PaymentStatus as PayStatus
 from actors.payments import Movement, adapter
+from actors.sandbox_books import SandboxBooks
 from games.topics import user_topic
 from storage import db, ledger, reads
 from storage.config import Config
@@ -79,6 +82,7 @@ class PipelineWorker:
                               cfg.history_ttl_seconds)
         async with self._pool.acquire() as conn:
             self._next_due = await ledger.next_due(conn)
+        self._gateway: PaymentGateway = await SandboxBooks.open(self._pool)
 
     async def _close_connections(self) -> None:
         for name in ("_listener", "_pool"):
@@ -114,6 +118,7 @@ class PipelineWorker:
                 while await self.settle_once() > 0:
                     pass
                 await self.deliver_notices()
+                await self.send_refunds()
             except Exception:
                 log.exception("pipeline batch failed; retrying")
                 failed = True
@@ -205,6 +210,13 @@ class PipelineWorker:
             total += taken
         return total
 
+    async def send_refunds(self) -> int:
+        """Ask the provider for the refunds decided so far (see actors.refunds)."""
+        total = 0
+        while (sent := await refunds.dispatch(self._pool, self._gateway)) > 0:
+            total += sent
+        return total
+
     async def settle_once(self, now: datetime | None = None) -> int:
         """Settle one batch of commissions due by `now`; how many.
 
@@ -268,58 +280,139 @@ class PipelineWorker:
 
     async def _handle(self, conn: asyncpg.Connection, items: list[tuple[str, dict[str, Any]]]
                       ) -> list[LiveEvent]:
-        """The effects of a batch of outbox rows, set-based: a few statements per batch."""
+        """The effects of a batch of outbox rows, set-based: a few statements per batch.
+
+        Kinds (games.core.Outbox): "paid" money taken, an order made that waits for its
+        deal; "deal" the orders confirmed (made now where no payment came first) and
+        their commissions earned; "refund" money back for lines (their orders refunded);
+        "return" money taken too late, given back (no order); "check" lapsed holds, whose
+        payments the provider is asked about.
+        """
         movements: list[Movement] = []
-        # What each paid line's order is: the game's kind and the line's sku.
-        sources: dict[tuple[str, str, str], tuple[str, str]] = {}
+        # What each line's order is, where one is made: the game's kind and the sku, and
+        # whether the order is confirmed (a deal) or waits for its deal (paid).
+        sources: dict[tuple[str, str, str], tuple[str, str, bool]] = {}
+        confirm: list[tuple[str, str, str]] = []
+        refund_orders: list[tuple[str, str, str]] = []
+        checks: list[tuple[str, dict[str, Any]]] = []
         for kind, data in items:
-            if kind not in ("deal", "refund"):
+            if kind not in ("deal", "refund", "paid", "return", "check"):
                 log.warning("outbox row of unknown type %s skipped", kind)
                 continue
             campaign = data["campaign"]
             for line in data["lines"]:
-                movements.append(Movement("payment" if kind == "deal" else "refund", campaign,
-                                          line["instance"], line["line"], line["user"],
-                                          line["amount"]))
+                key = (campaign, line["instance"], line["line"])
+                payment = line.get("payment", "")
+                if kind == "check":
+                    checks.append((campaign, line))
+                    continue
+                take = Movement("payment", campaign, key[1], key[2], line["user"],
+                                line["amount"], payment)
+                back = Movement("refund", campaign, key[1], key[2], line["user"],
+                                line["amount"], payment)
                 if kind == "deal":
-                    sources[(campaign, line["instance"], line["line"])] = (data["kind"],
-                                                                           line["sku"])
+                    confirm.append(key)
+                    if not payment:  # no payment came first: it is taken with the deal
+                        movements.append(take)
+                        sources[key] = (data["kind"], line["sku"], True)
+                elif kind == "paid":
+                    movements.append(take)
+                    sources[key] = (data["kind"], line["sku"], False)
+                elif kind == "refund":
+                    movements.append(back)
+                    refund_orders.append(key)
+                else:  # return: taken and given back, never an order
+                    movements += [take, back]
         recorded = await self._payments.record(conn, movements)
         # A payment recorded by an earlier pass already has its order: only fresh ones do.
-        paid = [(m, ref) for m, ref in recorded.items() if m.kind == "payment"]
-        orders: list[FreshOrder] = []
+        paid = [(m, ref) for m, ref in recorded.items()
+                if m.kind == "payment" and (m.campaign, m.instance, m.line) in sources]
         live: list[LiveEvent] = []
+        confirmed: list[FreshOrder] = []
         if paid:
             found = [sources[(m.campaign, m.instance, m.line)] for m, _ in paid]
             rows = await conn.fetch(
                 "INSERT INTO orders (campaign, kind, instance, line, user_id, sku, amount,"
-                " status, payment_ref) SELECT c, k, i, l, u, s, a, 'paid', r FROM"
-                " unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-                " $6::text[], $7::bigint[], $8::text[]) AS o(c, k, i, l, u, s, a, r)"
+                " status, payment_ref, confirmed_at) SELECT c, k, i, l, u, s, a, 'paid', r,"
+                " CASE WHEN f THEN now() END FROM unnest($1::text[], $2::text[], $3::text[],"
+                " $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bool[])"
+                " AS o(c, k, i, l, u, s, a, r, f)"
                 " ON CONFLICT (campaign, instance, line) DO NOTHING RETURNING *",
-                [m.campaign for m, _ in paid], [kind for kind, _ in found],
+                [m.campaign for m, _ in paid], [kind for kind, _, _ in found],
                 [m.instance for m, _ in paid], [m.line for m, _ in paid],
-                [m.user for m, _ in paid], [sku for _, sku in found],
+                [m.user for m, _ in paid], [sku for _, sku, _ in found],
                 [m.amount for m, _ in paid], [ref for _, ref in paid],
+                [now for _, _, now in found],
             )
-            orders = [FreshOrder(r["id"], r["campaign"], r["user_id"], r["amount"],
-                                 r["created_at"]) for r in rows]
-            # Each buyer sees their order appear (the deal's frame came before it existed).
+            made = [r for r in rows if r["confirmed_at"] is not None]
+            confirmed += [_fresh(r) for r in made]
+            # Each buyer sees their order appear once its deal is done (the deal's frame
+            # came before it existed); an order waiting for its deal is not news yet: the
+            # buyer's answer said they paid.
             live = [LiveEvent(user_topic(r['user_id']), 0,
                               {"type": "order_created", "order": reads.order_view(r)})
-                    for r in rows]
-        earned, earned_live = await commissions.earn(conn, orders, self.config)
+                    for r in made]
+        if confirm:
+            # Orders made when their money was taken, confirmed now that the deal is done
+            # (once: a replayed deal finds them confirmed).
+            rows = await conn.fetch(
+                "UPDATE orders o SET confirmed_at = now() FROM unnest($1::text[], $2::text[],"
+                " $3::text[]) AS d(c, i, l) WHERE o.campaign = d.c AND o.instance = d.i"
+                " AND o.line = d.l AND o.confirmed_at IS NULL AND o.status = 'paid'"
+                " RETURNING o.*", *(list(column) for column in zip(*confirm, strict=True)))
+            confirmed += [_fresh(r) for r in rows]
+            live += [LiveEvent(user_topic(r["user_id"]), 0,
+                               {"type": "order_created", "order": reads.order_view(r)})
+                     for r in rows]
+        fresh_refunds = [m for m in recorded if m.kind == "refund"]
+        if refund_orders:
+            rows = await conn.fetch(
+                "UPDATE orders o SET status = 'refunded', refunded_at = now() FROM"
+                " unnest($1::text[], $2::text[], $3::text[]) AS d(c, i, l)"
+                " WHERE o.campaign = d.c AND o.instance = d.i AND o.line = d.l"
+                " AND o.status = 'paid' AND o.confirmed_at IS NULL RETURNING o.*",
+                *(list(column) for column in zip(*refund_orders, strict=True)))
+            live += [LiveEvent(user_topic(r["user_id"]), 0,
+                               {"type": "order_refunded", "order": reads.order_view(r)})
+                     for r in rows]
+        if isinstance(self._gateway, SandboxBooks) and self.config.pipeline.sandbox_pays \
+                == "immediate":
+            # The sandbox's payer paid within the join: its books record it with the order.
+            taken = [m for m in recorded if m.kind == "payment" and m.payment]
+            await SandboxBooks.paid_at_once(conn, [
+                (m.payment, m.user, m.amount, int(time.time() * 1000)) for m in taken])
+        await refunds.request(conn, [refunds.Wanted(m.payment, m.user, m.amount, m.amount)
+                                     for m in fresh_refunds if m.payment])
+        for campaign, line in checks:
+            await self._check(conn, campaign, line)
+        earned, earned_live = await commissions.earn(conn, confirmed, self.config)
         # After the commissions: a notice's facts tell who earned what on the order.
         await notices.write(conn, self.config, notices.PAID,
-                            [(o.id, o.buyer, o.amount, o.created_at) for o in orders])
+                            [(o.id, o.buyer, o.amount, o.created_at) for o in confirmed])
         if earned:
             due = min(c.settle_at for c in earned)
             if self._next_due is None or due < self._next_due:
                 self._next_due = due
         self.orders_total += len(paid)
-        self.refunds_total += len(recorded) - len(paid)
+        self.refunds_total += len(fresh_refunds)
         self.commissions_total += len(earned)
         return live + earned_live
+
+    async def _check(self, conn: asyncpg.Connection, campaign: str, line: dict[str, Any]
+                     ) -> None:
+        """Ask the provider about a lapsed hold's payment and tell the game its word:
+        paid (a notification that never came) or closed (never paid, and now it cannot
+        be: the provider closes a payment when its hold ends)."""
+        payment = line["payment"]
+        try:
+            state = await self._gateway.query(payment)
+        except PaymentNotFound:
+            outcome, amount = "closed", 0  # never created at the provider: never paid
+        else:
+            paid = state.status in (PayStatus.PAID, PayStatus.REFUNDED)
+            outcome, amount = ("paid", state.amount) if paid else ("closed", 0)
+        await notices.payment(conn, self.config, campaign, line["user"], payment, outcome,
+                              amount)
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics."""
@@ -327,3 +420,9 @@ class PipelineWorker:
                 "refunds_total": self.refunds_total,
                 "commissions_total": self.commissions_total,
                 "settled_total": self.settled_total, "last_lag_ms": self.last_lag_ms}
+
+
+def _fresh(row: asyncpg.Record) -> FreshOrder:
+    """A confirmed order as commissions take it: its return window runs from confirmation."""
+    return FreshOrder(row["id"], row["campaign"], row["user_id"], row["amount"],
+                      row["confirmed_at"])

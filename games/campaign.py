@@ -35,6 +35,9 @@ class GroupBuyCampaign:
     max_groups_led: int
     max_groups_joined: int
     virtual_fill_ratio: float | None = None
+    # How long a seat is held for its payment (ms); None: no payment step, a join is a
+    # member at once and the deal's payment is recorded when it completes.
+    pay_within_ms: int | None = None
     kind: str = "groupbuy"
     # What a referred buyer's order earns up the referral chain (None: the shop's rates).
     commission: Rates | None = None
@@ -54,6 +57,8 @@ class GroupBuyCampaign:
             stock=self.stock, max_groups_led=self.max_groups_led,
             max_groups_joined=self.max_groups_joined,
             virtual_fill_ratio=self.virtual_fill_ratio,
+            pay_within_seconds=(None if self.pay_within_ms is None
+                                else self.pay_within_ms // 1000),
         )
 
 

@@ -102,8 +102,13 @@ class Method:
     # For such a command: the shop's event the pipeline sends it on, to every campaign of
     # this game running when it happened — "order_paid" (a paid order of any game, with
     # `order` in the params and the buyer as the user) or "order_refunded". Sent at least
-    # once, with a key per order: the game takes each order once.
+    # once, with a key per order: the game takes each order once. Or "payment": the
+    # provider's word on one of this campaign's payments (`payment`, `outcome` "paid" or
+    # "closed", `amount`), from a verified notification or a reconciliation query.
     on: str | None = None
+    # For a client's command: its answer carries a payment to create at the provider
+    # (`"payment": P` with a pending `status`), which the server does before it answers.
+    pays: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,14 +192,26 @@ class Line:
     amount: int  # fen
     instance: str
     line: str
+    # The provider's payment for the line (games.payments), where the game took one:
+    # what a refund gives back and what a check asks the provider about.
+    payment: str = ""
 
 
 @dataclass(frozen=True)
 class Outbox:
-    """What an event hands the pipeline: a deal (`lines` become paid orders) or a refund
-    (of lines never ordered, such as a failed group's payments)."""
+    """What an event hands the pipeline, by `kind`:
 
-    kind: str  # "deal" or "refund"
+    - "paid": money taken for `lines` (a seat paid for): orders made, waiting for the deal;
+    - "deal": the deal is done: the lines' orders (made now where no payment came first)
+      are confirmed and earn their commissions;
+    - "refund": the lines' money goes back (a failed group's paid members): their orders,
+      if any, are refunded;
+    - "return": money taken for a hold that was gone goes back at once (no order);
+    - "check": the lines' holds lapsed unpaid: the provider is asked, and its word comes
+      back to the game as its `on="payment"` method.
+    """
+
+    kind: str
     lines: tuple[Line, ...]
 
 
@@ -209,6 +226,7 @@ class Applied:
     frames: Sequence[Publish] = ()
     outbox: Outbox | None = None
     deadline: tuple[int, str] | None = None  # (epoch ms, key) it arms
+    also: tuple[tuple[int, str], ...] = ()  # further deadlines it arms
 
 
 # How long a host remembers each command's answer (its idempotency key): a game whose

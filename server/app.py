@@ -17,6 +17,7 @@ from aiohttp import web
 from actors import gcstats, runtime
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
+from actors.sandbox_books import SandboxBooks
 from games import topics
 from games.registry import GAMES
 from server import http_api, state, ws
@@ -26,6 +27,7 @@ from server.gateway import Gateway
 from server.hub import Hub
 from server.limits import UserLimiter
 from server.metrics import Metrics
+from server.paydesk import PayDesk
 from storage import db, read_models, reads
 from storage.config import Config
 from storage.live import Live
@@ -71,8 +73,9 @@ class Server:
                              self.pipeline.ready.remote())
         self.client = ShardClient(self.shards, observe=self.metrics.actor_call,
                                   max_inflight=self.config.ray.calls_in_flight)
+        self.paydesk = PayDesk(self.config, await SandboxBooks.open(self.pool), self.client)
         self.gateway = Gateway(self.config, self.client, self.pool, self.metrics,
-                               PipelineClient(self.pipeline))
+                               PipelineClient(self.pipeline), self.paydesk)
         self.gateway.ranks = RankCache(self.redis)  # ranked reads (storage.ranks)
         gcstats.settle()
 

@@ -21,6 +21,8 @@ STATUS = {
     "return_window_closed": 409,
     "insufficient_balance": 409,
     "already_reviewed": 409,
+    "invalid_notification": 400,
+    "payment_failed": 502,
     "rate_limited": 429,
     "too_many_connections": 429,
     "uri_too_long": 414,

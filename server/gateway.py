@@ -6,7 +6,6 @@ whichever way it arrives. Game commands go to the owning actor; reads go to Post
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -20,20 +19,25 @@ import redis.exceptions
 
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
-from games import core, jsontext
+from games import core, payments
 from games.errors import GameError
 from games.registry import GAMES
 from server.auth import Identity
 from server.customers import Customers
 from server.errors import ApiError
 from server.metrics import Metrics
+from server.outcomes import Encoded, Outcome, compact, encode, result_of
 from server.params import USER_ID, Param, check
+from server.paydesk import PayDesk
 from storage import read_models, reads
 from storage.config import Config
 from storage.ranks import RankCache
 from storage.regions import Regions
 
 log = logging.getLogger("fission.gateway")
+
+Handler = Callable[["Gateway", Identity, dict[str, Any], "str | None"], Awaitable[Outcome]]
+__all__ = ["Encoded", "Handler", "Method", "Outcome", "compact", "encode", "result_of"]
 
 _SERVICE_FAILURES = frozenset({"internal", "unavailable"})
 
@@ -55,29 +59,6 @@ def command_log_level(outcome: str, log_commands: bool) -> int | None:
     return logging.INFO if log_commands else None
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """A result that is JSON text already (a shard's answer, passed on as it came)."""
-
-    text: str
-
-
-Outcome = dict[str, Any] | Encoded
-Handler = Callable[["Gateway", Identity, dict[str, Any], "str | None"], Awaitable[Outcome]]
-_OK = '{"ok":true,"result":'
-
-
-# Compact JSON, as every reply and frame this server writes.
-compact = jsontext.compact
-
-
-def encode(result: Outcome) -> str:
-    """A method's result as JSON text."""
-    if isinstance(result, Encoded):
-        return result.text
-    return compact(result)
-
-
 @dataclass(frozen=True)
 class Method:
     """A method every transport offers: its declared params, its handler, and its HTTP
@@ -94,8 +75,10 @@ class Gateway:
     """What the transports call; holds the actor client, the read pool and metrics."""
 
     def __init__(self, config: Config, client: ShardClient, pool: asyncpg.Pool,
-                 metrics: Metrics, pipeline: PipelineClient) -> None:
+                 metrics: Metrics, pipeline: PipelineClient,
+                 paydesk: PayDesk | None = None) -> None:
         self.config = config
+        self.paydesk = paydesk
         self.client = client
         self.pool = pool
         self.customers = Customers(pool)
@@ -153,26 +136,6 @@ class Gateway:
         return result_of(await self.client.call(command))
 
 
-def result_of(answer: str) -> Outcome:
-    """A shard's answer (JSON text) as a method's result, or ApiError with its code."""
-    if answer.startswith(_OK):
-        # The shard's own compact encoding: the result is passed on without a decode.
-        return Encoded(answer[len(_OK):-1])
-    # A refusal, or an answer remembered by Postgres (its jsonb text is spaced).
-    try:
-        decoded = json.loads(answer)
-    except ValueError:
-        decoded = None
-    if not isinstance(decoded, dict):
-        raise ApiError("internal", "the game answered something unreadable")
-    if decoded.get("ok") is not True:
-        error = decoded.get("error") or {}
-        raise ApiError(str(error.get("code", "internal")),
-                       str(error.get("message", "the command failed")))
-    result: dict[str, Any] = decoded.get("result") or {}
-    return result
-
-
 def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handler:
     """The handler sending a game's command (or a read of its state, `read="owner"`,
     which is never remembered by key) to the campaign's owner, with the facts about the
@@ -185,9 +148,13 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
         params = {k: v for k, v in p.items() if k != "campaign"}
         for fact in method.facts:
             params[fact] = await _FACTS[fact](gw, who)
-        return await gw.game({"method": method.name, "campaign": p["campaign"],
-                              "user": who.user, "key": key if remembered else None,
-                              "params": params})
+        result = await gw.game({"method": method.name, "campaign": p["campaign"],
+                                "user": who.user, "key": key if remembered else None,
+                                "params": params})
+        if method.pays and gw.paydesk is not None:
+            # A payment to create (and, in the sandbox, maybe to pay) before answering.
+            return await gw.paydesk.settle(who.user, p["campaign"], result)
+        return result
     return command
 
 
@@ -199,10 +166,16 @@ async def _home_region(gw: Gateway, who: Identity) -> str | None:
     return who.region
 
 
+async def _pay_now(gw: Gateway, who: Identity) -> bool:
+    return gw.paydesk is not None and gw.paydesk.immediate
+
+
 # What the server knows of a user that a game may ask for (games.core.Method.facts):
-# "home_region" is the region claim of the caller's token (None without one).
+# "home_region" is the region claim of the caller's token (None without one); "pay_now"
+# is True when the provider's payer pays within the command (the sandbox's default), so
+# a seat is paid at once rather than held.
 _FACTS: dict[str, Callable[[Gateway, Identity], Awaitable[Any]]] = {
-    "newcomer": _newcomer, "home_region": _home_region}
+    "newcomer": _newcomer, "home_region": _home_region, "pay_now": _pay_now}
 
 
 def _read(game: core.Game[Any, Any, Any, Any], read: str | None) -> Handler:
@@ -378,8 +351,16 @@ def _review(approve: bool) -> Handler:
     return review
 
 
+async def _sandbox_pay(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                      ) -> Outcome:
+    if gw.paydesk is None or gw.paydesk.immediate:
+        raise ApiError("not_found", "the sandbox pays at once here: there is nothing to pay")
+    return await gw.paydesk.sandbox_pay(who.user, p["payment"])
+
+
 _LIMIT = Param(int, required=False, low=1, high=100)
 _ID = Param(int, low=1, high=(1 << 63) - 1)
+_PAYMENT = Param(str, pattern=re.compile(f"[0-9a-f]{{{payments.ID_LENGTH}}}"))
 _STATUS = re.compile(r"reviewing|paid|rejected")
 _NOTE = Param(str, required=False, pattern=re.compile(r"[^\x00-\x1f\x7f]{1,200}"))
 
@@ -388,6 +369,8 @@ METHODS: dict[str, Method] = {
     for m in (
         *game_methods(GAMES.values()),
         Method("campaigns.list", {}, _campaigns, False),
+        Method("sandbox.pay", {"payment": _PAYMENT}, _sandbox_pay, True,
+               core.Route("POST", "/api/sandbox/payments/{payment}/pay")),
         Method("leaderboards.list", {}, _leaderboards, False,
                core.Route("GET", "/api/leaderboards")),
         Method("orders.list", {"limit": _LIMIT}, _orders, False),

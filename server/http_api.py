@@ -323,6 +323,15 @@ def _merge(body: dict[str, Any], **path: object) -> dict[str, Any]:
     return {**body, **path}
 
 
+async def payment_notify(request: web.Request) -> web.Response:
+    """A payment provider's notification (signed, never authenticated by token)."""
+    server: Server = request.app[state.SERVER]
+    body = await request.read()
+    await server.paydesk.notify(request.match_info["adapter"], request.headers, body)
+    # What WeChat Pay expects of a notification taken (a refusal is a 4xx it resends).
+    return web.json_response({"code": "SUCCESS", "message": "成功"})
+
+
 def routes(app: web.Application) -> None:
     """Register every HTTP route."""
     app.router.add_get("/healthz", healthz)
@@ -331,6 +340,7 @@ def routes(app: web.Application) -> None:
     for method in METHODS.values():  # every game's routes, as its methods declare them
         if method.route is not None:
             app.router.add_route(method.route.verb, method.route.path, _route(method))
+    app.router.add_post("/api/payments/{adapter}/notify", payment_notify)
     app.router.add_get("/api/orders", orders)
     app.router.add_post("/api/orders/{order}/refund", refund_order)
     app.router.add_get("/api/referrals", get_referral)

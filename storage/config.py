@@ -76,6 +76,10 @@ class PipelineConfig:
     payment_adapter: str = "sandbox"
     poll_interval_ms: int = 500
     batch_size: int = 500
+    # When the sandbox's payer pays: "immediate" (within the join itself, so its answer
+    # already shows a paid member) or "on_request" (`POST /api/sandbox/payments/{id}/pay`,
+    # for demos and tests of held seats).
+    sandbox_pays: str = "immediate"
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,10 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
         payment_adapter=pipe_s.get("payment_adapter", str, "sandbox"),
         poll_interval_ms=pipe_s.get("poll_interval_ms", int, 500),
         batch_size=pipe_s.get("batch_size", int, 500),
+        sandbox_pays=pipe_s.get("sandbox_pays", str, "immediate"),
     )
+    pipe_s.check("sandbox_pays", pipeline.sandbox_pays in ("immediate", "on_request"),
+                 'must be "immediate" or "on_request"')
     pipe_s.check("payment_adapter", pipeline.payment_adapter in PAYMENT_ADAPTERS,
                  f"must be one of {sorted(PAYMENT_ADAPTERS)}")
     pipe_s.check("poll_interval_ms", 10 <= pipeline.poll_interval_ms <= 60_000,

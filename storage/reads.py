@@ -33,6 +33,8 @@ def order_view(row: asyncpg.Record) -> dict[str, Any]:
         "group": row["instance"] if row["kind"] == "groupbuy" else None,
         "sku": row["sku"], "amount": row["amount"], "status": row["status"],
         "payment_ref": row["payment_ref"], "created_at": iso_time(row["created_at"]),
+        # When its deal completed (null while it waits for its group).
+        "confirmed_at": iso_time(row["confirmed_at"]),
         "refunded_at": iso_time(row["refunded_at"]),
     }
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from games import topics
+from games import payments, topics
 from games.campaign import GroupBuyCampaign, Product
 from games.commission import Rates
 from games.core import Applied, Column, Line, Method, Outbox, Param, Publish, ReadModel, Route
@@ -23,6 +24,9 @@ _CAMPAIGN = Param(str, pattern=topics.SLUG_RE)
 _GROUP = Param(str, pattern=topics.IDENT_RE)
 _LIMIT = Param(int, required=False, low=1, high=100)
 _BASE = "/api/groupbuys/{campaign}/groups"
+_PAYMENT = Param(str, pattern=re.compile(f"[0-9a-f]{{{payments.ID_LENGTH}}}"))
+_OUTCOME = Param(str, pattern=re.compile(r"paid|closed"))
+_AMOUNT = Param(int, required=False, low=0, high=10**12)
 
 
 def parse_campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
@@ -50,6 +54,10 @@ def parse_campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
     s.check("max_groups_led", led >= 1, "must be at least 1")
     joined = s.get("max_groups_joined", int, 1)
     s.check("max_groups_joined", joined >= 1, "must be at least 1")
+    pay_to_join = s.get("pay_to_join", bool, True)
+    pay_within = s.get("pay_within_seconds", int, 900)
+    s.check("pay_within_seconds", 1 <= pay_within <= 86400,
+            "must be from 1 second to 1 day")
     ratio = s.get("virtual_fill_ratio", (int, float), None)
     if ratio is not None:
         s.check("virtual_fill_ratio", 0 < ratio <= 1, "must be above 0 and at most 1")
@@ -61,6 +69,7 @@ def parse_campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
         product=product,
         group_size=size, time_limit_ms=time_limit * 1000, stock=stock, max_groups_led=led,
         max_groups_joined=joined, virtual_fill_ratio=ratio, commission=rates,
+        pay_within_ms=pay_within * 1000 if pay_to_join else None,
     )
 
 
@@ -74,13 +83,18 @@ class GroupBuy:
                  Column("leader", "text"), Column("members", "text[]"),
                  Column("size", "int"), Column("virtual_members", "int"),
                  Column("price", "bigint"), Column("created_at", "timestamptz"),
-                 Column("expires_at", "timestamptz"), Column("version", "int")),
+                 Column("expires_at", "timestamptz"), Column("version", "int"),
+                 Column("seats", "jsonb")),
         id_param="group", view_key="group",
     )
     methods: tuple[Method, ...] = (
-        Method("groupbuy.open", {"campaign": _CAMPAIGN}, True, Route("POST", _BASE, 201)),
+        Method("groupbuy.open", {"campaign": _CAMPAIGN}, True, Route("POST", _BASE, 201),
+               facts=("pay_now",), pays=True),
         Method("groupbuy.join", {"campaign": _CAMPAIGN, "group": _GROUP}, True,
-               Route("POST", _BASE + "/{group}/join")),
+               Route("POST", _BASE + "/{group}/join"), facts=("pay_now",), pays=True),
+        Method("groupbuy.payment", {"campaign": _CAMPAIGN, "payment": _PAYMENT,
+                                    "outcome": _OUTCOME, "amount": _AMOUNT}, True,
+               public=False, on="payment"),
         Method("groupbuy.get", {"campaign": _CAMPAIGN, "group": _GROUP}, False,
                Route("GET", _BASE + "/{group}"), read="instance"),
         Method("groupbuy.list_open", {"campaign": _CAMPAIGN, "limit": _LIMIT}, False,
@@ -94,13 +108,20 @@ class GroupBuy:
         return gb.initial_state(campaign)
 
     def command(self, method: str, user: str, params: Mapping[str, Any]) -> gb.Command:
+        pay_now = params.get("pay_now") is True
         if method == "groupbuy.open":
-            return gb.OpenGroup(user=user)
+            return gb.OpenGroup(user=user, pay_now=pay_now)
         if method == "groupbuy.join":
-            return gb.JoinGroup(user=user, group=str(params["group"]))
+            return gb.JoinGroup(user=user, group=str(params["group"]), pay_now=pay_now)
+        if method == "groupbuy.payment":
+            return gb.SettlePayment(payment=str(params["payment"]),
+                                    outcome=str(params["outcome"]),
+                                    amount=int(params.get("amount", 0)))
         raise GameError("invalid_request", f"unknown method {method}")
 
     def fingerprint(self, command: gb.Command) -> str:
+        if isinstance(command, gb.SettlePayment):
+            return f"{command.payment}|{command.outcome}|{command.amount}"
         return command.group if isinstance(command, gb.JoinGroup) else ""
 
     def decide(self, state: gb.GroupBuyState, command: gb.Command, now: int,
@@ -117,42 +138,93 @@ class GroupBuy:
                 ) -> Applied:
         cid = campaign.id
         data = gb.event_to_dict(event)
+        group = state.groups[event.group]
         # Each frame carries the group's summary as of that event (the member list only
         # where the event brings it): a client applies frames to its snapshot. (`group`
         # is the id in the event and the summary in the frame.)
-        summary = gb.group_summary(cid, state.groups[event.group])
+        summary = gb.group_summary(cid, group)
         frames = [Publish(topics.instance_topic(KIND, cid, event.group), event.seq,
                           {**data, "campaign": cid, "group": summary})]
         outbox = None
         deadline = None
+        also: tuple[tuple[int, str], ...] = ()
+        sku = campaign.product.sku
         if isinstance(event, gb.DealCompleted):
             frames += [Publish(topics.user_topic(member), 0, {
                 "type": "deal_completed", "campaign": cid, "group": event.group,
                 "price": event.price}) for member in event.members]
+            paid = {seat.user: seat.payment for seat in group.seats
+                    if seat.status is gb.SeatStatus.PAID}
             outbox = Outbox("deal", tuple(
                 Line(user=member, sku=event.sku, amount=event.price, instance=event.group,
-                     line=member) for member in event.members))
+                     line=paid.get(member, member), payment=paid.get(member, ""))
+                for member in event.members))
         elif isinstance(event, gb.Refunded):
             frames.append(Publish(topics.user_topic(event.user), 0, {
                 "type": "refunded", "campaign": cid, "group": event.group,
                 "amount": event.amount}))
-            outbox = Outbox("refund", (Line(user=event.user, sku=campaign.product.sku,
-                                            amount=event.amount, instance=event.group,
-                                            line=event.user),))
+            outbox = Outbox("refund", (Line(user=event.user, sku=sku, amount=event.amount,
+                                            instance=event.group,
+                                            line=event.payment or event.user,
+                                            payment=event.payment),))
         elif isinstance(event, gb.GroupOpened):
             deadline = (event.expires_at, event.group)
+            if event.paid:
+                outbox = Outbox("paid", (Line(user=event.leader, sku=sku, amount=event.price,
+                                              instance=event.group, line=event.payment,
+                                              payment=event.payment),))
+            elif event.payment:
+                also = ((event.hold_until, gb.HOLD_KEY + event.payment),)
+        elif isinstance(event, gb.SeatHeld):
+            deadline = (event.until, gb.HOLD_KEY + event.payment)
+        elif isinstance(event, gb.MemberJoined) and event.payment:
+            outbox = Outbox("paid", (Line(user=event.user, sku=sku, amount=group.price,
+                                          instance=event.group, line=event.payment,
+                                          payment=event.payment),))
+        elif isinstance(event, gb.HoldLapsed):
+            outbox = Outbox("check", (Line(user=event.user, sku=sku, amount=event.amount,
+                                           instance=event.group, line=event.payment,
+                                           payment=event.payment),))
+        elif isinstance(event, gb.PaymentReturned):
+            frames.append(Publish(topics.user_topic(event.user), 0, {
+                "type": "payment_returned", "campaign": cid, "group": event.group,
+                "payment": event.payment, "amount": event.amount}))
+            outbox = Outbox("return", (Line(user=event.user, sku=sku, amount=event.amount,
+                                            instance=event.group, line=event.payment,
+                                            payment=event.payment),))
+        elif isinstance(event, gb.SeatReleased):
+            frames.append(Publish(topics.user_topic(event.user), 0, {
+                "type": "seat_released", "campaign": cid, "group": event.group,
+                "payment": event.payment}))
         return Applied(instance=event.group, seq=event.seq, type=event.type, data=data,
-                       frames=frames, outbox=outbox, deadline=deadline)
+                       frames=frames, outbox=outbox, deadline=deadline, also=also)
 
     def decode(self, data: Mapping[str, Any]) -> gb.Event:
         return gb.event_from_dict(dict(data))
 
     def answer(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState,
                command: gb.Command, events: Sequence[gb.Event], now: int) -> str:
-        if not events:
+        group: gb.Group | None = None
+        user: str | None = None
+        if events:
+            # A command's events all concern one group: the answer is it after the last.
+            group = state.groups[events[-1].group]
+        if isinstance(command, gb.JoinGroup):
+            group = group or state.groups.get(command.group)
+            user = command.user
+        elif isinstance(command, gb.OpenGroup):
+            user = command.user
+        elif isinstance(command, gb.SettlePayment):
+            group_id = state.payments.get(command.payment)
+            group = group or (None if group_id is None else state.groups.get(group_id))
+        if group is None:
             return "{}"
-        # A command's events all concern one group: the answer is it after the last one.
-        return compact({"group": gb.group_view(campaign.id, state.groups[events[-1].group])})
+        answer: dict[str, Any] = {"group": gb.group_view(campaign.id, group)}
+        seat = (group.seat(command.payment) if isinstance(command, gb.SettlePayment)
+                else _latest_seat(group, user))
+        if seat is not None:
+            answer["payment"] = gb.payment_view(seat)
+        return compact(answer)
 
     def note(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState, command: gb.Command,
              events: Sequence[gb.Event]) -> None:
@@ -162,10 +234,16 @@ class GroupBuy:
         raise ValueError("the group-buy remembers whole answers, never notes")
 
     def deadlines(self, state: gb.GroupBuyState) -> Iterable[tuple[int, str]]:
-        # The original deadlines, as group_opened stored them: never re-based on restart.
-        return ((group.expires_at, group.id) for group in state.open_groups())
+        # The original deadlines, as their events stored them: never re-based on restart.
+        for group in state.open_groups():
+            yield group.expires_at, group.id
+            for seat in group.seats:
+                if seat.status is gb.SeatStatus.HELD:
+                    yield seat.until, gb.HOLD_KEY + seat.payment
 
     def tick(self, key: str) -> gb.Command:
+        if key.startswith(gb.HOLD_KEY):
+            return gb.ExpireHold(key[len(gb.HOLD_KEY):])
         return gb.ExpireGroup(key)
 
     def rows(self, campaign: GroupBuyCampaign, state: gb.GroupBuyState,
@@ -174,7 +252,9 @@ class GroupBuy:
         for group_id in instances:
             g = state.groups[group_id]
             found.append((campaign.id, g.id, g.status.value, g.leader, list(g.members),
-                          g.size, g.virtual, g.price, g.created_at, g.expires_at, g.version))
+                          g.size, g.virtual, g.price, g.created_at, g.expires_at, g.version,
+                          [[seat.user, seat.payment, seat.amount, seat.until,
+                            seat.status.value] for seat in g.seats]))
         return found
 
     def rebuild(self, campaign: GroupBuyCampaign, rows: Sequence[Mapping[str, Any]],
@@ -199,14 +279,27 @@ class GroupBuy:
         # Postgres: an owner's memory is bounded by its running campaigns.
         if now < campaign.ends_at or not state.groups or any(True for _ in state.open_groups()):
             return state
-        return replace(state, groups=PMap(), led=PMap(), joined=PMap())
+        return replace(state, groups=PMap(), led=PMap(), joined=PMap(), payments=PMap())
 
 
 def _group(row: Mapping[str, Any]) -> gb.Group:
+    seats = tuple(gb.Seat(str(user), str(payment), int(amount), int(until),
+                          gb.SeatStatus(status))
+                  for user, payment, amount, until, status in row.get("seats") or ())
     return gb.Group(id=row["id"], leader=row["leader"], members=tuple(row["members"]),
                     size=row["size"], price=row["price"], created_at=row["created_at"],
                     expires_at=row["expires_at"], status=gb.GroupStatus(row["status"]),
-                    virtual=row["virtual_members"], version=row["version"])
+                    virtual=row["virtual_members"], version=row["version"], seats=seats)
+
+
+def _latest_seat(group: gb.Group, user: str | None) -> gb.Seat | None:
+    """`user`'s newest seat in `group` (the one an open or a join is answered with)."""
+    if user is None:
+        return None
+    for seat in reversed(group.seats):
+        if seat.user == user:
+            return seat
+    return None
 
 
 GAME = GroupBuy()

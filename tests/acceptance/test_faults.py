@@ -400,14 +400,16 @@ async def _postgres_storm(session: aiohttp.ClientSession, gateway: Gateway,
 
 
 async def _until_orders(database_url: str, expected: int, timeout: float) -> None:
-    """Poll until the pipeline has drained the outbox into `expected` orders."""
+    """Poll until the pipeline has drained the outbox into `expected` orders of completed
+    deals (a seat paid makes its order at once; it is confirmed when its deal is done)."""
     deadline = time.monotonic() + timeout
     conn = await asyncpg.connect(database_url)
     try:
         while True:
             pending = await conn.fetchval(
                 "SELECT count(*) FROM outbox WHERE processed_at IS NULL")
-            orders = await conn.fetchval("SELECT count(*) FROM orders")
+            orders = await conn.fetchval(
+                "SELECT count(*) FROM orders WHERE confirmed_at IS NOT NULL")
             if pending == 0 and orders == expected:
                 return
             assert time.monotonic() < deadline, (pending, orders, expected)

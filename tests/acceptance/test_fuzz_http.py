@@ -349,6 +349,11 @@ UNPROVOKED = {
     ("GET", "/ws", 403): "needs server.allowed_origins, which this stack leaves open",
     ("GET", "/api/lotteries/{campaign}/audit", 200): "needs a lottery that has ended"
                                                      " (test_lottery.py proves it)",
+    ("POST", "/api/payments/{adapter}/notify", 200): "needs the sandbox's signature"
+                                                     " (test_payments.py proves it)",
+    **{("POST", "/api/sandbox/payments/{payment}/pay", status): "needs sandbox_pays ="
+       ' "on_request", which this stack leaves immediate (test_payments.py proves it)'
+       for status in (200, 403, 409)},
 }
 _MISSING = 999_999_999
 _BIG = json.dumps({"x": "a" * 20_000})  # over the default server.max_body_bytes (16384)
@@ -439,7 +444,8 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
     values = {"campaign": "cutstorm" if is_bargain else "luck" if is_lottery else "guard",
               "group": world.group, "bargain": world.bargain, "order": str(_MISSING),
               "withdrawal": str(_MISSING), "user": _fresh("fzt"),
-              "asset": "home.css" if status == 200 else "nope.css"}
+              "asset": "home.css" if status == 200 else "nope.css",
+              "adapter": "nope" if status == 404 else "sandbox", "payment": "0" * 30}
     body: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     query = ""

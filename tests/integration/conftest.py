@@ -39,7 +39,12 @@ class Clock:
 
 
 def make_config(svc: Services, *campaigns: dict[str, Any]) -> Config:
-    doc = configs.document(list(campaigns), shards=1, database_url=svc.database_url,
+    """A one-shard config of `campaigns`. These tests drive owners directly, with no
+    payment provider in front of them: a group-buy takes no payment here unless its
+    table says `pay_to_join` (the payment step has its own tests)."""
+    tables = [{"pay_to_join": False, **c} if c.get("kind") == "groupbuy" else c
+              for c in campaigns]
+    doc = configs.document(tables, shards=1, database_url=svc.database_url,
                            redis_url=svc.redis_url)
     return parse(doc, {}, "test")
 

@@ -153,7 +153,7 @@ async def test_a_deal_earns_two_levels_once(clean: Services, shard_factory: Fact
 async def test_commissions_settle_when_the_window_ends(clean: Services, shard_factory: Factory,
                                                        worker_factory: WorkerFactory,
                                                        conn: asyncpg.Connection) -> None:
-    config = make_config(clean, configs.campaign("c1", size=2, stock=10))
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
     worker = await worker_factory(config)
     created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
     # A day before the 30-day window ends: nothing settles.
@@ -173,7 +173,7 @@ async def test_commissions_settle_when_the_window_ends(clean: Services, shard_fa
 async def test_a_refund_inside_the_window_reverses_commission(
         clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
         conn: asyncpg.Connection) -> None:
-    config = make_config(clean, configs.campaign("c1", size=2, stock=10))
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
     worker = await worker_factory(config)
     for user, referrer in (("bob", "alice"), ("alice", "zed")):
         assert answer(await worker.bind(user, referrer))["ok"]
@@ -203,7 +203,7 @@ async def test_a_refund_inside_the_window_reverses_commission(
 async def test_refund_after_the_window_is_refused(clean: Services, shard_factory: Factory,
                                                   worker_factory: WorkerFactory,
                                                   conn: asyncpg.Connection) -> None:
-    config = make_config(clean, configs.campaign("c1", size=2, stock=10))
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
     later = await worker_factory(config, clock=lambda: datetime.now(UTC) + 31 * DAY)
     shard = await shard_factory(config, Clock())
     await deal(shard, "carol", "bob")
@@ -231,7 +231,7 @@ async def test_the_database_refuses_an_unbalanced_or_edited_ledger(
 async def test_withdrawals_hold_pay_release_and_never_overdraw(
         clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
         conn: asyncpg.Connection) -> None:
-    config = make_config(clean, configs.campaign("c1", size=2, stock=10))
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
     worker = await worker_factory(config)
     created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
     # Nothing is available before the window ends: pending money cannot be withdrawn.
@@ -258,7 +258,7 @@ async def test_withdrawals_hold_pay_release_and_never_overdraw(
 async def test_a_large_withdrawal_waits_for_review(clean: Services, shard_factory: Factory,
                                                    worker_factory: WorkerFactory,
                                                    conn: asyncpg.Connection) -> None:
-    doc = configs.document([configs.campaign("c1", size=2, stock=10)], shards=1,
+    doc = configs.document([configs.campaign("c1", size=2, stock=10, pay=False)], shards=1,
                            database_url=clean.database_url, redis_url=clean.redis_url)
     doc["commission"] = {"withdrawal_review_fen": 500}
     config = parse(doc, {}, "test")
@@ -282,7 +282,7 @@ async def test_a_large_withdrawal_waits_for_review(clean: Services, shard_factor
 async def test_a_campaign_pays_its_own_rates(clean: Services, shard_factory: Factory,
                                              worker_factory: WorkerFactory,
                                              conn: asyncpg.Connection) -> None:
-    own = configs.campaign("c1", size=2, stock=10)
+    own = configs.campaign("c1", size=2, stock=10, pay=False)
     own["commission"] = {"level1_bps": 2000, "level2_bps": 0}
     config = make_config(clean, own, configs.campaign("c2", size=2, stock=10))
     worker = await worker_factory(config)
@@ -306,7 +306,7 @@ async def test_a_campaign_pays_its_own_rates(clean: Services, shard_factory: Fac
 async def test_a_withdrawal_pays_its_amount_less_its_fee_as_a_line_of_its_own(
         clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
         conn: asyncpg.Connection) -> None:
-    doc = configs.document([configs.campaign("c1", size=2, stock=10)], shards=1,
+    doc = configs.document([configs.campaign("c1", size=2, stock=10, pay=False)], shards=1,
                            database_url=clean.database_url, redis_url=clean.redis_url)
     doc["commission"] = {"withdrawal_fee_bps": 60, "withdrawal_min_fee_fen": 10,
                          "withdrawal_review_fen": 300}
@@ -329,7 +329,8 @@ async def test_a_withdrawal_pays_its_amount_less_its_fee_as_a_line_of_its_own(
 async def test_settled_income_past_the_threshold_flags_a_user_once_a_year(
         clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
         conn: asyncpg.Connection) -> None:
-    doc = configs.document([configs.campaign("c1", size=2, stock=100, led=50, joined=50)],
+    doc = configs.document([configs.campaign("c1", size=2, stock=100, led=50, joined=50,
+                                             pay=False)],
                            shards=1, database_url=clean.database_url,
                            redis_url=clean.redis_url)
     doc["commission"] = {"tax_threshold_fen": 1000, "return_window_days": 0}

@@ -68,14 +68,14 @@ async def test_old_orders_payments_and_outbox_rows_move_to_deal_lines(
              json.dumps(pending), None), (3, "refunded", json.dumps(refund), None)])
         await conn.execute("UPDATE outbox SET processed_at = now() WHERE version = 1")
 
-        assert await migrate(conn) == [4, 5, 6, 7, 8, 9, 10]
+        assert await migrate(conn) == [4, 5, 6, 7, 8, 9, 10, 11]
         kinds = [r["type"] for r in await conn.fetch("SELECT type FROM outbox ORDER BY id")]
         assert kinds == ["deal", "deal", "refund"]
         lines = json.loads(await conn.fetchval("SELECT data FROM outbox WHERE version = 2"))
         assert lines["lines"] == [
             {"user": u, "sku": "SKU-c1", "amount": 6000, "instance": "g2", "line": u}
             for u in ("bob", "carol")]
-        config = parse(configs.document([configs.campaign("c1", size=2)],
+        config = parse(configs.document([configs.campaign("c1", size=2, pay=False)],
                                         database_url=old_database), {}, "test")
         worker = PipelineWorker(config, old_database)
         await worker.start()

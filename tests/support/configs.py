@@ -11,8 +11,10 @@ SECRET = "test-secret-0123456789abcdef0123456789"
 def campaign(cid: str, *, size: int = 5, stock: int = 1000, time_limit: int = 3600,
              led: int = 1, joined: int = 1, ratio: float | None = None,
              starts_at: str = "2020-01-01T00:00:00+00:00",
-             ends_at: str = "2099-01-01T00:00:00+00:00") -> dict[str, Any]:
-    """One group-buy campaign table."""
+             ends_at: str = "2099-01-01T00:00:00+00:00", pay: bool | None = None,
+             pay_within: int | None = None) -> dict[str, Any]:
+    """One group-buy campaign table (`pay`: its `pay_to_join`, the config's default when
+    None)."""
     data: dict[str, Any] = {
         "id": cid, "kind": "groupbuy", "title": f"Test {cid}", "starts_at": starts_at,
         "ends_at": ends_at, "group_size": size, "time_limit_seconds": time_limit,
@@ -22,6 +24,10 @@ def campaign(cid: str, *, size: int = 5, stock: int = 1000, time_limit: int = 36
     }
     if ratio is not None:
         data["virtual_fill_ratio"] = ratio
+    if pay is not None:
+        data["pay_to_join"] = pay
+    if pay_within is not None:
+        data["pay_within_seconds"] = pay_within
     return data
 
 

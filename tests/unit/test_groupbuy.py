@@ -687,7 +687,9 @@ def test_group_view() -> None:
         "status": "completed",
         "size": 3,
         "joined": 2,
+        "holding": 0,
         "members": ["a", "b"],
+        "held": [],
         "virtual_members": 1,
         "price": PRICE,
         "created_at": iso(NOW),
@@ -696,9 +698,9 @@ def test_group_view() -> None:
     }
     assert view["created_at"] == "2025-12-31T17:00:00.000Z"
     json.dumps(view)
-    # A live frame's summary is the same object without the member list.
+    # A live frame's summary is the same object without the member and held lists.
     assert group_summary("tea-trio", game.group(gid)) == {
-        k: v for k, v in view.items() if k != "members"}
+        k: v for k, v in view.items() if k not in ("members", "held")}
 
 
 def test_iso_format() -> None:

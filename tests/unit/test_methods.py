@@ -31,5 +31,8 @@ def test_a_command_only_the_server_sends_is_never_offered_to_clients() -> None:
         methods = (*GROUPBUY.methods, internal)
 
     offered = {m.name for m in game_methods([WithInternal()])}  # type: ignore[list-item]
-    assert offered == {m.name for m in GROUPBUY.methods}
+    assert offered == {m.name for m in GROUPBUY.methods if m.public}
     assert "groupbuy.paid" not in offered
+    # The group-buy's own: a payment's outcome comes from a verified notification only.
+    assert "groupbuy.payment" in {m.name for m in GROUPBUY.methods}
+    assert "groupbuy.payment" not in offered

@@ -1,0 +1,81 @@
+"""Refunds to the payment provider: decided in a pipeline transaction, sent after it.
+
+The transaction that decides a refund (a failed group's paid member, a payment that came
+too late, an order returned) writes a `provider_refunds` row with its refund id, derived
+from the payment, so deciding twice asks once. After the commit `dispatch` sends what is
+requested to the provider, which refunds a refund id once however often it is asked; a
+refused or failed request is kept and asked again, and one that keeps failing is set
+`abnormal` for an operator, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from actors.paygate import PaymentError, PaymentGateway, RefundRequest, RefundStatus
+
+log = logging.getLogger("fission.refunds")
+
+MAX_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A refund to ask for: `amount` of `payment` (whose total was `total`), to `user`."""
+
+    payment: str
+    user: str
+    amount: int
+    total: int
+
+    @property
+    def refund_id(self) -> str:
+        """The provider's out_refund_no: one refund per payment (refunds here are whole)."""
+        return f"r{self.payment}"
+
+
+async def request(conn: asyncpg.Connection, wanted: Sequence[Wanted]) -> int:
+    """Record `wanted` in the caller's transaction; how many were new."""
+    if not wanted:
+        return 0
+    rows = await conn.fetch(
+        "INSERT INTO provider_refunds (refund_id, payment_id, user_id, amount, total)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],"
+        " $5::bigint[]) ON CONFLICT DO NOTHING RETURNING refund_id",
+        [w.refund_id for w in wanted], [w.payment for w in wanted],
+        [w.user for w in wanted], [w.amount for w in wanted], [w.total for w in wanted])
+    return len(rows)
+
+
+async def dispatch(pool: asyncpg.Pool, gateway: PaymentGateway, limit: int = 200) -> int:
+    """Send the requested refunds to the provider; how many it accepted."""
+    rows = await pool.fetch(
+        "SELECT refund_id, payment_id, amount, total, attempts FROM provider_refunds"
+        " WHERE status = 'requested' ORDER BY created_at LIMIT $1", limit)
+    accepted = 0
+    for row in rows:
+        try:
+            result = await gateway.refund(RefundRequest(
+                payment_id=row["payment_id"], refund_id=row["refund_id"],
+                amount=row["amount"], total=row["total"], reason="拼团退款"))
+        except (PaymentError, OSError) as exc:
+            failed = row["attempts"] + 1 >= MAX_ATTEMPTS
+            log.warning("refund %s refused (%s)%s", row["refund_id"], exc,
+                        "; set abnormal" if failed else "; asking again later")
+            await pool.execute(
+                "UPDATE provider_refunds SET attempts = attempts + 1, last_error = $2,"
+                " status = CASE WHEN $3 THEN 'abnormal' ELSE status END, updated_at = now()"
+                " WHERE refund_id = $1", row["refund_id"], str(exc)[:500], failed)
+            continue
+        status = ("succeeded" if result.status is RefundStatus.SUCCEEDED
+                  else "processing" if result.status is RefundStatus.PROCESSING
+                  else result.status.value)
+        await pool.execute(
+            "UPDATE provider_refunds SET status = $2, attempts = attempts + 1,"
+            " updated_at = now() WHERE refund_id = $1", row["refund_id"], status)
+        accepted += 1
+    return accepted

@@ -1,0 +1,171 @@
+"""The sandbox provider with its books in Postgres: every process sees the same payments.
+
+`actors.paysandbox.SandboxGateway` signs like WeChat Pay and remembers what it did in
+its own memory, which is one process's. A server has several (gateways take payments,
+the pipeline refunds them and asks about them), so `SandboxBooks` keeps the provider's
+side — payments created, paid, closed, refunded — in tables of its own
+(`sandbox_payments`, `sandbox_keys`), apart from Fission's, and signs through a
+`SandboxGateway` made from keys every process loads from the same row. Nothing here
+moves money; everything downstream of the notify route runs as it would for WeChat's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import asyncpg
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from actors import paysign
+from actors.paygate import (
+    ClientParams,
+    Clock,
+    Notification,
+    PaymentError,
+    PaymentNotFound,
+    PaymentRequest,
+    PaymentState,
+    PaymentStatus,
+    RefundRequest,
+    RefundResult,
+    RefundStatus,
+    now_ms,
+)
+from actors.paysandbox import SandboxGateway, _refund_no, _transaction_no
+
+_STATUS = {"pending": PaymentStatus.PENDING, "paid": PaymentStatus.PAID,
+           "refunded": PaymentStatus.REFUNDED, "closed": PaymentStatus.CLOSED}
+
+
+async def load_keys(pool: asyncpg.Pool) -> tuple[rsa.RSAPrivateKey, bytes]:
+    """The sandbox's signing key and API v3 key, made by the first process to ask."""
+    row = await pool.fetchrow("SELECT private_pem, api_v3_key FROM sandbox_keys WHERE id = 1")
+    if row is None:
+        key = rsa.generate_private_key(65537, 2048)
+        pem = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        await pool.execute(
+            "INSERT INTO sandbox_keys (id, private_pem, api_v3_key) VALUES (1, $1, $2)"
+            " ON CONFLICT DO NOTHING", pem, paysign.random_nonce(32))
+        row = await pool.fetchrow(
+            "SELECT private_pem, api_v3_key FROM sandbox_keys WHERE id = 1")
+    loaded = serialization.load_pem_private_key(row["private_pem"].encode(), None)
+    assert isinstance(loaded, rsa.RSAPrivateKey)
+    return loaded, row["api_v3_key"].encode()
+
+
+class SandboxBooks:
+    """A `PaymentGateway` playing WeChat Pay over the sandbox's tables (see above)."""
+
+    name = "sandbox"
+
+    def __init__(self, pool: asyncpg.Pool, signer: SandboxGateway, *,
+                 clock: Clock = now_ms) -> None:
+        self._pool = pool
+        self.signer = signer
+        self._clock = clock
+
+    @classmethod
+    async def open(cls, pool: asyncpg.Pool, *, clock: Clock = now_ms) -> SandboxBooks:
+        """The sandbox over `pool`, signing with the keys stored there."""
+        key, api_v3_key = await load_keys(pool)
+        return cls(pool, SandboxGateway(key=key, api_v3_key=api_v3_key, clock=clock),
+                   clock=clock)
+
+    async def create(self, request: PaymentRequest) -> ClientParams:
+        """Record the payment (once: the same request again is the same payment)."""
+        row = await self._pool.fetchrow(
+            "WITH made AS (INSERT INTO sandbox_payments (payment_id, payer, amount, status,"
+            " expires_at) VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT DO NOTHING"
+            " RETURNING payer, amount) SELECT payer, amount FROM made UNION ALL"
+            " SELECT payer, amount FROM sandbox_payments WHERE payment_id = $1 LIMIT 1",
+            request.payment_id, request.user, request.amount, request.expires_at)
+        if (row["payer"], row["amount"]) != (request.user, request.amount):
+            # WeChat refuses an out_trade_no reused for another payment; so does this.
+            raise PaymentError(400, "OUT_TRADE_NO_USED",
+                               f"payment {request.payment_id} was created otherwise")
+        return self.signer.client_params(request.payment_id)
+
+    async def pay(self, payment_id: str, now: int | None = None
+                  ) -> tuple[dict[str, str], bytes]:
+        """The payer pays: the TRANSACTION.SUCCESS notification to deliver (the same
+        again for a payment paid or refunded already: a redelivery)."""
+        now = self._clock() if now is None else now
+        row = await self._pool.fetchrow(
+            "UPDATE sandbox_payments SET status = CASE WHEN status = 'pending'"
+            " AND expires_at > $2 THEN 'paid' WHEN status = 'pending' THEN 'closed'"
+            " ELSE status END, paid_at = CASE WHEN status = 'pending' AND expires_at > $2"
+            " THEN $2 ELSE paid_at END WHERE payment_id = $1"
+            " RETURNING status, payer, amount, paid_at", payment_id, now)
+        if row is None:
+            raise PaymentNotFound(404, "ORDER_NOT_EXIST", f"no payment {payment_id}")
+        if row["status"] == "closed":
+            raise PaymentError(400, "ORDER_CLOSED", f"payment {payment_id} is closed")
+        return self.signer.render(payment_id, PaymentStatus.PAID, row["amount"], now=now,
+                                  at=row["paid_at"], payer=row["payer"])
+
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        """Refund at once (SUCCEEDED); the same refund id again refunds nothing more."""
+        row = await self._pool.fetchrow(
+            "UPDATE sandbox_payments SET refunded = refunded + $3, status = 'refunded',"
+            " refunds = refunds || jsonb_build_object($2::text, $3::bigint)"
+            " WHERE payment_id = $1 AND status IN ('paid', 'refunded')"
+            " AND NOT refunds ? $2 AND refunded + $3 <= amount RETURNING payment_id",
+            request.payment_id, request.refund_id, request.amount)
+        if row is None:
+            known = await self._pool.fetchrow(
+                "SELECT status, refunds FROM sandbox_payments WHERE payment_id = $1",
+                request.payment_id)
+            if known is None:
+                raise PaymentNotFound(404, "ORDER_NOT_EXIST",
+                                      f"no payment {request.payment_id}")
+            if request.refund_id not in json.loads(known["refunds"]):
+                raise PaymentError(400, "INVALID_REQUEST",
+                                   f"payment {request.payment_id} cannot refund"
+                                   f" {request.amount} (it is {known['status']})")
+        return RefundResult(refund_id=request.refund_id,
+                            provider_refund_id=_refund_no(request.refund_id),
+                            payment_id=request.payment_id, status=RefundStatus.SUCCEEDED,
+                            amount=request.amount, total=request.total,
+                            refunded_at=self._clock())
+
+    async def query(self, payment_id: str) -> PaymentState:
+        """The payment as the sandbox's books have it (closed once its time is up)."""
+        row = await self._pool.fetchrow(
+            "UPDATE sandbox_payments SET status = CASE WHEN status = 'pending'"
+            " AND expires_at <= $2 THEN 'closed' ELSE status END WHERE payment_id = $1"
+            " RETURNING status, amount, payer, paid_at", payment_id, self._clock())
+        if row is None:
+            raise PaymentNotFound(404, "ORDER_NOT_EXIST", f"no payment {payment_id}")
+        status = _STATUS[row["status"]]
+        paid = status in (PaymentStatus.PAID, PaymentStatus.REFUNDED)
+        return PaymentState(payment_id, status, row["amount"],
+                            transaction_id=_transaction_no(payment_id) if paid else None,
+                            payer=row["payer"], paid_at=row["paid_at"])
+
+    @staticmethod
+    async def paid_at_once(conn: asyncpg.Connection,
+                           paid: list[tuple[str, str, int, int]]) -> None:
+        """Record payments (id, payer, fen, epoch ms) its payer made within the command
+        that held them (the "immediate" default), in the caller's transaction: the books
+        then hold every payment the games took, to be queried and refunded."""
+        if paid:
+            await conn.execute(
+                "INSERT INTO sandbox_payments (payment_id, payer, amount, status, expires_at,"
+                " paid_at) SELECT p, u, a, 'paid', t, t FROM unnest($1::text[], $2::text[],"
+                " $3::bigint[], $4::bigint[]) AS x(p, u, a, t) ON CONFLICT DO NOTHING",
+                [p for p, _, _, _ in paid], [u for _, u, _, _ in paid],
+                [a for _, _, a, _ in paid], [t for _, _, _, t in paid])
+
+    async def payer(self, payment_id: str) -> str | None:
+        """Who `payment_id` was created for (None: the sandbox has no such payment)."""
+        found: str | None = await self._pool.fetchval(
+            "SELECT payer FROM sandbox_payments WHERE payment_id = $1", payment_id)
+        return found
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: int) -> Notification:
+        """A notification the sandbox signed, checked as WeChat's are."""
+        return self.signer.verify(headers, body, now)

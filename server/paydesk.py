@@ -1,0 +1,132 @@
+"""The payment step of the transports: create what an answer asks to be paid, take the
+provider's notifications, and (in the sandbox) pay.
+
+A game's method declared `pays=True` answers with a pending payment `P` when it holds
+something until paid (a group-buy's seat). Before the transport answers, the desk creates
+that payment at the provider and adds what the client needs to pay it (`P.params`,
+WeChat Pay JSAPI's `requestPayment` arguments). With the sandbox paying "immediate" (the
+default), the desk then pays it at once and delivers the sandbox's signed notification
+through the very path the notify route takes, so the answer shows the caller paid.
+
+A notification (`POST /api/payments/{adapter}/notify`) is verified (signature over
+`timestamp\\nnonce\\nbody`, a timestamp window, the AES-GCM resource) and becomes the
+game's `on="payment"` command, keyed by the notification's id: the same notification
+twice is answered once, and a game takes a payment's word once whatever its order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from actors.client import ShardClient
+from actors.paygate import (
+    NotificationRefused,
+    PaymentError,
+    PaymentRequest,
+    PaymentStatus,
+    now_ms,
+)
+from actors.sandbox_books import SandboxBooks
+from games import payments
+from games.registry import GAMES
+from server.errors import ApiError
+from server.outcomes import Outcome, decoded, result_of
+from storage.config import Config
+
+log = logging.getLogger("fission.payments")
+
+# Who a provider's word is sent as (an owner remembers answers by user and key).
+PROVIDER_USER = "provider"
+
+
+class PayDesk:
+    """The server's side of payments, over one provider (the sandbox's books)."""
+
+    def __init__(self, config: Config, provider: SandboxBooks, client: ShardClient) -> None:
+        self.config = config
+        self.provider = provider
+        self.client = client
+        self.immediate = config.pipeline.sandbox_pays == "immediate"
+        self.adapter = provider.name
+
+    async def settle(self, user: str, campaign: str, result: Outcome) -> dict[str, Any]:
+        """`result` of a paying method, with its pending payment created at the provider
+        (and, when the sandbox pays at once, paid: the answer after the payment)."""
+        answer = decoded(result)
+        payment = answer.get("payment")
+        if not isinstance(payment, dict) or payment.get("status") != "pending":
+            return answer
+        found = self.config.campaign(campaign)
+        title = found.title if found is not None else campaign
+        request = PaymentRequest(
+            payment_id=str(payment["id"]), user=user, amount=int(payment["amount"]),
+            description=title[:127],
+            expires_at=int(datetime.fromisoformat(str(payment["expires_at"])).timestamp()
+                           * 1000))
+        try:
+            params = await self.provider.create(request)
+        except PaymentError as exc:
+            log.warning("creating payment %s failed: %s", request.payment_id, exc)
+            raise ApiError("payment_failed",
+                           "the payment could not be created; try again") from None
+        if self.immediate:
+            try:
+                headers, body = await self.provider.pay(request.payment_id)
+            except PaymentError as exc:  # closed meanwhile: the answer shows it pending
+                log.warning("sandbox could not pay %s: %s", request.payment_id, exc)
+            else:
+                return await self.notify(self.adapter, headers, body)
+        payment["params"] = params.wire()
+        return answer
+
+    async def notify(self, adapter: str, headers: Mapping[str, str], body: bytes
+                     ) -> dict[str, Any]:
+        """Take a provider's notification: verified, then told to the payment's game;
+        the game's answer (`{}` for what concerns no game, such as a refund's outcome)."""
+        if adapter != self.adapter:
+            raise ApiError("not_found", f"no payment adapter {adapter!r}")
+        try:
+            notification = self.provider.verify(headers, body, now_ms())
+        except NotificationRefused as exc:
+            log.warning("notification refused: %s", exc)
+            raise ApiError("invalid_notification", f"notification refused: {exc.reason}"
+                           ) from None
+        if notification.refund_id is not None:
+            # Refunds are ours to ask for (actors.refunds); their outcome is logged.
+            log.info("refund %s is %s", notification.refund_id, notification.refund_status)
+            return {}
+        if notification.status is not PaymentStatus.PAID:
+            return {}
+        campaign = payments.campaign_of(notification.payment_id,
+                                        [c.id for c in self.config.campaigns])
+        found = None if campaign is None else self.config.campaign(campaign)
+        method = None if found is None else next(
+            (m.name for m in GAMES[found.kind].methods if m.on == "payment"), None)
+        if campaign is None or method is None:
+            log.warning("notification for unknown payment %s", notification.payment_id)
+            raise ApiError("not_found", f"no payment {notification.payment_id}")
+        reply = await self.client.call({
+            "method": method, "campaign": campaign, "user": PROVIDER_USER,
+            "key": f"n:{notification.notification_id}",
+            "params": {"payment": notification.payment_id, "outcome": "paid",
+                       "amount": notification.amount}})
+        return decoded(result_of(reply))
+
+    async def sandbox_pay(self, user: str, payment_id: str) -> dict[str, Any]:
+        """The sandbox's payer `user` pays `payment_id` now (`on_request` mode)."""
+        if not payments.campaign_of(payment_id, [c.id for c in self.config.campaigns]):
+            raise ApiError("not_found", f"no payment {payment_id!r}")
+        payer = await self.provider.payer(payment_id)
+        if payer is None:
+            raise ApiError("not_found", f"no payment {payment_id!r}")
+        if payer != user:
+            raise ApiError("forbidden", "only its payer may pay this payment")
+        try:
+            headers, body = await self.provider.pay(payment_id)
+        except PaymentError as exc:
+            raise ApiError("payment_closed", f"payment {payment_id} cannot be paid: {exc.code}"
+                           ) from None
+        return await self.notify(self.adapter, headers, body)

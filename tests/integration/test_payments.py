@@ -1,0 +1,283 @@
+"""Pay to join on real Postgres: held seats, the sandbox's signed notifications through
+the server's payment desk, holds that lapse on a moved clock, orders made when money is
+taken and confirmed with the deal, refunds of exactly what was paid."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from actors.owner import Owner
+from actors.paygate import PaymentStatus, now_ms
+from actors.paysandbox import SandboxGateway
+from actors.pipeline_worker import PipelineWorker
+from actors.sandbox_books import SandboxBooks
+from games import payments
+from server.errors import ApiError
+from server.paydesk import PayDesk
+from storage import db
+from storage.config import Config, parse
+from tests.integration.conftest import Clock, Factory, cmd
+from tests.support import configs
+from tests.support.services import Services
+
+HOLD_S = 60
+PRICE = 6000
+
+
+class OwnerClient:
+    """What the desk calls (a ShardClient's `call`), straight to one owner."""
+
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
+
+    async def call(self, command: dict[str, Any]) -> str:
+        [answer] = await self.owner.submit_json([command])
+        return answer
+
+
+def pay_config(svc: Services, **campaign: Any) -> Config:
+    doc = configs.document([configs.campaign("c1", size=3, stock=10, pay=True,
+                                             pay_within=HOLD_S, **campaign)],
+                           shards=1, database_url=svc.database_url, redis_url=svc.redis_url)
+    doc["pipeline"] = {"sandbox_pays": "on_request"}
+    return parse(doc, {}, "test")
+
+
+class Shop:
+    """An owner, the pipeline (notices to that owner) and the desk over the sandbox."""
+
+    def __init__(self, config: Config, owner: Owner, worker: PipelineWorker,
+                 desk: PayDesk, conn: asyncpg.Connection, clock: Clock) -> None:
+        self.config, self.owner, self.worker, self.desk = config, owner, worker, desk
+        self.conn, self.clock = conn, clock
+
+    async def command(self, method: str, user: str, group: str | None = None,
+                      key: str | None = None) -> dict[str, Any]:
+        [answer] = await self.owner.submit([cmd(method, user, group=group,
+                                                key=key or f"{method}-{user}-{group}")])
+        assert answer["ok"], answer
+        result: dict[str, Any] = await self.desk.settle(user, "c1", answer["result"])
+        return result
+
+    async def pay(self, user: str, payment: str) -> dict[str, Any]:
+        return await self.desk.sandbox_pay(user, payment)
+
+    async def settle_everything(self) -> None:
+        """The pipeline's work and the notices it owes the owner, until none are left."""
+        while True:
+            await self.worker.drain()
+            await self.worker.deliver_notices()
+            await self.worker.send_refunds()
+            await self.owner.flush()
+            if not await self.conn.fetchval(
+                    "SELECT count(*) FROM outbox WHERE processed_at IS NULL"):
+                return
+
+
+@pytest.fixture
+async def shop(clean: Services, shard_factory: Factory) -> AsyncIterator[Shop]:
+    config = pay_config(clean)
+    clock = Clock()
+    owner = await shard_factory(config, clock)
+    pool = await db.create_pool(clean.database_url, min_size=1, max_size=2)
+    books = await SandboxBooks.open(pool)
+
+    async def send(commands: list[dict[str, Any]]) -> list[str]:
+        return await owner.submit_json(commands)
+
+    worker = PipelineWorker(config, clean.database_url, send=send)
+    await worker.start()
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        yield Shop(config, owner, worker, PayDesk(config, books, OwnerClient(owner)),  # type: ignore[arg-type]
+                   conn, clock)
+    finally:
+        await conn.close()
+        await worker.stop()
+        await pool.close()
+
+
+async def test_a_join_answers_a_pending_payment_with_what_the_client_pays_with(
+        shop: Shop) -> None:
+    opened = await shop.command("open", "alice")
+    payment = opened["payment"]
+    assert payment["status"] == "pending" and payment["amount"] == PRICE
+    assert set(payment["params"]) == {"appId", "timeStamp", "nonceStr", "package",
+                                      "signType", "paySign"}
+    assert opened["group"]["members"] == [] and opened["group"]["held"][0]["user"] == "alice"
+    paid = await shop.pay("alice", payment["id"])
+    assert paid["payment"]["status"] == "paid" and paid["group"]["members"] == ["alice"]
+    # Only its payer pays it; a payment no campaign made is no payment.
+    with pytest.raises(ApiError) as other:
+        await shop.pay("mallory", payment["id"])
+    assert other.value.code == "forbidden"
+    with pytest.raises(ApiError) as unknown:
+        await shop.pay("alice", "f" * payments.ID_LENGTH)
+    assert unknown.value.code == "not_found"
+
+
+async def test_an_unpaid_hold_lapses_on_time_its_seat_is_taken_again_and_a_late_payment_is_refunded_once(  # noqa: E501
+        shop: Shop) -> None:
+    opened = await shop.command("open", "alice")
+    await shop.pay("alice", opened["payment"]["id"])
+    group = opened["group"]["id"]
+    bob = (await shop.command("join", "bob", group))["payment"]
+    await shop.pay("cat", (await shop.command("join", "cat", group))["payment"]["id"])
+    # The group is full of two members and bob's held seat: dan cannot get in.
+    [full] = await shop.owner.submit([cmd("join", "dan", group=group, key="dan-1")])
+    assert full["error"]["code"] == "group_full"
+    # One millisecond before the hold ends, nothing; at its end, the provider is asked.
+    shop.clock.now = _ms(bob["expires_at"]) - 1
+    assert await shop.owner.expire_due() == 0
+    shop.clock.now += 1
+    assert await shop.owner.expire_due() == 1
+    await shop.settle_everything()
+    row = await shop.conn.fetchrow("SELECT seats, members FROM groups WHERE id = $1", group)
+    seats = {seat[1]: seat[4] for seat in json.loads(row["seats"])}
+    assert seats[bob["id"]] == "released" and list(row["members"]) == ["alice", "cat"]
+    # The seat is free again: dan takes it and pays, and the deal is done.
+    dan = await shop.command("join", "dan", group, key="dan-2")
+    done = await shop.pay("dan", dan["payment"]["id"])
+    assert done["group"]["status"] == "completed"
+    # Bob pays now, too late: his money goes back, once, however often he is told.
+    late = await shop.pay("bob", bob["id"])
+    assert late["payment"]["status"] == "refunded"
+    again = await shop.pay("bob", bob["id"])
+    assert again == late
+    await shop.settle_everything()
+    refunds = await shop.conn.fetch(
+        "SELECT payment_id, amount, status FROM provider_refunds WHERE user_id = 'bob'")
+    assert [(r["payment_id"], r["amount"], r["status"]) for r in refunds] == [
+        (bob["id"], PRICE, "succeeded")]
+    books = await shop.conn.fetchrow(
+        "SELECT status, refunded FROM sandbox_payments WHERE payment_id = $1", bob["id"])
+    assert (books["status"], books["refunded"]) == ("refunded", PRICE)
+    # Bob has no order; the three members have one each, confirmed with the deal.
+    orders = await shop.conn.fetch(
+        "SELECT user_id, amount, status, confirmed_at FROM orders ORDER BY id")
+    assert sorted(r["user_id"] for r in orders) == ["alice", "cat", "dan"]
+    assert all(r["status"] == "paid" and r["confirmed_at"] is not None for r in orders)
+    await _balanced(shop.conn)
+
+
+async def test_orders_are_made_when_money_is_taken_and_confirmed_with_the_deal(
+        shop: Shop) -> None:
+    opened = await shop.command("open", "alice")
+    await shop.pay("alice", opened["payment"]["id"])
+    group = opened["group"]["id"]
+    await shop.pay("bob", (await shop.command("join", "bob", group))["payment"]["id"])
+    await shop.settle_everything()
+    waiting = await shop.conn.fetch("SELECT user_id, confirmed_at FROM orders ORDER BY id")
+    assert [(r["user_id"], r["confirmed_at"]) for r in waiting] == [("alice", None),
+                                                                    ("bob", None)]
+    # A waiting order is no one's to refund: the group's failure refunds it in full.
+    order = await shop.conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    refused = json.loads(await shop.worker.refund("bob", order))
+    assert refused["error"]["code"] == "order_waiting"
+    await shop.pay("cat", (await shop.command("join", "cat", group))["payment"]["id"])
+    await shop.settle_everything()
+    confirmed = await shop.conn.fetch("SELECT user_id, confirmed_at FROM orders ORDER BY id")
+    assert [r["user_id"] for r in confirmed] == ["alice", "bob", "cat"]
+    assert all(r["confirmed_at"] is not None for r in confirmed)
+    # Replaying every outbox row makes nothing twice.
+    await shop.conn.execute("UPDATE outbox SET processed_at = NULL")
+    await shop.settle_everything()
+    assert await shop.conn.fetchval("SELECT count(*) FROM orders") == 3
+    assert await shop.conn.fetchval(
+        "SELECT count(*) FROM payments WHERE kind = 'payment'") == 3
+    await _balanced(shop.conn)
+
+
+async def test_a_failed_group_refunds_each_paid_member_what_they_paid_exactly_once(
+        shop: Shop) -> None:
+    opened = await shop.command("open", "alice")
+    await shop.pay("alice", opened["payment"]["id"])
+    group = opened["group"]["id"]
+    await shop.pay("bob", (await shop.command("join", "bob", group))["payment"]["id"])
+    held = (await shop.command("join", "cat", group))["payment"]  # never paid
+    shop.clock.now = _ms(opened["group"]["expires_at"])
+    await shop.owner.expire_due()
+    await shop.settle_everything()
+    await shop.conn.execute("UPDATE outbox SET processed_at = NULL")  # and replayed
+    await shop.settle_everything()
+    refunds = await shop.conn.fetch(
+        "SELECT user_id, amount, status FROM provider_refunds ORDER BY user_id")
+    assert [(r["user_id"], r["amount"], r["status"]) for r in refunds] == [
+        ("alice", PRICE, "succeeded"), ("bob", PRICE, "succeeded")]
+    orders = await shop.conn.fetch("SELECT user_id, status FROM orders ORDER BY user_id")
+    assert [(r["user_id"], r["status"]) for r in orders] == [("alice", "refunded"),
+                                                              ("bob", "refunded")]
+    assert await shop.conn.fetchval("SELECT count(*) FROM commissions") == 0
+    # Cat pays after the failure: returned at once, never an order.
+    late = await shop.pay("cat", held["id"])
+    assert late["payment"]["status"] == "refunded"
+    await shop.settle_everything()
+    assert await shop.conn.fetchval(
+        "SELECT count(*) FROM provider_refunds WHERE user_id = 'cat'") == 1
+    await _balanced(shop.conn)
+
+
+async def test_forged_stale_replayed_and_reordered_notifications_change_nothing(
+        shop: Shop) -> None:
+    opened = await shop.command("open", "alice")
+    payment = opened["payment"]["id"]
+    books = shop.desk.provider
+    headers, body = await books.pay(payment)
+    # A stranger's key signs the same body: refused.
+    stranger = SandboxGateway(api_v3_key=books.signer.api_v3_key)
+    forged_headers, _ = stranger.sign(body, _now())
+    for bad_headers, bad_body in [
+            (forged_headers, body),
+            (headers, body.replace(b'"id"', b'"Id"', 1)),  # tampered after signing
+            ({**headers, "Wechatpay-Timestamp": str(_now() // 1000 - 3600)}, body),
+            (books.signer.sign(body, _now() - 3_600_000)[0], body),  # signed an hour ago
+            ({}, body), (headers, b""), (headers, b"\xff\xfe")]:
+        with pytest.raises(ApiError) as refused:
+            await shop.desk.notify("sandbox", bad_headers, bad_body)
+        assert refused.value.code == "invalid_notification"
+    row = await shop.conn.fetchrow("SELECT members FROM groups")
+    assert list(row["members"]) == []  # nothing believed
+    with pytest.raises(ApiError) as wrong:
+        await shop.desk.notify("wechatpay", headers, body)
+    assert wrong.value.code == "not_found"
+    # A refund's notification before the payment's (out of order): nothing to do.
+    refund_headers, refund_body = books.signer.render(
+        payment, PaymentStatus.REFUNDED, PRICE, now=_now(), at=_now(),
+        refund_id=f"r{payment}")
+    assert await shop.desk.notify("sandbox", refund_headers, refund_body) == {}
+    first = await shop.desk.notify("sandbox", headers, body)
+    assert first["group"]["members"] == ["alice"]
+    for _ in range(3):  # the provider redelivers until told SUCCESS
+        assert await shop.desk.notify("sandbox", headers, body) == first
+    await shop.settle_everything()
+    assert await shop.conn.fetchval("SELECT count(*) FROM orders") == 1
+    assert await shop.conn.fetchval("SELECT count(*) FROM provider_refunds") == 0
+
+
+async def _balanced(conn: asyncpg.Connection) -> None:
+    """Money in equals money kept plus money back: per user, what was taken minus what was
+    refunded is what their live (paid, not refunded) orders hold."""
+    taken = {r["user_id"]: r["sum"] for r in await conn.fetch(
+        "SELECT user_id, sum(amount) FROM payments WHERE kind = 'payment' GROUP BY 1")}
+    back = {r["user_id"]: r["sum"] for r in await conn.fetch(
+        "SELECT user_id, sum(amount) FROM payments WHERE kind = 'refund' GROUP BY 1")}
+    kept = {r["user_id"]: r["sum"] for r in await conn.fetch(
+        "SELECT user_id, sum(amount) FROM orders WHERE status = 'paid' GROUP BY 1")}
+    for user in set(taken) | set(back):
+        assert taken.get(user, 0) - back.get(user, 0) == kept.get(user, 0), user
+    asked = await conn.fetchval("SELECT coalesce(sum(amount), 0) FROM provider_refunds")
+    assert asked == sum(back.values())
+
+
+def _now() -> int:
+    return now_ms()
+
+
+def _ms(iso_time: str) -> int:
+    return int(datetime.fromisoformat(iso_time).timestamp() * 1000)
