@@ -164,19 +164,26 @@ def _topic(board: str, group: str) -> str:
 def _facts(raw: Any) -> Facts:
     """A notice's facts (actors.notices), checked: the pipeline's, but a bad one must be
     refused alone rather than fail the owner's batch."""
-    try:
-        assert isinstance(raw, Mapping)
-        amount, at, referrer = raw["amount"], raw["at"], raw.get("referrer")
-        assert isinstance(amount, int) and isinstance(at, int)
-        assert referrer is None or (isinstance(referrer, str) and USER_RE.fullmatch(referrer))
-        earned = tuple((str(u), int(level), int(fen)) for u, level, fen in raw.get("earned", ()))
-        regions = raw.get("regions") or {}
-        assert isinstance(regions, Mapping)
-    except (AssertionError, KeyError, TypeError, ValueError):
-        raise GameError("invalid_request", "a paid order's facts are malformed") from None
+    bad = GameError("invalid_request", "a paid order's facts are malformed")
+    if not isinstance(raw, Mapping):
+        raise bad
+    amount, at, referrer = raw.get("amount"), raw.get("at"), raw.get("referrer")
+    regions, earned = raw.get("regions") or {}, raw.get("earned") or ()
+    if not (isinstance(amount, int) and isinstance(at, int) and amount >= 0
+            and (referrer is None or (isinstance(referrer, str)
+                                      and USER_RE.fullmatch(referrer)))
+            and isinstance(regions, Mapping) and isinstance(earned, list | tuple)):
+        raise bad
+    lines = []
+    for line in earned:
+        if not (isinstance(line, list | tuple) and len(line) == 3
+                and isinstance(line[0], str) and isinstance(line[1], int)
+                and isinstance(line[2], int) and line[2] >= 0):
+            raise bad
+        lines.append((line[0], line[1], line[2]))
     # A region that cannot name a topic (`leaderboard:{board}:{region}`) ranks nowhere
     # but in everyone's board.
-    return Facts(amount, at, referrer, earned, {
+    return Facts(amount, at, referrer, tuple(lines), {
         u: r for u, r in regions.items() if isinstance(r, str) and IDENT_RE.fullmatch(r)})
 
 

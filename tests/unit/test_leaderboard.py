@@ -365,8 +365,15 @@ def test_reads_validate_period_and_region() -> None:
         GAME.rank_read(b, "leaderboard.get", "u", {"period": "2026-12"}, T)
     with pytest.raises(GameError, match="no regions"):
         GAME.rank_read(b, "leaderboard.get", "u", {"region": "YN"}, T)
-    with pytest.raises(GameError):
-        GAME.command("leaderboard.score", "u", {"order": "o1", "facts": {"amount": "x"}})
+    good = {"amount": 100, "at": T, "referrer": "alice", "earned": [["alice", 1, 10]],
+            "regions": {"alice": "YN", "bob": "云南"}}
+    score = GAME.command("leaderboard.score", "u", {"order": "o1", "facts": good})
+    assert isinstance(score, Score) and score.facts.regions == {"alice": "YN"}
+    for bad in ({"amount": "x"}, {**good, "amount": -1}, {**good, "at": None},
+                {**good, "referrer": "a b"}, {**good, "earned": [["alice", 1]]},
+                {**good, "earned": [["alice", 1, -5]]}, {**good, "regions": "YN"}, None):
+        with pytest.raises(GameError, match="malformed"):
+            GAME.command("leaderboard.score", "u", {"order": "o1", "facts": bad})
     champions = GAME.command("leaderboard.champions", "u", {"region": "YN"})
     with pytest.raises(GameError, match="no regions"):
         GAME.decide(rules.initial_state(b), champions, T, RNG)
