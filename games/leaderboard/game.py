@@ -129,8 +129,8 @@ def _group(board: BoardCampaign, region: str | None, home: str | None) -> str:
             raise GameError("invalid_request", f"board {board.id!r} ranks everyone "
                                                "together: it has no regions")
         return region
-    if board.regional and home and home != EVERYONE:
-        return home
+    if board.regional and home and home != EVERYONE and IDENT_RE.fullmatch(home):
+        return home  # (a region that cannot name a topic ranks in everyone's board only)
     return EVERYONE
 
 

@@ -381,7 +381,7 @@ def test_reads_validate_period_and_region() -> None:
 
 @pytest.mark.parametrize(("params", "home", "group"), [
     ({}, None, EVERYONE), ({}, "YN", "YN"), ({"region": "SH"}, "YN", "SH"),
-    ({"region": "all"}, "YN", EVERYONE), ({}, "all", EVERYONE)])
+    ({"region": "all"}, "YN", EVERYONE), ({}, "all", EVERYONE), ({}, "云南", EVERYONE)])
 def test_a_regional_read_defaults_to_the_callers_region(params: dict[str, Any],
                                                        home: str | None, group: str) -> None:
     read = GAME.rank_read(board(scope="region"), "leaderboard.get", "u",
