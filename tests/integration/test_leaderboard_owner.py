@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from actors.pipeline_worker import PipelineWorker
 from games.leaderboard import GAME, periods
 from games.leaderboard.campaign import BoardCampaign
+from storage import redis_keys
 from storage.config import Config
 from storage.live import Live
 from storage.ranks import RankCache
@@ -257,7 +258,8 @@ async def test_ten_thousand_events_rank_as_a_sort_through_restarts_and_replays(
         await shard.stop()
         client = aioredis.from_url(clean.redis_url)
         try:
-            keys = [k async for k in client.scan_iter(match="fission:*", count=1000)]
+            keys = [k async for k in client.scan_iter(match=f"{redis_keys.PREFIX}:*",
+                                                     count=1000)]
             if keys:
                 await client.delete(*keys)
         finally:
@@ -269,8 +271,9 @@ async def test_ten_thousand_events_rank_as_a_sort_through_restarts_and_replays(
         await check()
         # A cache behind the stream (a write lost) is rebuilt at start too.
         await shard.stop()
-        await cache.client.set("fission:rankv:comm-day", 1)
-        await cache.client.delete(*await cache.client.keys("fission:rank:comm-day:*"))
+        await cache.client.set(redis_keys.ranks_version("comm-day"), 1)
+        await cache.client.delete(*await cache.client.keys(
+            redis_keys.ranking("comm-day", ("*",))))
         shard = await shard_factory(config, clock)
         await check()
         # Every event sent twice: by its key (answered as first), and under a key the
@@ -465,7 +468,7 @@ async def test_a_cache_redis_lost_while_the_owner_runs_is_rebuilt_on_the_next_co
     await shard.submit([scored(n) for n in range(20)])
     cache = Ranks(clean, config)
     try:
-        lost = await cache.client.keys("fission:rank*")
+        lost = await cache.client.keys(f"{redis_keys.PREFIX}:rank*")
         assert lost
         await cache.client.delete(*lost)  # as a Redis restarted without persistence
         await shard.submit([scored(20)])
