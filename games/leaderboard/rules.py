@@ -281,8 +281,8 @@ def opened(board: BoardCampaign) -> tuple[str, ...]:
 
 
 def _flush(state: BoardState, now: int, opening: bool = False) -> list[Event]:
-    """Publish what changed (`opening`: also everyone's board, so its topic has a
-    snapshot from the start)."""
+    """Publish what changed (`opening`: also the boards of `opened`, so their topics
+    have a snapshot from the start)."""
     shown_first = opened(state.campaign)
     if opening:
         if all(g in state.seqs for g in shown_first):
