@@ -30,9 +30,10 @@ CAMPAIGNS = [
     configs.campaign("brief", size=3, stock=100, led=5, joined=5, time_limit=2),
     configs.campaign("pair", size=2, stock=1000, led=50, joined=50),
     configs.campaign("hp", size=3, stock=1000, led=5, joined=5),  # the homepage's browser test
-    # The homepage's board: referred sales this week (test_homepage.py).
+    # The homepage's board: referred sales this week in region HP, which no other test's
+    # sellers act from (test_homepage.py).
     {"id": "hpsales", "kind": "leaderboard", "title": "Test sales", "metric": "sales",
-     "period": "weekly", "scope": "everyone", "ranks": 10,
+     "period": "weekly", "scope": "region", "regions": ["HP"], "ranks": 10,
      "starts_at": "2020-01-01T00:00:00+00:00", "ends_at": "2099-01-01T00:00:00+00:00"},
     configs.campaign("later", size=2, stock=10, starts_at="2098-01-01T00:00:00+00:00"),
     configs.campaign("soak", size=5, stock=10_000_000, led=1_000_000, joined=1_000_000),
