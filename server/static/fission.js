@@ -144,7 +144,8 @@ let refCounter = 0;
 /** A fresh ref (idempotency key): random, so two pages never share one. */
 export function newRef(prefix = "c") {
   refCounter += 1;
-  const rnd = globalThis.crypto && crypto.randomUUID ? crypto.randomUUID()
+  // `typeof` checks: older mini-program engines have no global object by name.
+  const rnd = typeof crypto !== "undefined" && crypto.randomUUID ? crypto.randomUUID()
     : `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
   return `${prefix}-${rnd}-${refCounter}`;
 }
@@ -176,7 +177,7 @@ export function wxSocket(wx) {
 }
 
 function defaultUrl() {
-  const loc = globalThis.location;
+  const loc = typeof location !== "undefined" ? location : null;
   if (!loc) throw new Error("fission.js: pass `url` (no page location to derive it from)");
   return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/ws`;
 }
