@@ -304,7 +304,9 @@ function renderBoard(board, changed) {
   const entries = view && view.entries;
   $("board-period").textContent = view && view.period ? periodText(view.period) : "";
   if (entries == null) {
-    if (!client) list.replaceChildren(loginNote("登录后查看实时排行"));
+    // Not loaded yet (a tab just chosen): a placeholder, not the last board's rows.
+    list.replaceChildren(client ? h("li", { class: "skeleton" }) : loginNote("登录后查看实时排行"));
+    delete list.dataset.board;
     return;
   }
   const before = new Map([...list.querySelectorAll("li.row")].map((li) => [li.dataset.user, li.dataset.score]));
