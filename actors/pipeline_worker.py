@@ -311,10 +311,12 @@ class PipelineWorker:
                 back = Movement("refund", campaign, key[1], key[2], line["user"],
                                 line["amount"], payment)
                 if kind == "deal":
+                    # Money taken before (a seat paid) was recorded then, with its order:
+                    # the movement is no longer fresh and only the confirmation is left.
+                    # Otherwise it is taken with the deal (a bargain bought), order and all.
                     confirm.append(key)
-                    if not payment:  # no payment came first: it is taken with the deal
-                        movements.append(take)
-                        sources[key] = (data["kind"], line["sku"], True)
+                    movements.append(take)
+                    sources[key] = (data["kind"], line["sku"], True)
                 elif kind == "paid":
                     movements.append(take)
                     sources[key] = (data["kind"], line["sku"], False)

@@ -122,7 +122,9 @@ class SandboxBooks:
             if known is None:
                 raise PaymentNotFound(404, "ORDER_NOT_EXIST",
                                       f"no payment {request.payment_id}")
-            if request.refund_id not in json.loads(known["refunds"]):
+            refunds = known["refunds"]
+            if request.refund_id not in (json.loads(refunds) if isinstance(refunds, str)
+                                         else refunds):
                 raise PaymentError(400, "INVALID_REQUEST",
                                    f"payment {request.payment_id} cannot refund"
                                    f" {request.amount} (it is {known['status']})")

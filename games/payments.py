@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from games.campaign import iso
@@ -26,6 +27,67 @@ class PaymentStatus(StrEnum):
     PAID = "paid"          # taken: the seat is the payer's
     REFUNDED = "refunded"  # taken and given back (a failed group, a payment too late)
     EXPIRED = "expired"    # never paid within its hold: nothing was taken
+
+
+class HoldStatus(StrEnum):
+    """Something held for its payment (a group-buy's seat, a bargain's purchase)."""
+
+    HELD = "held"          # waiting for its payment until `until`
+    CHECKING = "checking"  # its hold lapsed: the provider is asked whether it was paid
+    PAID = "paid"          # paid: it is its payer's
+    RELEASED = "released"  # never paid: what it held went back
+    RETURNED = "returned"  # paid when what it held was gone: the money went back at once
+    REFUNDED = "refunded"  # paid, then refunded (a failed group)
+
+    @property
+    def holding(self) -> bool:
+        """Whether it still holds what it was for (a place, a unit of stock) unpaid."""
+        return self is HoldStatus.HELD or self is HoldStatus.CHECKING
+
+
+_PAYMENT_STATUS = {
+    HoldStatus.HELD: PaymentStatus.PENDING, HoldStatus.CHECKING: PaymentStatus.PENDING,
+    HoldStatus.PAID: PaymentStatus.PAID, HoldStatus.RELEASED: PaymentStatus.EXPIRED,
+    HoldStatus.RETURNED: PaymentStatus.REFUNDED, HoldStatus.REFUNDED: PaymentStatus.REFUNDED,
+}
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One payment for something held: who pays, how much, until when it is held."""
+
+    user: str
+    payment: str
+    amount: int
+    until: int
+    status: HoldStatus = HoldStatus.HELD
+
+    @property
+    def payment_status(self) -> PaymentStatus:
+        """The payment's status as the answer's `P` shows it."""
+        return _PAYMENT_STATUS[self.status]
+
+    def view(self) -> dict[str, object]:
+        """The answer's `P` for this hold's payment."""
+        return view(self.payment, self.amount, self.payment_status, self.until)
+
+    def row(self) -> list[object]:
+        """Its read-model form: [user, payment, amount, until, status]."""
+        return [self.user, self.payment, self.amount, self.until, self.status.value]
+
+    @classmethod
+    def from_row(cls, row: Iterable[object]) -> Hold:
+        """The inverse of `row`."""
+        user, payment, amount, until, status = row
+        return cls(str(user), str(payment), int(str(amount)), int(str(until)),
+                   HoldStatus(str(status)))
+
+    def becomes(self, status: HoldStatus) -> Hold:
+        """This hold in `status`."""
+        return Hold(self.user, self.payment, self.amount, self.until, status)
+
+
+HOLD_KEY = "hold:"  # deadline keys of holds: "hold:{payment}"
 
 
 def campaign_code(campaign: str) -> str:

@@ -60,6 +60,10 @@ class BargainCampaign:
     first_cut: Share | None = None
     newcomer_cut: Share | None = None
     pay_within_ms: int = 900_000
+    # Whether a purchase is paid through the shop's payment step (held until paid, or
+    # paid within the command where the provider's payer pays at once); False: the
+    # payment is recorded with the deal.
+    pay_to_buy: bool = False
     kind: str = KIND
     # What a referred buyer's order earns up the referral chain (None: the shop's rates).
     commission: Rates | None = None
@@ -88,7 +92,7 @@ class BargainCampaign:
             buy_before_floor=self.buy_before_floor,
             first_cut=None if self.first_cut is None else list(self.first_cut),
             newcomer_cut=None if self.newcomer_cut is None else list(self.newcomer_cut),
-            pay_within_seconds=self.pay_within_ms // 1000,
+            pay_within_seconds=self.pay_within_ms // 1000, pay_to_buy=self.pay_to_buy,
         )
 
 
@@ -122,6 +126,7 @@ def parse_campaign(s: Table, rates: Rates) -> BargainCampaign:
     first_cut = _share(s, "first_cut")
     newcomer_cut = _share(s, "newcomer_cut")
     pay_within = s.get("pay_within_seconds", int, 900)
+    pay_to_buy = s.get("pay_to_buy", bool, True)
     s.check("pay_within_seconds", 1 <= pay_within <= MAX_SECONDS,
             "must be from 1 second to 30 days")
     # Every helper cuts at least 1 fen, and so does the initiator's first cut.
@@ -139,7 +144,7 @@ def parse_campaign(s: Table, rates: Rates) -> BargainCampaign:
         max_helps_per_day=limits["max_helps_per_day"],
         max_helps_per_campaign=limits["max_helps_per_campaign"], time_zone=zone,
         buy_before_floor=before_floor, first_cut=first_cut, newcomer_cut=newcomer_cut,
-        pay_within_ms=pay_within * 1000, commission=rates,
+        pay_within_ms=pay_within * 1000, pay_to_buy=pay_to_buy, commission=rates,
     )
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from games import payments
 from games.bargain.campaign import KIND, BargainCampaign, parse_campaign
 from games.bargain.rules import (
     Bargain,
@@ -22,8 +24,13 @@ from games.bargain.rules import (
     Command,
     Event,
     ExpireBargain,
+    ExpireHold,
     FloorReached,
     HelpBargain,
+    PaymentReturned,
+    PurchaseHeld,
+    PurchaseLapsed,
+    SettlePayment,
     StartBargain,
     bargain_from_row,
     bargain_row,
@@ -72,7 +79,14 @@ METHODS = (
            route=Route("POST", "/api/bargains/{campaign}/{bargain}/help"),
            facts=(NEWCOMER,)),
     Method("bargain.buy", _ONE, mutating=True,
-           route=Route("POST", "/api/bargains/{campaign}/{bargain}/buy")),
+           route=Route("POST", "/api/bargains/{campaign}/{bargain}/buy"),
+           facts=("pay_now",), pays=True),
+    Method("bargain.payment", MappingProxyType({
+        "campaign": _CAMPAIGN,
+        "payment": Param(str, pattern=re.compile(f"[0-9a-f]{{{payments.ID_LENGTH}}}")),
+        "outcome": Param(str, pattern=re.compile(r"paid|closed")),
+        "amount": Param(int, required=False, low=0, high=10**12)}),
+        mutating=True, public=False, on="payment"),
     Method("bargain.get", _ONE, mutating=False,
            route=Route("GET", "/api/bargains/{campaign}/{bargain}"), read="instance"),
 )
@@ -88,6 +102,7 @@ READ_MODEL = ReadModel(
         Column("helpers", "jsonb"), Column("created_at", "timestamptz"),
         Column("expires_at", "timestamptz"), Column("hold_until", "timestamptz"),
         Column("version", "int"), Column("helpers_to_floor", "int"),
+        Column("purchases", "jsonb"), Column("purchase_unit", "bool"),
     ),
     id_param="bargain",
     view_key="bargain",
@@ -114,19 +129,26 @@ class BargainGame:
         the gateway may set (it is no declared parameter)."""
         if method == "bargain.start":
             return StartBargain(user)
+        if method == "bargain.payment":
+            return SettlePayment(str(params["payment"]), str(params["outcome"]),
+                                 int(params.get("amount", 0)))
         bargain = params.get("bargain")
         if not isinstance(bargain, str):
             raise GameError("invalid_request", f"{method} needs a bargain")
         if method == "bargain.help":
             return HelpBargain(user, bargain, newcomer=params.get(NEWCOMER) is True)
         if method == "bargain.buy":
-            return BuyBargain(user, bargain)
+            return BuyBargain(user, bargain, pay_now=params.get("pay_now") is True)
         raise GameError("invalid_request", f"the bargain has no command {method!r}")
 
     def fingerprint(self, command: Command) -> str:
         """The bargain it names ("" for a start; the owner prefixes the method). The
         newcomer flag is left out, being a fact the server looked up: a retry after the
         helper's first order is still the same request."""
+        if isinstance(command, SettlePayment):
+            return f"{command.payment}|{command.outcome}|{command.amount}"
+        if isinstance(command, ExpireHold):
+            return command.payment
         return "" if isinstance(command, StartBargain) else command.bargain
 
     def decide(self, state: BargainState, command: Command, now: int, rng: random.Random
@@ -148,6 +170,7 @@ class BargainGame:
         of the event; the initiator's own topic for a help), its deal and its deadline."""
         bargain = state.bargains[event.bargain]
         data = event_to_dict(event)
+        also: tuple[tuple[int, str], ...] = ()
         frames = [Publish(instance_topic(KIND, campaign.id, bargain.id), event.seq,
                           {**data, "campaign": campaign.id,
                            "bargain": bargain_summary(campaign.id, bargain)})]
@@ -158,9 +181,27 @@ class BargainGame:
                 "type": event.type, "campaign": campaign.id, "bargain": bargain.id,
                 "helper": event.helper, "cut": event.cut, "price": event.price}))
         elif isinstance(event, BargainBought):
+            # One order per bargain (line "buy"), with the payment that bought it.
             outbox = Outbox("deal", (Line(user=bargain.initiator, sku=event.sku,
                                           amount=event.price, instance=bargain.id,
-                                          line="buy"),))
+                                          line="buy", payment=event.payment),))
+        elif isinstance(event, PurchaseHeld):
+            also = ((event.until, payments.HOLD_KEY + event.payment),)
+        elif isinstance(event, PurchaseLapsed):
+            hold = bargain.purchase(event.payment)
+            assert hold is not None
+            outbox = Outbox("check", (Line(user=bargain.initiator,
+                                           sku=campaign.product.sku, amount=hold.amount,
+                                           instance=bargain.id, line=event.payment,
+                                           payment=event.payment),))
+        elif isinstance(event, PaymentReturned):
+            outbox = Outbox("return", (Line(user=bargain.initiator,
+                                            sku=campaign.product.sku, amount=event.amount,
+                                            instance=bargain.id, line=event.payment,
+                                            payment=event.payment),))
+            frames.append(Publish(user_topic(bargain.initiator), 0, {
+                "type": event.type, "campaign": campaign.id, "bargain": bargain.id,
+                "payment": event.payment, "amount": event.amount}))
         elif isinstance(event, BargainStarted):
             deadline = (event.expires_at, bargain.id)
         elif isinstance(event, FloorReached):
@@ -170,7 +211,7 @@ class BargainGame:
             deadline = (event.hold_until if event.hold_until is not None
                         else bargain.expires_at, bargain.id)
         return Applied(instance=bargain.id, seq=event.seq, type=event.type, data=data,
-                       frames=tuple(frames), outbox=outbox, deadline=deadline)
+                       frames=tuple(frames), outbox=outbox, deadline=deadline, also=also)
 
     def decode(self, data: Mapping[str, Any]) -> Event:
         """An event from its stored form."""
@@ -182,14 +223,27 @@ class BargainGame:
         `{"bargain": B, "order": O}` (the order the pipeline will make of the deal);
         a timer's expiry: `{"bargain": B or None}`."""
         bargain_id = events[0].bargain if events else getattr(command, "bargain", None)
+        if bargain_id is None and isinstance(command, SettlePayment):
+            bargain_id = state.payments.get(command.payment)
         bargain = None if bargain_id is None else state.bargains.get(bargain_id)
         rest: dict[str, Any] = {}
         for event in events:
             if isinstance(event, BargainHelped):
                 rest["cut"] = event.cut
-            elif isinstance(event, BargainBought):
-                rest["order"] = {"campaign": campaign.id, "bargain": event.bargain,
-                                 "sku": event.sku, "amount": event.price, "status": "paid"}
+        if bargain is not None and isinstance(command, BuyBargain | SettlePayment) \
+                and bargain.purchases:
+            # The purchase's payment, and the order it is (or will be, once paid).
+            hold = bargain.purchases[-1]
+            rest["order"] = {"campaign": campaign.id, "bargain": bargain.id,
+                             "sku": campaign.product.sku, "amount": hold.amount,
+                             "status": "paid" if hold.status is payments.HoldStatus.PAID
+                             else "pending"}
+            rest["payment"] = hold.view()
+        elif bargain is not None and bargain.status is BargainStatus.BOUGHT \
+                and isinstance(command, BuyBargain):
+            rest["order"] = {"campaign": campaign.id, "bargain": bargain.id,
+                             "sku": campaign.product.sku, "amount": bargain.price,
+                             "status": "paid"}
         return _answer_text(campaign.id, bargain, rest)
 
     def note(self, campaign: BargainCampaign, state: BargainState, command: Command,
@@ -227,10 +281,16 @@ class BargainGame:
             deadline = bargain.deadline()
             if deadline is not None:
                 found.append((deadline, bargain.id))
+            buying = bargain.buying()
+            if buying is not None and buying.status is payments.HoldStatus.HELD:
+                found.append((buying.until, payments.HOLD_KEY + buying.payment))
         return found
 
     def tick(self, key: str) -> Command:
-        """A bargain's deadline fired: expire it if it is still due."""
+        """A bargain's deadline fired (expire it if it is still due), or a purchase's
+        hold ended (ask about its payment)."""
+        if key.startswith(payments.HOLD_KEY):
+            return ExpireHold(key[len(payments.HOLD_KEY):])
         return ExpireBargain(key)
 
     def rows(self, campaign: BargainCampaign, state: BargainState, instances: Iterable[str]

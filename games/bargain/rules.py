@@ -26,6 +26,7 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from games import payments
 from games.bargain.campaign import BargainCampaign, Share
 from games.campaign import iso
 from games.errors import GameError
@@ -53,6 +54,11 @@ class Bargain:
     frozen here: a config change never strands a bargain half-way (its cuts were drawn
     for these numbers). `hold_until` is set when the floor is reached with a unit of stock
     held for the initiator; an unheld floor-reached bargain holds nothing.
+
+    `purchases` are the initiator's payments to buy it, oldest first: the last may be
+    held, waiting for its payment (in a campaign whose provider does not pay within the
+    command); `purchase_unit` says whether that purchase took a unit of stock of its own
+    (a bargain bought before its floor, or at a floor that held none).
     """
 
     id: str
@@ -68,6 +74,8 @@ class Bargain:
     status: BargainStatus = BargainStatus.OPEN
     hold_until: int | None = None
     version: int = 0
+    purchases: tuple[payments.Hold, ...] = ()
+    purchase_unit: bool = False
     # `helpers` as the API shows them (the JSON text of B's `helpers`), with how many it
     # renders. Extended by one helper's text per help (`with_helper`), so an answer, which
     # carries every helper (up to 100), splices it rather than encoding the list again:
@@ -90,7 +98,7 @@ class Bargain:
         return Bargain(self.id, self.initiator, self.list_price, self.floor_price, price,
                        self.seed, self.helpers_to_floor, self.created_at, self.expires_at,
                        self.helpers + (helper,), self.status, self.hold_until, version,
-                       (count + 1, text))
+                       self.purchases, self.purchase_unit, (count + 1, text))
 
     @property
     def helpers_left(self) -> int:
@@ -121,6 +129,18 @@ class Bargain:
             return self.expires_at if self.hold_until is None else self.hold_until
         return None
 
+    def buying(self) -> payments.Hold | None:
+        """The purchase waiting for its payment, if any."""
+        last = self.purchases[-1] if self.purchases else None
+        return last if last is not None and last.status.holding else None
+
+    def purchase(self, payment: str) -> payments.Hold | None:
+        """The purchase of `payment`, if it is this bargain's."""
+        for hold in self.purchases:
+            if hold.payment == payment:
+                return hold
+        return None
+
     def helped_by(self, user: str) -> bool:
         """True when `user` already helped this bargain (at most 100 helpers: a scan)."""
         return any(helper == user for helper, _, _ in self.helpers)
@@ -148,10 +168,29 @@ class HelpBargain:
 
 @dataclass(frozen=True)
 class BuyBargain:
-    """`user` (the initiator) buys `bargain` at its current price."""
+    """`user` (the initiator) buys `bargain` at its current price: bought at once with
+    `pay_now` (a provider whose payer pays within the command, the sandbox's default),
+    else held until its payment comes (or its hold ends)."""
 
     user: str
     bargain: str
+    pay_now: bool = False
+
+
+@dataclass(frozen=True)
+class ExpireHold:
+    """The hold of purchase `payment` lapsed (a no-op unless it is still held and due)."""
+
+    payment: str
+
+
+@dataclass(frozen=True)
+class SettlePayment:
+    """The provider's word on purchase `payment`: `paid` (`amount` taken) or `closed`."""
+
+    payment: str
+    outcome: str
+    amount: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,7 +200,7 @@ class ExpireBargain:
     bargain: str
 
 
-Command = StartBargain | HelpBargain | BuyBargain | ExpireBargain
+Command = StartBargain | HelpBargain | BuyBargain | ExpireBargain | ExpireHold | SettlePayment
 
 
 # --- events ---------------------------------------------------------------------------
@@ -215,7 +254,8 @@ class FloorReached:
 
 @dataclass(frozen=True)
 class BargainBought:
-    """The deal: `buyer` (the initiator) buys `sku` at `price`."""
+    """The deal: `buyer` (the initiator) buys `sku` at `price`, paid by `payment` (""
+    where the campaign's payment is recorded with the deal, as before payments)."""
 
     bargain: str
     seq: int
@@ -223,7 +263,57 @@ class BargainBought:
     buyer: str
     price: int
     sku: str
+    payment: str = ""
     type: str = "bargain_bought"
+
+
+@dataclass(frozen=True)
+class PurchaseHeld:
+    """The initiator is buying at `amount`: held until `until` for `payment`; `unit`: the
+    purchase took a unit of stock of its own (the bargain held none)."""
+
+    bargain: str
+    seq: int
+    at: int
+    payment: str
+    amount: int
+    until: int
+    unit: bool
+    type: str = "purchase_held"
+
+
+@dataclass(frozen=True)
+class PurchaseLapsed:
+    """The purchase's hold ended unpaid: the provider is asked before it goes."""
+
+    bargain: str
+    seq: int
+    at: int
+    payment: str
+    type: str = "purchase_lapsed"
+
+
+@dataclass(frozen=True)
+class PurchaseReleased:
+    """The purchase was never paid: its own unit, if it took one, goes back."""
+
+    bargain: str
+    seq: int
+    at: int
+    payment: str
+    type: str = "purchase_released"
+
+
+@dataclass(frozen=True)
+class PaymentReturned:
+    """Money for a purchase that was gone (or not its amount): given back at once."""
+
+    bargain: str
+    seq: int
+    at: int
+    payment: str
+    amount: int
+    type: str = "payment_returned"
 
 
 @dataclass(frozen=True)
@@ -237,11 +327,13 @@ class BargainExpired:
     type: str = "bargain_expired"
 
 
-Event = BargainStarted | BargainHelped | FloorReached | BargainBought | BargainExpired
+Event = (BargainStarted | BargainHelped | FloorReached | BargainBought | BargainExpired
+         | PurchaseHeld | PurchaseLapsed | PurchaseReleased | PaymentReturned)
 
 _EVENT_TYPES: dict[str, type[Any]] = {
     cls.type: cls
-    for cls in (BargainStarted, BargainHelped, FloorReached, BargainBought, BargainExpired)
+    for cls in (BargainStarted, BargainHelped, FloorReached, BargainBought, BargainExpired,
+                PurchaseHeld, PurchaseLapsed, PurchaseReleased, PaymentReturned)
 }
 EVENT_TYPES = frozenset(_EVENT_TYPES)
 
@@ -372,14 +464,18 @@ class BargainState:
     helps: PMap[str, int] = field(default_factory=PMap)
     helps_day: PMap[tuple[str, int], int] = field(default_factory=PMap)
     version: int = 0
+    # The bargain of each purchase's payment (what a provider's word names).
+    payments: PMap[str, str] = field(default_factory=PMap)
 
     def live(self) -> Iterator[Bargain]:
         """The bargains still open or at their floor: those with a deadline armed."""
         return (b for b in self.bargains.values() if b.deadline() is not None)
 
     def held(self) -> int:
-        """Units of stock held for floor-reached bargains awaiting their purchase."""
-        return sum(1 for b in self.bargains.values() if b.held)
+        """Units of stock held for floor-reached bargains awaiting their purchase, and
+        for purchases waiting for their payment with a unit of their own."""
+        return sum(int(b.held) + int(b.buying() is not None and b.purchase_unit)
+                   for b in self.bargains.values())
 
     def bought(self) -> int:
         """Bargains bought: each took one unit of stock for good."""
@@ -408,6 +504,10 @@ def decide(state: BargainState, command: Command, now: int, rng: random.Random) 
     """The events `command` causes, or GameError when the rules refuse it."""
     if isinstance(command, ExpireBargain):
         return _decide_expire(state, command, now)
+    if isinstance(command, ExpireHold):
+        return _decide_lapse(state, command, now)
+    if isinstance(command, SettlePayment):
+        return _decide_settle(state, command, now)
     if isinstance(command, BuyBargain):
         # A bargain at its floor stays buyable through its payment window, even past the
         # campaign's end: the floor was reached while the campaign ran.
@@ -458,7 +558,8 @@ def _decide_help(state: BargainState, command: HelpBargain, now: int) -> list[Ev
         raise GameError("own_bargain", "you cannot help your own bargain")
     if bargain.helped_by(user):
         raise GameError("already_helped", "you already helped this bargain")
-    if bargain.status is not BargainStatus.OPEN or now >= bargain.expires_at:
+    if bargain.status is not BargainStatus.OPEN or now >= bargain.expires_at \
+            or bargain.buying() is not None:
         raise GameError("bargain_closed", "this bargain takes no more help")
     if state.helps.get(user, 0) >= campaign.max_helps_per_campaign:
         raise GameError("limit_reached",
@@ -489,6 +590,8 @@ def _decide_buy(state: BargainState, command: BuyBargain, now: int) -> list[Even
     bargain = _find(state, command.bargain)
     if command.user != bargain.initiator:
         raise GameError("forbidden", "only the bargain's initiator can buy it")
+    if bargain.buying() is not None and bargain.deadline() is not None:
+        return []  # a purchase waits for its payment: the answer shows it again
     deadline = bargain.deadline()
     if deadline is None:
         raise GameError("bargain_closed", f"this bargain is {bargain.status.value}")
@@ -499,10 +602,65 @@ def _decide_buy(state: BargainState, command: BuyBargain, now: int) -> list[Even
                         "this bargain can only be bought once it reaches its floor price")
     if not bargain.held and state.stock_left < 1:
         raise GameError("out_of_stock", "this campaign has no stock left")
+    seq = bargain.version + 1
+    campaign = state.campaign
+    payment = ""
+    if campaign.pay_to_buy:
+        payment = payments.payment_id(campaign.id, bargain.id, "buy", str(seq))
+        if not command.pay_now:
+            return [PurchaseHeld(bargain=bargain.id, seq=seq, at=now, payment=payment,
+                                 amount=bargain.price,
+                                 until=min(now + campaign.pay_within_ms, deadline),
+                                 unit=not bargain.held)]
     return [BargainBought(
-        bargain=bargain.id, seq=bargain.version + 1, at=now, buyer=command.user,
-        price=bargain.price, sku=state.campaign.product.sku,
+        bargain=bargain.id, seq=seq, at=now, buyer=command.user, price=bargain.price,
+        sku=campaign.product.sku, payment=payment,
     )]
+
+
+def _by_payment(state: BargainState, payment: str
+                ) -> tuple[Bargain | None, payments.Hold | None]:
+    bargain_id = state.payments.get(payment)
+    bargain = None if bargain_id is None else state.bargains.get(bargain_id)
+    return bargain, None if bargain is None else bargain.purchase(payment)
+
+
+def _decide_lapse(state: BargainState, command: ExpireHold, now: int) -> list[Event]:
+    bargain, hold = _by_payment(state, command.payment)
+    if bargain is None or hold is None or hold.status is not payments.HoldStatus.HELD \
+            or now < hold.until:
+        return []
+    return [PurchaseLapsed(bargain=bargain.id, seq=bargain.version + 1, at=now,
+                           payment=hold.payment)]
+
+
+def _decide_settle(state: BargainState, command: SettlePayment, now: int) -> list[Event]:
+    bargain, hold = _by_payment(state, command.payment)
+    if bargain is None or hold is None:
+        raise GameError("not_found", f"no payment {command.payment} in campaign"
+                                     f" {state.campaign.id}")
+    if command.outcome not in ("paid", "closed"):
+        raise GameError("invalid_request", f"no payment outcome {command.outcome!r}")
+    seq = bargain.version + 1
+    if command.outcome == "closed":
+        if not hold.status.holding:
+            return []
+        events: list[Event] = [PurchaseReleased(bargain=bargain.id, seq=seq, at=now,
+                                                payment=hold.payment)]
+        deadline = bargain.deadline()
+        if deadline is not None and now >= deadline:
+            # The bargain's own time ran out while its purchase was being asked about.
+            events.append(BargainExpired(bargain=bargain.id, seq=seq + 1, at=now,
+                                         released=bargain.held))
+        return events
+    if hold.status in (payments.HoldStatus.PAID, payments.HoldStatus.RETURNED):
+        return []  # the same word again
+    if not hold.status.holding or command.amount != hold.amount:
+        return [PaymentReturned(bargain=bargain.id, seq=seq, at=now, payment=hold.payment,
+                                amount=command.amount)]
+    return [BargainBought(bargain=bargain.id, seq=seq, at=now, buyer=bargain.initiator,
+                          price=hold.amount, sku=state.campaign.product.sku,
+                          payment=hold.payment)]
 
 
 def _decide_expire(state: BargainState, command: ExpireBargain, now: int) -> list[Event]:
@@ -510,6 +668,8 @@ def _decide_expire(state: BargainState, command: ExpireBargain, now: int) -> lis
     deadline = None if bargain is None else bargain.deadline()
     if bargain is None or deadline is None or now < deadline:
         return []
+    if bargain.buying() is not None:
+        return []  # its purchase's word decides first (and expires it, if not paid)
     return [BargainExpired(bargain=bargain.id, seq=bargain.version + 1, at=now,
                            released=bargain.held)]
 
@@ -540,23 +700,57 @@ def evolve(state: BargainState, event: Event) -> BargainState:
         return BargainState(state.campaign, state.stock_left,
                             state.bargains.set(bargain.id, bargain), state.started,
                             _bump(state.helps, event.helper, 1),
-                            _bump(state.helps_day, (event.helper, day), 1), version)
+                            _bump(state.helps_day, (event.helper, day), 1), version,
+                            state.payments)
     started = state.started
+    pays = state.payments
+    if isinstance(event, PurchaseHeld):
+        hold = payments.Hold(bargain.initiator, event.payment, event.amount, event.until)
+        bargain = replace(bargain, purchases=bargain.purchases + (hold,),
+                          purchase_unit=event.unit, version=event.seq)
+        return replace(state, bargains=state.bargains.set(bargain.id, bargain),
+                       stock_left=stock_left - (1 if event.unit else 0), version=version,
+                       payments=pays.set(event.payment, bargain.id))
+    if isinstance(event, PurchaseLapsed | PurchaseReleased | PaymentReturned):
+        found = bargain.purchase(event.payment)
+        assert found is not None
+        status = (payments.HoldStatus.CHECKING if isinstance(event, PurchaseLapsed)
+                  else payments.HoldStatus.RELEASED if isinstance(event, PurchaseReleased)
+                  else payments.HoldStatus.RETURNED)
+        if found.status.holding and not status.holding and bargain.purchase_unit:
+            stock_left += 1  # the purchase's own unit goes back
+        bargain = replace(bargain, purchases=tuple(
+            h.becomes(status) if h.payment == event.payment else h
+            for h in bargain.purchases), version=event.seq)
+        return replace(state, bargains=state.bargains.set(bargain.id, bargain),
+                       stock_left=stock_left, version=version)
     if isinstance(event, FloorReached):
         bargain = replace(bargain, status=BargainStatus.FLOOR_REACHED,
                           hold_until=event.hold_until, version=event.seq)
         stock_left -= 1 if event.held else 0
     elif isinstance(event, BargainBought):
-        # A held unit becomes the sold one; otherwise the purchase takes a unit now.
-        stock_left -= 0 if bargain.held else 1
+        # A held unit (the floor's, or the purchase's own) becomes the sold one;
+        # otherwise the purchase takes a unit now.
+        paying = bargain.purchase(event.payment) if event.payment else None
+        purchases = bargain.purchases
+        if paying is not None:
+            purchases = tuple(h.becomes(payments.HoldStatus.PAID)
+                              if h.payment == event.payment else h for h in purchases)
+        elif event.payment:  # paid within the command
+            purchases += (payments.Hold(bargain.initiator, event.payment, event.price,
+                                        event.at, payments.HoldStatus.PAID),)
+            pays = pays.set(event.payment, bargain.id)
+        took = bargain.held or (paying is not None and paying.status.holding
+                                and bargain.purchase_unit)
+        stock_left -= 0 if took else 1
         bargain = replace(bargain, status=BargainStatus.BOUGHT, price=event.price,
-                          version=event.seq)
+                          version=event.seq, purchases=purchases)
     else:  # BargainExpired
         stock_left += 1 if event.released else 0
         started = _bump(started, bargain.initiator, -1)
         bargain = replace(bargain, status=BargainStatus.EXPIRED, version=event.seq)
     return replace(state, bargains=state.bargains.set(bargain.id, bargain),
-                   stock_left=stock_left, started=started, version=version)
+                   stock_left=stock_left, started=started, version=version, payments=pays)
 
 
 def apply(state: BargainState, command: Command, now: int, rng: random.Random
@@ -612,6 +806,7 @@ def bargain_summary(campaign: str, bargain: Bargain) -> dict[str, Any]:
         "created_at": iso(bargain.created_at),
         "expires_at": iso(bargain.expires_at),
         "hold_until": None if bargain.hold_until is None else iso(bargain.hold_until),
+        "payment": bargain.purchases[-1].view() if bargain.purchases else None,
         "seq": bargain.version,
     }
 
@@ -624,6 +819,7 @@ def bargain_row(campaign: str, bargain: Bargain) -> tuple[Any, ...]:
         bargain.floor_price, bargain.price, str(bargain.seed),
         [[user, cut, at] for user, cut, at in bargain.helpers], bargain.created_at,
         bargain.expires_at, bargain.hold_until, bargain.version, bargain.helpers_to_floor,
+        [hold.row() for hold in bargain.purchases], bargain.purchase_unit,
     )
 
 
@@ -648,6 +844,8 @@ def bargain_from_row(row: Mapping[str, Any]) -> Bargain:
         helpers=tuple((str(user), int(cut), _ms(at)) for user, cut, at in row["helpers"]),
         status=BargainStatus(row["status"]), hold_until=None if hold is None else _ms(hold),
         version=int(row["version"]),
+        purchases=tuple(payments.Hold.from_row(p) for p in row.get("purchases") or ()),
+        purchase_unit=bool(row.get("purchase_unit") or False),
     )
 
 
@@ -664,9 +862,14 @@ def state_from_bargains(campaign: BargainCampaign, bargains: Iterable[Bargain], 
     helps: dict[str, int] = {}
     helps_day: dict[tuple[str, int], int] = {}
     taken = 0
+    pays: dict[str, str] = {}
     for bargain in bargains:
         by_id[bargain.id] = bargain
+        for purchase in bargain.purchases:
+            pays[purchase.payment] = bargain.id
         if bargain.held or bargain.status is BargainStatus.BOUGHT:
+            taken += 1
+        elif bargain.buying() is not None and bargain.purchase_unit:
             taken += 1
         if bargain.status is not BargainStatus.EXPIRED:
             started[bargain.initiator] = started.get(bargain.initiator, 0) + 1
@@ -677,5 +880,5 @@ def state_from_bargains(campaign: BargainCampaign, bargains: Iterable[Bargain], 
     return BargainState(
         campaign=campaign, stock_left=campaign.stock - taken, bargains=PMap(by_id),
         started=PMap(started), helps=PMap(helps), helps_day=PMap(helps_day),
-        version=version,
+        version=version, payments=PMap(pays),
     )

@@ -253,8 +253,7 @@ class GroupBuy:
             g = state.groups[group_id]
             found.append((campaign.id, g.id, g.status.value, g.leader, list(g.members),
                           g.size, g.virtual, g.price, g.created_at, g.expires_at, g.version,
-                          [[seat.user, seat.payment, seat.amount, seat.until,
-                            seat.status.value] for seat in g.seats]))
+                          [seat.row() for seat in g.seats]))
         return found
 
     def rebuild(self, campaign: GroupBuyCampaign, rows: Sequence[Mapping[str, Any]],
@@ -283,9 +282,7 @@ class GroupBuy:
 
 
 def _group(row: Mapping[str, Any]) -> gb.Group:
-    seats = tuple(gb.Seat(str(user), str(payment), int(amount), int(until),
-                          gb.SeatStatus(status))
-                  for user, payment, amount, until, status in row.get("seats") or ())
+    seats = tuple(gb.Seat.from_row(seat) for seat in row.get("seats") or ())
     return gb.Group(id=row["id"], leader=row["leader"], members=tuple(row["members"]),
                     size=row["size"], price=row["price"], created_at=row["created_at"],
                     expires_at=row["expires_at"], status=gb.GroupStatus(row["status"]),

@@ -20,7 +20,6 @@ from typing import Any
 from games import payments
 from games.campaign import GroupBuyCampaign, iso
 from games.errors import GameError
-from games.payments import PaymentStatus
 from games.pmap import PMap
 
 
@@ -32,43 +31,9 @@ class GroupStatus(StrEnum):
     FAILED = "failed"
 
 
-class SeatStatus(StrEnum):
-    """A seat paid for (or being paid for) in a group of a campaign that takes payment."""
-
-    HELD = "held"          # waiting for its payment until `until`
-    CHECKING = "checking"  # its hold lapsed: the provider is asked whether it was paid
-    PAID = "paid"          # paid: its user is a member
-    RELEASED = "released"  # never paid: the seat and its stock went back
-    RETURNED = "returned"  # paid when the seat was gone: the money went back at once
-    REFUNDED = "refunded"  # a paid member of a failed group: refunded
-
-    @property
-    def holding(self) -> bool:
-        """Whether the seat still takes a place (and a unit of stock) unpaid."""
-        return self is SeatStatus.HELD or self is SeatStatus.CHECKING
-
-
-_PAYMENT_STATUS = {
-    SeatStatus.HELD: PaymentStatus.PENDING, SeatStatus.CHECKING: PaymentStatus.PENDING,
-    SeatStatus.PAID: PaymentStatus.PAID, SeatStatus.RELEASED: PaymentStatus.EXPIRED,
-    SeatStatus.RETURNED: PaymentStatus.REFUNDED, SeatStatus.REFUNDED: PaymentStatus.REFUNDED,
-}
-
-
-@dataclass(frozen=True)
-class Seat:
-    """One payment for a place in a group: who pays, how much, until when it is held."""
-
-    user: str
-    payment: str
-    amount: int
-    until: int
-    status: SeatStatus = SeatStatus.HELD
-
-    @property
-    def payment_status(self) -> PaymentStatus:
-        """The payment's status as the answer's `P` shows it."""
-        return _PAYMENT_STATUS[self.status]
+# A seat paid for (or being paid for) in a group of a campaign that takes payment.
+Seat = payments.Hold
+SeatStatus = payments.HoldStatus
 
 
 @dataclass(frozen=True)
@@ -163,7 +128,7 @@ class SettlePayment:
 
 Command = OpenGroup | JoinGroup | ExpireGroup | ExpireHold | SettlePayment
 
-HOLD_KEY = "hold:"  # deadline keys of holds: "hold:{payment}" (a group's key is its id)
+HOLD_KEY = payments.HOLD_KEY  # a hold's deadline key (a group's key is its id)
 
 
 # --- events ---------------------------------------------------------------------------
@@ -566,8 +531,7 @@ def _regroup(g: Group, version: int, *, members: tuple[str, ...] | None = None,
 
 
 def _reseat(seats: tuple[Seat, ...], payment: str, status: SeatStatus) -> tuple[Seat, ...]:
-    return tuple(Seat(s.user, s.payment, s.amount, s.until, status) if s.payment == payment
-                 else s for s in seats)
+    return tuple(s.becomes(status) if s.payment == payment else s for s in seats)
 
 
 def _give_back(led: PMap[str, int], joined: PMap[str, int], group: Group, user: str
@@ -640,8 +604,8 @@ def evolve(state: GroupBuyState, event: Event) -> GroupBuyState:
         for user in (*group.members, *(seat.user for seat in holding)):
             led, joined = _give_back(led, joined, group, user)
         stock_left += len(group.members) + len(holding)
-        seats = tuple(Seat(s.user, s.payment, s.amount, s.until, SeatStatus.RELEASED)
-                      if s.status.holding else s for s in group.seats)
+        seats = tuple(s.becomes(SeatStatus.RELEASED) if s.status.holding else s
+                      for s in group.seats)
         group = _regroup(group, event.seq, status=GroupStatus.FAILED, seats=seats)
     elif isinstance(event, Refunded) and event.payment:
         group = _regroup(group, event.seq,
@@ -702,7 +666,7 @@ def group_summary(campaign: str, group: Group) -> dict[str, Any]:
 
 def payment_view(seat: Seat) -> dict[str, object]:
     """The answer's `P` for `seat`'s payment."""
-    return payments.view(seat.payment, seat.amount, seat.payment_status, seat.until)
+    return seat.view()
 
 
 def _share(ratio: float) -> Fraction:

@@ -441,7 +441,9 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
     role = "marketer" if template.startswith("/api/admin/") else "user"
     is_bargain = template.startswith("/api/bargains/")
     is_lottery = template.startswith("/api/lotteries/")
-    values = {"campaign": "cutstorm" if is_bargain else "luck" if is_lottery else "guard",
+    is_board = template.startswith("/api/leaderboards/")
+    values = {"campaign": "cutstorm" if is_bargain else "luck" if is_lottery
+              else "lb" if is_board else "guard",
               "group": world.group, "bargain": world.bargain, "order": str(_MISSING),
               "withdrawal": str(_MISSING), "user": _fresh("fzt"),
               "asset": "home.css" if status == 200 else "nope.css",

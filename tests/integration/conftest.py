@@ -40,9 +40,11 @@ class Clock:
 
 def make_config(svc: Services, *campaigns: dict[str, Any]) -> Config:
     """A one-shard config of `campaigns`. These tests drive owners directly, with no
-    payment provider in front of them: a group-buy takes no payment here unless its
-    table says `pay_to_join` (the payment step has its own tests)."""
-    tables = [{"pay_to_join": False, **c} if c.get("kind") == "groupbuy" else c
+    payment provider in front of them: a group-buy (a bargain) takes no payment here
+    unless its table says `pay_to_join` (`pay_to_buy`): the payment step has its own
+    tests."""
+    tables = [{"pay_to_join": False, **c} if c.get("kind") == "groupbuy"
+              else {"pay_to_buy": False, **c} if c.get("kind") == "bargain" else c
               for c in campaigns]
     doc = configs.document(tables, shards=1, database_url=svc.database_url,
                            redis_url=svc.redis_url)

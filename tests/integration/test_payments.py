@@ -43,7 +43,9 @@ class OwnerClient:
 
 def pay_config(svc: Services, **campaign: Any) -> Config:
     doc = configs.document([configs.campaign("c1", size=3, stock=10, pay=True,
-                                             pay_within=HOLD_S, **campaign)],
+                                             pay_within=HOLD_S, **campaign),
+                            configs.bargain("b1", helpers=2, stock=2, pay_within=HOLD_S,
+                                            pay_to_buy=True)],
                            shards=1, database_url=svc.database_url, redis_url=svc.redis_url)
     doc["pipeline"] = {"sandbox_pays": "on_request"}
     return parse(doc, {}, "test")
@@ -281,3 +283,52 @@ def _now() -> int:
 
 def _ms(iso_time: str) -> int:
     return int(datetime.fromisoformat(iso_time).timestamp() * 1000)
+
+
+def _bcmd(method: str, user: str, bargain: str | None = None, key: str | None = None
+          ) -> dict[str, Any]:
+    return {"method": f"bargain.{method}", "campaign": "b1", "user": user,
+            "key": key or f"{method}-{user}-{bargain}",
+            "params": {} if bargain is None else {"bargain": bargain}}
+
+
+async def test_a_bargains_purchase_is_paid_through_the_provider_or_released(
+        shop: Shop) -> None:
+    owner = shop.owner
+
+    async def floor(initiator: str) -> str:
+        [started] = await owner.submit([_bcmd("start", initiator)])
+        bargain: str = started["result"]["bargain"]["id"]
+        for helper in ("h1", "h2"):
+            [helped] = await owner.submit([_bcmd("help", f"{initiator}-{helper}", bargain)])
+            assert helped["ok"], helped
+        return bargain
+
+    bought = await floor("ann")
+    [held] = await owner.submit([_bcmd("buy", "ann", bought)])
+    answer = await shop.desk.settle("ann", "b1", held["result"])
+    assert answer["payment"]["status"] == "pending" and "params" in answer["payment"]
+    assert answer["order"]["status"] == "pending"
+    paid = await shop.pay("ann", answer["payment"]["id"])
+    assert paid["bargain"]["status"] == "bought" and paid["payment"]["status"] == "paid"
+    # A second bargain's purchase is never paid: its hold ends, the provider is asked,
+    # and it goes; the bargain then expires (its floor's hold ended with it).
+    unpaid = await floor("bob")
+    [held] = await owner.submit([_bcmd("buy", "bob", unpaid)])
+    pending = (await shop.desk.settle("bob", "b1", held["result"]))["payment"]
+    shop.clock.now = _ms(pending["expires_at"])
+    await owner.expire_due()
+    await shop.settle_everything()
+    row = await shop.conn.fetchrow("SELECT status, purchases FROM bargains WHERE id = $1",
+                                   unpaid)
+    assert row["status"] == "expired"
+    assert [p[4] for p in json.loads(row["purchases"])] == ["released"]
+    late = await shop.pay("bob", pending["id"])
+    assert late["payment"]["status"] == "refunded"
+    await shop.settle_everything()
+    orders = await shop.conn.fetch("SELECT user_id, kind, amount, confirmed_at FROM orders"
+                                   " WHERE kind = 'bargain'")
+    assert [(r["user_id"], r["confirmed_at"] is not None) for r in orders] == [("ann", True)]
+    refunds = await shop.conn.fetch("SELECT user_id, amount FROM provider_refunds")
+    assert [(r["user_id"], r["amount"]) for r in refunds] == [("bob", pending["amount"])]
+    await _balanced(shop.conn)

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from games import jsontext
+from games import jsontext, payments
 from games.bargain import GAME
 from games.bargain.campaign import BargainCampaign, BargainProduct, parse_campaign
 from games.bargain.game import NEWCOMER, READ_MODEL
@@ -43,7 +43,13 @@ from games.bargain.rules import (
     Event,
     ExpireBargain,
     FloorReached,
+    ExpireHold,
     HelpBargain,
+    PaymentReturned,
+    PurchaseHeld,
+    PurchaseLapsed,
+    PurchaseReleased,
+    SettlePayment,
     StartBargain,
     apply,
     bargain_summary,
@@ -815,6 +821,12 @@ ONE_OF_EACH: list[Event] = [
     FloorReached(bargain="b2", seq=3, at=NOW + 2, hold_until=None, held=False),
     BargainBought(bargain="b1", seq=4, at=NOW + 3, buyer="a", price=FLOOR_PRICE, sku="S"),
     BargainExpired(bargain="b2", seq=4, at=NOW + 4, released=False),
+    PurchaseHeld(bargain="b3", seq=4, at=NOW + 5, payment="p" * 30, amount=FLOOR_PRICE,
+                 until=NOW + 60_000, unit=False),
+    PurchaseLapsed(bargain="b3", seq=5, at=NOW + 60_000, payment="p" * 30),
+    PurchaseReleased(bargain="b3", seq=6, at=NOW + 60_001, payment="p" * 30),
+    PaymentReturned(bargain="b3", seq=7, at=NOW + 60_002, payment="p" * 30,
+                    amount=FLOOR_PRICE),
 ]
 
 
@@ -837,7 +849,8 @@ def test_seed_is_stored_as_text() -> None:
 def test_every_event_type_is_covered() -> None:
     assert {e.type for e in ONE_OF_EACH} == EVENT_TYPES == {
         "bargain_started", "bargain_helped", "floor_reached", "bargain_bought",
-        "bargain_expired"}
+        "bargain_expired", "purchase_held", "purchase_lapsed", "purchase_released",
+        "payment_returned"}
 
 
 def test_event_from_dict_rejects_foreign_data() -> None:
@@ -862,6 +875,9 @@ def test_methods_and_routes() -> None:
         "bargain.get": ("GET", "/api/bargains/{campaign}/{bargain}", 200, False, "instance"),
     }
     for method in GAME.methods:
+        if not method.public:  # the provider's word on a purchase: the server's only
+            assert method.route is None and method.on == "payment"
+            continue
         assert method.route is not None
         assert set(re.findall(r"{(\w+)}", method.route.path)) == set(method.params)
         assert NEWCOMER not in method.params  # only the gateway may say so
@@ -1026,7 +1042,7 @@ def test_bargain_view() -> None:
         "list_price": LIST_PRICE, "floor_price": FLOOR_PRICE, "price": b.price,
         "helpers": [{"user": "h0", "cut": LIST_PRICE - b.price, "at": iso(NOW + 1)}],
         "helpers_to_floor": 3, "helpers_left": 2, "created_at": iso(NOW),
-        "expires_at": iso(NOW + LIMIT), "hold_until": None, "seq": 2,
+        "expires_at": iso(NOW + LIMIT), "hold_until": None, "payment": None, "seq": 2,
     }
     assert view["created_at"] == "2025-12-31T17:00:00.000Z"
     assert "seed" not in view
@@ -1100,6 +1116,9 @@ def test_read_model_matches_the_migration() -> None:
     sql = MIGRATION.read_text(encoding="utf-8")
     body = sql[sql.index("CREATE TABLE bargains"):]
     found = dict(re.findall(r"^\s{4}(\w+)\s+(\w+(?:\[\])?)", body, re.M))
+    # Columns later migrations add.
+    later = MIGRATION.with_name("0012_bargain_purchases.sql").read_text(encoding="utf-8")
+    found |= dict(re.findall(r"ALTER TABLE bargains ADD COLUMN (\w+) (\w+)", later))
     for column in READ_MODEL.columns:
         assert found.get(column.name) == column.sql_type, column.name
     assert [c.name for c in READ_MODEL.columns[:2]] == ["campaign", "id"]
@@ -1170,7 +1189,7 @@ def test_parse_good_table() -> None:
         helpers_to_floor=10, time_limit_ms=86_400_000, max_bargains_started=2,
         max_helps_per_day=3, max_helps_per_campaign=20, time_zone="Europe/Berlin",
         buy_before_floor=True, first_cut=None, newcomer_cut=(0.3, 0.5),
-        pay_within_ms=600_000, commission=Rates(800, 500))
+        pay_within_ms=600_000, pay_to_buy=True, commission=Rates(800, 500))
     public = campaign.public()
     json.dumps(public)
     assert (public["kind"], public["starts_at"], public["pay_within_seconds"],
@@ -1350,7 +1369,16 @@ def check_invariants(state: BargainState, log: list[Event]) -> None:
         if b.status is BargainStatus.FLOOR_REACHED:
             assert b.price == b.floor_price
         held += b.held
+        buying = b.buying()
+        held += buying is not None and b.purchase_unit  # a purchase's own unit
         bought += b.status is BargainStatus.BOUGHT
+        # Money: a bought bargain kept exactly one paid purchase (or none, where the
+        # payment is recorded with the deal); every other payment taken went back.
+        paid = [h for h in b.purchases if h.status is payments.HoldStatus.PAID]
+        assert len(paid) <= 1 and (not paid or b.status is BargainStatus.BOUGHT)
+        assert sum(1 for h in b.purchases if h.status.holding) <= 1
+        if buying is not None:
+            assert b.status in (BargainStatus.OPEN, BargainStatus.FLOOR_REACHED)
         if b.status is not BargainStatus.EXPIRED:
             started[b.initiator] += 1
         for user, _, at in b.helpers:
@@ -1379,7 +1407,10 @@ def check_invariants(state: BargainState, log: list[Event]) -> None:
     for record in records:
         assert GAME.view(record) == bargain_view(campaign.id, state.bargains[record["id"]])
     assert sorted(GAME.deadlines(state)) == sorted(
-        (b.deadline(), b.id) for b in state.bargains.values() if b.deadline() is not None)
+        [(b.deadline(), b.id) for b in state.bargains.values() if b.deadline() is not None]
+        + [(h.until, payments.HOLD_KEY + h.payment) for b in state.bargains.values()
+           if b.deadline() is not None
+           for h in b.purchases if h.status is payments.HoldStatus.HELD])
 
 
 class Player:
@@ -1428,7 +1459,15 @@ class Player:
         if isinstance(command, ExpireBargain):
             b = state.bargains.get(command.bargain)
             due = b is not None and b.deadline() is not None and now >= (b.deadline() or 0)
-            assert bool(events) == due
+            # A purchase waiting for its payment's word holds the bargain's expiry.
+            assert bool(events) == (due and b is not None and b.buying() is None)
+        elif isinstance(command, ExpireHold | SettlePayment) or (
+                isinstance(command, BuyBargain) and not events):
+            # The provider's word (or a hold's end) changes nothing when it came before,
+            # and a second buy while a purchase waits answers that purchase again.
+            if isinstance(command, BuyBargain):
+                b = state.bargains[command.bargain]
+                assert b.buying() is not None
         else:
             assert events, "an accepted command always emits an event"
             text = GAME.answer(self.campaign, as_of, command, events, now)
@@ -1539,9 +1578,12 @@ def test_seeded_random_play_covers_every_rule() -> None:
             buy_before_floor=r.random() < 0.5, first_cut=r.choice([None, (0.1, 0.3)]),
             newcomer_cut=r.choice([None, (0.3, 0.6)]),
         )
+        if seed % 2:  # half the games pay for their purchases through holds
+            campaign = replace(campaign, pay_to_buy=True)
         player = Player(campaign, seed, note=lambda name: seen.update([name]))
         for _ in range(80):
-            kind = r.choice(["start", "help", "help", "help", "buy", "expire", "advance"])
+            kind = r.choice(["start", "help", "help", "help", "buy", "expire", "advance",
+                             *(["pay", "close", "lapse"] if campaign.pay_to_buy else [])])
             back = r.randint(0, 3)
             if kind == "advance":
                 player.now += r.choice(STEPS + [DAY])
@@ -1553,8 +1595,98 @@ def test_seeded_random_play_covers_every_rule() -> None:
                 b = player.state.bargains.get(player.pick(back))
                 user = b.initiator if b is not None and r.random() < 0.8 else r.choice(USERS)
                 player.step(BuyBargain(user, player.pick(back)))
+            elif kind in ("pay", "close", "lapse"):
+                holds = [h for b in player.state.bargains.values() for h in b.purchases]
+                if holds:
+                    hold = holds[-1 - back % len(holds)]
+                    if kind == "lapse" and back < 2:  # at its end, most times
+                        player.now = max(player.now, hold.until)
+                    player.step(
+                        SettlePayment(hold.payment, "paid", hold.amount + (back == 3))
+                        if kind == "pay" else SettlePayment(hold.payment, "closed")
+                        if kind == "close" else ExpireHold(hold.payment))
             else:
                 player.step(ExpireBargain(player.pick(back)))
         check_invariants(player.state, player.log)
     assert {f"refused {code}" for code in CODES} <= set(seen), sorted(seen)
     assert {f"emitted {t}" for t in EVENT_TYPES} <= set(seen)
+
+
+# --- paying for the purchase ------------------------------------------------------------
+
+
+def _paying(**overrides: object) -> Play:
+    play = Play(make_campaign(pay_to_buy=True, **overrides))
+    return play
+
+
+def test_a_purchase_is_held_until_paid_then_bought_with_its_payment() -> None:
+    play = _paying()
+    bargain = play.start("ann")
+    play.to_floor(bargain)
+    stock = play.state.stock_left
+    [held] = play.buy("ann", bargain)
+    assert isinstance(held, PurchaseHeld) and not held.unit  # the floor's unit serves
+    assert held.until == NOW + PAY and held.amount == FLOOR_PRICE
+    assert play.state.stock_left == stock
+    with pytest.raises(GameError):
+        play.help("late", bargain)
+    assert play.buy("ann", bargain) == []  # a second buy answers the same purchase
+    [bought] = play.do(SettlePayment(held.payment, "paid", FLOOR_PRICE), NOW + 1)
+    assert isinstance(bought, BargainBought) and bought.payment == held.payment
+    assert play.state.bargains[bargain].status is BargainStatus.BOUGHT
+    assert play.state.stock_left == stock  # the held unit is the sold one
+    assert play.do(SettlePayment(held.payment, "paid", FLOOR_PRICE), NOW + 2) == []
+    answer = json.loads(GAME.answer(play.campaign, play.state,
+                                    SettlePayment(held.payment, "paid", FLOOR_PRICE),
+                                    [bought], NOW + 1))
+    assert answer["payment"]["status"] == "paid" and answer["order"]["status"] == "paid"
+
+
+def test_a_purchase_before_the_floor_takes_its_own_unit_and_gives_it_back_unpaid() -> None:
+    play = _paying(buy_before_floor=True)
+    bargain = play.start("ann")
+    stock = play.state.stock_left
+    [held] = play.buy("ann", bargain)
+    assert isinstance(held, PurchaseHeld) and held.unit
+    assert play.state.stock_left == stock - 1
+    assert play.do(ExpireHold(held.payment), held.until - 1) == []
+    [lapsed] = play.do(ExpireHold(held.payment), held.until)
+    assert isinstance(lapsed, PurchaseLapsed)
+    [released] = play.do(SettlePayment(held.payment, "closed"), held.until + 1)
+    assert isinstance(released, PurchaseReleased)
+    assert play.state.stock_left == stock
+    assert play.state.bargains[bargain].status is BargainStatus.OPEN
+    # Paid after all, too late: the money goes back whole; the bargain is untouched.
+    [returned] = play.do(SettlePayment(held.payment, "paid", held.amount), held.until + 2)
+    assert isinstance(returned, PaymentReturned) and returned.amount == held.amount
+    assert play.state.stock_left == stock
+    # It can be bought again, with a new payment.
+    [again] = play.buy("ann", bargain, held.until + 3)
+    assert isinstance(again, PurchaseHeld) and again.payment != held.payment
+
+
+def test_a_purchase_outlasting_nothing_expires_the_bargain_once_its_word_comes() -> None:
+    play = _paying()
+    bargain = play.start("ann")
+    play.to_floor(bargain)
+    b = play.state.bargains[bargain]
+    assert b.hold_until is not None
+    [held] = play.buy("ann", bargain, b.hold_until - 10)
+    assert held.until == b.hold_until  # never beyond the bargain's own deadline
+    assert play.expire(bargain, b.hold_until) == []  # the purchase's word decides first
+    play.do(ExpireHold(held.payment), b.hold_until)
+    events = play.do(SettlePayment(held.payment, "closed"), b.hold_until + 1)
+    assert [e.type for e in events] == ["purchase_released", "bargain_expired"]
+    assert play.state.stock_left == 10
+
+
+def test_paying_within_the_buy_is_bought_at_once() -> None:
+    play = _paying()
+    bargain = play.start("ann")
+    play.to_floor(bargain)
+    [bought] = play.do(BuyBargain("ann", bargain, pay_now=True), NOW)
+    assert isinstance(bought, BargainBought) and bought.payment
+    outbox = GAME.applied(play.campaign, play.state, bought).outbox
+    assert outbox is not None and outbox.kind == "deal"
+    assert [(line.line, line.payment) for line in outbox.lines] == [("buy", bought.payment)]
