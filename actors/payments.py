@@ -49,9 +49,11 @@ class PaymentAdapter(Protocol):
 
 
 class SandboxPayments:
-    """Records every movement in `payments`, with a reference derived from what it pays."""
+    """Records every movement in `payments`, with a reference derived from what it pays
+    (the provider's own ids, such as the payment's, travel in `payment_id`)."""
 
-    name = "sandbox"
+    def __init__(self, name: str = "sandbox") -> None:
+        self.name = name  # the provider the movements went through
 
     @staticmethod
     def reference(movement: Movement) -> str:
@@ -87,6 +89,6 @@ class SandboxPayments:
 
 def adapter(name: str) -> PaymentAdapter:
     """The adapter config names (config validation keeps this to known names)."""
-    if name == "sandbox":
-        return SandboxPayments()
+    if name in ("sandbox", "wechatpay"):
+        return SandboxPayments(name)
     raise ValueError(f"unknown payment adapter {name!r}")

@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from actors import answers, backoff, commissions, notices, refunds, withdrawals
+from actors import answers, backoff, commissions, notices, paygates, refunds, withdrawals
 from actors.answers import Answer
 from actors.commissions import FreshOrder
 from actors.paygate import PaymentGateway, PaymentNotFound
@@ -82,7 +82,7 @@ class PipelineWorker:
                               cfg.history_ttl_seconds)
         async with self._pool.acquire() as conn:
             self._next_due = await ledger.next_due(conn)
-        self._gateway: PaymentGateway = await SandboxBooks.open(self._pool)
+        self._gateway: PaymentGateway = await paygates.open_gateway(self.config, self._pool)
 
     async def _close_connections(self) -> None:
         for name in ("_listener", "_pool"):

@@ -14,10 +14,9 @@ import ray
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from actors import gcstats, runtime
+from actors import gcstats, paygates, runtime
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
-from actors.sandbox_books import SandboxBooks
 from games import topics
 from games.registry import GAMES
 from server import http_api, state, ws
@@ -73,7 +72,8 @@ class Server:
                              self.pipeline.ready.remote())
         self.client = ShardClient(self.shards, observe=self.metrics.actor_call,
                                   max_inflight=self.config.ray.calls_in_flight)
-        self.paydesk = PayDesk(self.config, await SandboxBooks.open(self.pool), self.client)
+        self.paydesk = PayDesk(self.config, await paygates.open_gateway(self.config, self.pool),
+                               self.client)
         self.gateway = Gateway(self.config, self.client, self.pool, self.metrics,
                                PipelineClient(self.pipeline), self.paydesk)
         self.gateway.ranks = RankCache(self.redis)  # ranked reads (storage.ranks)

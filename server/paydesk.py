@@ -25,6 +25,7 @@ from actors.client import ShardClient
 from actors.paygate import (
     NotificationRefused,
     PaymentError,
+    PaymentGateway,
     PaymentRequest,
     PaymentStatus,
     now_ms,
@@ -43,13 +44,16 @@ PROVIDER_USER = "provider"
 
 
 class PayDesk:
-    """The server's side of payments, over one provider (the sandbox's books)."""
+    """The server's side of payments, over one provider: the sandbox (its books in
+    Postgres) or WeChat Pay."""
 
-    def __init__(self, config: Config, provider: SandboxBooks, client: ShardClient) -> None:
+    def __init__(self, config: Config, provider: PaymentGateway, client: ShardClient) -> None:
         self.config = config
         self.provider = provider
         self.client = client
-        self.immediate = config.pipeline.sandbox_pays == "immediate"
+        # Only the sandbox's payer can pay within the command.
+        self.immediate = (isinstance(provider, SandboxBooks)
+                          and config.pipeline.sandbox_pays == "immediate")
         self.adapter = provider.name
 
     async def settle(self, user: str, campaign: str, result: Outcome) -> dict[str, Any]:
@@ -72,7 +76,7 @@ class PayDesk:
             log.warning("creating payment %s failed: %s", request.payment_id, exc)
             raise ApiError("payment_failed",
                            "the payment could not be created; try again") from None
-        if self.immediate:
+        if self.immediate and isinstance(self.provider, SandboxBooks):
             try:
                 headers, body = await self.provider.pay(request.payment_id)
             except PaymentError as exc:  # closed meanwhile: the answer shows it pending
@@ -117,15 +121,17 @@ class PayDesk:
 
     async def sandbox_pay(self, user: str, payment_id: str) -> dict[str, Any]:
         """The sandbox's payer `user` pays `payment_id` now (`on_request` mode)."""
-        if not payments.campaign_of(payment_id, [c.id for c in self.config.campaigns]):
+        books = self.provider
+        if not isinstance(books, SandboxBooks) or not payments.campaign_of(
+                payment_id, [c.id for c in self.config.campaigns]):
             raise ApiError("not_found", f"no payment {payment_id!r}")
-        payer = await self.provider.payer(payment_id)
+        payer = await books.payer(payment_id)
         if payer is None:
             raise ApiError("not_found", f"no payment {payment_id!r}")
         if payer != user:
             raise ApiError("forbidden", "only its payer may pay this payment")
         try:
-            headers, body = await self.provider.pay(payment_id)
+            headers, body = await books.pay(payment_id)
         except PaymentError as exc:
             raise ApiError("payment_closed", f"payment {payment_id} cannot be paid: {exc.code}"
                            ) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,6 +84,22 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class WechatPaySettings:
+    """`[wechatpay]`: a merchant's WeChat Pay v3 credentials (files are PEM paths, read
+    when the gateway is made). `api_v3_key` is better given by `FISSION_WECHATPAY_API_V3_KEY`
+    than written in the file."""
+
+    mchid: str
+    appid: str
+    merchant_serial: str
+    merchant_key_file: str
+    api_v3_key: str = field(repr=False)
+    platform_certificates: tuple[str, ...]
+    notify_url: str
+    base_url: str = "https://api.mch.weixin.qq.com"
+
+
+@dataclass(frozen=True)
 class CommissionConfig:
     """Two-level commission: rates in basis points of the order, and the return window.
 
@@ -118,6 +135,7 @@ class Config:
     pipeline: PipelineConfig
     campaigns: tuple[Campaign, ...]
     commission: CommissionConfig = field(default_factory=CommissionConfig)
+    wechatpay: WechatPaySettings | None = None
     _by_id: dict[str, Campaign] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -152,9 +170,10 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "FISSION_AUTH_SECRET": ("auth", "secret"),
     "FISSION_HOST": ("server", "host"),
     "FISSION_PORT": ("server", "port"),
+    "FISSION_WECHATPAY_API_V3_KEY": ("wechatpay", "api_v3_key"),
 }
 
-PAYMENT_ADAPTERS = frozenset({"sandbox"})
+PAYMENT_ADAPTERS = frozenset({"sandbox", "wechatpay"})
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: str) -> dict[str, Any]:
@@ -216,6 +235,12 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
                  "must be from 10 to 60000")
     pipe_s.check("batch_size", 1 <= pipeline.batch_size <= 10_000, "must be from 1 to 10000")
     pipe_s.done()
+    # `[wechatpay]` is read when it is the adapter (its API v3 key may come from the
+    # environment alone, so the table can exist without a file saying so).
+    table = root.get("wechatpay", dict, {})
+    wechatpay = None
+    if pipeline.payment_adapter == "wechatpay":
+        wechatpay = _wechatpay(Table(source, "wechatpay", table))
     commission = _commission(Table(source, "commission", root.get("commission", dict, {})))
     campaigns_raw = root.get("campaigns", list, [])
     campaigns: list[Campaign] = []
@@ -229,7 +254,33 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
     root.done()
     return Config(source=source, server=server, auth=AuthConfig(secret), storage=storage,
                   ray=ray, pipeline=pipeline, campaigns=tuple(campaigns),
-                  commission=commission)
+                  commission=commission, wechatpay=wechatpay)
+
+
+def _wechatpay(s: Table) -> WechatPaySettings:
+    digits = re.compile(r"[0-9]{1,32}")
+    found = WechatPaySettings(
+        mchid=s.get("mchid", str), appid=s.get("appid", str),
+        merchant_serial=s.get("merchant_serial", str),
+        merchant_key_file=s.get("merchant_key_file", str),
+        api_v3_key=s.get("api_v3_key", str),
+        platform_certificates=tuple(s.get("platform_certificates", list)),
+        notify_url=s.get("notify_url", str),
+        base_url=s.get("base_url", str, "https://api.mch.weixin.qq.com"),
+    )
+    s.check("mchid", digits.fullmatch(found.mchid) is not None, "must be the merchant's digits")
+    s.check("appid", re.fullmatch(r"[A-Za-z0-9]{1,32}", found.appid) is not None,
+            "must be the app's id, such as wxd678efh567hg6787")
+    s.check("merchant_serial", re.fullmatch(r"[0-9A-Fa-f]{8,64}", found.merchant_serial)
+            is not None, "must be the merchant certificate's serial (hex)")
+    s.check("api_v3_key", len(found.api_v3_key.encode()) == 32, "must be 32 bytes")
+    s.check("platform_certificates", bool(found.platform_certificates) and all(
+        isinstance(p, str) and p for p in found.platform_certificates),
+        "must list the platform certificates' PEM files")
+    for name in ("notify_url", "base_url"):
+        s.check(name, getattr(found, name).startswith("https://"), "must be an https:// URL")
+    s.done()
+    return found
 
 
 def _commission(s: Table) -> CommissionConfig:

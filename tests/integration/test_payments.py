@@ -332,3 +332,51 @@ async def test_a_bargains_purchase_is_paid_through_the_provider_or_released(
     refunds = await shop.conn.fetch("SELECT user_id, amount FROM provider_refunds")
     assert [(r["user_id"], r["amount"]) for r in refunds] == [("bob", pending["amount"])]
     await _balanced(shop.conn)
+
+
+async def test_wechat_pay_notifications_seat_once_and_forgeries_change_nothing(
+        clean: Services, shard_factory: Factory) -> None:
+    """The same desk over the WeChat Pay v3 gateway (its requests answered by recorded
+    shapes, its notifications signed with a platform key the test made)."""
+    from tests.unit import test_paygate as wx
+
+    config = pay_config(clean)
+    owner = await shard_factory(config, Clock())
+    fake = wx.FakeWechat()
+    gateway = wx.gateway(fake)  # its requests and the fake's answers on 2018's clock
+    desk = PayDesk(config, gateway, OwnerClient(owner))  # type: ignore[arg-type]
+    [opened] = await owner.submit([cmd("open", "alice", key="wx-open")])
+    fake.answer(200, {"prepay_id": "wx201410272009395522657a690389285100"})
+    answer = await desk.settle("alice", "c1", opened["result"])
+    payment = answer["payment"]
+    assert payment["params"]["package"] == "prepay_id=wx201410272009395522657a690389285100"
+    method, url, _, body = fake.requests[-1]
+    assert method == "POST" and url.endswith("/v3/pay/transactions/jsapi")
+    assert json.loads(body)["out_trade_no"] == payment["id"]
+
+    def notification(*, amount: int = PRICE, at: int | None = None,
+                     key: Any = wx.PLATFORM, event_id: str = "EV-1") -> tuple[
+                         dict[str, str], bytes]:
+        resource = {**wx.TRANSACTION, "out_trade_no": payment["id"],
+                    "amount": {"total": amount, "payer_total": amount, "currency": "CNY",
+                               "payer_currency": "CNY"}}
+        body = wx.envelope(resource, notification_id=event_id)
+        return wx.signed(body, timestamp=(at or now_ms()) // 1000, key=key), body
+
+    for headers, body in [notification(key=wx.STRANGER),  # not the platform's key
+                          notification(at=now_ms() - 3_600_000),  # an hour old
+                          (notification()[0], notification(event_id="EV-2")[1])]:
+        with pytest.raises(ApiError) as refused:
+            await desk.notify("wechatpay", headers, body)
+        assert refused.value.code == "invalid_notification"
+    headers, body = notification()
+    first = await desk.notify("wechatpay", headers, body)
+    assert first["group"]["members"] == ["alice"] and first["payment"]["status"] == "paid"
+    assert await desk.notify("wechatpay", headers, body) == first  # redelivered
+    # Another notification of the same payment (a new id: WeChat resent it as new):
+    # the game takes a payment once.
+    again = await desk.notify("wechatpay", *notification(event_id="EV-3"))
+    assert again["group"]["members"] == ["alice"]
+    [looked] = await owner.submit([cmd("join", "bob", group=first["group"]["id"],
+                                       key="wx-bob")])
+    assert looked["ok"] and looked["result"]["payment"]["status"] == "pending"

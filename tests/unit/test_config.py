@@ -445,6 +445,7 @@ ENV = {
     "FISSION_SHARDS": "7",
     "FISSION_HOST": "10.0.0.1",
     "FISSION_PORT": "9443",
+    "FISSION_WECHATPAY_API_V3_KEY": "0123456789abcdef0123456789abcdef",
 }
 
 
@@ -459,6 +460,7 @@ def test_env_overrides_win_over_file_values() -> None:
     assert config.auth.secret == "an-env-secret-0123456789abcdef-0123456789"
     assert config.server.host == "10.0.0.1"
     assert config.server.port == 9443
+    assert config.wechatpay is None  # read only where WeChat Pay is the adapter
     assert set(ENV) == set(ENV_OVERRIDES)
 
 
