@@ -608,6 +608,7 @@ function drawBargain(campaign, b, body, mine) {
   const total = b.list_price - b.floor_price;
   const done = total > 0 ? (b.list_price - b.price) / total : 1;
   body.dataset.bargain = b.id;
+  body.dataset.price = b.price;
   body.dataset.status = b.status;
   const share = `${location.origin}/#bargain=${campaign.id}/${b.id}`;
   const helped = (b.helpers || []).some((x) => x.user === state.user);

@@ -284,6 +284,26 @@ async def test_homepage_on_a_phone_shows_deals_live_and_resumes(stack: Stack,
         await shared.locator(f'.group[data-group="{group}"][data-status="completed"]'
                              ).wait_for(timeout=WAIT_MS)
         await _shot(shared, "6-share-link-and-champion")
+
+        # A draw from the page (a call with a ref): `luck` gives its coupon every time, and
+        # the lottery's won frame lowers the coupon's stock on the page.
+        prizes = shared.locator('#c-luck .prizes[data-seq]')
+        await prizes.wait_for(timeout=WAIT_MS)  # the topic's snapshot is in
+        left = int(await prizes.locator('[data-prize="coupon"]').get_attribute("data-left"))
+        await shared.locator('#c-luck [data-action="draw"]').click()
+        await prizes.locator(f'[data-prize="coupon"][data-left="{left - 1}"]'
+                             ).wait_for(timeout=WAIT_MS)
+        assert "恭喜抽中" in await shared.inner_text("#toast")
+        # A bargain started from the page; a friend's help over HTTP cuts its price live.
+        await shared.locator('#c-cut [data-action="start"]').click()
+        mine = shared.locator('#c-cut .bargain-state[data-status="open"][data-bargain]')
+        await mine.wait_for(timeout=WAIT_MS)
+        bargain = await mine.get_attribute("data-bargain")
+        status, body = await post(session, f"{base}/api/bargains/cut/{bargain}/help", "hp-friend")
+        assert status == 200, body
+        await shared.locator(f'#c-cut .bargain-state[data-price="{body["bargain"]["price"]}"]'
+                             ).wait_for(timeout=WAIT_MS)
+        await _shot(shared, "7-draw-and-bargain")
         # Two more first visits (fresh phones), for a figure less at the mercy of the
         # machine's load at one moment: the median of three.
         firsts = [first_board]
@@ -324,7 +344,7 @@ async def test_anonymous_visitor_sees_campaigns_and_fission_js_passes_its_tests(
     assert await page.locator('#c-luck .prize[data-prize="coupon"]').count() == 1
     # Boards need a token (GET /api/leaderboards answers 401): the page asks for a login.
     await page.locator('#boards[data-state="login"] .login-note').wait_for(timeout=WAIT_MS)
-    await _shot(page, "7-anonymous")
+    await _shot(page, "8-anonymous")
     assert sockets == [] and errors == []
 
     # fission.js's own rules, in this browser, on the module as the server sends it.
