@@ -73,7 +73,7 @@ class Server:
         self.client = ShardClient(self.shards, observe=self.metrics.actor_call,
                                   max_inflight=self.config.ray.calls_in_flight)
         self.paydesk = PayDesk(self.config, await paygates.open_gateway(self.config, self.pool),
-                               self.client)
+                               self.client, self.pool)
         self.gateway = Gateway(self.config, self.client, self.pool, self.metrics,
                                PipelineClient(self.pipeline), self.paydesk)
         self.gateway.ranks = RankCache(self.redis)  # ranked reads (storage.ranks)

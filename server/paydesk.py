@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from actors.client import ShardClient
 from actors.paygate import (
     NotificationRefused,
@@ -47,8 +49,10 @@ class PayDesk:
     """The server's side of payments, over one provider: the sandbox (its books in
     Postgres) or WeChat Pay."""
 
-    def __init__(self, config: Config, provider: PaymentGateway, client: ShardClient) -> None:
+    def __init__(self, config: Config, provider: PaymentGateway, client: ShardClient,
+                 pool: asyncpg.Pool | None = None) -> None:
         self.config = config
+        self.pool = pool  # where a refund's outcome is recorded (actors.refunds)
         self.provider = provider
         self.client = client
         # Only the sandbox's payer can pay within the command.
@@ -99,8 +103,16 @@ class PayDesk:
             raise ApiError("invalid_notification", f"notification refused: {exc.reason}"
                            ) from None
         if notification.refund_id is not None:
-            # Refunds are ours to ask for (actors.refunds); their outcome is logged.
+            # Refunds are ours to ask for (actors.refunds); the provider tells how one
+            # ended (WeChat accepts a refund as processing, then notifies).
             log.info("refund %s is %s", notification.refund_id, notification.refund_status)
+            status = notification.refund_status
+            if self.pool is not None and status is not None and status.value in (
+                    "succeeded", "closed", "abnormal"):
+                await self.pool.execute(
+                    "UPDATE provider_refunds SET status = $2, updated_at = now()"
+                    " WHERE refund_id = $1 AND status IN ('requested', 'processing')",
+                    notification.refund_id, status.value)
             return {}
         if notification.status is not PaymentStatus.PAID:
             return {}

@@ -344,7 +344,8 @@ async def test_wechat_pay_notifications_seat_once_and_forgeries_change_nothing(
     owner = await shard_factory(config, Clock())
     fake = wx.FakeWechat()
     gateway = wx.gateway(fake)  # its requests and the fake's answers on 2018's clock
-    desk = PayDesk(config, gateway, OwnerClient(owner))  # type: ignore[arg-type]
+    pool = await db.create_pool(clean.database_url, min_size=1, max_size=1)
+    desk = PayDesk(config, gateway, OwnerClient(owner), pool)  # type: ignore[arg-type]
     [opened] = await owner.submit([cmd("open", "alice", key="wx-open")])
     fake.answer(200, {"prepay_id": "wx201410272009395522657a690389285100"})
     answer = await desk.settle("alice", "c1", opened["result"])
@@ -380,3 +381,20 @@ async def test_wechat_pay_notifications_seat_once_and_forgeries_change_nothing(
     [looked] = await owner.submit([cmd("join", "bob", group=first["group"]["id"],
                                        key="wx-bob")])
     assert looked["ok"] and looked["result"]["payment"]["status"] == "pending"
+    # WeChat accepts a refund as processing and tells how it ended in a notification.
+    try:
+        await pool.execute(
+            "INSERT INTO provider_refunds (refund_id, payment_id, user_id, amount, total,"
+            " status) VALUES ($1, $2, 'alice', $3, $3, 'processing')",
+            f"r{payment['id']}", payment["id"], PRICE)
+        refund = {**wx.REFUND, "out_trade_no": payment["id"],
+                  "out_refund_no": f"r{payment['id']}",
+                  "amount": {"total": PRICE, "refund": PRICE, "payer_total": PRICE,
+                             "payer_refund": PRICE}}
+        body = wx.envelope(refund, event="REFUND.SUCCESS", original="refund", aad="refund",
+                           notification_id="EV-R1")
+        assert await desk.notify("wechatpay", wx.signed(body, timestamp=now_ms() // 1000),
+                                 body) == {}
+        assert await pool.fetchval("SELECT status FROM provider_refunds") == "succeeded"
+    finally:
+        await pool.close()
