@@ -36,13 +36,16 @@ from actors.sandbox_books import SandboxBooks
 from games import payments
 from games.registry import GAMES
 from server.errors import ApiError
-from server.outcomes import Outcome, decoded, result_of
+from server.outcomes import Encoded, Outcome, decoded, result_of
 from storage.config import Config
 
 log = logging.getLogger("fission.payments")
 
 # Who a provider's word is sent as (an owner remembers answers by user and key).
 PROVIDER_USER = "provider"
+# How a pending payment reads in an owner's compact answer (games.payments.view).
+_PENDING = '"status":"pending"'
+
 
 
 class PayDesk:
@@ -60,9 +63,13 @@ class PayDesk:
                           and config.pipeline.sandbox_pays == "immediate")
         self.adapter = provider.name
 
-    async def settle(self, user: str, campaign: str, result: Outcome) -> dict[str, Any]:
+    async def settle(self, user: str, campaign: str, result: Outcome) -> Outcome:
         """`result` of a paying method, with its pending payment created at the provider
         (and, when the sandbox pays at once, paid: the answer after the payment)."""
+        if isinstance(result, Encoded) and _PENDING not in result.text:
+            # Nothing to create (paid within the command, or a refusal's answer): passed
+            # on as the owner wrote it, not decoded and encoded again on the join's path.
+            return result
         answer = decoded(result)
         payment = answer.get("payment")
         if not isinstance(payment, dict) or payment.get("status") != "pending":
@@ -129,7 +136,26 @@ class PayDesk:
             "key": f"n:{notification.notification_id}",
             "params": {"payment": notification.payment_id, "outcome": "paid",
                        "amount": notification.amount}})
-        return decoded(result_of(reply))
+        try:
+            return decoded(result_of(reply))
+        except ApiError as exc:
+            if exc.code != "not_found":
+                raise
+            # Money for a payment its game no longer holds (a campaign let go of after
+            # its end): nothing can seat it, so it goes back whole, once.
+            await self._give_back(notification.payment_id, notification.payer or "",
+                                  notification.amount)
+            return {}
+
+    async def _give_back(self, payment: str, payer: str, amount: int) -> None:
+        log.error("payment %s (%d fen) names nothing its game holds: refunding it",
+                  payment, amount)
+        if self.pool is None or amount < 1:
+            return
+        await self.pool.execute(
+            "INSERT INTO provider_refunds (refund_id, payment_id, user_id, amount, total)"
+            " VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
+            f"r{payment}", payment, payer[:64] or "unknown", amount)
 
     async def sandbox_pay(self, user: str, payment_id: str) -> dict[str, Any]:
         """The sandbox's payer `user` pays `payment_id` now (`on_request` mode)."""

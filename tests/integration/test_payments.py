@@ -97,7 +97,7 @@ async def shop(clean: Services, shard_factory: Factory) -> AsyncIterator[Shop]:
     await worker.start()
     conn = await asyncpg.connect(clean.database_url)
     try:
-        yield Shop(config, owner, worker, PayDesk(config, books, OwnerClient(owner)),  # type: ignore[arg-type]
+        yield Shop(config, owner, worker, PayDesk(config, books, OwnerClient(owner), pool),  # type: ignore[arg-type]
                    conn, clock)
     finally:
         await conn.close()
@@ -260,6 +260,15 @@ async def test_forged_stale_replayed_and_reordered_notifications_change_nothing(
     await shop.settle_everything()
     assert await shop.conn.fetchval("SELECT count(*) FROM orders") == 1
     assert await shop.conn.fetchval("SELECT count(*) FROM provider_refunds") == 0
+    # Money for a payment of the campaign that its game does not hold (a campaign let go
+    # of after its end): it goes back whole, once, however often it is told.
+    orphan = payments.payment_id("c1", "gone", "alice", "1")
+    for _ in range(2):
+        told = await shop.desk.notify("sandbox", *books.signer.render(
+            orphan, PaymentStatus.PAID, PRICE, now=_now(), at=_now(), payer="alice"))
+        assert told == {}
+    refunds = await shop.conn.fetch("SELECT payment_id, amount FROM provider_refunds")
+    assert [(r["payment_id"], r["amount"]) for r in refunds] == [(orphan, PRICE)]
 
 
 async def _balanced(conn: asyncpg.Connection) -> None:
