@@ -3,13 +3,29 @@ a refund inside the return window takes it back."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
+from tests.support import ledger
 from tests.support.client import WS, get, post
+from tests.support.services import Services
 from tests.support.stack import Stack
+
+
+@pytest.fixture(autouse=True)
+async def sound_ledger(migrated: Services) -> AsyncIterator[None]:
+    """After each test: the shared deployment's ledger balances and agrees with its
+    commissions, orders and withdrawals (tests.support.ledger)."""
+    yield
+    conn = await asyncpg.connect(migrated.database_url)
+    try:
+        assert await ledger.problems(conn) == []
+    finally:
+        await conn.close()
 
 pytestmark = pytest.mark.acceptance
 

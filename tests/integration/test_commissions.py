@@ -17,8 +17,23 @@ from actors.pipeline_worker import PipelineWorker
 from storage.config import Config, parse
 from storage.live import Live
 from tests.integration.conftest import Clock, Factory, cmd, make_config
-from tests.support import configs
+from tests.support import configs, ledger
 from tests.support.services import Services
+
+
+@pytest.fixture(autouse=True)
+async def sound_ledger(clean: Services, request: pytest.FixtureRequest
+                       ) -> AsyncIterator[None]:
+    """After each test: the ledger balances and agrees with its commissions, orders and
+    withdrawals (tests.support.ledger); not for a test that writes lines by hand."""
+    yield
+    if request.node.get_closest_marker("raw_ledger") is not None:
+        return
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        assert await ledger.problems(conn) == []
+    finally:
+        await conn.close()
 
 pytestmark = pytest.mark.integration
 
@@ -214,6 +229,7 @@ async def test_refund_after_the_window_is_refused(clean: Services, shard_factory
     assert await conn.fetchval("SELECT status FROM orders WHERE id = $1", order) == "paid"
 
 
+@pytest.mark.raw_ledger
 async def test_the_database_refuses_an_unbalanced_or_edited_ledger(
         clean: Services, conn: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):

@@ -23,8 +23,20 @@ from server.paydesk import PayDesk
 from storage import db
 from storage.config import Config, parse
 from tests.integration.conftest import Clock, Factory, cmd
-from tests.support import configs
+from tests.support import configs, ledger
 from tests.support.services import Services
+
+
+@pytest.fixture(autouse=True)
+async def sound_ledger(clean: Services) -> AsyncIterator[None]:
+    """After each test: the ledger balances and agrees with its commissions, orders and
+    withdrawals (tests.support.ledger)."""
+    yield
+    conn = await asyncpg.connect(clean.database_url)
+    try:
+        assert await ledger.problems(conn) == []
+    finally:
+        await conn.close()
 
 HOLD_S = 60
 PRICE = 6000

@@ -1,0 +1,70 @@
+"""What the commission ledger must say after anything: checked by tests of the ledger's
+area after each test (`problems` lists what is wrong; an empty list is a sound ledger).
+
+- every ledger transaction sums to zero (the database refuses others too: this also
+  catches lines written outside a whole transaction);
+- no user account is below zero (no debt is recorded yet, so none may be owed);
+- every commission is posted once and ends at most once: pending (posted only),
+  settled (posted, then settled once) or reversed (posted, then reversed once), never
+  both, and only on an order whose deal completed; a reversed one's order is refunded;
+- each user's accounts equal what the commissions and withdrawals say: pending = their
+  pending commissions, available = settled ones less what they withdrew or are
+  withdrawing, withdrawing = their withdrawals under review.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import asyncpg
+
+
+async def problems(conn: asyncpg.Connection) -> list[str]:
+    """Everything wrong with the ledger `conn` sees (see the module docstring)."""
+    found: list[str] = []
+    for row in await conn.fetch("SELECT txn, sum(amount) AS total FROM ledger_entries"
+                                " GROUP BY txn HAVING sum(amount) <> 0"):
+        found.append(f"transaction {row['txn']} sums to {row['total']}")
+    balances: dict[str, int] = {
+        r["account"]: int(r["balance"]) for r in await conn.fetch(
+            "SELECT account, sum(amount) AS balance FROM ledger_entries"
+            " WHERE account LIKE 'user:%' GROUP BY account")}
+    for account, balance in balances.items():
+        if balance < 0:
+            found.append(f"{account} is {balance} fen (no debt is recorded)")
+    lines: dict[int, Counter[str]] = defaultdict(Counter)
+    for row in await conn.fetch("SELECT commission_id, txn FROM ledger_entries"
+                                " WHERE commission_id IS NOT NULL"):
+        lines[row["commission_id"]][row["txn"].rsplit(":", 1)[-1]] += 1
+    expected: dict[str, int] = Counter()
+    for c in await conn.fetch(
+            "SELECT c.id, c.status, c.beneficiary, c.amount, o.status AS order_status,"
+            " o.confirmed_at FROM commissions c JOIN orders o ON o.id = c.order_id"):
+        kinds = lines.get(c["id"], Counter())
+        # A commission's post is one line in its batch; a settlement or reversal is two.
+        want = {"post": 1} | ({"settle": 2} if c["status"] == "settled" else {}) | (
+            {"reverse": 2} if c["status"] == "reversed" else {})
+        if dict(kinds) != want:
+            found.append(f"commission {c['id']} ({c['status']}) has lines {dict(kinds)},"
+                         f" not {want}")
+        if c["confirmed_at"] is None:
+            found.append(f"commission {c['id']} is on an order whose deal is not done")
+        if c["status"] == "reversed" and c["order_status"] != "refunded":
+            found.append(f"commission {c['id']} is reversed but its order is not refunded")
+        if c["status"] != "reversed" and c["order_status"] == "refunded":
+            found.append(f"commission {c['id']} outlived its order's refund")
+        user = c["beneficiary"]
+        if c["status"] == "pending":
+            expected[f"user:{user}:pending"] += c["amount"]
+        elif c["status"] == "settled":
+            expected[f"user:{user}:available"] += c["amount"]
+    for w in await conn.fetch("SELECT user_id, amount, status FROM withdrawals"):
+        if w["status"] in ("reviewing", "paid"):
+            expected[f"user:{w['user_id']}:available"] -= w["amount"]
+        if w["status"] == "reviewing":
+            expected[f"user:{w['user_id']}:withdrawing"] += w["amount"]
+    for account in set(expected) | set(balances):
+        if balances.get(account, 0) != expected.get(account, 0):
+            found.append(f"{account} holds {balances.get(account, 0)} fen; its commissions"
+                         f" and withdrawals say {expected.get(account, 0)}")
+    return found
