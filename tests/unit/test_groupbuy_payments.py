@@ -215,7 +215,7 @@ def test_a_failed_group_refunds_paid_members_what_they_paid_and_releases_holds()
 
 def test_a_leader_who_never_pays_fails_the_group_with_nothing_to_refund() -> None:
     play = Play()
-    group, payment = play.open("lead")
+    _, payment = play.open("lead")
     play.do(ExpireHold(payment), NOW + HOLD)
     events = play.do(SettlePayment(payment, "closed"), NOW + HOLD + 1)
     assert [e.type for e in events] == ["group_failed"]
