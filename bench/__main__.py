@@ -5,9 +5,10 @@ raw echo/broadcast server; drives them from two load-generator processes; prints
 tables, writes `results.json` and `latency.png` into the out dir. Exits non-zero when an
 invariant breaks (an over-full group, oversold stock, a cut below a bargain's floor, a
 bargain's price not its list price less its cuts, a helper twice in a bargain, a lottery
-prize won more often than its stock, an ack not in Postgres) or nothing worked; speed is
-reported, never asserted. The lottery runs on a Fission deployment of its own, started for
-its scenario (see `bench.stack.LOTTERY_CAMPAIGN`).
+prize won more often than its stock, a paid member without exactly one order, a held seat
+never released, an ack not in Postgres) or nothing worked; speed is reported, never
+asserted. The lottery and the held seats each run on a Fission deployment of their own,
+started for their scenario (see `bench.stack.LOTTERY_CAMPAIGN` and `HOLDS_CAMPAIGN`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from bench import checks, mall_baseline, raw, report, scrape
+from bench import checks, holds, mall_baseline, raw, report, scrape
 from bench import profile as profiler
 from bench.clients import HttpClient, fission_route, now_ms, token
 from bench.loadgen import Generators
@@ -43,6 +44,7 @@ from bench.stack import (
     FAN_CAMPAIGN,
     FAN_SIZE,
     HELPERS_TO_FLOOR,
+    HOLDS_CAMPAIGN,
     LOTTERY_CAMPAIGN,
     LOTTERY_FREE_DRAWS,
     LOTTERY_PRIZES,
@@ -90,8 +92,16 @@ class Plan:
     # use up a day's 1000 free draws each within one run.
     lottery_levels: tuple[int, ...] = (64, 256, 1024)
     lottery_duration: float = 8.0
+    # The held seats: users each opening a group (a leader's seat held, never paid), the
+    # opens in flight at once, each hold's length (long enough for every open to be made
+    # within it, so all are pending together), and how long after the holds' end their
+    # releases may take before the run gives up waiting.
+    holds: int = 10_000
+    holds_concurrency: int = 64
+    hold_seconds: int = 30
+    holds_settle: float = 120.0
     scenarios: tuple[str, ...] = ("storm", "sweep", "deals", "fanout", "bargain", "lottery",
-                                  "inserts")
+                                  "holds", "inserts")
     systems: tuple[str, ...] = ("fission_ws", "fission_http", "mall", "echo")
     gateways: int = 1  # Fission gateway processes (on 2 cores, two did worse than one)
 
@@ -113,7 +123,7 @@ class Measured:
     others_cores: float
 
 
-SCENARIOS = ("storm", "sweep", "deals", "fanout", "bargain", "lottery", "inserts")
+SCENARIOS = ("storm", "sweep", "deals", "fanout", "bargain", "lottery", "holds", "inserts")
 BARGAIN_SYSTEMS = ("fission_ws", "fission_http", "mall")  # no echo: it has no bargain
 LOTTERY_SYSTEMS = BARGAIN_SYSTEMS  # nor a lottery
 SWEPT = ("fission_ws", "mall")  # the systems the open-loop sweep compares
@@ -121,7 +131,8 @@ SATURATED = 0.9  # a sweep point acking less than this share of its offered load
 FULL = Plan("full", (4, 16, 64, 256), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.0)
 SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8,
              deal_rate=40, sweep_rates=(40, 80), sweep_teams=8, bargain_levels=(1,),
-             bargain_duration=0.5, lottery_levels=(8,), lottery_duration=0.5)
+             bargain_duration=0.5, lottery_levels=(8,), lottery_duration=0.5, holds=200,
+             holds_concurrency=16, hold_seconds=3, holds_settle=30.0)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -159,6 +170,7 @@ class Bench:
         # Acknowledged draws as (draw, user, prize): Fission's (both transports), the mall's.
         self.draws_acked: dict[str, list[tuple[str, str, str]]] = {"fission": [], "mall": []}
         self.lottery_gateway: Process | None = None  # the lottery deployment's, while up
+        self.holds_acked = 0  # opens the held-seat deployment acknowledged
         self.results: dict[str, Any] = {"mode": plan.mode, "machine": machine(),
                                         "load_at_start": os.getloadavg(),
                                         "team_size": TEAM_SIZE,
@@ -526,6 +538,69 @@ class Bench:
         print(f"  lottery checks: Fission {self.results['lottery_invariants']};"
               f" mall {self.results['mall_lottery_invariants']}", flush=True)
 
+    # --- h: held seats ---------------------------------------------------------------------
+
+    async def held_seats(self, gens: Generators) -> None:
+        """`holds` users each open a group of the holds campaign (their leader's seat held
+        for payment, never paid) on the held-seat deployment, as fast as
+        `holds_concurrency` opens in flight allow; then, once every group failed (its hold
+        lapsed on the owner's timer, the provider said unpaid), the lateness of each
+        hold's lapse and release and the invariants, from Postgres; then the deployment's
+        gateway stops."""
+        plan = self.plan
+        await prepare_database(self.stack.holds_database_url)
+        gateway = self.stack.start_holds(self.head.address, plan.hold_seconds)
+        try:
+            await wait_http(gateway, timeout=120)
+            load = os.getloadavg()[0]
+            roots, marker = {"bench driver": os.getpid()}, str(self.stack.tmp)
+            redis = profiler.redis_marker(self.stack.redis_url)
+            busy_before = profiler.busy_seconds()
+            cpu_before = profiler.cpu_seconds(roots, marker, redis)
+            began = time.time()
+            outs = await gens.each("holds_open", [
+                {"url": gateway.url, "secret": SECRET, "campaign": HOLDS_CAMPAIGN,
+                 "prefix": "hold", "count": n, "concurrency": c}
+                for n, c in zip(split(plan.holds, len(gens)),
+                                split(plan.holds_concurrency, len(gens)), strict=True)],
+                timeout=plan.hold_seconds + 300)
+            opened = sum(o["opens"] for o in outs)
+            self.holds_acked += opened
+            lat = report.latencies(o["latencies"] for o in outs)
+            conn = await pg(self.stack.holds_database_url)
+            try:
+                # Each hold ends hold_seconds after its open: wait that, then the settling.
+                waited = await holds.wait_failed(conn, HOLDS_CAMPAIGN, opened,
+                                                 plan.hold_seconds + plan.holds_settle)
+                seconds = time.time() - began
+                busy = (profiler.busy_seconds() - busy_before) / seconds
+                cpu = profiler.cpu_share(cpu_before,
+                                         profiler.cpu_seconds(roots, marker, redis), seconds)
+                result = await holds.measure(conn, HOLDS_CAMPAIGN, self.holds_acked)
+            finally:
+                await conn.close()
+        finally:
+            self.stack.stop_holds()
+        opens_seconds = max(o["elapsed"] for o in outs)
+        result.update(
+            opened=opened, held=sum(o["held"] for o in outs),
+            codes=report.merge_counts(o["codes"] for o in outs),
+            opens_seconds=opens_seconds, opens_per_s=opened / max(opens_seconds, 1e-9),
+            open_p50_ms=report.percentile(lat, 0.50), open_p99_ms=report.percentile(lat, 0.99),
+            hold_seconds=plan.hold_seconds, concurrency=plan.holds_concurrency,
+            wait_seconds=waited, seconds=seconds, cpu=cpu, load_1m=round(load, 2),
+            others_cores=round(max(0.0, busy - sum(cpu.values())), 2))
+        self.results["holds"] = result
+        timer, release = result["timer"], result["release"]
+        print(f"  holds: {opened} opened in {opens_seconds:.1f} s ({result['opens_per_s']:.0f}/s,"
+              f" ack p99 {result['open_p99_ms']:.1f} ms), {result['held']} held,"
+              f" {result['pending_at_once']} pending at once; lateness p50 / p99 / max:"
+              f" timer {timer['p50_ms']:.0f} / {timer['p99_ms']:.0f} / {timer['max_ms']:.0f} ms,"
+              f" release {release['p50_ms']:.0f} / {release['p99_ms']:.0f} /"
+              f" {release['max_ms']:.0f} ms {_load(result)}", flush=True)
+        print("  holds checks: " + ", ".join(f"{k} {result[k]}" for k in holds.BROKEN),
+              flush=True)
+
     # --- d: fan-out ------------------------------------------------------------------------
 
     async def fan_round(self, gens: Generators, topic: str, final_seq: int, expected: int,
@@ -759,6 +834,11 @@ class Bench:
                 await self.lotteries(gens)
                 self.results["lottery_seconds"] = time.monotonic() - began
                 print(f"  lottery scenario: {self.results['lottery_seconds']:.1f} s", flush=True)
+            if "holds" in self.plan.scenarios:
+                began = time.monotonic()
+                await self.held_seats(gens)
+                self.results["holds_seconds"] = time.monotonic() - began
+                print(f"  holds scenario: {self.results['holds_seconds']:.1f} s", flush=True)
             conn = await pg(self.stack.database_url)
             try:
                 self.results["invariants"] = await checks.invariants(conn, self.acked)
@@ -816,9 +896,20 @@ def failures(results: dict[str, Any]) -> list[str]:
     for f in results.get("fanout", []):
         if f["fission"]["events"] == 0:
             found.append(f"fan-out to {f['sockets']} sockets delivered nothing")
+    for key in PAYMENT_BROKEN if "invariants" in results else ():
+        if inv.get(key, 0):
+            found.append(f"Fission {key} = {inv[key]}")
+    if mall.get("orders_mismatch", 0):
+        found.append(f"mall baseline orders_mismatch = {mall['orders_mismatch']}")
     found += bargain_failures(results)
     found += lottery_failures(results)
+    found += holds.failures(results.get("holds"))
     return found
+
+
+# Payment in the loop of the main deployment's group-buys (see checks.paid_orders).
+PAYMENT_BROKEN = ("members_without_order", "orders_twice", "orders_without_member",
+                  "payments_mismatch")
 
 
 BARGAIN_BROKEN = ("below_floor", "price_mismatch", "helped_twice", "floor_missed",
@@ -900,6 +991,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lottery-users", type=int, action="append", metavar="N",
                         help="lottery draw storm levels (users drawing at once) instead of"
                              " the plan's (repeatable)")
+    parser.add_argument("--holds", type=int, metavar="N",
+                        help="held seats pending at once in the holds scenario instead of"
+                             " the plan's")
     parser.add_argument("--system", choices=Plan.systems, action="append", dest="systems",
                         help="storm only these systems (repeatable; default: all four)")
     parser.add_argument("--gateways", type=int, metavar="N",
@@ -918,6 +1012,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, bargain_levels=tuple(args.bargain_teams))
     if args.lottery_users:
         plan = replace(plan, lottery_levels=tuple(args.lottery_users))
+    if args.holds:
+        plan = replace(plan, holds=args.holds)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     # SIGTERM unwinds like Ctrl-C, so every process group started here is stopped.

@@ -14,8 +14,10 @@ from bench import stock
 from bench.stack import ALL_CAMPAIGNS, LOTTERY_ZONE, STORM_CAMPAIGN
 
 
-async def invariants(conn: asyncpg.Connection, acked: int) -> dict[str, Any]:
-    """Over-full groups, stock exactness, and acknowledged commands missing from Postgres.
+async def invariants(conn: asyncpg.Connection, acked: int, drain_timeout: float = 120.0
+                     ) -> dict[str, Any]:
+    """Over-full groups, stock exactness, acknowledged commands missing from Postgres, and
+    the paid members' orders and payments (see `paid_orders`).
 
     `acked` is the number of opens and joins clients saw acknowledged as successful over
     the whole run; each one must be an event in Postgres (an ack is a promise).
@@ -35,9 +37,50 @@ async def invariants(conn: asyncpg.Connection, acked: int) -> dict[str, Any]:
     unbalanced = await conn.fetchval(
         "SELECT count(*) FROM (SELECT txn FROM ledger_entries GROUP BY txn"
         " HAVING sum(amount) <> 0) AS t")
+    # Orders are the pipeline's, after the commit that took the money: wait for it.
+    drain = await wait_drained(conn, drain_timeout)
     return {"overfull": int(overfull), "oversold": mismatch,
             "committed": taken_total, "acked": acked,
-            "lost_acks": max(0, acked - taken_total), "ledger_unbalanced": int(unbalanced)}
+            "lost_acks": max(0, acked - taken_total), "ledger_unbalanced": int(unbalanced),
+            **await paid_orders(conn, ALL_CAMPAIGNS), "orders_drain_seconds": drain}
+
+
+async def paid_orders(conn: asyncpg.Connection, campaigns: tuple[str, ...]
+                      ) -> dict[str, int]:
+    """Payment in the loop of the group-buy `campaigns` (each takes payment at the join):
+    once the outbox drained, every paid member has exactly one order and every order is a
+    paid member's, and each order has its one `payments` row of kind 'payment'.
+
+    paid_members: members in the `groups` read model (paid members only, whatever became
+    of their group); members_without_order: members with no order of their group (an
+    order's line is its payment, so members and orders meet on the group and the user);
+    orders_twice: members with more than one; orders_without_member: orders of no such
+    member; payments_mismatch: |payments of kind 'payment' − orders|.
+    """
+    row = await conn.fetchrow(
+        """
+        WITH m AS (
+            SELECT g.campaign, g.id AS instance, u AS user_id
+            FROM groups g, unnest(g.members) AS u WHERE g.campaign = ANY($1::text[])),
+        o AS (
+            SELECT campaign, instance, user_id, count(*) AS n FROM orders
+            WHERE campaign = ANY($1::text[]) GROUP BY 1, 2, 3)
+        SELECT
+          (SELECT count(*) FROM m) AS paid_members,
+          (SELECT coalesce(sum(n), 0) FROM o) AS orders,
+          (SELECT count(*) FROM m WHERE NOT EXISTS (
+              SELECT 1 FROM o WHERE o.campaign = m.campaign AND o.instance = m.instance
+                AND o.user_id = m.user_id)) AS members_without_order,
+          (SELECT count(*) FROM o WHERE n > 1) AS orders_twice,
+          (SELECT count(*) FROM o WHERE NOT EXISTS (
+              SELECT 1 FROM m WHERE m.campaign = o.campaign AND m.instance = o.instance
+                AND m.user_id = o.user_id)) AS orders_without_member,
+          (SELECT count(*) FROM payments
+           WHERE campaign = ANY($1::text[]) AND kind = 'payment') AS payments
+        """, list(campaigns))
+    found = {k: int(v) for k, v in row.items()}
+    found["payments_mismatch"] = abs(found["payments"] - found["orders"])
+    return found
 
 
 async def wait_drained(conn: asyncpg.Connection, timeout: float) -> float:

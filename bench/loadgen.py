@@ -1,5 +1,5 @@
 """Load-generator processes: teams racing to join groups or to help bargains, users
-drawing a lottery, and fan-out subscribers.
+drawing a lottery, users each holding a seat, and fan-out subscribers.
 
 Each generator is a separate process (multiprocessing, spawn) running one asyncio loop;
 the driver sends it commands over a pipe and gets plain data back. Only public contract
@@ -321,6 +321,39 @@ class Generator:
                 return
             if code is not None:
                 await asyncio.sleep(0.05)  # back off after another refusal
+
+    # --- held seats -------------------------------------------------------------------------
+
+    async def holds_open(self, url: str, secret: str, campaign: str, prefix: str, count: int,
+                         concurrency: int) -> dict[str, Any]:
+        """`count` new users each open a group of `campaign` over Fission's HTTP API, at
+        most `concurrency` at a time; the opens acked and the seats they held (answers
+        whose payment is pending), ack latencies, and the epoch ms of the last ack."""
+        session = await self._session()
+        route = fission_route(url)
+        stats = StormStats()
+        held = 0
+        last_ack = 0.0
+        users = iter(range(count))  # shared: each worker takes the next user
+
+        async def worker() -> None:
+            nonlocal held, last_ack
+            for n in users:
+                client = HttpClient(session, route, secret, f"{prefix}-g{self.index}-u{n}",
+                                    False)
+                started = time.perf_counter()
+                reply = await client.call("groupbuy.open", {"campaign": campaign})
+                stats.record(reply, started, "groupbuy.open")
+                if reply.get("ok"):
+                    last_ack = now_ms()
+                    payment = reply["result"].get("payment") or {}
+                    held += payment.get("status") == "pending"
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        return {"opens": stats.opens, "held": held, "codes": dict(stats.codes),
+                "latencies": stats.latencies.tobytes(), "last_ack": last_ack,
+                "elapsed": time.perf_counter() - began}
 
     async def storm_close(self) -> int:
         closed = 0

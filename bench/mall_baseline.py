@@ -2,7 +2,8 @@
 ends do them.
 
 yudao-mall and CRMEB style: every join is one Postgres transaction that locks the group
-row (`SELECT ... FOR UPDATE`), checks status, membership and count, inserts the member,
+row (`SELECT ... FOR UPDATE`), checks status, membership and count, inserts the member
+and its paid order (the money is taken at the join; an open inserts the leader's too),
 updates the group (completed when full), and decrements the campaign's stock with a
 conditional UPDATE on one campaign row (the contended row) before committing; the reply
 is sent after the commit, so it is as durable as Fission's. Every bargain help is one
@@ -37,7 +38,7 @@ from bench import stock
 from bench.serving import run_forever
 
 SCHEMA = """
-DROP TABLE IF EXISTS mall_members, mall_groups, mall_campaigns;
+DROP TABLE IF EXISTS mall_orders, mall_members, mall_groups, mall_campaigns;
 CREATE TABLE mall_campaigns (
     id text PRIMARY KEY, stock bigint NOT NULL CHECK (stock >= 0),
     initial_stock bigint NOT NULL, group_size int NOT NULL, price bigint NOT NULL);
@@ -49,6 +50,14 @@ CREATE TABLE mall_groups (
 CREATE TABLE mall_members (
     group_id bigint NOT NULL REFERENCES mall_groups (id), user_id text NOT NULL,
     joined_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (group_id, user_id));
+-- The order a join pays for, made in the join's transaction (the money is taken at the
+-- join, as yudao's and CRMEB's combination orders are), so a member always has one.
+CREATE TABLE mall_orders (
+    id bigserial PRIMARY KEY, group_id bigint NOT NULL REFERENCES mall_groups (id),
+    user_id text NOT NULL, amount bigint NOT NULL, status text NOT NULL DEFAULT 'paid',
+    created_at timestamptz NOT NULL DEFAULT now());
+-- A user's orders, as a mall's "my orders" page reads them: an index each insert keeps.
+CREATE INDEX mall_orders_user ON mall_orders (user_id);
 """
 BARGAIN_SCHEMA = """
 DROP TABLE IF EXISTS mall_bargain_helps, mall_bargains, mall_bargain_campaigns;
@@ -99,7 +108,9 @@ async def setup(conn: asyncpg.Connection, campaign: str, size: int, stock: int) 
 
 
 async def check(conn: asyncpg.Connection, campaign: str) -> dict[str, int]:
-    """Over-full groups and stock mismatch (taken stock vs member rows) in the baseline."""
+    """Over-full groups, stock mismatch (taken stock vs member rows) and orders mismatch
+    (members without exactly one paid order of their group, plus orders of no member)
+    in the baseline."""
     overfull = await conn.fetchval(
         "SELECT count(*) FROM mall_groups g WHERE (SELECT count(*) FROM mall_members m"
         " WHERE m.group_id = g.id) > g.size")
@@ -107,8 +118,15 @@ async def check(conn: asyncpg.Connection, campaign: str) -> dict[str, int]:
                               campaign)
     members = await conn.fetchval("SELECT count(*) FROM mall_members")
     taken = int(row["initial_stock"] - row["stock"])
+    orders_mismatch = await conn.fetchval(
+        "SELECT count(*) FROM mall_members m FULL JOIN (SELECT group_id, user_id,"
+        " count(*) AS n FROM mall_orders WHERE status = 'paid' GROUP BY 1, 2) o"
+        " ON o.group_id = m.group_id AND o.user_id = m.user_id"
+        " WHERE m.user_id IS NULL OR o.user_id IS NULL OR o.n <> 1")
+    orders = await conn.fetchval("SELECT count(*) FROM mall_orders")
     return {"overfull": int(overfull), "stock_mismatch": abs(taken - int(members)),
-            "oversold": max(0, -int(row["stock"])), "members": int(members)}
+            "oversold": max(0, -int(row["stock"])), "members": int(members),
+            "orders": int(orders), "orders_mismatch": int(orders_mismatch)}
 
 
 async def setup_bargain(conn: asyncpg.Connection, campaign: str, list_price: int,
@@ -286,6 +304,9 @@ WHERE u.day <> EXCLUDED.day OR u.used < $4
 RETURNING draws, used
 """
 
+# The paid order of a join (or an open), in its transaction: the money was taken with it.
+_ORDER = "INSERT INTO mall_orders (group_id, user_id, amount) VALUES ($1, $2, $3)"
+
 _BARGAIN_COLUMNS = ("id, campaign, initiator, list_price, floor_price, price,"
                     " helpers_to_floor, helped, status, expires_at")
 
@@ -322,6 +343,7 @@ class Mall:
                 campaign["id"], user, campaign["group_size"], campaign["price"])
             await conn.execute("INSERT INTO mall_members (group_id, user_id) VALUES ($1, $2)",
                                row["id"], user)
+            await conn.execute(_ORDER, row["id"], user, row["price"])
         return web.json_response(_group(row, [user]), status=201)
 
     async def join(self, request: web.Request) -> web.Response:
@@ -357,6 +379,7 @@ class Mall:
                 " RETURNING stock", group["campaign"])
             if stocked is None:
                 raise web.HTTPConflict(text=json.dumps({"error": {"code": "out_of_stock"}}))
+            await conn.execute(_ORDER, group_id, user, group["price"])
             members = [r["user_id"] for r in await conn.fetch(
                 "SELECT user_id FROM mall_members WHERE group_id = $1 ORDER BY joined_at",
                 group_id)]

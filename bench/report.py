@@ -303,6 +303,58 @@ def lottery_checks(results: dict[str, Any]) -> str:
             f" mall: {said(results.get('mall_lottery_invariants'))}.")
 
 
+def paid_orders_line(inv: dict[str, Any], mall: dict[str, Any]) -> list[str]:
+    """Payment in the loop, as a paragraph: Fission's paid members against their orders and
+    payments (once the outbox drained), the mall's members against its orders."""
+    if "paid_members" not in inv and "orders" not in mall:
+        return []
+    def n(found: dict[str, Any], key: str) -> str:
+        value = found.get(key)
+        return "–" if value is None else f"{value:,}"
+    return ["", f"Payment in the loop — Fission: {n(inv, 'paid_members')} paid members,"
+            f" {n(inv, 'orders')} orders, {n(inv, 'payments')} payments; members without an"
+            f" order {n(inv, 'members_without_order')}, with more than one"
+            f" {n(inv, 'orders_twice')}, orders of no member"
+            f" {n(inv, 'orders_without_member')}, |payments − orders|"
+            f" {n(inv, 'payments_mismatch')}; mall: {n(mall, 'members')} members,"
+            f" {n(mall, 'orders')} orders made in their joins, members without exactly one"
+            f" order (or orders of no member) {n(mall, 'orders_mismatch')}."]
+
+
+def holds_tables(results: dict[str, Any]) -> list[str]:
+    """The held seats: how many were pending at once, the lateness of their lapse (the
+    owner's timer) and of their release (the provider asked, its answer back, the group
+    failed) behind each hold's end, the opens, the machine's load and the checks."""
+    h = results.get("holds")
+    if not h:
+        return []
+    rows = [[label, str(h[key]["n"]), _f(h[key]["p50_ms"]), _f(h[key]["p99_ms"]),
+             _f(h[key]["max_ms"])]
+            for key, label in (("timer", "hold_lapsed − hold_until (the owner's timer)"),
+                               ("release", "group_failed − hold_until (released)"))]
+    return ["", f"### h. Held seats: expiry of {h['pending_at_once']:,} holds pending at once",
+            "", f"{h['opened']:,} users each opened a group over HTTP ({h['concurrency']} opens"
+            f" in flight, {_f(h['opens_per_s'])} opens/s, ack p50 {_f(h['open_p50_ms'], 1)} ms,"
+            f" p99 {_f(h['open_p99_ms'], 1)} ms), the sandbox paying only on request: each"
+            f" leader's seat held {h['hold_seconds']} s, never paid. Lateness is on the owner's"
+            " clock (events' `at`), in ms behind each hold's `hold_until`; the release waits"
+            " for the provider's word (asked through the outbox) and fails the group.", "",
+            *_table(["", "holds", "p50 ms", "p99 ms", "max ms"], rows),
+            "", f"Machine load: {h['load_1m']:.2f} (1-minute load average at the start, this"
+            f" bench included); cores busy with other work during it: {h['others_cores']:.2f}.",
+            "", holds_checks(h)]
+
+
+def holds_checks(h: dict[str, Any]) -> str:
+    """The held seats' invariants, as one sentence."""
+    return (f"Postgres after the holds — {h['holds']:,} holds ({h['acked']:,} acked opens,"
+            f" {h['held']:,} answered as held): never lapsed {h['never_lapsed']}, lapsed twice"
+            f" {h['lapsed_twice']}, never released {h['unreleased']}, released twice"
+            f" {h['released_twice']}, groups still open {h['still_open']}, stock still taken"
+            f" {h['stock_taken']}, seats still holding {h['seats_holding']},"
+            f" acked-but-not-committed {h['lost_acks']}.")
+
+
 def render(results: dict[str, Any]) -> str:
     """Every table, as Markdown, with the ratios the targets are stated in."""
     out: list[str] = []
@@ -319,6 +371,7 @@ def render(results: dict[str, Any]) -> str:
                f" mall: over-full {mall_inv.get('overfull', '–')},"
                f" oversold {mall_inv.get('oversold', '–')}"
                f" (stock mismatch {mall_inv.get('stock_mismatch', '–')}).")
+    out += paid_orders_line(inv, mall_inv)
 
     fan = results.get("fanout", [])
     if fan:
@@ -408,6 +461,7 @@ def render(results: dict[str, Any]) -> str:
                        for label, pipe in pipes])
     out += bargain_tables(results)
     out += lottery_tables(results)
+    out += holds_tables(results)
     if ins:
         out.append("")
         out.append("### c. Postgres batched inserts (executemany, 100-row batches, 1 connection)")

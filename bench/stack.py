@@ -86,6 +86,16 @@ LOTTERY_PRIZES: tuple[dict[str, Any], ...] = (
 )
 
 
+# The held-seat scenario's one group-buy campaign, on a deployment of its own too (its own
+# Ray namespace and database): its `[pipeline] sandbox_pays` is "on_request", so an open
+# only holds the leader's seat until its hold lapses, unpaid (the main deployment's
+# sandbox pays within the join). Stock and groups led are far above the holds made.
+HOLDS_CAMPAIGN = "bench-holds"
+HOLDS_DATABASE = "fission_bench_holds"
+HOLDS_GROUP_SIZE = 2  # never reached: no leader pays, so no group opens to others
+HOLDS_TIME_LIMIT = 3600  # s: a group's deadline far after its leader's hold ends
+
+
 def ray_env() -> dict[str, str]:
     """What a local-only Ray head and its drivers need, with this checkout importable."""
     env = support_stack.ray_env()
@@ -193,6 +203,25 @@ def lottery_config_document(database_url: str, redis_url: str, ray_address: str,
     return doc
 
 
+def holds_config_document(database_url: str, redis_url: str, ray_address: str,
+                          namespace: str, data_dir: Path, hold_seconds: int
+                          ) -> dict[str, Any]:
+    """The held-seat deployment's config: the holds campaign alone, paid for at the join
+    and held `hold_seconds` (long enough that every hold is pending at once), the sandbox
+    paying only on request (never, in the scenario); the main deployment's server
+    settings and shard count."""
+    campaign = configs.campaign(HOLDS_CAMPAIGN, size=HOLDS_GROUP_SIZE, stock=LIMITLESS,
+                                time_limit=HOLDS_TIME_LIMIT, led=LIMITLESS,
+                                joined=LIMITLESS, pay=True, pay_within=hold_seconds)
+    doc = configs.document(
+        [campaign], shards=SHARDS, namespace=namespace, database_url=database_url,
+        redis_url=redis_url, ray_address=ray_address, data_dir=str(data_dir),
+        server=dict(SERVER))
+    doc["auth"]["secret"] = SECRET
+    doc["pipeline"] = {**doc["pipeline"], "sandbox_pays": "on_request"}
+    return doc
+
+
 @dataclass
 class Stack:
     """What `python -m bench` runs against; `close()` stops what it started."""
@@ -203,11 +232,17 @@ class Stack:
     gateways: list[Process] = field(default_factory=list)
     others: list[Process] = field(default_factory=list)
     lottery_gateways: list[Process] = field(default_factory=list)
+    holds_gateways: list[Process] = field(default_factory=list)
 
     @property
     def lottery_database_url(self) -> str:
         """The lottery deployment's database, on the same Postgres server."""
         return db.with_database(self.database_url, LOTTERY_DATABASE)
+
+    @property
+    def holds_database_url(self) -> str:
+        """The held-seat deployment's database, on the same Postgres server."""
+        return db.with_database(self.database_url, HOLDS_DATABASE)
 
     def start_gateways(self, ray_address: str, count: int) -> list[Process]:
         """`count` `fission serve` processes with the bench config, each on a free port.
@@ -241,6 +276,29 @@ class Stack:
         self.lottery_gateways.append(gateway)
         return gateway
 
+    def start_holds(self, ray_address: str, hold_seconds: int) -> Process:
+        """One `fission serve` of the held-seat deployment (see HOLDS_CAMPAIGN), as
+        `start_lottery` does for the lottery's: create its database with
+        `prepare_database(self.holds_database_url)` first. Returns at once."""
+        doc = holds_config_document(self.holds_database_url, self.redis_url, ray_address,
+                                    f"bench{os.getpid()}holds", self.tmp / "data-holds",
+                                    hold_seconds)
+        path = self.tmp / "bench-holds.toml"
+        path.write_text(configs.to_toml(doc))
+        port = free_port()
+        gateway = spawn(f"holds-gateway{len(self.holds_gateways)}", [
+            "-m", "server.cli", "serve", "--config", str(path), "--port", str(port)],
+            self.tmp, port)
+        self.holds_gateways.append(gateway)
+        return gateway
+
+    def stop_holds(self) -> None:
+        """Stop the held-seat deployment's gateways (its actors idle on, as the
+        lottery's do)."""
+        for process in self.holds_gateways:
+            stop_group(process.proc, 10)
+        self.holds_gateways.clear()
+
     def stop_lottery(self) -> None:
         """Stop the lottery deployment's gateways (its detached actors idle on until the
         Ray head stops with the run)."""
@@ -261,11 +319,13 @@ class Stack:
             self.others.remove(process)
 
     def close(self) -> None:
-        for process in [*self.others, *self.gateways, *self.lottery_gateways]:
+        for process in [*self.others, *self.gateways, *self.lottery_gateways,
+                        *self.holds_gateways]:
             stop_group(process.proc, 10)
         self.others.clear()
         self.gateways.clear()
         self.lottery_gateways.clear()
+        self.holds_gateways.clear()
 
 
 async def pg(database_url: str) -> asyncpg.Connection:
