@@ -103,6 +103,16 @@ class PipelineHost:
         await self._start
         return await self.worker.refund(user, order_id)
 
+    async def give_back(self, campaign: str, payment: str, payer: str, amount: int) -> str:
+        """Give back money for a payment its game no longer holds (see the worker)."""
+        await self._start
+        return await self.worker.give_back(campaign, payment, payer, amount)
+
+    async def refund_outcome(self, refund_id: str, status: str) -> str:
+        """Record how the provider says a refund ended."""
+        await self._start
+        return await self.worker.refund_outcome(refund_id, status)
+
     async def withdraw(self, user: str, key: str, amount: int) -> str:
         """Withdraw settled commission; the answer as JSON text."""
         await self._start

@@ -32,6 +32,15 @@ class PipelineClient:
         """Refund `user`'s order inside its return window."""
         return await self._call("refund", user, order_id)
 
+    async def give_back(self, campaign: str, payment: str, payer: str, amount: int
+                        ) -> Answer:
+        """Give back money for a payment its game no longer holds."""
+        return await self._call("give_back", campaign, payment, payer, amount)
+
+    async def refund_outcome(self, refund_id: str, status: str) -> Answer:
+        """Record how the provider says a refund ended."""
+        return await self._call("refund_outcome", refund_id, status)
+
     async def withdraw(self, user: str, key: str, amount: int) -> Answer:
         """`user` withdraws `amount` fen; `key` makes a repeat answer the first."""
         return await self._call("withdraw", user, key, amount)

@@ -25,10 +25,10 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from actors import answers, backoff, commissions, notices, paygates, refunds, withdrawals
+from actors import checks as provider_checks
 from actors.answers import Answer
 from actors.commissions import FreshOrder
-from actors.paygate import PaymentGateway, PaymentNotFound
-from actors.paygate import PaymentStatus as PayStatus
+from actors.paygate import PaymentGateway
 from actors.payments import Movement, adapter
 from actors.sandbox_books import SandboxBooks
 from games.topics import user_topic
@@ -211,10 +211,16 @@ class PipelineWorker:
         return total
 
     async def send_refunds(self) -> int:
-        """Ask the provider for the refunds decided so far (see actors.refunds)."""
+        """Ask the provider for the refunds decided so far (see actors.refunds), and
+        about the lapsed holds (actors.checks); how many it answered."""
         total = 0
         while (sent := await refunds.dispatch(self._pool, self._gateway)) > 0:
             total += sent
+        while (asked := await provider_checks.dispatch(self._pool, self._gateway,
+                                                       self.config)) > 0:
+            total += asked
+        if asked or total:
+            await self.deliver_notices()  # the answers go to their games at once
         return total
 
     async def settle_once(self, now: datetime | None = None) -> int:
@@ -257,6 +263,42 @@ class PipelineWorker:
         answer = await self._answer(work)
         self._wake.set()  # its notices go out from the drain loop
         return answer
+
+    async def give_back(self, campaign: str, payment: str, payer: str, amount: int
+                        ) -> Answer:
+        """Money the provider took for `payment`, which its game no longer holds (a
+        campaign let go of after its end): given back whole, once, unless our books
+        already hold it (a redelivery of a payment that bought something)."""
+        async def work(conn: asyncpg.Connection) -> tuple[Answer, list[LiveEvent]]:
+            if await conn.fetchval("SELECT 1 FROM payments WHERE kind = 'payment'"
+                                   " AND payment_id = $1", payment):
+                return answers.ok({"given_back": False}), []
+            taken = Movement("payment", campaign, "released", payment, payer, amount,
+                             payment)
+            await self._payments.record(conn, [taken, Movement(
+                "refund", campaign, "released", payment, payer, amount, payment)])
+            await refunds.request(conn, [refunds.Wanted(payment, payer, amount, amount)])
+            log.error("payment %s (%d fen) named nothing its game holds: refunded",
+                      payment, amount)
+            return answers.ok({"given_back": True}), []
+
+        answer = await self._answer(work)
+        self._wake.set()  # the refund goes out from the drain loop
+        return answer
+
+    async def refund_outcome(self, refund_id: str, status: str) -> Answer:
+        """How the provider says a refund ended (`succeeded`, `closed`, `abnormal`):
+        recorded, moving its status only forward."""
+        async def work(conn: asyncpg.Connection) -> tuple[Answer, list[LiveEvent]]:
+            if status == "abnormal":
+                log.error("refund %s is abnormal at the provider: an operator must act",
+                          refund_id)
+            await conn.execute(
+                "UPDATE provider_refunds SET status = $2, updated_at = now()"
+                " WHERE refund_id = $1 AND status IN ('requested', 'processing')",
+                refund_id, status)
+            return answers.ok({}), []
+        return await self._answer(work)
 
     async def withdraw(self, user: str, key: str, amount: int) -> Answer:
         """`user` withdraws `amount` fen of settled commission (see actors.withdrawals)."""
@@ -386,7 +428,8 @@ class PipelineWorker:
         await refunds.request(conn, [refunds.Wanted(m.payment, m.user, m.amount, m.amount)
                                      for m in fresh_refunds if m.payment])
         for campaign, line in checks:
-            await self._check(conn, campaign, line)
+            # Asked after this commits (actors.checks): never a provider call in here.
+            await provider_checks.ask(conn, campaign, line["user"], line["payment"])
         earned, earned_live = await commissions.earn(conn, confirmed, self.config)
         # After the commissions: a notice's facts tell who earned what on the order.
         await notices.write(conn, self.config, notices.PAID,
@@ -399,22 +442,6 @@ class PipelineWorker:
         self.refunds_total += len(fresh_refunds)
         self.commissions_total += len(earned)
         return live + earned_live
-
-    async def _check(self, conn: asyncpg.Connection, campaign: str, line: dict[str, Any]
-                     ) -> None:
-        """Ask the provider about a lapsed hold's payment and tell the game its word:
-        paid (a notification that never came) or closed (never paid, and now it cannot
-        be: the provider closes a payment when its hold ends)."""
-        payment = line["payment"]
-        try:
-            state = await self._gateway.query(payment)
-        except PaymentNotFound:
-            outcome, amount = "closed", 0  # never created at the provider: never paid
-        else:
-            paid = state.status in (PayStatus.PAID, PayStatus.REFUNDED)
-            outcome, amount = ("paid", state.amount) if paid else ("closed", 0)
-        await notices.payment(conn, self.config, campaign, line["user"], payment, outcome,
-                              amount)
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics."""

@@ -4,8 +4,10 @@ The transaction that decides a refund (a failed group's paid member, a payment t
 too late, an order returned) writes a `provider_refunds` row with its refund id, derived
 from the payment, so deciding twice asks once. After the commit `dispatch` sends what is
 requested to the provider, which refunds a refund id once however often it is asked; a
-refused or failed request is kept and asked again, and one that keeps failing is set
-`abnormal` for an operator, never dropped.
+refused or failed request is kept and asked again after a growing pause (actors.retries:
+an outage of hours is waited out), and one that fails for days is set `abnormal` for an
+operator, never dropped. A status only moves forward: a notification that told how a
+refund ended is never overwritten by a slower dispatch.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from actors import retries
 from actors.paygate import PaymentError, PaymentGateway, RefundRequest, RefundStatus
 
 log = logging.getLogger("fission.refunds")
-
-MAX_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -55,27 +56,39 @@ async def dispatch(pool: asyncpg.Pool, gateway: PaymentGateway, limit: int = 200
     """Send the requested refunds to the provider; how many it accepted."""
     rows = await pool.fetch(
         "SELECT refund_id, payment_id, amount, total, attempts FROM provider_refunds"
-        " WHERE status = 'requested' ORDER BY created_at LIMIT $1", limit)
+        " WHERE status = 'requested' AND next_attempt_at <= now()"
+        " ORDER BY next_attempt_at LIMIT $1", limit)
     accepted = 0
     for row in rows:
         try:
             result = await gateway.refund(RefundRequest(
                 payment_id=row["payment_id"], refund_id=row["refund_id"],
                 amount=row["amount"], total=row["total"], reason="拼团退款"))
-        except (PaymentError, OSError) as exc:
-            failed = row["attempts"] + 1 >= MAX_ATTEMPTS
-            log.warning("refund %s refused (%s)%s", row["refund_id"], exc,
-                        "; set abnormal" if failed else "; asking again later")
+        except Exception as exc:
+            attempts = row["attempts"] + 1
+            given_up = attempts >= retries.GIVE_UP_AFTER or (
+                isinstance(exc, PaymentError) and 400 <= exc.status < 500
+                and exc.status != 429 and attempts >= 3)
+            (log.error if given_up else log.warning)(
+                "refund %s of %s failed (%r)%s", row["refund_id"], row["payment_id"], exc,
+                "; set abnormal for an operator" if given_up else "; asking again later")
             await pool.execute(
-                "UPDATE provider_refunds SET attempts = attempts + 1, last_error = $2,"
-                " status = CASE WHEN $3 THEN 'abnormal' ELSE status END, updated_at = now()"
-                " WHERE refund_id = $1", row["refund_id"], str(exc)[:500], failed)
+                "UPDATE provider_refunds SET attempts = $2, last_error = $3,"
+                " status = CASE WHEN $4 THEN 'abnormal' ELSE status END,"
+                " next_attempt_at = now() + make_interval(secs => $5), updated_at = now()"
+                " WHERE refund_id = $1 AND status = 'requested'",
+                row["refund_id"], attempts, str(exc)[:500], given_up,
+                retries.pause(attempts))
             continue
         status = ("succeeded" if result.status is RefundStatus.SUCCEEDED
                   else "processing" if result.status is RefundStatus.PROCESSING
                   else result.status.value)
+        if status == "abnormal":
+            log.error("refund %s of %s is abnormal at the provider: an operator must act",
+                      row["refund_id"], row["payment_id"])
         await pool.execute(
             "UPDATE provider_refunds SET status = $2, attempts = attempts + 1,"
-            " updated_at = now() WHERE refund_id = $1", row["refund_id"], status)
+            " updated_at = now() WHERE refund_id = $1 AND status = 'requested'",
+            row["refund_id"], status)
         accepted += 1
     return accepted

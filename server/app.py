@@ -72,10 +72,11 @@ class Server:
                              self.pipeline.ready.remote())
         self.client = ShardClient(self.shards, observe=self.metrics.actor_call,
                                   max_inflight=self.config.ray.calls_in_flight)
+        pipeline = PipelineClient(self.pipeline)
         self.paydesk = PayDesk(self.config, await paygates.open_gateway(self.config, self.pool),
-                               self.client, self.pool)
-        self.gateway = Gateway(self.config, self.client, self.pool, self.metrics,
-                               PipelineClient(self.pipeline), self.paydesk)
+                               self.client, pipeline)
+        self.gateway = Gateway(self.config, self.client, self.pool, self.metrics, pipeline,
+                               self.paydesk)
         self.gateway.ranks = RankCache(self.redis)  # ranked reads (storage.ranks)
         gcstats.settle()
 

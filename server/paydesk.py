@@ -19,10 +19,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-import asyncpg
-
+from actors.answers import Answer
 from actors.client import ShardClient
 from actors.paygate import (
     NotificationRefused,
@@ -41,6 +40,15 @@ from storage.config import Config
 
 log = logging.getLogger("fission.payments")
 
+class Ledger(Protocol):
+    """What the desk asks of the pipeline (actors.pipeline_client.PipelineClient)."""
+
+    async def give_back(self, campaign: str, payment: str, payer: str, amount: int
+                        ) -> Answer: ...
+
+    async def refund_outcome(self, refund_id: str, status: str) -> Answer: ...
+
+
 # Who a provider's word is sent as (an owner remembers answers by user and key).
 PROVIDER_USER = "provider"
 # How a pending payment reads in an owner's compact answer (games.payments.view).
@@ -53,9 +61,10 @@ class PayDesk:
     Postgres) or WeChat Pay."""
 
     def __init__(self, config: Config, provider: PaymentGateway, client: ShardClient,
-                 pool: asyncpg.Pool | None = None) -> None:
+                 pipeline: Ledger | None = None) -> None:
         self.config = config
-        self.pool = pool  # where a refund's outcome is recorded (actors.refunds)
+        # The one writer of money tables: refunds' outcomes and money given back.
+        self.pipeline = pipeline
         self.provider = provider
         self.client = client
         # Only the sandbox's payer can pay within the command.
@@ -76,15 +85,22 @@ class PayDesk:
             return answer
         found = self.config.campaign(campaign)
         title = found.title if found is not None else campaign
+        expires_at = int(datetime.fromisoformat(str(payment["expires_at"])).timestamp() * 1000)
+        if expires_at <= now_ms():
+            return answer  # its hold has ended (the provider is being asked): nothing to pay
         request = PaymentRequest(
             payment_id=str(payment["id"]), user=user, amount=int(payment["amount"]),
-            description=title[:127],
-            expires_at=int(datetime.fromisoformat(str(payment["expires_at"])).timestamp()
-                           * 1000))
+            description=title[:127], expires_at=expires_at)
         try:
             params = await self.provider.create(request)
         except PaymentError as exc:
+            if exc.code == "ORDERPAID":
+                return answer  # paid already (a repeat of the join): its word is coming
             log.warning("creating payment %s failed: %s", request.payment_id, exc)
+            raise ApiError("payment_failed",
+                           "the payment could not be created; try again") from None
+        except OSError as exc:  # the provider unreachable: the client retries, same key
+            log.warning("creating payment %s failed: %r", request.payment_id, exc)
             raise ApiError("payment_failed",
                            "the payment could not be created; try again") from None
         if self.immediate and isinstance(self.provider, SandboxBooks):
@@ -114,12 +130,10 @@ class PayDesk:
             # ended (WeChat accepts a refund as processing, then notifies).
             log.info("refund %s is %s", notification.refund_id, notification.refund_status)
             status = notification.refund_status
-            if self.pool is not None and status is not None and status.value in (
+            if self.pipeline is not None and status is not None and status.value in (
                     "succeeded", "closed", "abnormal"):
-                await self.pool.execute(
-                    "UPDATE provider_refunds SET status = $2, updated_at = now()"
-                    " WHERE refund_id = $1 AND status IN ('requested', 'processing')",
-                    notification.refund_id, status.value)
+                decoded(result_of(await self.pipeline.refund_outcome(
+                    notification.refund_id, status.value)))
             return {}
         if notification.status is not PaymentStatus.PAID:
             return {}
@@ -143,19 +157,11 @@ class PayDesk:
                 raise
             # Money for a payment its game no longer holds (a campaign let go of after
             # its end): nothing can seat it, so it goes back whole, once.
-            await self._give_back(notification.payment_id, notification.payer or "",
-                                  notification.amount)
+            if self.pipeline is not None and notification.amount > 0:
+                decoded(result_of(await self.pipeline.give_back(
+                    campaign, notification.payment_id, notification.payer or "unknown",
+                    notification.amount)))
             return {}
-
-    async def _give_back(self, payment: str, payer: str, amount: int) -> None:
-        log.error("payment %s (%d fen) names nothing its game holds: refunding it",
-                  payment, amount)
-        if self.pool is None or amount < 1:
-            return
-        await self.pool.execute(
-            "INSERT INTO provider_refunds (refund_id, payment_id, user_id, amount, total)"
-            " VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
-            f"r{payment}", payment, payer[:64] or "unknown", amount)
 
     async def sandbox_pay(self, user: str, payment_id: str) -> dict[str, Any]:
         """The sandbox's payer `user` pays `payment_id` now (`on_request` mode)."""

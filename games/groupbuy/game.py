@@ -196,6 +196,12 @@ class GroupBuy:
             frames.append(Publish(topics.user_topic(event.user), 0, {
                 "type": "seat_released", "campaign": cid, "group": event.group,
                 "payment": event.payment}))
+            if event.ask:  # released before its hold ended: the provider is asked
+                seat = group.seat(event.payment)
+                assert seat is not None
+                outbox = Outbox("check", (Line(user=event.user, sku=sku, amount=seat.amount,
+                                               instance=event.group, line=event.payment,
+                                               payment=event.payment),))
         return Applied(instance=event.group, seq=event.seq, type=event.type, data=data,
                        frames=frames, outbox=outbox, deadline=deadline, also=also)
 

@@ -195,13 +195,16 @@ class HoldLapsed:
 
 @dataclass(frozen=True)
 class SeatReleased:
-    """`payment` was never paid: its seat and its unit of stock go back."""
+    """`payment` was not paid: its seat and its unit of stock go back. `ask`: released
+    without the provider's word (its group's time ran out first), so the provider is
+    asked now, and money it took after all goes back."""
 
     group: str
     seq: int
     user: str
     payment: str
     at: int
+    ask: bool = False
     type: str = "seat_released"
 
 
@@ -496,7 +499,8 @@ def _decide_expire(state: GroupBuyState, command: ExpireGroup, now: int) -> list
         events: list[Event] = []
         for seat in group.holding():
             events.append(SeatReleased(group=group.id, seq=seq, user=seat.user,
-                                       payment=seat.payment, at=now))
+                                       payment=seat.payment, at=now,
+                                       ask=seat.status is SeatStatus.HELD))
             seq += 1
         missing = group.size - len(group.members)
         return [
@@ -504,7 +508,15 @@ def _decide_expire(state: GroupBuyState, command: ExpireGroup, now: int) -> list
             VirtualFilled(group=group.id, seq=seq, count=missing, at=now),
             *_completion(state.campaign, group, group.members, seq + 1, now),
         ]
-    events = [GroupFailed(group=group.id, seq=seq, at=now)]
+    # Seats still held go back first, each asked about (money the provider took for one
+    # after all goes back); then the group fails and refunds its paid members.
+    events = []
+    for seat in group.holding():
+        events.append(SeatReleased(group=group.id, seq=seq, user=seat.user,
+                                   payment=seat.payment, at=now,
+                                   ask=seat.status is SeatStatus.HELD))
+        seq += 1
+    events.append(GroupFailed(group=group.id, seq=seq, at=now))
     paid = {seat.user: seat.payment for seat in group.seats if seat.status is SeatStatus.PAID}
     for offset, member in enumerate(group.members, start=1):
         events.append(

@@ -351,6 +351,10 @@ UNPROVOKED = {
                                                      " (test_lottery.py proves it)",
     ("POST", "/api/payments/{adapter}/notify", 200): "needs the sandbox's signature"
                                                      " (test_payments.py proves it)",
+    **{(verb, path, 502): "needs a payment provider that fails (test_payments.py proves it)"
+       for verb, path in (("POST", "/api/groupbuys/{campaign}/groups"),
+                          ("POST", "/api/groupbuys/{campaign}/groups/{group}/join"),
+                          ("POST", "/api/bargains/{campaign}/{bargain}/buy"))},
     **{("POST", "/api/sandbox/payments/{payment}/pay", status): "needs sandbox_pays ="
        ' "on_request", which this stack leaves immediate (test_payments.py proves it)'
        for status in (200, 403, 409)},

@@ -68,7 +68,7 @@ async def test_old_orders_payments_and_outbox_rows_move_to_deal_lines(
              json.dumps(pending), None), (3, "refunded", json.dumps(refund), None)])
         await conn.execute("UPDATE outbox SET processed_at = now() WHERE version = 1")
 
-        assert await migrate(conn) == [4, 5, 6, 7, 8, 9, 10, 11, 12]
+        assert await migrate(conn) == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
         kinds = [r["type"] for r in await conn.fetch("SELECT type FROM outbox ORDER BY id")]
         assert kinds == ["deal", "deal", "refund"]
         lines = json.loads(await conn.fetchval("SELECT data FROM outbox WHERE version = 2"))

@@ -109,8 +109,8 @@ async def shop(clean: Services, shard_factory: Factory) -> AsyncIterator[Shop]:
     await worker.start()
     conn = await asyncpg.connect(clean.database_url)
     try:
-        yield Shop(config, owner, worker, PayDesk(config, books, OwnerClient(owner), pool),  # type: ignore[arg-type]
-                   conn, clock)
+        desk = PayDesk(config, books, OwnerClient(owner), worker)  # type: ignore[arg-type]
+        yield Shop(config, owner, worker, desk, conn, clock)
     finally:
         await conn.close()
         await worker.stop()
@@ -281,6 +281,14 @@ async def test_forged_stale_replayed_and_reordered_notifications_change_nothing(
         assert told == {}
     refunds = await shop.conn.fetch("SELECT payment_id, amount FROM provider_refunds")
     assert [(r["payment_id"], r["amount"]) for r in refunds] == [(orphan, PRICE)]
+    # Our books record it taken and given back; a payment that bought a seat never is.
+    kinds = await shop.conn.fetch("SELECT kind, amount FROM payments WHERE payment_id = $1"
+                                  " ORDER BY kind", orphan)
+    assert [(r["kind"], r["amount"]) for r in kinds] == [("payment", PRICE),
+                                                          ("refund", PRICE)]
+    given = json.loads(await shop.worker.give_back("c1", payment, "alice", PRICE))
+    assert given["result"] == {"given_back": False}
+    await _balanced(shop.conn)
 
 
 async def _balanced(conn: asyncpg.Connection) -> None:
@@ -366,7 +374,13 @@ async def test_wechat_pay_notifications_seat_once_and_forgeries_change_nothing(
     fake = wx.FakeWechat()
     gateway = wx.gateway(fake)  # its requests and the fake's answers on 2018's clock
     pool = await db.create_pool(clean.database_url, min_size=1, max_size=1)
-    desk = PayDesk(config, gateway, OwnerClient(owner), pool)  # type: ignore[arg-type]
+
+    async def send(commands: list[dict[str, Any]]) -> list[str]:
+        return await owner.submit_json(commands)
+
+    worker = PipelineWorker(config, clean.database_url, send=send)
+    await worker.start()
+    desk = PayDesk(config, gateway, OwnerClient(owner), worker)  # type: ignore[arg-type]
     [opened] = await owner.submit([cmd("open", "alice", key="wx-open")])
     fake.answer(200, {"prepay_id": "wx201410272009395522657a690389285100"})
     answer = await desk.settle("alice", "c1", opened["result"])
@@ -418,4 +432,102 @@ async def test_wechat_pay_notifications_seat_once_and_forgeries_change_nothing(
                                  body) == {}
         assert await pool.fetchval("SELECT status FROM provider_refunds") == "succeeded"
     finally:
+        await worker.stop()
         await pool.close()
+
+
+class Outage:
+    """The provider down: its queries and refunds fail until `up` is set."""
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+        self.up = False
+        self.name = provider.name
+
+    async def query(self, payment: str) -> Any:
+        if not self.up:
+            raise OSError("provider unreachable")
+        return await self.provider.query(payment)
+
+    async def refund(self, request: Any) -> Any:
+        if not self.up:
+            raise OSError("provider unreachable")
+        return await self.provider.refund(request)
+
+    async def create(self, request: Any) -> Any:
+        if not self.up:
+            raise OSError("provider unreachable")
+        return await self.provider.create(request)
+
+
+async def test_a_provider_that_cannot_create_the_payment_is_a_payment_failed_to_retry(
+        shop: Shop) -> None:
+    outage = Outage(shop.desk.provider)
+    desk = PayDesk(shop.config, outage, OwnerClient(shop.owner), shop.worker)  # type: ignore[arg-type]
+    [opened] = await shop.owner.submit([cmd("open", "alice", key="fail-1")])
+    with pytest.raises(ApiError) as failed:
+        await desk.settle("alice", "c1", opened["result"])
+    assert failed.value.code == "payment_failed" and failed.value.status == 502
+    outage.up = True  # the client retries with its key: the same payment, created now
+    [again] = await shop.owner.submit([cmd("open", "alice", key="fail-1")])
+    answer = await desk.settle("alice", "c1", again["result"])
+    assert answer["payment"]["id"] == opened["result"]["payment"]["id"]
+    assert "params" in answer["payment"]
+
+
+async def test_a_provider_outage_holds_up_no_order_and_is_waited_out(shop: Shop) -> None:
+    outage = Outage(shop.desk.provider)
+    shop.worker._gateway = outage  # type: ignore[assignment]
+    # A hold lapses while the provider is down: the question waits, the outbox does not.
+    opened = await shop.command("open", "alice")
+    await shop.pay("alice", opened["payment"]["id"])
+    group = opened["group"]["id"]
+    bob = (await shop.command("join", "bob", group))["payment"]
+    shop.clock.now = _ms(bob["expires_at"])
+    await shop.owner.expire_due()
+    await shop.settle_everything()
+    check = await shop.conn.fetchrow("SELECT attempts, answered_at, next_attempt_at > now()"
+                                     " AS later FROM provider_checks")
+    assert check["attempts"] >= 1 and check["answered_at"] is None and check["later"]
+    row = await shop.conn.fetchrow("SELECT seats FROM groups WHERE id = $1", group)
+    assert [s[4] for s in json.loads(row["seats"])] == ["paid", "checking"]
+    # Meanwhile another group completes: its orders are made and confirmed.
+    other = await shop.command("open", "cat", key="o2")
+    await shop.pay("cat", other["payment"]["id"])
+    for user in ("dan", "eve"):
+        joined = await shop.command("join", user, other["group"]["id"])
+        await shop.pay(user, joined["payment"]["id"])
+    await shop.settle_everything()
+    confirmed = await shop.conn.fetchval(
+        "SELECT count(*) FROM orders WHERE instance = $1 AND confirmed_at IS NOT NULL",
+        other["group"]["id"])
+    assert confirmed == 3
+    # The provider is back: the question is asked again once due, and the seat goes.
+    outage.up = True
+    await shop.conn.execute("UPDATE provider_checks SET next_attempt_at = now()")
+    await shop.settle_everything()
+    await shop.worker.send_refunds()
+    await shop.owner.flush()
+    row = await shop.conn.fetchrow("SELECT seats FROM groups WHERE id = $1", group)
+    assert [s[4] for s in json.loads(row["seats"])] == ["paid", "released"]
+
+
+async def test_refunds_during_an_outage_wait_and_go_once_it_ends(shop: Shop) -> None:
+    outage = Outage(shop.desk.provider)
+    shop.worker._gateway = outage  # type: ignore[assignment]
+    opened = await shop.command("open", "alice")
+    await shop.pay("alice", opened["payment"]["id"])
+    shop.clock.now = _ms(opened["group"]["expires_at"])
+    await shop.owner.expire_due()  # fails: alice is refunded
+    await shop.settle_everything()
+    row = await shop.conn.fetchrow("SELECT status, attempts, next_attempt_at > now() AS later"
+                                   " FROM provider_refunds")
+    assert row["status"] == "requested" and row["attempts"] >= 1 and row["later"]
+    assert await shop.worker.send_refunds() == 0  # not due yet: not asked again at once
+    outage.up = True
+    await shop.conn.execute("UPDATE provider_refunds SET next_attempt_at = now()")
+    assert await shop.worker.send_refunds() >= 1
+    row = await shop.conn.fetchrow("SELECT status FROM provider_refunds")
+    assert row["status"] == "succeeded"
+    books = await shop.conn.fetchval("SELECT refunded FROM sandbox_payments")
+    assert books == PRICE

@@ -202,8 +202,14 @@ def test_a_failed_group_refunds_paid_members_what_they_paid_and_releases_holds()
     group = play.paid_group()
     held = play.hold("amy", group)
     events = play.do(ExpireGroup(group), NOW + LIMIT)
-    assert [e.type for e in events] == ["group_failed", "refunded"]
-    refund = events[1]
+    assert [e.type for e in events] == ["seat_released", "group_failed", "refunded"]
+    released = events[0]
+    # Released before its own hold ended: the provider is asked, in case it was paid.
+    assert isinstance(released, SeatReleased) and released.ask
+    outbox = GAME.applied(play.state.campaign, play.state, released).outbox  # type: ignore[arg-type]
+    assert outbox is not None and outbox.kind == "check"
+    assert [line.payment for line in outbox.lines] == [held]
+    refund = events[2]
     assert isinstance(refund, Refunded) and refund.user == "lead" and refund.amount == PRICE
     assert refund.payment == play.state.groups[group].seats[0].payment
     assert play.state.stock_left == 100
@@ -211,6 +217,22 @@ def test_a_failed_group_refunds_paid_members_what_they_paid_and_releases_holds()
     assert seat is not None and seat.status is SeatStatus.RELEASED
     # Amy pays after the group failed: her money goes straight back.
     assert [e.type for e in play.pay(held, NOW + LIMIT + 1)] == ["payment_returned"]
+
+
+def test_a_hold_ending_with_its_group_is_asked_about_not_dropped() -> None:
+    """A join in its group's last minutes: its hold ends when the group does, and the
+    group's deadline fires first. The seat goes with the group, and the provider is
+    asked; money it took after all goes back whole."""
+    play = Play()
+    group = play.paid_group()
+    held = play.hold("amy", group, NOW + LIMIT - 60_000)
+    seat = play.state.groups[group].seat(held)
+    assert seat is not None and seat.until == NOW + LIMIT
+    events = play.do(ExpireGroup(group), NOW + LIMIT)
+    assert [(e.type, getattr(e, "ask", None)) for e in events] == [
+        ("seat_released", True), ("group_failed", None), ("refunded", None)]
+    assert play.do(ExpireHold(held), NOW + LIMIT) == []  # its own deadline: nothing left
+    assert [e.type for e in play.pay(held, NOW + LIMIT + 5)] == ["payment_returned"]
 
 
 def test_a_leader_who_never_pays_fails_the_group_with_nothing_to_refund() -> None:
