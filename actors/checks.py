@@ -12,6 +12,7 @@ question marked answered, in one short transaction.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import asyncpg
@@ -21,6 +22,8 @@ from actors.paygate import PaymentGateway, PaymentNotFound, PaymentStatus
 from storage.config import Config
 
 log = logging.getLogger("fission.checks")
+
+ASKED_AT_ONCE = 8  # questions in flight to the provider (its pool, its rate limits)
 
 
 async def ask(conn: asyncpg.Connection, campaign: str, user: str, payment: str) -> None:
@@ -32,39 +35,56 @@ async def ask(conn: asyncpg.Connection, campaign: str, user: str, payment: str) 
 
 
 async def dispatch(pool: asyncpg.Pool, gateway: PaymentGateway, config: Config,
-                   limit: int = 200) -> int:
-    """Ask the provider about the checks due; how many it answered."""
+                   limit: int = 500) -> int:
+    """Ask the provider about the checks due (a few at a time); how many it answered.
+    The answers' notices are written together, in one short transaction."""
     rows = await pool.fetch(
         "SELECT payment_id, campaign, user_id, attempts FROM provider_checks"
         " WHERE answered_at IS NULL AND next_attempt_at <= now()"
         " ORDER BY next_attempt_at LIMIT $1", limit)
-    answered = 0
-    for row in rows:
-        payment = row["payment_id"]
-        try:
-            state = await gateway.query(payment)
-        except PaymentNotFound:
-            outcome, amount = "closed", 0  # never created at the provider: never paid
-        except Exception as exc:
-            attempts = row["attempts"] + 1
-            log.warning("asking about payment %s failed (%r); again in %.0f s", payment,
-                        exc, retries.pause(attempts))
-            await pool.execute(
-                "UPDATE provider_checks SET attempts = $2, last_error = $3,"
-                " next_attempt_at = now() + make_interval(secs => $4)"
-                " WHERE payment_id = $1", payment, attempts, str(exc)[:500],
-                retries.pause(attempts))
-            continue
-        else:
-            # Paid (or refunded since: the game finds it given back and does nothing),
-            # else not paid; the provider closes a payment at its time_expire, the
-            # hold's end, so it cannot be paid from now on.
-            taken = state.status in (PaymentStatus.PAID, PaymentStatus.REFUNDED)
-            outcome, amount = ("paid", state.amount) if taken else ("closed", 0)
+    if not rows:
+        return 0
+    gate = asyncio.Semaphore(ASKED_AT_ONCE)
+
+    async def one(row: asyncpg.Record) -> tuple[str, int] | None:
+        async with gate:
+            return await _answer(pool, gateway, row)
+
+    found = await asyncio.gather(*(one(row) for row in rows))
+    answered = [(row, answer) for row, answer in zip(rows, found, strict=True)
+                if answer is not None]
+    if answered:
         async with pool.acquire() as conn, conn.transaction():
-            await notices.payment(conn, config, row["campaign"], row["user_id"], payment,
-                                  outcome, amount)
+            for row, (outcome, amount) in answered:
+                await notices.payment(conn, config, row["campaign"], row["user_id"],
+                                      row["payment_id"], outcome, amount)
             await conn.execute("UPDATE provider_checks SET answered_at = now()"
-                               " WHERE payment_id = $1", payment)
-        answered += 1
-    return answered
+                               " WHERE payment_id = ANY($1::text[])",
+                               [row["payment_id"] for row, _ in answered])
+    return len(answered)
+
+
+async def _answer(pool: asyncpg.Pool, gateway: PaymentGateway, row: asyncpg.Record
+                  ) -> tuple[str, int] | None:
+    """The provider's word on the row's payment: ("paid", fen) or ("closed", 0); None
+    when it could not be asked (the row is then due again after a pause)."""
+    payment = row["payment_id"]
+    try:
+        state = await gateway.query(payment)
+    except PaymentNotFound:
+        return "closed", 0  # never created at the provider: never paid
+    except Exception as exc:  # any failure: asked again later
+        attempts = row["attempts"] + 1
+        log.warning("asking about payment %s failed (%r); again in %.0f s", payment, exc,
+                    retries.pause(attempts))
+        await pool.execute(
+            "UPDATE provider_checks SET attempts = $2, last_error = $3,"
+            " next_attempt_at = now() + make_interval(secs => $4) WHERE payment_id = $1",
+            payment, attempts, str(exc)[:500], retries.pause(attempts))
+        return None
+    # Paid (or refunded since: the game finds it given back and does nothing), else not
+    # paid; the provider closes a payment at its time_expire, the hold's end, so it
+    # cannot be paid from now on.
+    if state.status in (PaymentStatus.PAID, PaymentStatus.REFUNDED):
+        return "paid", state.amount
+    return "closed", 0
