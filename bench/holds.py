@@ -5,7 +5,11 @@ Every open of the holds campaign holds its leader's seat until `hold_until` (its
 owner's timer emits `hold_lapsed`; the pipeline asks the sandbox provider, whose word
 (never paid: closed) comes back as a notice, and the leader's seat going unpaid fails its
 group (`group_failed`): that is the hold's release. Lateness is measured on the owner's
-clock alone (every event's `at`), so no clock skew between processes enters it.
+clock alone (every event's `at`), so no clock skew between processes enters it; where the
+release waits is shown by two steps between, on Postgres' clock (the same machine's):
+when the pipeline's transaction that asked the provider ended (the `check` outbox row's
+`processed_at`) and when the owner had taken the provider's word (its notice's `sent_at`,
+stamped once the owner answered, so just after the release it caused).
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ BROKEN = ("never_lapsed", "lapsed_twice", "unreleased", "released_twice", "still
 class Hold:
     """One hold as its group's events tell it: when it opened and was due (epoch ms),
     the `at` of each `hold_lapsed` and of each release (`group_failed`, or a
-    `seat_released` of its payment) in order."""
+    `seat_released` of its payment) in order; when the provider was asked about it and
+    when the owner had taken its word (epoch ms on Postgres' clock; None: not yet)."""
 
     group: str
     opened_at: int
     hold_until: int
     lapsed: tuple[int, ...] = ()
     released: tuple[int, ...] = ()
+    asked: int | None = None
+    told: int | None = None
 
 
 def lateness(values: Sequence[float]) -> dict[str, float]:
@@ -62,12 +69,15 @@ def pending_at_once(holds: Iterable[Hold]) -> int:
 
 def summarize(holds: Sequence[Hold]) -> dict[str, Any]:
     """The scenario's figures from its holds: timer lateness (first `hold_lapsed` −
+    `hold_until`), the steps between (provider asked, its word taken by the owner, each −
     `hold_until`), release lateness (first release − `hold_until`), how many were pending
     at once, and the per-hold invariants (see BROKEN) these events can show."""
     return {
         "holds": len(holds),
         "pending_at_once": pending_at_once(holds),
         "timer": lateness([h.lapsed[0] - h.hold_until for h in holds if h.lapsed]),
+        "asked": lateness([h.asked - h.hold_until for h in holds if h.asked is not None]),
+        "told": lateness([h.told - h.hold_until for h in holds if h.told is not None]),
         "release": lateness([h.released[0] - h.hold_until for h in holds if h.released]),
         "never_lapsed": sum(1 for h in holds if not h.lapsed),
         "lapsed_twice": sum(1 for h in holds if len(h.lapsed) > 1),
@@ -86,7 +96,7 @@ opened AS (
     SELECT ev.data->>'group' AS g, ev.data->>'payment' AS payment,
            (ev.data->>'at')::bigint AS at, (ev.data->>'hold_until')::bigint AS hold_until
     FROM events ev WHERE ev.stream = $1 AND ev.type = 'group_opened')
-SELECT o.g, o.at, o.hold_until,
+SELECT o.g, o.payment, o.at, o.hold_until,
        coalesce(array_agg(e.at ORDER BY e.version)
                 FILTER (WHERE e.type = 'hold_lapsed'), '{}') AS lapsed,
        coalesce(array_agg(e.at ORDER BY e.version)
@@ -94,15 +104,35 @@ SELECT o.g, o.at, o.hold_until,
                         OR (e.type = 'seat_released' AND e.payment = o.payment)), '{}')
            AS released
 FROM opened o LEFT JOIN e ON e.g = o.g AND e.type <> 'group_opened'
-GROUP BY o.g, o.at, o.hold_until
+GROUP BY o.g, o.payment, o.at, o.hold_until
+"""
+# When each lapsed hold's payment was asked about: the end of the work of the pipeline's
+# transaction that took its `check` row (the ask is made within it).
+_ASKED = """
+SELECT l->>'payment' AS payment,
+       min((extract(epoch FROM ob.processed_at) * 1000)::bigint) AS at
+FROM outbox ob, jsonb_array_elements(ob.data->'lines') AS l
+WHERE ob.type = 'check' AND ob.data->>'campaign' = $1 AND ob.processed_at IS NOT NULL
+GROUP BY 1
+"""
+# When the owner had taken the provider's word on each payment (its notice's key is
+# pay:{payment}:{outcome}; sent_at is stamped once the owner answered).
+_TOLD = """
+SELECT split_part(order_key, ':', 2) AS payment,
+       min((extract(epoch FROM sent_at) * 1000)::bigint) AS at
+FROM game_notices WHERE campaign = $1 AND order_key LIKE 'pay:%' AND sent_at IS NOT NULL
+GROUP BY 1
 """
 
 
 async def read(conn: asyncpg.Connection, campaign: str) -> list[Hold]:
     """Every hold of `campaign` (one per `group_opened`), from the `events` table."""
     rows = await conn.fetch(_HOLDS, f"groupbuy:{campaign}")
+    asked = {r["payment"]: int(r["at"]) for r in await conn.fetch(_ASKED, campaign)}
+    told = {r["payment"]: int(r["at"]) for r in await conn.fetch(_TOLD, campaign)}
     return [Hold(r["g"], int(r["at"]), int(r["hold_until"]), tuple(r["lapsed"]),
-                 tuple(r["released"])) for r in rows]
+                 tuple(r["released"]), asked.get(r["payment"]), told.get(r["payment"]))
+            for r in rows]
 
 
 async def open_groups(conn: asyncpg.Connection, campaign: str) -> tuple[int, int]:

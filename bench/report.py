@@ -331,7 +331,10 @@ def holds_tables(results: dict[str, Any]) -> list[str]:
     rows = [[label, str(h[key]["n"]), _f(h[key]["p50_ms"]), _f(h[key]["p99_ms"]),
              _f(h[key]["max_ms"])]
             for key, label in (("timer", "hold_lapsed − hold_until (the owner's timer)"),
-                               ("release", "group_failed − hold_until (released)"))]
+                               ("asked", "provider asked − hold_until (check row processed)²"),
+                               ("told", "its word taken by the owner − hold_until (notice)²"),
+                               ("release", "group_failed − hold_until (released)"))
+            if key in h]
     return ["", f"### h. Held seats: expiry of {h['pending_at_once']:,} holds pending at once",
             "", f"{h['opened']:,} users each opened a group over HTTP ({h['concurrency']} opens"
             f" in flight, {_f(h['opens_per_s'])} opens/s, ack p50 {_f(h['open_p50_ms'], 1)} ms,"
@@ -340,6 +343,10 @@ def holds_tables(results: dict[str, Any]) -> list[str]:
             " clock (events' `at`), in ms behind each hold's `hold_until`; the release waits"
             " for the provider's word (asked through the outbox) and fails the group.", "",
             *_table(["", "holds", "p50 ms", "p99 ms", "max ms"], rows),
+            "", "² the steps between, on Postgres' clock (the same machine's): the end of the"
+            " pipeline's work on the hold's `check` outbox row, and the `sent_at` of the"
+            " notice carrying the provider's word (stamped once the owner answered it, so"
+            " after the release it caused).",
             "", f"Machine load: {h['load_1m']:.2f} (1-minute load average at the start, this"
             f" bench included); cores busy with other work during it: {h['others_cores']:.2f}.",
             "", holds_checks(h)]
