@@ -599,7 +599,7 @@ class Bench:
               f" {result['pending_at_once']} pending at once; lateness p50 / p99 / max:"
               f" timer {timer['p50_ms']:.0f} / {timer['p99_ms']:.0f} / {timer['max_ms']:.0f} ms,"
               + "".join(f" {key} {result[key]['p50_ms']:.0f} / {result[key]['p99_ms']:.0f} /"
-                        f" {result[key]['max_ms']:.0f} ms," for key in ("asked", "told"))
+                        f" {result[key]['max_ms']:.0f} ms," for key in ("read", "answered", "told"))
               + f" release {release['p50_ms']:.0f} / {release['p99_ms']:.0f} /"
               f" {release['max_ms']:.0f} ms {_load(result)}", flush=True)
         print("  holds checks: " + ", ".join(f"{k} {result[k]}" for k in holds.BROKEN),

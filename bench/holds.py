@@ -6,10 +6,12 @@ owner's timer emits `hold_lapsed`; the pipeline asks the sandbox provider, whose
 (never paid: closed) comes back as a notice, and the leader's seat going unpaid fails its
 group (`group_failed`): that is the hold's release. Lateness is measured on the owner's
 clock alone (every event's `at`), so no clock skew between processes enters it; where the
-release waits is shown by two steps between, on Postgres' clock (the same machine's):
-when the pipeline's transaction that asked the provider ended (the `check` outbox row's
-`processed_at`) and when the owner had taken the provider's word (its notice's `sent_at`,
-stamped once the owner answered, so just after the release it caused).
+release waits is shown by the steps between, on Postgres' clock (the same machine's):
+when the pipeline read the lapse (the end of its work on the `check` outbox row, which
+records the question in `provider_checks`), when the provider's answer was recorded
+(`provider_checks.answered_at`, with its notice) and when the owner had taken that word
+(the notice's `sent_at`, stamped once the owner answered, so just after the release it
+caused).
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ BROKEN = ("never_lapsed", "lapsed_twice", "unreleased", "released_twice", "still
 class Hold:
     """One hold as its group's events tell it: when it opened and was due (epoch ms),
     the `at` of each `hold_lapsed` and of each release (`group_failed`, or a
-    `seat_released` of its payment) in order; when the provider was asked about it and
-    when the owner had taken its word (epoch ms on Postgres' clock; None: not yet)."""
+    `seat_released` of its payment) in order; when the pipeline read its lapse, when the
+    provider's answer on it was recorded and when the owner had taken that word (epoch
+    ms on Postgres' clock; None: not yet)."""
 
     group: str
     opened_at: int
     hold_until: int
     lapsed: tuple[int, ...] = ()
     released: tuple[int, ...] = ()
-    asked: int | None = None
+    read: int | None = None
+    answered: int | None = None
     told: int | None = None
 
 
@@ -69,14 +73,17 @@ def pending_at_once(holds: Iterable[Hold]) -> int:
 
 def summarize(holds: Sequence[Hold]) -> dict[str, Any]:
     """The scenario's figures from its holds: timer lateness (first `hold_lapsed` −
-    `hold_until`), the steps between (provider asked, its word taken by the owner, each −
+    `hold_until`), the steps between (the lapse read by the pipeline, the provider's
+    answer recorded, that word taken by the owner; each −
     `hold_until`), release lateness (first release − `hold_until`), how many were pending
     at once, and the per-hold invariants (see BROKEN) these events can show."""
     return {
         "holds": len(holds),
         "pending_at_once": pending_at_once(holds),
         "timer": lateness([h.lapsed[0] - h.hold_until for h in holds if h.lapsed]),
-        "asked": lateness([h.asked - h.hold_until for h in holds if h.asked is not None]),
+        "read": lateness([h.read - h.hold_until for h in holds if h.read is not None]),
+        "answered": lateness([h.answered - h.hold_until for h in holds
+                              if h.answered is not None]),
         "told": lateness([h.told - h.hold_until for h in holds if h.told is not None]),
         "release": lateness([h.released[0] - h.hold_until for h in holds if h.released]),
         "never_lapsed": sum(1 for h in holds if not h.lapsed),
@@ -106,14 +113,19 @@ SELECT o.g, o.payment, o.at, o.hold_until,
 FROM opened o LEFT JOIN e ON e.g = o.g AND e.type <> 'group_opened'
 GROUP BY o.g, o.payment, o.at, o.hold_until
 """
-# When each lapsed hold's payment was asked about: the end of the work of the pipeline's
-# transaction that took its `check` row (the ask is made within it).
-_ASKED = """
+# When the pipeline read each lapse: the end of its work on the `check` outbox row (the
+# transaction that records the question for the provider).
+_READ = """
 SELECT l->>'payment' AS payment,
        min((extract(epoch FROM ob.processed_at) * 1000)::bigint) AS at
 FROM outbox ob, jsonb_array_elements(ob.data->'lines') AS l
 WHERE ob.type = 'check' AND ob.data->>'campaign' = $1 AND ob.processed_at IS NOT NULL
 GROUP BY 1
+"""
+# When the provider's answer on each payment was recorded, with its notice.
+_ANSWERED = """
+SELECT payment_id AS payment, (extract(epoch FROM answered_at) * 1000)::bigint AS at
+FROM provider_checks WHERE campaign = $1 AND answered_at IS NOT NULL
 """
 # When the owner had taken the provider's word on each payment (its notice's key is
 # pay:{payment}:{outcome}; sent_at is stamped once the owner answered).
@@ -128,10 +140,13 @@ GROUP BY 1
 async def read(conn: asyncpg.Connection, campaign: str) -> list[Hold]:
     """Every hold of `campaign` (one per `group_opened`), from the `events` table."""
     rows = await conn.fetch(_HOLDS, f"groupbuy:{campaign}")
-    asked = {r["payment"]: int(r["at"]) for r in await conn.fetch(_ASKED, campaign)}
-    told = {r["payment"]: int(r["at"]) for r in await conn.fetch(_TOLD, campaign)}
+    steps: list[dict[str, int]] = []
+    for query in (_READ, _ANSWERED, _TOLD):
+        steps.append({r["payment"]: int(r["at"]) for r in await conn.fetch(query, campaign)})
+    read, answered, told = steps
     return [Hold(r["g"], int(r["at"]), int(r["hold_until"]), tuple(r["lapsed"]),
-                 tuple(r["released"]), asked.get(r["payment"]), told.get(r["payment"]))
+                 tuple(r["released"]), read.get(r["payment"]), answered.get(r["payment"]),
+                 told.get(r["payment"]))
             for r in rows]
 
 

@@ -331,8 +331,9 @@ def holds_tables(results: dict[str, Any]) -> list[str]:
     rows = [[label, str(h[key]["n"]), _f(h[key]["p50_ms"]), _f(h[key]["p99_ms"]),
              _f(h[key]["max_ms"])]
             for key, label in (("timer", "hold_lapsed − hold_until (the owner's timer)"),
-                               ("asked", "provider asked − hold_until (check row processed)²"),
-                               ("told", "its word taken by the owner − hold_until (notice)²"),
+                               ("read", "lapse read by the pipeline − hold_until²"),
+                               ("answered", "provider's answer recorded − hold_until²"),
+                               ("told", "its word taken by the owner − hold_until²"),
                                ("release", "group_failed − hold_until (released)"))
             if key in h]
     return ["", f"### h. Held seats: expiry of {h['pending_at_once']:,} holds pending at once",
@@ -344,9 +345,10 @@ def holds_tables(results: dict[str, Any]) -> list[str]:
             " for the provider's word (asked through the outbox) and fails the group.", "",
             *_table(["", "holds", "p50 ms", "p99 ms", "max ms"], rows),
             "", "² the steps between, on Postgres' clock (the same machine's): the end of the"
-            " pipeline's work on the hold's `check` outbox row, and the `sent_at` of the"
-            " notice carrying the provider's word (stamped once the owner answered it, so"
-            " after the release it caused).",
+            " pipeline's work on the hold's `check` outbox row (the question recorded),"
+            " the provider's answer recorded with its notice (`provider_checks.answered_at`),"
+            " and the notice's `sent_at` (stamped once the owner answered it, so after the"
+            " release it caused).",
             "", f"Machine load: {h['load_1m']:.2f} (1-minute load average at the start, this"
             f" bench included); cores busy with other work during it: {h['others_cores']:.2f}.",
             "", holds_checks(h)]

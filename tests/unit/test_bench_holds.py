@@ -27,7 +27,8 @@ def _result(**extra: Any) -> dict[str, Any]:
             "held": 10_000, "concurrency": 64, "opens_per_s": 2500.0, "open_p50_ms": 20.0,
             "open_p99_ms": 80.0, "hold_seconds": 30, "load_1m": 2.5, "others_cores": 0.4,
             "timer": {"n": 10_000, "p50_ms": 3.0, "p99_ms": 40.0, "max_ms": 90.0},
-            "asked": {"n": 10_000, "p50_ms": 60.0, "p99_ms": 300.0, "max_ms": 400.0},
+            "read": {"n": 10_000, "p50_ms": 20.0, "p99_ms": 90.0, "max_ms": 120.0},
+            "answered": {"n": 10_000, "p50_ms": 60.0, "p99_ms": 300.0, "max_ms": 400.0},
             "told": {"n": 10_000, "p50_ms": 100.0, "p99_ms": 600.0, "max_ms": 800.0},
             "release": {"n": 10_000, "p50_ms": 150.0, "p99_ms": 700.0, "max_ms": 900.0},
             **CLEAN, **extra}
@@ -58,14 +59,15 @@ def test_pending_at_once_counts_the_opens_before_the_first_hold_was_due() -> Non
 
 
 def test_a_clean_run_lapses_and_releases_each_hold_once_after_its_end() -> None:
-    every = [Hold("g1", 0, 30_000, (30_002,), (30_150,), 30_060, 30_100),
-             Hold("g2", 10, 30_010, (30_050,), (30_900,), 30_410, 30_810)]
+    every = [Hold("g1", 0, 30_000, (30_002,), (30_150,), 30_010, 30_060, 30_100),
+             Hold("g2", 10, 30_010, (30_050,), (30_900,), 30_110, 30_410, 30_810)]
     found = summarize(every)
     assert found["holds"] == 2 and found["pending_at_once"] == 2
     assert found["timer"] == {"n": 2, "p50_ms": 40.0, "p99_ms": 40.0, "max_ms": 40.0}
     assert found["release"]["p50_ms"] == 890.0 and found["release"]["max_ms"] == 890.0
-    # the steps between: the provider asked, its word taken by the owner
-    assert (found["asked"]["p50_ms"], found["asked"]["max_ms"]) == (400.0, 400.0)
+    # the steps between: the lapse read, the provider's answer, that word taken by the owner
+    assert (found["read"]["p50_ms"], found["read"]["max_ms"]) == (100.0, 100.0)
+    assert (found["answered"]["p50_ms"], found["answered"]["max_ms"]) == (400.0, 400.0)
     assert (found["told"]["n"], found["told"]["p50_ms"]) == (2, 800.0)
     assert all(found[k] == 0 for k in ("never_lapsed", "lapsed_twice", "unreleased",
                                        "released_twice"))
@@ -82,7 +84,8 @@ def test_holds_never_lapsed_twice_lapsed_unreleased_or_released_twice_are_counte
     # lateness is each hold's first lapse and first release
     assert found["timer"]["n"] == 2 and found["timer"]["max_ms"] == 1.0
     assert found["release"] == {"n": 1, "p50_ms": 600.0, "p99_ms": 600.0, "max_ms": 600.0}
-    assert found["asked"]["n"] == 0 and found["told"]["n"] == 0  # none asked about yet
+    # none read, answered or taken yet
+    assert found["read"]["n"] == found["answered"]["n"] == found["told"]["n"] == 0
 
 
 # --- what fails a run ----------------------------------------------------------------------
@@ -150,10 +153,9 @@ def test_the_report_shows_both_latenesses_the_opens_and_the_checks() -> None:
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines
             if line.startswith("|")][2:]
     assert rows == [["hold_lapsed − hold_until (the owner's timer)", "10000", "3", "40", "90"],
-                    ["provider asked − hold_until (check row processed)²", "10000", "60", "300",
-                     "400"],
-                    ["its word taken by the owner − hold_until (notice)²", "10000", "100", "600",
-                     "800"],
+                    ["lapse read by the pipeline − hold_until²", "10000", "20", "90", "120"],
+                    ["provider's answer recorded − hold_until²", "10000", "60", "300", "400"],
+                    ["its word taken by the owner − hold_until²", "10000", "100", "600", "800"],
                     ["group_failed − hold_until (released)", "10000", "150", "700", "900"]]
     text = "\n".join(lines)
     assert "### h. Held seats: expiry of 10,000 holds pending at once" in text
