@@ -90,6 +90,25 @@ class Hold:
 HOLD_KEY = "hold:"  # deadline keys of holds: "hold:{payment}"
 
 
+@dataclass(frozen=True)
+class ExpireHold:
+    """The hold of `payment` lapsed: a due deadline's command (a no-op unless what it
+    holds is still held and due)."""
+
+    payment: str
+
+
+@dataclass(frozen=True)
+class SettlePayment:
+    """The provider's word on `payment`: `paid` (with the `amount` taken) or `closed`
+    (never paid; it will not be). Sent by the server only, from a verified notification
+    or a reconciliation query; the same word twice changes nothing."""
+
+    payment: str
+    outcome: str  # "paid" or "closed"
+    amount: int = 0
+
+
 def campaign_code(campaign: str) -> str:
     """The prefix of every payment id of `campaign`."""
     return hashlib.sha256(f"campaign|{campaign}".encode()).hexdigest()[:CODE_LENGTH]

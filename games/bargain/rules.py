@@ -177,20 +177,9 @@ class BuyBargain:
     pay_now: bool = False
 
 
-@dataclass(frozen=True)
-class ExpireHold:
-    """The hold of purchase `payment` lapsed (a no-op unless it is still held and due)."""
-
-    payment: str
-
-
-@dataclass(frozen=True)
-class SettlePayment:
-    """The provider's word on purchase `payment`: `paid` (`amount` taken) or `closed`."""
-
-    payment: str
-    outcome: str
-    amount: int = 0
+# The payment step's commands, shared by every game that holds something until paid.
+ExpireHold = payments.ExpireHold
+SettlePayment = payments.SettlePayment
 
 
 @dataclass(frozen=True)

@@ -108,23 +108,9 @@ class ExpireGroup:
     group: str
 
 
-@dataclass(frozen=True)
-class ExpireHold:
-    """The hold of `payment` lapsed (a no-op unless its seat is still held and due)."""
-
-    payment: str
-
-
-@dataclass(frozen=True)
-class SettlePayment:
-    """The provider's word on `payment`: `paid` (with the `amount` taken) or `closed`
-    (never paid; it will not be). Sent by the server only, from a verified notification
-    or a reconciliation query; the same word twice changes nothing."""
-
-    payment: str
-    outcome: str  # "paid" or "closed"
-    amount: int = 0
-
+# The payment step's commands, shared by every game that holds something until paid.
+ExpireHold = payments.ExpireHold
+SettlePayment = payments.SettlePayment
 
 Command = OpenGroup | JoinGroup | ExpireGroup | ExpireHold | SettlePayment
 
