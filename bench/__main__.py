@@ -6,9 +6,10 @@ tables, writes `results.json` and `latency.png` into the out dir. Exits non-zero
 invariant breaks (an over-full group, oversold stock, a cut below a bargain's floor, a
 bargain's price not its list price less its cuts, a helper twice in a bargain, a lottery
 prize won more often than its stock, a paid member without exactly one order, a held seat
-never released, an ack not in Postgres) or nothing worked; speed is reported, never
-asserted. The lottery and the held seats each run on a Fission deployment of their own,
-started for their scenario (see `bench.stack.LOTTERY_CAMPAIGN` and `HOLDS_CAMPAIGN`).
+never released, an ack not in Postgres, a leaderboard whose scores are not its orders'
+sums) or nothing worked; speed is reported, never asserted. The lottery, the held seats
+and the leaderboard each run on a Fission deployment of their own, started for their
+scenario (see `bench.stack.LOTTERY_CAMPAIGN`, `HOLDS_CAMPAIGN` and `BOARD`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from bench import checks, holds, mall_baseline, raw, report, scrape
+from bench import boards, checks, holds, mall_baseline, raw, report, scrape
 from bench import profile as profiler
 from bench.clients import HttpClient, fission_route, now_ms, token
 from bench.loadgen import Generators
@@ -39,6 +40,9 @@ from bench.stack import (
     BARGAIN_CAMPAIGN,
     BARGAIN_FLOOR_PRICE,
     BARGAIN_LIST_PRICE,
+    BOARD,
+    BOARD_DEAL_CAMPAIGNS,
+    BOARD_SELLERS,
     DEAL_CAMPAIGNS,
     DEAL_SIZE,
     FAN_CAMPAIGN,
@@ -102,8 +106,16 @@ class Plan:
     holds_concurrency: int = 64
     hold_seconds: int = 60
     holds_settle: float = 120.0
+    # The leaderboard: homepage sockets watching the board while deal pairs (this many
+    # teams) are paced at `board_rate` deals/s for `board_seconds`; how long after the
+    # deals the board may take to show their last scores before the run gives up waiting.
+    board_sockets: int = 5000
+    board_rate: int = 1000
+    board_teams: int = 256
+    board_seconds: float = 10.0
+    board_settle: float = 60.0
     scenarios: tuple[str, ...] = ("storm", "sweep", "deals", "fanout", "bargain", "lottery",
-                                  "holds", "inserts")
+                                  "holds", "boards", "inserts")
     systems: tuple[str, ...] = ("fission_ws", "fission_http", "mall", "echo")
     gateways: int = 1  # Fission gateway processes (on 2 cores, two did worse than one)
 
@@ -125,7 +137,8 @@ class Measured:
     others_cores: float
 
 
-SCENARIOS = ("storm", "sweep", "deals", "fanout", "bargain", "lottery", "holds", "inserts")
+SCENARIOS = ("storm", "sweep", "deals", "fanout", "bargain", "lottery", "holds", "boards",
+             "inserts")
 BARGAIN_SYSTEMS = ("fission_ws", "fission_http", "mall")  # no echo: it has no bargain
 LOTTERY_SYSTEMS = BARGAIN_SYSTEMS  # nor a lottery
 SWEPT = ("fission_ws", "mall")  # the systems the open-loop sweep compares
@@ -134,7 +147,8 @@ FULL = Plan("full", (4, 16, 64, 256), 8.0, 0.5, (1000, 5000), 3, 90.0, 3.0, 120.
 SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8,
              deal_rate=40, sweep_rates=(40, 80), sweep_teams=8, bargain_levels=(1,),
              bargain_duration=0.5, lottery_levels=(8,), lottery_duration=0.5, holds=200,
-             holds_concurrency=16, hold_seconds=3, holds_settle=30.0)
+             holds_concurrency=16, hold_seconds=3, holds_settle=30.0, board_sockets=100,
+             board_rate=40, board_teams=8, board_seconds=2.0, board_settle=20.0)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -173,6 +187,7 @@ class Bench:
         self.draws_acked: dict[str, list[tuple[str, str, str]]] = {"fission": [], "mall": []}
         self.lottery_gateway: Process | None = None  # the lottery deployment's, while up
         self.holds_acked = 0  # opens the held-seat deployment acknowledged
+        self.boards_gateway: Process | None = None  # the boards deployment's, while up
         self.results: dict[str, Any] = {"mode": plan.mode, "machine": machine(),
                                         "load_at_start": os.getloadavg(),
                                         "team_size": TEAM_SIZE,
@@ -212,10 +227,11 @@ class Bench:
         The mall's processes share one port (SO_REUSEPORT); Fission's gateways each have
         their own, so each can be scraped, and generator i drives gateway i mod n: the
         same share of the clients a load balancer would give each. While the lottery
-        deployment is up, Fission's URLs are its gateway's.
+        deployment (or the boards one) is up, Fission's URLs are its gateway's.
         """
-        if self.lottery_gateway is not None and system.startswith("fission"):
-            gateway = self.lottery_gateway
+        side = self.lottery_gateway or self.boards_gateway
+        if side is not None and system.startswith("fission"):
+            gateway = side
             return ("ws", [gateway.ws_url]) if system == "fission_ws" else (
                 "fission_http", [gateway.url])
         return {
@@ -229,18 +245,20 @@ class Bench:
 
     async def storm(self, gens: Generators, system: str, teams: int, duration: float,
                     interval: float | None = None, campaigns: tuple[str, ...] = (STORM_CAMPAIGN,),
-                    team_size: int = TEAM_SIZE, tag: str = "", referrals: bool = False
-                    ) -> dict[str, Any]:
+                    team_size: int = TEAM_SIZE, tag: str = "", referrals: bool = False,
+                    referrers: tuple[str, ...] = ()) -> dict[str, Any]:
         """Teams loop open → joins for `duration`; generator i plays campaigns[i mod n].
 
-        With `referrals`, every member was brought in by someone first (see storm_prepare).
+        With `referrals`, every member was brought in by someone first; with `referrers`,
+        by one of those (see storm_prepare). Acknowledged commands count towards the main
+        deployment's checks only while no deployment of a scenario's own is up.
         """
         kind, urls = self.urls(system)
         prefix = f"{system.replace('_', '')}{tag}{teams}{'p' if interval else ''}"
         await gens.each("storm_prepare", [
             {"kind": kind, "url": urls[i % len(urls)], "secret": SECRET,
              "campaign": campaigns[i % len(campaigns)], "teams": n, "team_size": team_size,
-             "prefix": prefix, "referrals": referrals}
+             "prefix": prefix, "referrals": referrals, "referrers": list(referrers)}
             for i, n in enumerate(split(teams, len(gens)))])
         run = await self._measured(gens, system, "storm_run", duration, interval)
         start_at, outs = run.start_at, run.outs
@@ -250,7 +268,7 @@ class Bench:
         ok = sum(o["opens"] + o["joins"] for o in outs)
         codes = report.merge_counts(o["codes"] for o in outs)
         fission = system.startswith("fission")
-        if fission:
+        if fission and not (self.lottery_gateway or self.boards_gateway):
             self.acked += ok
         return {"system": system, "teams": teams, "ops_per_s": ok / elapsed,
                 "ok": ok, "rounds": sum(o["rounds"] for o in outs), "calls": len(lat),
@@ -268,8 +286,8 @@ class Bench:
         roots = {"bench driver": os.getpid()}
         marker = str(self.stack.tmp)
         fission = system.startswith("fission")
-        gateway_urls = [g.url for g in ([self.lottery_gateway] if self.lottery_gateway
-                                        else self.gateways)]
+        side = self.lottery_gateway or self.boards_gateway
+        gateway_urls = [g.url for g in ([side] if side else self.gateways)]
         served = await scrape.metrics(gateway_urls) if fission else None
         redis = profiler.redis_marker(self.stack.redis_url)
         load = os.getloadavg()[0]
@@ -605,6 +623,123 @@ class Bench:
         print("  holds checks: " + ", ".join(f"{k} {result[k]}" for k in holds.BROKEN),
               flush=True)
 
+    # --- i: leaderboard on homepage sockets ------------------------------------------------
+
+    async def boards(self, gens: Generators) -> None:
+        """`board_sockets` homepage sockets watch the board on the boards deployment (see
+        `bench.stack.BOARD`) while deal pairs, every buyer bound to one of the board's
+        sellers, are paced at `board_rate` deals/s for `board_seconds`; once the owner
+        took every order's notice and each socket shows the final scores, the lag from
+        each deal's commit to the frame that first showed it on each socket (the method:
+        `bench.boards`), the frames per second per board (on the sockets and on the
+        owner's clock), the notices the owner absorbed per second, and the checks; then
+        the deployment's gateway stops."""
+        plan = self.plan
+        await prepare_database(self.stack.boards_database_url)
+        gateway = self.stack.start_boards(self.head.address)
+        try:
+            await wait_http(gateway, timeout=120)
+            self.boards_gateway = gateway
+            topic = f"leaderboard:{BOARD}"
+            conn = await pg(self.stack.boards_database_url)
+            try:
+                await boards.wait_open(conn, BOARD, 60)
+            finally:
+                await conn.close()
+            await self._fan_connect(gens, gateway.ws_url, plan.board_sockets, "home")
+            subs = await gens.all("board_subscribe", topic=topic, timeout=180)
+            run = await self.storm(gens, "fission_ws", plan.board_teams, plan.board_seconds,
+                                   interval=plan.board_teams / plan.board_rate,
+                                   campaigns=BOARD_DEAL_CAMPAIGNS, team_size=DEAL_SIZE,
+                                   tag="board", referrers=BOARD_SELLERS)
+            conn = await pg(self.stack.boards_database_url)
+            try:
+                taken_wait = await boards.wait_taken(conn, BOARD, plan.board_settle)
+                want = await boards.expected(conn, BOARD_DEAL_CAMPAIGNS)
+                began = time.monotonic()
+                seen = boards.merge(await gens.all("board_collect", expected=want,
+                                                   wait=plan.board_settle,
+                                                   timeout=plan.board_settle + 60))
+                shown_wait = time.monotonic() - began
+                result = await self._board_figures(conn, run, seen, want)
+            finally:
+                await conn.close()
+            result["read_mismatch"] = boards.mismatch(want, await self._board_read(gateway))
+            await gens.all("fan_close")
+        finally:
+            self.boards_gateway = None
+            self.stack.stop_boards()
+        result.update(sockets=plan.board_sockets, offered_deals_per_s=plan.board_rate,
+                      subscribe_failures=sum(s["failures"] for s in subs),
+                      taken_wait_seconds=taken_wait, shown_wait_seconds=shown_wait)
+        self.results["boards"] = result
+        lag, owner, sockets = result["lag"], result["owner"], result["on_sockets"]
+        print(f"  boards: {result['sockets']} sockets, {result['deals_per_s']:.0f} deals/s"
+              f" ({result['deals']} deals); lag p50 {lag['p50_ms']:.0f} / p99"
+              f" {lag['p99_ms']:.0f} / max {lag['max_ms']:.0f} ms over {lag['samples']:,}"
+              f" (deal, socket) pairs; frames/s per board {sockets['frames_per_s']:.2f} on"
+              f" the sockets (at most {sockets['busiest_1s']} in 1 s),"
+              f" {owner['frames_per_s']:.2f} on the owner's clock (closest"
+              f" {owner['closest_ms']:.0f} ms); notices absorbed"
+              f" {result['notices']['taken_per_s']:.0f}/s (peak"
+              f" {result['notices']['peak_per_s']}/s) {_load(run)}", flush=True)
+        print("  boards checks: " + ", ".join(f"{k} {result[k]}" for k in boards.BROKEN),
+              flush=True)
+
+    async def _board_figures(self, conn: Any, run: dict[str, Any], seen: dict[str, Any],
+                             want: dict[str, int]) -> dict[str, Any]:
+        """The boards run's figures and checks from what the sockets saw (`seen`), the
+        deals' units and the board's rows in Postgres, and the scores `want`ed."""
+        ledger = await boards.units(conn, BOARD_DEAL_CAMPAIGNS)
+        lag = boards.lag_summary(boards.lag_groups(ledger, seen["frames"], seen["arrivals"]))
+        # Frames are counted from the deals' start to the last frame, not to the deals'
+        # end: a board that falls behind shows the run's scores after it, and those
+        # frames are the run's too.
+        since = run["since"] * 1000
+        arrived = list(seen["first"].values())
+        flushes = await boards.flush_times(conn, BOARD)
+        until = max([run["until"] * 1000, *arrived, *flushes]) + 1.0
+        per_s, busiest = boards.rate(arrived, since, until)
+        owner_per_s, owner_busiest = boards.rate(flushes, since, until)
+        final = seen["frames"][max(seen["frames"])] if seen["frames"] else {}
+        pipe = await checks.pipeline(conn, run["since"], run["until"], BOARD_DEAL_CAMPAIGNS)
+        committed = await boards.committed_ops(conn, BOARD_DEAL_CAMPAIGNS)
+        return {
+            "deals": pipe["deals"], "deals_per_s": pipe["deals_per_s"],
+            "orders": pipe["orders"], "deals_without_orders": pipe["deals_without_orders"],
+            "pipeline_lag_p50_ms": pipe["lag_p50_ms"], "pipeline_lag_p99_ms": pipe["lag_p99_ms"],
+            "units": ledger.units(), "lag": lag,
+            "units_unshown": ledger.units() - sum(ledger.shown(final).values()),
+            "frames": len(seen["frames"]), "frames_seconds": (until - since) / 1000,
+            "on_sockets": {"frames_per_s": per_s, "busiest_1s": busiest,
+                           "closest_ms": seen["closest_ms"], "bursts": seen["bursts"],
+                           "frames_received": seen["frames_received"], "gaps": seen["gaps"],
+                           "inconsistent": seen["inconsistent"]},
+            "owner": {"frames": len(flushes), "frames_per_s": owner_per_s,
+                      "busiest_1s": owner_busiest, "closest_ms": boards.closest(flushes)},
+            "frames_too_close": boards.too_close(flushes),
+            "notices": await boards.notices(conn, BOARD),
+            "notices_unsent": int(await conn.fetchval(
+                "SELECT count(*) FROM game_notices WHERE campaign = $1 AND sent_at IS NULL",
+                BOARD)),
+            "scores_mismatch": boards.mismatch(want, await boards.board_scores(conn, BOARD)),
+            # A socket that never had its snapshot shows nothing: a subscribe failure.
+            "sockets_stale": seen["subscribed"] - seen["matched"],
+            "sellers": len(want), "acked": run["ok"], "committed": committed,
+            "lost_acks": max(0, run["ok"] - committed),
+            "storm": {k: run[k] for k in ("ops_per_s", "p50_ms", "p99_ms", "codes", "rounds",
+                                          "seconds", "cpu", "server")},
+            "load_1m": run["load_1m"], "others_cores": run["others_cores"]}
+
+    async def _board_read(self, gateway: Process) -> dict[str, int]:
+        """The board's scores as `GET /api/leaderboards/{board}` answers them (from the
+        rank cache)."""
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{gateway.url}/api/leaderboards/{BOARD}", params={"limit": "100"},
+                headers={"Authorization": f"Bearer {token(SECRET, 'home-reader')}"}) as resp:
+            body = await resp.json()
+        return boards.scores_of(body.get("entries", []))
+
     # --- d: fan-out ------------------------------------------------------------------------
 
     async def fan_round(self, gens: Generators, topic: str, final_seq: int, expected: int,
@@ -843,6 +978,11 @@ class Bench:
                 await self.held_seats(gens)
                 self.results["holds_seconds"] = time.monotonic() - began
                 print(f"  holds scenario: {self.results['holds_seconds']:.1f} s", flush=True)
+            if "boards" in self.plan.scenarios:
+                began = time.monotonic()
+                await self.boards(gens)
+                self.results["boards_seconds"] = time.monotonic() - began
+                print(f"  boards scenario: {self.results['boards_seconds']:.1f} s", flush=True)
             conn = await pg(self.stack.database_url)
             try:
                 self.results["invariants"] = await checks.invariants(conn, self.acked)
@@ -908,6 +1048,7 @@ def failures(results: dict[str, Any]) -> list[str]:
     found += bargain_failures(results)
     found += lottery_failures(results)
     found += holds.failures(results.get("holds"))
+    found += boards.failures(results.get("boards"))
     return found
 
 
@@ -998,6 +1139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holds", type=int, metavar="N",
                         help="held seats pending at once in the holds scenario instead of"
                              " the plan's")
+    parser.add_argument("--board-sockets", type=int, metavar="N",
+                        help="homepage sockets watching the board in the boards scenario"
+                             " instead of the plan's")
+    parser.add_argument("--board-rate", type=int, metavar="DEALS",
+                        help="deals/s offered in the boards scenario instead of the plan's")
     parser.add_argument("--system", choices=Plan.systems, action="append", dest="systems",
                         help="storm only these systems (repeatable; default: all four)")
     parser.add_argument("--gateways", type=int, metavar="N",
@@ -1018,6 +1164,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, lottery_levels=tuple(args.lottery_users))
     if args.holds:
         plan = replace(plan, holds=args.holds)
+    if args.board_sockets:
+        plan = replace(plan, board_sockets=args.board_sockets)
+    if args.board_rate:
+        plan = replace(plan, board_rate=args.board_rate)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     # SIGTERM unwinds like Ctrl-C, so every process group started here is stopped.

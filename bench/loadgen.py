@@ -1,5 +1,6 @@
 """Load-generator processes: teams racing to join groups or to help bargains, users
-drawing a lottery, users each holding a seat, and fan-out subscribers.
+drawing a lottery, users each holding a seat, and fan-out subscribers (a group's topic,
+or a board's as homepages watch it).
 
 Each generator is a separate process (multiprocessing, spawn) running one asyncio loop;
 the driver sends it commands over a pipe and gets plain data back. Only public contract
@@ -15,7 +16,7 @@ import time
 import traceback
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from actors import gcstats
+from bench.boards import BoardWatch, scores_of
 from bench.clients import HttpClient, WsClient, fission_route, mall_route, now_ms
 
 CONNECT_CHUNK = 100  # sockets opened at once
@@ -158,6 +160,10 @@ class Generator:
         self.fan_first = 0.0
         self.fan_last = 0.0
         self.fan_all_done = asyncio.Event()
+        self.board = BoardWatch(0)
+        self.board_topic = ""
+        self.board_frames = 0
+        self.board_done = asyncio.Event()
 
     async def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -169,11 +175,15 @@ class Generator:
 
     async def storm_prepare(self, kind: str, url: str, secret: str, campaign: str,
                             teams: int, team_size: int, prefix: str,
-                            referrals: bool = False) -> int:
+                            referrals: bool = False,
+                            referrers: list[str] | None = None) -> int:
         """Open `teams` teams of `team_size` clients; kind is ws, fission_http or mall.
 
         With `referrals` (ws only), each team's friends were brought in by its leader and
         each leader by one of a few sharers, so every order earns two levels of commission.
+        With `referrers` (ws only) instead, every member of a team was brought in by one
+        of them, the teams taking them in turn: each deal of the team scores that seller
+        on a sales board.
         """
         session = await self._session()
         self.campaign = campaign
@@ -188,7 +198,13 @@ class Generator:
                 clients += await asyncio.gather(
                     *(WsClient.connect(session, url, secret, user) for user in chunk))
             self.teams = [clients[t * team_size:(t + 1) * team_size] for t in range(teams)]
-            if referrals:
+            if referrers:
+                # Generator i's teams start i*teams sellers on: each generator's first
+                # teams are not all the same sellers', so a small run still moves many.
+                first = self.index * teams
+                await self._bind([(client, referrers[(first + t) % len(referrers)])
+                                  for t, team in enumerate(self.teams) for client in team])
+            elif referrals:
                 await self._bind_referrals(prefix)
         else:
             route = fission_route(url) if kind == "fission_http" else mall_route(url)
@@ -200,6 +216,11 @@ class Generator:
         binds = [(team[0], f"{prefix}-g{self.index}-sharer{t % SHARERS}")
                  for t, team in enumerate(self.teams)]
         binds += [(friend, team[0].user) for team in self.teams for friend in team[1:]]
+        await self._bind(binds)
+
+    @staticmethod
+    async def _bind(binds: list[tuple[Any, str]]) -> None:
+        """Each (client, referrer): the client's user was brought in by the referrer."""
         for start in range(0, len(binds), CONNECT_CHUNK):
             replies = await asyncio.gather(*(
                 client.call("referrals.bind", {"referrer": referrer})
@@ -431,6 +452,59 @@ class Generator:
                 "first": self.fan_first, "last": self.fan_last,
                 "latencies": self.fan_latencies.tobytes(),
                 "seqs": self.fan_seqs.tobytes(), "received": self.fan_received.tobytes()}
+
+    # --- homepage sockets watching a board -------------------------------------------------
+
+    async def board_subscribe(self, topic: str) -> dict[str, Any]:
+        """Move every fan-out socket (see `fan_connect`) to the board `topic`, as the
+        homepage does, and watch what it shows (`bench.boards.BoardWatch`); returns once
+        each has its snapshot."""
+        self.board = BoardWatch(len(self.fans))
+        self.board_topic = topic
+        self.board_done = asyncio.Event()
+        for index, client in enumerate(self.fans):
+            client.on_event = self._board_handler(index)
+        failures = 0
+        for start in range(0, len(self.fans), CONNECT_CHUNK * 5):
+            chunk = self.fans[start:start + CONNECT_CHUNK * 5]
+            frames = await asyncio.gather(
+                *(c.request({"op": "subscribe", "topic": topic}, f"snapshot:{topic}", 60.0)
+                  for c in chunk), return_exceptions=True)
+            for index, frame in enumerate(frames, start=start):
+                if not isinstance(frame, dict) or frame.get("op") != "snapshot":
+                    failures += 1
+                    continue
+                view = frame["data"]["leaderboard"]
+                self.board.snapshot(index, int(frame["seq"]), scores_of(view["entries"]))
+        return {"subscribed": len(self.fans) - failures, "failures": failures}
+
+    def _board_handler(self, index: int) -> Callable[[dict[str, Any], str], None]:
+        def on_event(frame: dict[str, Any], raw: str) -> None:
+            received = now_ms()  # first: what follows is the client's own work
+            data = frame.get("data") or {}
+            if frame.get("topic") != self.board_topic or data.get("type") != "board":
+                return
+            self.board_frames += 1
+            if self.board.frame(index, int(frame["seq"]), scores_of(data["entries"]),
+                                received):
+                self.board_done.set()
+        return on_event
+
+    async def board_collect(self, expected: dict[str, int], wait: float) -> dict[str, Any]:
+        """Wait until every socket's last frame shows `expected` (or `wait` seconds);
+        what the sockets saw (see `bench.boards.merge`)."""
+        watch = self.board
+        if watch.expect(expected):
+            self.board_done.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.board_done.wait(), wait)
+        return {"frames": watch.frames,
+                "groups": [(key, times.tobytes()) for key, times in watch.groups.items()],
+                "first": watch.first, "gaps": watch.gaps, "inconsistent": watch.inconsistent,
+                "bursts": watch.bursts, "closest_ms": watch.closest_ms,
+                "sockets": watch.sockets, "subscribed": watch.subscribed,
+                "matched": watch.matched,
+                "frames_received": self.board_frames}
 
     async def fan_close(self) -> int:
         closed = len(self.fans)

@@ -364,6 +364,62 @@ def holds_checks(h: dict[str, Any]) -> str:
             f" acked-but-not-committed {h['lost_acks']}.")
 
 
+def boards_tables(results: dict[str, Any]) -> list[str]:
+    """The leaderboard on homepage sockets: the lag from a deal's commit to the frame that
+    first showed it on each socket, the frames per second per board (on the sockets and
+    on the owner's clock), the notices the owner absorbed, the machine's load and the
+    checks."""
+    b = results.get("boards")
+    if not b:
+        return []
+    lag, sockets, owner, notices = b["lag"], b["on_sockets"], b["owner"], b["notices"]
+    rows = [["deal's commit → the board frame showing it, on each socket",
+             f"{lag['samples']:,}", _f(lag["p50_ms"]), _f(lag["p99_ms"]), _f(lag["max_ms"])],
+            ["deal's commit → its orders committed (the pipeline)", f"{b['deals']:,}",
+             _f(b["pipeline_lag_p50_ms"]), _f(b["pipeline_lag_p99_ms"]), "–"],
+            ["order committed → its notice taken by the board's owner",
+             f"{notices['taken']:,}", _f(notices["wait_p50_ms"]), _f(notices["wait_p99_ms"]),
+             _f(notices["wait_max_ms"])]]
+    storm = b["storm"]
+    return ["", f"### i. Leaderboard: {b['sockets']:,} homepage sockets watching one board",
+            "", f"Deal pairs paced at {_f(b['offered_deals_per_s'])} deals/s offered:"
+            f" {_f(b['deals_per_s'])} deals/s made ({b['deals']:,} deals, {b['orders']:,}"
+            f" orders; ack p50 {_f(storm['p50_ms'], 1)} ms, p99 {_f(storm['p99_ms'], 1)} ms),"
+            f" every buyer brought in by one of {b['sellers']} sellers, so each deal moves"
+            " the board (sales, all time, everyone's top 10). Lag in ms; a sample is a deal"
+            " seen by a socket: the frame that first showed its score's arrival minus the"
+            " deal's commit statement (Postgres' clock, the machine's).", "",
+            *_table(["", "samples", "p50 ms", "p99 ms", "max ms"], rows),
+            "", "Board frames per second per board, from the deals' start to the last frame"
+            f" ({_f(b.get('frames_seconds', math.nan), 1)} s):"
+            f" {_f(sockets['frames_per_s'], 2)} on the sockets (at most"
+            f" {sockets['busiest_1s']} first arriving in any 1 s; closest two"
+            f" on one socket {_f(sockets['closest_ms'])} ms apart, {sockets['bursts']} times"
+            f" three within 1 s on a socket), {_f(owner['frames_per_s'], 2)} on the owner's"
+            f" clock (at most {owner['busiest_1s']} in any 1 s, closest two"
+            f" {_f(owner['closest_ms'])} ms apart); {sockets['frames_received']:,} frames"
+            f" received, {sockets['gaps']} after a gap. Score updates absorbed by the board's"
+            f" owner: {_f(notices['taken_per_s'])} notices/s ({notices['taken']:,} taken, over"
+            f" the time from the first taken to the last; the most in one second"
+            f" {notices['peak_per_s']:,}).",
+            "", f"Machine load: {b['load_1m']:.2f} (1-minute load average at the start, this"
+            f" bench included); cores busy with other work during it: {b['others_cores']:.2f}.",
+            "", boards_checks(b)]
+
+
+def boards_checks(b: dict[str, Any]) -> str:
+    """The leaderboard's invariants, as one sentence."""
+    return (f"Checks — against each seller's sales recomputed from Postgres' orders: the"
+            f" board's rows {b['scores_mismatch']} sellers off, its read (the rank cache)"
+            f" {b['read_mismatch']} off, sockets whose last frame is not the final board"
+            f" {b['sockets_stale']} of {b['sockets']:,} (subscribes refused or timed out:"
+            f" {b.get('subscribe_failures', 0)}); deals never shown"
+            f" {b['units_unshown']}; frames closer than the coalescing window on the owner's"
+            f" clock {b['frames_too_close']}; notices never taken {b['notices_unsent']};"
+            f" deals without orders {b['deals_without_orders']}; acked-but-not-committed"
+            f" {b['lost_acks']} ({b['acked']:,} acked).")
+
+
 def render(results: dict[str, Any]) -> str:
     """Every table, as Markdown, with the ratios the targets are stated in."""
     out: list[str] = []
@@ -471,6 +527,7 @@ def render(results: dict[str, Any]) -> str:
     out += bargain_tables(results)
     out += lottery_tables(results)
     out += holds_tables(results)
+    out += boards_tables(results)
     if ins:
         out.append("")
         out.append("### c. Postgres batched inserts (executemany, 100-row batches, 1 connection)")

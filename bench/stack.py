@@ -95,6 +95,22 @@ HOLDS_DATABASE = "fission_bench_holds"
 HOLDS_GROUP_SIZE = 2  # never reached: no leader pays, so no group opens to others
 HOLDS_TIME_LIMIT = 3600  # s: a group's deadline far after its leader's hold ends
 
+# The leaderboard scenario's deployment (its own Ray namespace and database, like the
+# lottery's): a board of referred sales over all time, for everyone, shown on homepage
+# sockets, and size-2 group-buys (one per shard) whose buyers are all bound to one of
+# BOARD_SELLERS sellers, so every deal moves the board. A deployment of its own because
+# every paid order of a shop is a notice to each running board: in the main deployment
+# each order of the other scenarios (the storms' tens of thousands) would be one more
+# notice written by the pipeline and one more command for the board's owner, a load the
+# figures recorded for those scenarios never had.
+BOARD = "bench-board"
+BOARDS_DATABASE = "fission_bench_boards"
+BOARD_RANKS = 10  # the homepage's top 10
+# No more sellers than ranks: every score change shows on the board, so every deal's
+# lag can be measured on it.
+BOARD_SELLERS = tuple(f"bseller-{n}" for n in range(BOARD_RANKS))
+BOARD_DEAL_CAMPAIGNS = _one_per_shard("bench-bdeal", SHARDS)
+
 
 def ray_env() -> dict[str, str]:
     """What a local-only Ray head and its drivers need, with this checkout importable."""
@@ -222,6 +238,24 @@ def holds_config_document(database_url: str, redis_url: str, ray_address: str,
     return doc
 
 
+def boards_config_document(database_url: str, redis_url: str, ray_address: str,
+                           namespace: str, data_dir: Path) -> dict[str, Any]:
+    """The boards deployment's config: its deal campaigns and the board (see BOARD), the
+    main deployment's server settings and shard count."""
+    campaigns = [configs.campaign(cid, size=DEAL_SIZE, stock=LIMITLESS, led=LIMITLESS,
+                                  joined=LIMITLESS) for cid in BOARD_DEAL_CAMPAIGNS]
+    campaigns.append({"id": BOARD, "kind": "leaderboard", "title": "带货总榜",
+                      "metric": "sales", "period": "all", "scope": "everyone",
+                      "ranks": BOARD_RANKS, "starts_at": "2020-01-01T00:00:00+00:00",
+                      "ends_at": "2099-01-01T00:00:00+00:00"})
+    doc = configs.document(
+        campaigns, shards=SHARDS, namespace=namespace, database_url=database_url,
+        redis_url=redis_url, ray_address=ray_address, data_dir=str(data_dir),
+        server=dict(SERVER))
+    doc["auth"]["secret"] = SECRET
+    return doc
+
+
 @dataclass
 class Stack:
     """What `python -m bench` runs against; `close()` stops what it started."""
@@ -233,6 +267,7 @@ class Stack:
     others: list[Process] = field(default_factory=list)
     lottery_gateways: list[Process] = field(default_factory=list)
     holds_gateways: list[Process] = field(default_factory=list)
+    boards_gateways: list[Process] = field(default_factory=list)
 
     @property
     def lottery_database_url(self) -> str:
@@ -243,6 +278,11 @@ class Stack:
     def holds_database_url(self) -> str:
         """The held-seat deployment's database, on the same Postgres server."""
         return db.with_database(self.database_url, HOLDS_DATABASE)
+
+    @property
+    def boards_database_url(self) -> str:
+        """The boards deployment's database, on the same Postgres server."""
+        return db.with_database(self.database_url, BOARDS_DATABASE)
 
     def start_gateways(self, ray_address: str, count: int) -> list[Process]:
         """`count` `fission serve` processes with the bench config, each on a free port.
@@ -292,6 +332,28 @@ class Stack:
         self.holds_gateways.append(gateway)
         return gateway
 
+    def start_boards(self, ray_address: str) -> Process:
+        """One `fission serve` of the boards deployment (see BOARD), as `start_lottery`
+        does for the lottery's: create its database with
+        `prepare_database(self.boards_database_url)` first. Returns at once."""
+        doc = boards_config_document(self.boards_database_url, self.redis_url, ray_address,
+                                     f"bench{os.getpid()}boards", self.tmp / "data-boards")
+        path = self.tmp / "bench-boards.toml"
+        path.write_text(configs.to_toml(doc))
+        port = free_port()
+        gateway = spawn(f"boards-gateway{len(self.boards_gateways)}", [
+            "-m", "server.cli", "serve", "--config", str(path), "--port", str(port)],
+            self.tmp, port)
+        self.boards_gateways.append(gateway)
+        return gateway
+
+    def stop_boards(self) -> None:
+        """Stop the boards deployment's gateways (its actors idle on, as the lottery's
+        do)."""
+        for process in self.boards_gateways:
+            stop_group(process.proc, 10)
+        self.boards_gateways.clear()
+
     def stop_holds(self) -> None:
         """Stop the held-seat deployment's gateways (its actors idle on, as the
         lottery's do)."""
@@ -320,12 +382,13 @@ class Stack:
 
     def close(self) -> None:
         for process in [*self.others, *self.gateways, *self.lottery_gateways,
-                        *self.holds_gateways]:
+                        *self.holds_gateways, *self.boards_gateways]:
             stop_group(process.proc, 10)
         self.others.clear()
         self.gateways.clear()
         self.lottery_gateways.clear()
         self.holds_gateways.clear()
+        self.boards_gateways.clear()
 
 
 async def pg(database_url: str) -> asyncpg.Connection:
