@@ -83,7 +83,7 @@ class Pages:
         # 'self' admits the page's own origin for ws:/wss: too (CSP level 3).
         self.policy = ("default-src 'self'; script-src 'self'" + script_hashes
                        + "; style-src 'self'; img-src 'self' data:; connect-src 'self';"
-                       " base-uri 'none'; form-action 'self'; frame-ancestors *")
+                       " base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
 
     def answer(self, request: web.Request, asset: Asset, cache: str) -> web.Response:
         """`asset` for `request`: 304 when the client holds it, gzipped when accepted."""

@@ -250,6 +250,13 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
         if campaign.id in seen:
             raise ConfigError(source, f"campaigns[{index}].id", f"{campaign.id!r} is used twice")
         seen.add(campaign.id)
+        # A board must still hold an order when its refund comes, or the refund would
+        # take back nothing: it keeps orders longer than the shop's return window.
+        keep = getattr(campaign, "keep_days", None)
+        if keep is not None and keep <= commission.return_window_days:
+            raise ConfigError(source, f"campaigns[{index}].keep_days",
+                              f"must be more than commission.return_window_days"
+                              f" ({commission.return_window_days})")
         campaigns.append(campaign)
     root.done()
     return Config(source=source, server=server, auth=AuthConfig(secret), storage=storage,

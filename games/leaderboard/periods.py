@@ -57,8 +57,20 @@ def _start_of(board: BoardCampaign, day: date) -> int:
     return int(local.timestamp() * 1000)
 
 
+# Periods a board can name: their ends must be dates too (9999-W52 ends in year 10000).
+FIRST_YEAR, LAST_YEAR = 1970, 9998
+
+
 def _parse(board: BoardCampaign, name: str) -> date | None:
-    """The first day of the period `name`, or None when it is no period of this board."""
+    """The first day of the period `name`, or None when it is no period of this board
+    (or one outside the years a period can start and end in)."""
+    first = _first_of(board, name)
+    if first is None or not FIRST_YEAR <= first.year <= LAST_YEAR:
+        return None
+    return first
+
+
+def _first_of(board: BoardCampaign, name: str) -> date | None:
     try:
         if board.period == "weekly":
             match = re.fullmatch(r"([0-9]{4})-W([0-9]{2})", name)

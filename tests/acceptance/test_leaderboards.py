@@ -93,6 +93,8 @@ async def test_a_deal_moves_the_board_live_and_reads_rank_the_caller(stack: Stac
     (BOARD, {"period": "2026-13"}, 400, "invalid_request"),  # a month, not a week
     (BOARD, {"period": "2026-W99"}, 400, "invalid_request"),
     (BOARD, {"period": "last week"}, 400, "invalid_request"),
+    (BOARD, {"period": "9999-W52"}, 400, "invalid_request"),  # its end is no date
+    (BOARD + "/around-me", {"period": "9999-W52"}, 400, "invalid_request"),
     (BOARD, {"limit": "0"}, 400, "invalid_request"),
     (BOARD, {"limit": "101"}, 400, "invalid_request"),
     (BOARD, {"limit": "1e3"}, 400, "invalid_request"),

@@ -816,3 +816,19 @@ def test_bad_campaign_rates_name_their_key(own: Any, key: str) -> None:
     data = good()
     data["campaigns"][0]["commission"] = own
     assert_refused(data, key)
+
+
+def test_a_board_keeping_orders_no_longer_than_the_return_window_is_refused() -> None:
+    from tests.support import configs
+
+    doc = configs.document([{"id": "wk", "kind": "leaderboard", "title": "Sales",
+                             "metric": "sales", "scope": "everyone", "period": "weekly",
+                             "keep_days": 30,
+                             "starts_at": "2020-01-01T00:00:00+00:00",
+                             "ends_at": "2099-01-01T00:00:00+00:00"}])
+    doc["commission"] = {"return_window_days": 30}
+    with pytest.raises(ConfigError) as refused:
+        parse(doc, {}, SOURCE)
+    assert refused.value.key == "campaigns[0].keep_days"
+    doc["campaigns"][0]["keep_days"] = 31
+    assert parse(doc, {}, SOURCE).campaign("wk") is not None

@@ -75,6 +75,9 @@ def test_a_moment_falls_in_the_period_of_its_local_time(period: str, reset: int,
 @pytest.mark.parametrize(("period", "name"), [
     ("weekly", "2026-12"), ("weekly", "2026-W54"), ("daily", "2026-02-30"),
     ("monthly", "2026-13"), ("monthly", "2026-W01"), ("all", "2026-12"),
+    # Periods whose end is no date (year 10000), and before any epoch-ms moment.
+    ("weekly", "9999-W52"), ("monthly", "9999-12"), ("daily", "9999-12-31"),
+    ("weekly", "0001-W01"), ("daily", "1969-12-31"),
 ])
 def test_a_name_of_another_kind_of_period_is_no_period(period: str, name: str) -> None:
     assert not periods.valid(board(period=period), name)
