@@ -71,6 +71,11 @@ class PipelineWorker:
                                     what="pipeline", errors=(OSError, asyncpg.PostgresError))
         # If the LISTEN connection is lost later, the poll still drains the outbox.
         self._task = asyncio.create_task(self._run())
+        # What the drained rows owe others (games' notices, the provider's refunds and
+        # questions) goes out beside the drain, not once the outbox is empty: under a
+        # steady stream of deals it never is.
+        self._owing = asyncio.Event()
+        self._sender = asyncio.create_task(self._send_loop())
 
     async def _connect(self) -> None:
         self._pool = await db.create_pool(self._database_url, min_size=1, max_size=4)
@@ -100,11 +105,12 @@ class PipelineWorker:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop draining, finish publishing, close connections."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop draining and sending, finish publishing, close connections."""
+        for task in (self._task, getattr(self, "_sender", None)):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.published()
         await self._close_connections()
 
@@ -114,11 +120,10 @@ class PipelineWorker:
             failed = False
             try:
                 while await self.drain_once() > 0:
-                    pass
+                    self._owing.set()
                 while await self.settle_once() > 0:
                     pass
-                await self.deliver_notices()
-                await self.send_refunds()
+                self._owing.set()
             except Exception:
                 log.exception("pipeline batch failed; retrying")
                 failed = True
@@ -131,6 +136,20 @@ class PipelineWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             self._wake.clear()
+
+    async def _send_loop(self) -> None:
+        """Deliver notices and ask the provider for refunds and checks whenever the drain
+        has done work (and on the poll), beside it."""
+        interval = self.config.pipeline.poll_interval_ms / 1000
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._owing.wait(), timeout=interval)
+            self._owing.clear()
+            try:
+                await self.deliver_notices()
+                await self.send_refunds()
+            except Exception:
+                log.exception("sending what the pipeline owes failed; retrying")
 
     async def _transaction(self, work: Callable[[asyncpg.Connection],
                                                   Awaitable[tuple[Any, list[LiveEvent]]]]) -> Any:
