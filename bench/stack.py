@@ -301,72 +301,56 @@ class Stack:
                 self.tmp, port))
         return self.gateways
 
-    def start_lottery(self, ray_address: str) -> Process:
-        """One `fission serve` of the lottery deployment (see LOTTERY_CAMPAIGN): its own
-        Ray namespace, so its own shard and pipeline actors, and its own database (create
-        it with `prepare_database(self.lottery_database_url)` first). Returns at once."""
-        doc = lottery_config_document(self.lottery_database_url, self.redis_url, ray_address,
-                                      f"bench{os.getpid()}lottery", self.tmp / "data-lottery")
-        path = self.tmp / "bench-lottery.toml"
+    def _start_side(self, name: str, doc: dict[str, Any], into: list[Process]) -> Process:
+        """One `fission serve` of a deployment of its own (its own Ray namespace, so its
+        own shard and pipeline actors, and its own database: create that with
+        `prepare_database` first), its config `doc`; kept in `into`. Returns at once."""
+        path = self.tmp / f"bench-{name}.toml"
         path.write_text(configs.to_toml(doc))
         port = free_port()
-        gateway = spawn(f"lottery-gateway{len(self.lottery_gateways)}", [
+        gateway = spawn(f"{name}-gateway{len(into)}", [
             "-m", "server.cli", "serve", "--config", str(path), "--port", str(port)],
             self.tmp, port)
-        self.lottery_gateways.append(gateway)
+        into.append(gateway)
         return gateway
+
+    @staticmethod
+    def _stop_side(gateways: list[Process]) -> None:
+        """Stop a side deployment's gateways (its detached actors idle on until the Ray
+        head stops with the run)."""
+        for process in gateways:
+            stop_group(process.proc, 10)
+        gateways.clear()
+
+    def start_lottery(self, ray_address: str) -> Process:
+        """The lottery deployment's gateway (see LOTTERY_CAMPAIGN)."""
+        return self._start_side("lottery", lottery_config_document(
+            self.lottery_database_url, self.redis_url, ray_address,
+            f"bench{os.getpid()}lottery", self.tmp / "data-lottery"), self.lottery_gateways)
 
     def start_holds(self, ray_address: str, hold_seconds: int) -> Process:
-        """One `fission serve` of the held-seat deployment (see HOLDS_CAMPAIGN), as
-        `start_lottery` does for the lottery's: create its database with
-        `prepare_database(self.holds_database_url)` first. Returns at once."""
-        doc = holds_config_document(self.holds_database_url, self.redis_url, ray_address,
-                                    f"bench{os.getpid()}holds", self.tmp / "data-holds",
-                                    hold_seconds)
-        path = self.tmp / "bench-holds.toml"
-        path.write_text(configs.to_toml(doc))
-        port = free_port()
-        gateway = spawn(f"holds-gateway{len(self.holds_gateways)}", [
-            "-m", "server.cli", "serve", "--config", str(path), "--port", str(port)],
-            self.tmp, port)
-        self.holds_gateways.append(gateway)
-        return gateway
+        """The held-seat deployment's gateway (see HOLDS_CAMPAIGN)."""
+        return self._start_side("holds", holds_config_document(
+            self.holds_database_url, self.redis_url, ray_address, f"bench{os.getpid()}holds",
+            self.tmp / "data-holds", hold_seconds), self.holds_gateways)
 
     def start_boards(self, ray_address: str) -> Process:
-        """One `fission serve` of the boards deployment (see BOARD), as `start_lottery`
-        does for the lottery's: create its database with
-        `prepare_database(self.boards_database_url)` first. Returns at once."""
-        doc = boards_config_document(self.boards_database_url, self.redis_url, ray_address,
-                                     f"bench{os.getpid()}boards", self.tmp / "data-boards")
-        path = self.tmp / "bench-boards.toml"
-        path.write_text(configs.to_toml(doc))
-        port = free_port()
-        gateway = spawn(f"boards-gateway{len(self.boards_gateways)}", [
-            "-m", "server.cli", "serve", "--config", str(path), "--port", str(port)],
-            self.tmp, port)
-        self.boards_gateways.append(gateway)
-        return gateway
+        """The boards deployment's gateway (see BOARD)."""
+        return self._start_side("boards", boards_config_document(
+            self.boards_database_url, self.redis_url, ray_address,
+            f"bench{os.getpid()}boards", self.tmp / "data-boards"), self.boards_gateways)
 
     def stop_boards(self) -> None:
-        """Stop the boards deployment's gateways (its actors idle on, as the lottery's
-        do)."""
-        for process in self.boards_gateways:
-            stop_group(process.proc, 10)
-        self.boards_gateways.clear()
+        """Stop the boards deployment's gateways."""
+        self._stop_side(self.boards_gateways)
 
     def stop_holds(self) -> None:
-        """Stop the held-seat deployment's gateways (its actors idle on, as the
-        lottery's do)."""
-        for process in self.holds_gateways:
-            stop_group(process.proc, 10)
-        self.holds_gateways.clear()
+        """Stop the held-seat deployment's gateways."""
+        self._stop_side(self.holds_gateways)
 
     def stop_lottery(self) -> None:
-        """Stop the lottery deployment's gateways (its detached actors idle on until the
-        Ray head stops with the run)."""
-        for process in self.lottery_gateways:
-            stop_group(process.proc, 10)
-        self.lottery_gateways.clear()
+        """Stop the lottery deployment's gateways."""
+        self._stop_side(self.lottery_gateways)
 
     def start(self, name: str, args: list[str]) -> Process:
         """Another server process (baseline or raw), given `--port` as its last argument."""
