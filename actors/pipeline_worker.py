@@ -54,6 +54,8 @@ class PipelineWorker:
         self._clock = clock
         self._payments = adapter(config.pipeline.payment_adapter)
         self._wake = asyncio.Event()
+        self._owing = asyncio.Event()  # the drain did work: something may be owed
+        self._sender: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._live: Live | None = None
         self._publishing: asyncio.Task[None] | None = None
@@ -74,7 +76,6 @@ class PipelineWorker:
         # What the drained rows owe others (games' notices, the provider's refunds and
         # questions) goes out beside the drain, not once the outbox is empty: under a
         # steady stream of deals it never is.
-        self._owing = asyncio.Event()
         self._sender = asyncio.create_task(self._send_loop())
 
     async def _connect(self) -> None:
@@ -106,7 +107,7 @@ class PipelineWorker:
 
     async def stop(self) -> None:
         """Stop draining and sending, finish publishing, close connections."""
-        for task in (self._task, getattr(self, "_sender", None)):
+        for task in (self._task, self._sender):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
