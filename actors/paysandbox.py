@@ -56,11 +56,11 @@ def _digits(kind: str, key: str, length: int) -> str:
     return str(number)[:length]
 
 
-def _transaction_no(payment_id: str) -> str:
+def transaction_no(payment_id: str) -> str:
     return f"42{_digits('transaction', payment_id, 26)}"
 
 
-def _refund_no(refund_id: str) -> str:
+def refund_no(refund_id: str) -> str:
     return f"50{_digits('refund', refund_id, 27)}"
 
 
@@ -157,7 +157,7 @@ class SandboxGateway:
             record.refunds[request.refund_id] = request.amount
         return RefundResult(
             refund_id=request.refund_id,
-            provider_refund_id=_refund_no(request.refund_id),
+            provider_refund_id=refund_no(request.refund_id),
             payment_id=request.payment_id, status=RefundStatus.SUCCEEDED,
             amount=request.amount, total=request.total, refunded_at=self._clock())
 
@@ -192,7 +192,7 @@ class SandboxGateway:
                ) -> tuple[dict[str, str], bytes]:
         """`notification`'s headers and body, remembering nothing (for a sandbox whose
         books are kept elsewhere, such as `actors.sandbox_books`)."""
-        transaction_id = _transaction_no(payment_id)
+        transaction_id = transaction_no(payment_id)
         if status is PaymentStatus.PAID:
             event, original = "TRANSACTION.SUCCESS", "transaction"
             resource: dict[str, object] = {
@@ -213,7 +213,7 @@ class SandboxGateway:
             resource = {
                 "mchid": self.mchid, "out_trade_no": payment_id,
                 "transaction_id": transaction_id, "out_refund_no": refund_id,
-                "refund_id": _refund_no(refund_id),
+                "refund_id": refund_no(refund_id),
                 "refund_status": _REFUND_STATES[refund_status],
                 "success_time": _rfc3339(at), "user_received_account": "支付用户零钱",
                 "amount": {"total": amount, "refund": refunded, "payer_total": amount,
@@ -257,7 +257,7 @@ class SandboxGateway:
             payment_id, _Record(PaymentState(payment_id, PaymentStatus.PENDING, amount,
                                              payer=payer)))
         state = record.state
-        transaction_id = _transaction_no(payment_id)
+        transaction_id = transaction_no(payment_id)
         if status is PaymentStatus.PAID and state.status is PaymentStatus.PENDING:
             record.state = replace(state, status=PaymentStatus.PAID,
                                    transaction_id=transaction_id,

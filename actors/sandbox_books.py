@@ -33,7 +33,7 @@ from actors.paygate import (
     RefundStatus,
     now_ms,
 )
-from actors.paysandbox import SandboxGateway, _refund_no, _transaction_no
+from actors.paysandbox import SandboxGateway, refund_no, transaction_no
 
 _STATUS = {"pending": PaymentStatus.PENDING, "paid": PaymentStatus.PAID,
            "refunded": PaymentStatus.REFUNDED, "closed": PaymentStatus.CLOSED}
@@ -129,7 +129,7 @@ class SandboxBooks:
                                    f"payment {request.payment_id} cannot refund"
                                    f" {request.amount} (it is {known['status']})")
         return RefundResult(refund_id=request.refund_id,
-                            provider_refund_id=_refund_no(request.refund_id),
+                            provider_refund_id=refund_no(request.refund_id),
                             payment_id=request.payment_id, status=RefundStatus.SUCCEEDED,
                             amount=request.amount, total=request.total,
                             refunded_at=self._clock())
@@ -145,7 +145,7 @@ class SandboxBooks:
         status = _STATUS[row["status"]]
         paid = status in (PaymentStatus.PAID, PaymentStatus.REFUNDED)
         return PaymentState(payment_id, status, row["amount"],
-                            transaction_id=_transaction_no(payment_id) if paid else None,
+                            transaction_id=transaction_no(payment_id) if paid else None,
                             payer=row["payer"], paid_at=row["paid_at"])
 
     @staticmethod

@@ -74,7 +74,8 @@ class PayDesk:
 
     async def settle(self, user: str, campaign: str, result: Outcome) -> Outcome:
         """`result` of a paying method, with its pending payment created at the provider
-        (and, when the sandbox pays at once, paid: the answer after the payment)."""
+        and what the client needs to pay it. (Where the sandbox pays at once, the game
+        was told so, `pay_now`, and its answer has nothing pending.)"""
         if isinstance(result, Encoded) and _PENDING not in result.text:
             # Nothing to create (paid within the command, or a refusal's answer): passed
             # on as the owner wrote it, not decoded and encoded again on the join's path.
@@ -103,13 +104,6 @@ class PayDesk:
             log.warning("creating payment %s failed: %r", request.payment_id, exc)
             raise ApiError("payment_failed",
                            "the payment could not be created; try again") from None
-        if self.immediate and isinstance(self.provider, SandboxBooks):
-            try:
-                headers, body = await self.provider.pay(request.payment_id)
-            except PaymentError as exc:  # closed meanwhile: the answer shows it pending
-                log.warning("sandbox could not pay %s: %s", request.payment_id, exc)
-            else:
-                return await self.notify(self.adapter, headers, body)
         payment["params"] = params.wire()
         return answer
 
