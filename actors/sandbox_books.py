@@ -148,19 +148,29 @@ class SandboxBooks:
                             transaction_id=transaction_no(payment_id) if paid else None,
                             payer=row["payer"], paid_at=row["paid_at"])
 
-    @staticmethod
-    async def paid_at_once(conn: asyncpg.Connection,
-                           paid: list[tuple[str, str, int, int]]) -> None:
-        """Record payments (id, payer, fen, epoch ms) its payer made within the command
-        that held them (the "immediate" default), in the caller's transaction: the books
-        then hold every payment the games took, to be queried and refunded."""
-        if paid:
-            await conn.execute(
-                "INSERT INTO sandbox_payments (payment_id, payer, amount, status, expires_at,"
-                " paid_at) SELECT p, u, a, 'paid', t, t FROM unnest($1::text[], $2::text[],"
-                " $3::bigint[], $4::bigint[]) AS x(p, u, a, t) ON CONFLICT DO NOTHING",
-                [p for p, _, _, _ in paid], [u for _, u, _, _ in paid],
-                [a for _, _, a, _ in paid], [t for _, _, _, t in paid])
+    async def pay_at_once(self, request: PaymentRequest) -> tuple[dict[str, str], bytes]:
+        """Create the payment and pay it, in one statement (the "immediate" default, whose
+        payer pays as soon as asked): the TRANSACTION.SUCCESS notification to deliver.
+        The same request again pays nothing more and renders the same notification (a
+        redelivery); one whose time is up is closed, as `pay` closes it."""
+        now = self._clock()
+        row = await self._pool.fetchrow(
+            "INSERT INTO sandbox_payments AS p (payment_id, payer, amount, status,"
+            " expires_at, paid_at) VALUES ($1, $2, $3, CASE WHEN $4::bigint > $5::bigint"
+            " THEN 'paid' ELSE 'closed' END, $4, CASE WHEN $4 > $5 THEN $5 END)"
+            " ON CONFLICT (payment_id) DO UPDATE SET"
+            " status = CASE WHEN p.status = 'pending' AND p.expires_at > $5 THEN 'paid'"
+            " WHEN p.status = 'pending' THEN 'closed' ELSE p.status END,"
+            " paid_at = CASE WHEN p.status = 'pending' AND p.expires_at > $5 THEN $5"
+            " ELSE p.paid_at END RETURNING status, payer, amount, paid_at",
+            request.payment_id, request.user, request.amount, request.expires_at, now)
+        if (row["payer"], row["amount"]) != (request.user, request.amount):
+            raise PaymentError(400, "OUT_TRADE_NO_USED",
+                               f"payment {request.payment_id} was created otherwise")
+        if row["status"] == "closed":
+            raise PaymentError(400, "ORDER_CLOSED", f"payment {request.payment_id} is closed")
+        return self.signer.render(request.payment_id, PaymentStatus.PAID, row["amount"],
+                                  now=now, at=row["paid_at"], payer=row["payer"])
 
     async def payer(self, payment_id: str) -> str | None:
         """Who `payment_id` was created for (None: the sandbox has no such payment)."""

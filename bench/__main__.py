@@ -703,7 +703,7 @@ class Bench:
         owner_per_s, owner_busiest = boards.rate(flushes, since, until)
         final = seen["frames"][max(seen["frames"])] if seen["frames"] else {}
         pipe = await checks.pipeline(conn, run["since"], run["until"], BOARD_DEAL_CAMPAIGNS)
-        committed = await boards.committed_ops(conn, BOARD_DEAL_CAMPAIGNS)
+        committed = await checks.seats_taken(conn, BOARD_DEAL_CAMPAIGNS)
         return {
             "deals": pipe["deals"], "deals_per_s": pipe["deals_per_s"],
             "orders": pipe["orders"], "deals_without_orders": pipe["deals_without_orders"],

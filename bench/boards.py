@@ -368,14 +368,6 @@ async def notices(conn: asyncpg.Connection, board: str) -> dict[str, Any]:
             "wait_p99_ms": ms(row["wait_p99"]), "wait_max_ms": ms(row["wait_max"])}
 
 
-async def committed_ops(conn: asyncpg.Connection, campaigns: Sequence[str]) -> int:
-    """Opens and joins of `campaigns` in the event store."""
-    return int(await conn.fetchval(
-        "SELECT count(*) FROM events WHERE stream = ANY($1::text[])"
-        " AND type IN ('group_opened', 'member_joined')",
-        [f"groupbuy:{c}" for c in campaigns]))
-
-
 async def wait_open(conn: asyncpg.Connection, board: str, timeout: float) -> float:
     """Poll until the board's topic has its snapshot row (its owner's first flush, made
     as it starts), so that every socket's subscribe finds it (or `timeout` s passed);

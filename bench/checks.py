@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,9 +30,7 @@ async def invariants(conn: asyncpg.Connection, acked: int, drain_timeout: float 
         members = await conn.fetchval(
             "SELECT coalesce(sum(cardinality(members)), 0) FROM groups"
             " WHERE campaign = $1 AND status <> 'failed'", campaign)
-        taken = await conn.fetchval(
-            "SELECT count(*) FROM events WHERE stream = $1"
-            " AND type IN ('group_opened', 'member_joined')", f"groupbuy:{campaign}")
+        taken = await seats_taken(conn, [campaign])
         mismatch += abs(int(members) - int(taken))
         taken_total += int(taken)
     unbalanced = await conn.fetchval(
@@ -43,6 +42,16 @@ async def invariants(conn: asyncpg.Connection, acked: int, drain_timeout: float 
             "committed": taken_total, "acked": acked,
             "lost_acks": max(0, acked - taken_total), "ledger_unbalanced": int(unbalanced),
             **await paid_orders(conn, ALL_CAMPAIGNS), "orders_drain_seconds": drain}
+
+
+async def seats_taken(conn: asyncpg.Connection, campaigns: Sequence[str]) -> int:
+    """Members the group-buy `campaigns`' events seated: each joiner, and each leader of
+    a group opened without payment (a leader who pays is seated by member_joined too)."""
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM events WHERE stream = ANY($1::text[]) AND (type = 'member_joined'"
+        " OR type = 'group_opened' AND (coalesce(data->>'payment', '') = ''"
+        " OR coalesce((data->>'paid')::boolean, false)))",
+        [f"groupbuy:{c}" for c in campaigns]))
 
 
 async def paid_orders(conn: asyncpg.Connection, campaigns: tuple[str, ...]

@@ -152,7 +152,7 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
                                 "user": who.user, "key": key if remembered else None,
                                 "params": params})
         if method.pays and gw.paydesk is not None:
-            # A payment to create (and, in the sandbox, maybe to pay) before answering.
+            # A payment to create (in the sandbox, maybe paid at once) before answering.
             return await gw.paydesk.settle(who.user, p["campaign"], result)
         return result
     return command
@@ -166,16 +166,10 @@ async def _home_region(gw: Gateway, who: Identity) -> str | None:
     return who.region
 
 
-async def _pay_now(gw: Gateway, who: Identity) -> bool:
-    return gw.paydesk is not None and gw.paydesk.immediate
-
-
 # What the server knows of a user that a game may ask for (games.core.Method.facts):
-# "home_region" is the region claim of the caller's token (None without one); "pay_now"
-# is True when the provider's payer pays within the command (the sandbox's default), so
-# a seat is paid at once rather than held.
+# "home_region" is the region claim of the caller's token (None without one).
 _FACTS: dict[str, Callable[[Gateway, Identity], Awaitable[Any]]] = {
-    "newcomer": _newcomer, "home_region": _home_region, "pay_now": _pay_now}
+    "newcomer": _newcomer, "home_region": _home_region}
 
 
 def _read(game: core.Game[Any, Any, Any, Any], read: str | None) -> Handler:

@@ -5,8 +5,10 @@ A game's method declared `pays=True` answers with a pending payment `P` when it 
 something until paid (a group-buy's seat). Before the transport answers, the desk creates
 that payment at the provider and adds what the client needs to pay it (`P.params`,
 WeChat Pay JSAPI's `requestPayment` arguments). With the sandbox paying "immediate" (the
-default), the desk then pays it at once and delivers the sandbox's signed notification
-through the very path the notify route takes, so the answer shows the caller paid.
+default), its payer pays at once instead: the sandbox signs its notification and the desk
+delivers it through the very path the notify route takes (verified, then the game's
+payment command), so the answer is the game's word on that payment, the caller seated
+as a paid member. The seat is paid by a verified notification, never by being told so.
 
 A notification (`POST /api/payments/{adapter}/notify`) is verified (signature over
 `timestamp\\nnonce\\nbody`, a timestamp window, the AES-GCM resource) and becomes the
@@ -74,11 +76,11 @@ class PayDesk:
 
     async def settle(self, user: str, campaign: str, result: Outcome) -> Outcome:
         """`result` of a paying method, with its pending payment created at the provider
-        and what the client needs to pay it. (Where the sandbox pays at once, the game
-        was told so, `pay_now`, and its answer has nothing pending.)"""
+        and what the client needs to pay it; with the sandbox paying at once, the game's
+        answer once the sandbox's notification of that payment was delivered."""
         if isinstance(result, Encoded) and _PENDING not in result.text:
-            # Nothing to create (paid within the command, or a refusal's answer): passed
-            # on as the owner wrote it, not decoded and encoded again on the join's path.
+            # Nothing to create (a refusal's answer, or nothing left to pay): passed on as
+            # the owner wrote it, not decoded and encoded again on the join's path.
             return result
         answer = decoded(result)
         payment = answer.get("payment")
@@ -93,10 +95,16 @@ class PayDesk:
             payment_id=str(payment["id"]), user=user, amount=int(payment["amount"]),
             description=title[:127], expires_at=expires_at)
         try:
+            if self.immediate:
+                assert isinstance(self.provider, SandboxBooks)
+                headers, body = await self.provider.pay_at_once(request)
+                return await self._deliver(self.adapter, headers, body)
             params = await self.provider.create(request)
         except PaymentError as exc:
-            if exc.code == "ORDERPAID":
-                return answer  # paid already (a repeat of the join): its word is coming
+            if exc.code in ("ORDERPAID", "ORDER_CLOSED"):
+                # Paid already (a repeat of the join: its word is coming), or its time
+                # ran out as it was asked (the hold's end asks the provider).
+                return answer
             log.warning("creating payment %s failed: %s", request.payment_id, exc)
             raise ApiError("payment_failed",
                            "the payment could not be created; try again") from None
@@ -111,6 +119,11 @@ class PayDesk:
                      ) -> dict[str, Any]:
         """Take a provider's notification: verified, then told to the payment's game;
         the game's answer (`{}` for what concerns no game, such as a refund's outcome)."""
+        return decoded(await self._deliver(adapter, headers, body))
+
+    async def _deliver(self, adapter: str, headers: Mapping[str, str], body: bytes
+                       ) -> Outcome:
+        """`notify`, the game's answer passed on as its owner wrote it."""
         if adapter != self.adapter:
             raise ApiError("not_found", f"no payment adapter {adapter!r}")
         try:
@@ -145,7 +158,7 @@ class PayDesk:
             "params": {"payment": notification.payment_id, "outcome": "paid",
                        "amount": notification.amount}})
         try:
-            return decoded(result_of(reply))
+            return result_of(reply)
         except ApiError as exc:
             if exc.code != "not_found":
                 raise

@@ -80,7 +80,7 @@ METHODS = (
            facts=(NEWCOMER,)),
     Method("bargain.buy", _ONE, mutating=True,
            route=Route("POST", "/api/bargains/{campaign}/{bargain}/buy"),
-           facts=("pay_now",), pays=True),
+           pays=True),
     Method("bargain.payment", MappingProxyType({
         "campaign": _CAMPAIGN,
         "payment": Param(str, pattern=re.compile(f"[0-9a-f]{{{payments.ID_LENGTH}}}")),
@@ -138,7 +138,7 @@ class BargainGame:
         if method == "bargain.help":
             return HelpBargain(user, bargain, newcomer=params.get(NEWCOMER) is True)
         if method == "bargain.buy":
-            return BuyBargain(user, bargain, pay_now=params.get("pay_now") is True)
+            return BuyBargain(user, bargain)
         raise GameError("invalid_request", f"the bargain has no command {method!r}")
 
     def fingerprint(self, command: Command) -> str:

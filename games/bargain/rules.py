@@ -168,13 +168,11 @@ class HelpBargain:
 
 @dataclass(frozen=True)
 class BuyBargain:
-    """`user` (the initiator) buys `bargain` at its current price: bought at once with
-    `pay_now` (a provider whose payer pays within the command, the sandbox's default),
-    else held until its payment comes (or its hold ends)."""
+    """`user` (the initiator) buys `bargain` at its current price: bought at once where
+    the campaign takes no payment, else held until its payment comes (or its hold ends)."""
 
     user: str
     bargain: str
-    pay_now: bool = False
 
 
 # The payment step's commands, shared by every game that holds something until paid.
@@ -596,14 +594,13 @@ def _decide_buy(state: BargainState, command: BuyBargain, now: int) -> list[Even
     payment = ""
     if campaign.pay_to_buy:
         payment = payments.payment_id(campaign.id, bargain.id, "buy", str(seq))
-        if not command.pay_now:
-            return [PurchaseHeld(bargain=bargain.id, seq=seq, at=now, payment=payment,
-                                 amount=bargain.price,
-                                 until=min(now + campaign.pay_within_ms, deadline),
-                                 unit=not bargain.held)]
+        return [PurchaseHeld(bargain=bargain.id, seq=seq, at=now, payment=payment,
+                             amount=bargain.price,
+                             until=min(now + campaign.pay_within_ms, deadline),
+                             unit=not bargain.held)]
     return [BargainBought(
         bargain=bargain.id, seq=seq, at=now, buyer=command.user, price=bargain.price,
-        sku=campaign.product.sku, payment=payment,
+        sku=campaign.product.sku, payment="",
     )]
 
 

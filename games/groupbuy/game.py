@@ -89,9 +89,9 @@ class GroupBuy:
     )
     methods: tuple[Method, ...] = (
         Method("groupbuy.open", {"campaign": _CAMPAIGN}, True, Route("POST", _BASE, 201),
-               facts=("pay_now",), pays=True),
+               pays=True),
         Method("groupbuy.join", {"campaign": _CAMPAIGN, "group": _GROUP}, True,
-               Route("POST", _BASE + "/{group}/join"), facts=("pay_now",), pays=True),
+               Route("POST", _BASE + "/{group}/join"), pays=True),
         Method("groupbuy.payment", {"campaign": _CAMPAIGN, "payment": _PAYMENT,
                                     "outcome": _OUTCOME, "amount": _AMOUNT}, True,
                public=False, on="payment"),
@@ -108,11 +108,10 @@ class GroupBuy:
         return gb.initial_state(campaign)
 
     def command(self, method: str, user: str, params: Mapping[str, Any]) -> gb.Command:
-        pay_now = params.get("pay_now") is True
         if method == "groupbuy.open":
-            return gb.OpenGroup(user=user, pay_now=pay_now)
+            return gb.OpenGroup(user=user)
         if method == "groupbuy.join":
-            return gb.JoinGroup(user=user, group=str(params["group"]), pay_now=pay_now)
+            return gb.JoinGroup(user=user, group=str(params["group"]))
         if method == "groupbuy.payment":
             return gb.SettlePayment(payment=str(params["payment"]),
                                     outcome=str(params["outcome"]),
@@ -169,11 +168,7 @@ class GroupBuy:
                                             payment=event.payment),))
         elif isinstance(event, gb.GroupOpened):
             deadline = (event.expires_at, event.group)
-            if event.paid:
-                outbox = Outbox("paid", (Line(user=event.leader, sku=sku, amount=event.price,
-                                              instance=event.group, line=event.payment,
-                                              payment=event.payment),))
-            elif event.payment:
+            if event.payment:
                 also = ((event.hold_until, gb.HOLD_KEY + event.payment),)
         elif isinstance(event, gb.SeatHeld):
             deadline = (event.until, gb.HOLD_KEY + event.payment)

@@ -85,20 +85,17 @@ class Group:
 @dataclass(frozen=True)
 class OpenGroup:
     """`user` opens a new group and leads it. In a campaign that takes payment the seat
-    is held until paid, or with `pay_now` (a provider whose payer pays within the
-    command, such as the sandbox's default) paid at once."""
+    is held until paid (or until its hold ends)."""
 
     user: str
-    pay_now: bool = False
 
 
 @dataclass(frozen=True)
 class JoinGroup:
-    """`user` joins `group` (a seat held until paid, or paid at once: see OpenGroup)."""
+    """`user` joins `group` (a seat held until paid: see OpenGroup)."""
 
     user: str
     group: str
-    pay_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,9 @@ class GroupOpened:
     expires_at: int
     payment: str = ""
     hold_until: int = 0
-    paid: bool = False  # the leader paid within the open: a member at once
+    # The leader paid within the open, a member at once: only in events stored before
+    # every payment came by its provider's notification (still replayed as they were).
+    paid: bool = False
     type: str = "group_opened"
 
 
@@ -363,14 +362,12 @@ def decide(state: GroupBuyState, command: Command, now: int, rng: random.Random)
         payment, hold_until = "", 0
         if campaign.pay_within_ms is not None:
             payment = payments.payment_id(campaign.id, group_id, user, "1")
-            hold_until = now if command.pay_now else min(now + campaign.pay_within_ms,
-                                                         expires_at)
+            hold_until = min(now + campaign.pay_within_ms, expires_at)
         return [
             GroupOpened(
                 group=group_id, seq=1, leader=user, size=campaign.group_size,
                 price=campaign.product.group_price, at=now, expires_at=expires_at,
                 payment=payment, hold_until=hold_until,
-                paid=bool(payment) and command.pay_now,
             )
         ]
     group = state.groups.get(command.group)
@@ -394,16 +391,13 @@ def decide(state: GroupBuyState, command: Command, now: int, rng: random.Random)
     if state.stock_left < 1:
         raise GameError("out_of_stock", "this campaign has no stock left")
     seq = group.version + 1
-    payment = ""
     if campaign.pay_within_ms is not None:
-        payment = payments.payment_id(campaign.id, group.id, command.user, str(seq))
-        if not command.pay_now:
-            return [SeatHeld(
-                group=group.id, seq=seq, user=command.user, payment=payment,
-                amount=group.price,
-                until=min(now + campaign.pay_within_ms, group.expires_at), at=now)]
-    events: list[Event] = [MemberJoined(group=group.id, seq=seq, user=command.user, at=now,
-                                        payment=payment)]
+        return [SeatHeld(
+            group=group.id, seq=seq, user=command.user,
+            payment=payments.payment_id(campaign.id, group.id, command.user, str(seq)),
+            amount=group.price,
+            until=min(now + campaign.pay_within_ms, group.expires_at), at=now)]
+    events: list[Event] = [MemberJoined(group=group.id, seq=seq, user=command.user, at=now)]
     if len(group.members) + 1 == group.size:
         events += _completion(campaign, group, group.members + (command.user,), seq + 1, now)
     return events

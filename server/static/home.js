@@ -725,18 +725,27 @@ function watchMe() {
     onChange: (data, frame) => {
       if (frame.op !== "event") return;
       const e = data.last || {};
+      let moved = null;
       if (e.type === "rank_changed") {
         const board = state.boards.find((b) => b.id === e.board);
-        if (board) {
+        // A regional board's rank counts only for the region this page shows (a seller
+        // ranked where they last acted may be browsing with another region's token).
+        const shown = board && (board.scope !== "region" || (e.region || null) === state.region);
+        if (shown) {
+          const before = board.me && board.me.rank;
           board.me = { rank: e.rank, score: e.score };
           if (!state.boardSubs.has(board.id)) watchBoard(board); // its region's board exists now
           if (state.board === board.id) renderBoard(board, false);
+          if (e.rank) {
+            moved = !before || e.rank < before ? `你的排名升至第 ${e.rank} 名`
+              : e.rank > before ? `你的排名降至第 ${e.rank} 名` : null;
+          }
         }
       }
       const words = {
         order_created: "下单成功", commission_pending: `佣金 +¥${yuan(e.amount)} 待结算`,
         bargain_helped: `好友帮你砍掉 ¥${yuan(e.cut)}`, deal_completed: "拼团成功！",
-        rank_changed: e.rank ? `你的排名升至第 ${e.rank} 名` : null,
+        rank_changed: moved,
       }[e.type];
       if (words) toast(words);
     },

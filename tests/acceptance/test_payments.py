@@ -250,10 +250,10 @@ async def test_two_pay_for_the_last_two_seats_while_a_third_holds_one(
             assert body["payment"]["status"] == "refunded"
     conn = await asyncpg.connect(database_url)
     try:
+        await _until(lambda: _all_processed(conn), "the pipeline caught up")
         orders = await conn.fetch("SELECT user_id, confirmed_at FROM orders WHERE"
                                   " instance = $1 ORDER BY user_id", group)
         assert [r["user_id"] for r in orders] == ["p4-a", "p4-b", "p4-d", "p4-lead"]
-        await _until(lambda: _all_processed(conn), "the pipeline caught up")
         assert all(r["confirmed_at"] is not None for r in await conn.fetch(
             "SELECT confirmed_at FROM orders WHERE instance = $1", group))
         await _money_is_exact(conn)

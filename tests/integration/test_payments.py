@@ -4,8 +4,9 @@ taken and confirmed with the deal, refunds of exactly what was paid."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -13,12 +14,13 @@ import asyncpg
 import pytest
 
 from actors.owner import Owner
-from actors.paygate import PaymentStatus, now_ms
+from actors.paygate import Notification, PaymentStatus, now_ms
 from actors.paysandbox import SandboxGateway
 from actors.pipeline_worker import PipelineWorker
 from actors.sandbox_books import SandboxBooks
 from games import payments
 from server.errors import ApiError
+from server.outcomes import decoded
 from server.paydesk import PayDesk
 from storage import db
 from storage.config import Config, parse
@@ -53,13 +55,13 @@ class OwnerClient:
         return answer
 
 
-def pay_config(svc: Services, **campaign: Any) -> Config:
+def pay_config(svc: Services, pays: str = "on_request", **campaign: Any) -> Config:
     doc = configs.document([configs.campaign("c1", size=3, stock=10, pay=True,
                                              pay_within=HOLD_S, **campaign),
                             configs.bargain("b1", helpers=2, stock=2, pay_within=HOLD_S,
                                             pay_to_buy=True)],
                            shards=1, database_url=svc.database_url, redis_url=svc.redis_url)
-    doc["pipeline"] = {"sandbox_pays": "on_request"}
+    doc["pipeline"] = {"sandbox_pays": pays}
     return parse(doc, {}, "test")
 
 
@@ -76,8 +78,7 @@ class Shop:
         [answer] = await self.owner.submit([cmd(method, user, group=group,
                                                 key=key or f"{method}-{user}-{group}")])
         assert answer["ok"], answer
-        result: dict[str, Any] = await self.desk.settle(user, "c1", answer["result"])
-        return result
+        return decoded(await self.desk.settle(user, "c1", answer["result"]))
 
     async def pay(self, user: str, payment: str) -> dict[str, Any]:
         return await self.desk.sandbox_pay(user, payment)
@@ -94,27 +95,99 @@ class Shop:
                 return
 
 
-@pytest.fixture
-async def shop(clean: Services, shard_factory: Factory) -> AsyncIterator[Shop]:
-    config = pay_config(clean)
+@contextlib.asynccontextmanager
+async def open_shop(svc: Services, shard_factory: Factory, pays: str,
+                    books: Callable[[asyncpg.Pool], Awaitable[SandboxBooks]] = SandboxBooks.open,
+                    ) -> AsyncIterator[Shop]:
+    """A shop whose sandbox pays `pays` ("on_request" or "immediate"), over `books`."""
+    config = pay_config(svc, pays)
     clock = Clock()
     owner = await shard_factory(config, clock)
-    pool = await db.create_pool(clean.database_url, min_size=1, max_size=2)
-    books = await SandboxBooks.open(pool)
+    pool = await db.create_pool(svc.database_url, min_size=1, max_size=2)
+    provider = await books(pool)
 
     async def send(commands: list[dict[str, Any]]) -> list[str]:
         return await owner.submit_json(commands)
 
-    worker = PipelineWorker(config, clean.database_url, send=send)
+    worker = PipelineWorker(config, svc.database_url, send=send)
     await worker.start()
-    conn = await asyncpg.connect(clean.database_url)
+    conn = await asyncpg.connect(svc.database_url)
     try:
-        desk = PayDesk(config, books, OwnerClient(owner), worker)  # type: ignore[arg-type]
+        desk = PayDesk(config, provider, OwnerClient(owner), worker)  # type: ignore[arg-type]
         yield Shop(config, owner, worker, desk, conn, clock)
     finally:
         await conn.close()
         await worker.stop()
         await pool.close()
+
+
+@pytest.fixture
+async def shop(clean: Services, shard_factory: Factory) -> AsyncIterator[Shop]:
+    async with open_shop(clean, shard_factory, "on_request") as opened:
+        yield opened
+
+
+async def test_the_sandbox_paying_at_once_seats_through_its_verified_notification(
+        clean: Services, shard_factory: Factory) -> None:
+    async with open_shop(clean, shard_factory, "immediate") as shop:
+        opened = await shop.command("open", "alice")
+        # The answer is the game's word on the payment: the caller a paid member.
+        assert opened["payment"]["status"] == "paid"
+        assert opened["group"]["members"] == ["alice"] and opened["group"]["held"] == []
+        payment = opened["payment"]["id"]
+        group = opened["group"]["id"]
+        joined = await shop.command("join", "bob", group)
+        assert joined["group"]["members"] == ["alice", "bob"]
+        again = await shop.command("join", "bob", group)  # the same key again: one seat
+        assert again["group"]["members"] == ["alice", "bob"]
+        # The seat was held, then paid by the notification (the owner never seats a
+        # payment it was not told of): the stream shows both, the provider's books the
+        # payment paid once.
+        types = [r["type"] for r in await shop.conn.fetch(
+            "SELECT type FROM events WHERE data->>'group' = $1 ORDER BY version", group)]
+        assert types == ["group_opened", "member_joined", "seat_held", "member_joined"]
+        books = await shop.conn.fetch(
+            "SELECT payer, amount, status, paid_at FROM sandbox_payments ORDER BY payer")
+        assert [(r["payer"], r["amount"], r["status"]) for r in books] == [
+            ("alice", PRICE, "paid"), ("bob", PRICE, "paid")]
+        assert all(r["paid_at"] is not None for r in books)
+        await shop.settle_everything()
+        orders = await shop.conn.fetch("SELECT user_id, amount FROM orders ORDER BY id")
+        assert [(r["user_id"], r["amount"]) for r in orders] == [("alice", PRICE),
+                                                                 ("bob", PRICE)]
+        # The pipeline's reconciliation finds the sandbox's books agreeing.
+        state = await shop.desk.provider.query(payment)
+        assert state.status is PaymentStatus.PAID and state.amount == PRICE
+        await _balanced(shop.conn)
+
+
+class Forging(SandboxBooks):
+    """A sandbox whose notifications its verifier does not trust: signed with one key,
+    checked against another (a provider key rotated, or a notification forged)."""
+
+    async def _trusted(self) -> None:
+        self.checker = SandboxGateway(api_v3_key=self.signer.api_v3_key)
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: int) -> Notification:
+        return self.checker.verify(headers, body, now)
+
+
+async def _forging(pool: asyncpg.Pool) -> SandboxBooks:
+    books = await SandboxBooks.open(pool)
+    forging = Forging(pool, books.signer)
+    await forging._trusted()
+    return forging
+
+
+async def test_paying_at_once_seats_no_one_on_a_notification_that_fails_verification(
+        clean: Services, shard_factory: Factory) -> None:
+    async with open_shop(clean, shard_factory, "immediate", _forging) as shop:
+        with pytest.raises(ApiError) as refused:
+            await shop.command("open", "alice")
+        assert refused.value.code == "invalid_notification"
+        row = await shop.conn.fetchrow("SELECT members, seats FROM groups")
+        assert list(row["members"]) == []  # held, never seated: its hold's end asks
+        assert [seat[4] for seat in json.loads(row["seats"])] == ["held"]  # its status
 
 
 async def test_a_join_answers_a_pending_payment_with_what_the_client_pays_with(

@@ -344,9 +344,9 @@ async def stored_groups(database_url: str, campaign: str) -> dict[str, dict[str,
 
     A group commit writes events, group rows, outbox rows and answers in one transaction:
     so the stream's versions run 1..N without a hole, every group row is exactly what its
-    own events replay to (leader, then each joiner; as many events as its version), no
-    group holds more members than its size or one member twice, and every deal has its
-    outbox row.
+    own events replay to (leader, then each joiner, each paying member once paid; as many
+    events as its version), no group holds more members than its size or one member
+    twice, and every deal has its outbox row.
     """
     stream = f"groupbuy:{campaign}"
     conn = await asyncpg.connect(database_url)
@@ -367,8 +367,8 @@ async def stored_groups(database_url: str, campaign: str) -> dict[str, dict[str,
         data = json.loads(event["data"])
         group = replayed.setdefault(data["group"], {"members": [], "seqs": []})
         group["seqs"].append(data["seq"])
-        if event["type"] == "group_opened":
-            group["members"].append(data["leader"])
+        if event["type"] == "group_opened" and (not data.get("payment") or data.get("paid")):
+            group["members"].append(data["leader"])  # a leader who pays joins on payment
         elif event["type"] == "member_joined":
             group["members"].append(data["user"])
     groups = {r["id"]: dict(r) for r in rows}

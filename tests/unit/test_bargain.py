@@ -1636,6 +1636,10 @@ def test_a_purchase_is_held_until_paid_then_bought_with_its_payment() -> None:
     assert isinstance(bought, BargainBought) and bought.payment == held.payment
     assert play.state.bargains[bargain].status is BargainStatus.BOUGHT
     assert play.state.stock_left == stock  # the held unit is the sold one
+    outbox = GAME.applied(play.campaign, play.state, bought).outbox
+    assert outbox is not None and outbox.kind == "deal"  # the order made of what was paid
+    assert [(line.line, line.payment, line.amount) for line in outbox.lines] == [
+        ("buy", held.payment, FLOOR_PRICE)]
     assert play.do(SettlePayment(held.payment, "paid", FLOOR_PRICE), NOW + 2) == []
     answer = json.loads(GAME.answer(play.campaign, play.state,
                                     SettlePayment(held.payment, "paid", FLOOR_PRICE),
@@ -1681,12 +1685,3 @@ def test_a_purchase_outlasting_nothing_expires_the_bargain_once_its_word_comes()
     assert play.state.stock_left == 10
 
 
-def test_paying_within_the_buy_is_bought_at_once() -> None:
-    play = _paying()
-    bargain = play.start("ann")
-    play.to_floor(bargain)
-    [bought] = play.do(BuyBargain("ann", bargain, pay_now=True), NOW)
-    assert isinstance(bought, BargainBought) and bought.payment
-    outbox = GAME.applied(play.campaign, play.state, bought).outbox
-    assert outbox is not None and outbox.kind == "deal"
-    assert [(line.line, line.payment) for line in outbox.lines] == [("buy", bought.payment)]

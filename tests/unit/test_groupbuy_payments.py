@@ -39,8 +39,10 @@ from games.groupbuy.rules import (
     SeatStatus,
     SettlePayment,
     apply,
+    decide,
     event_from_dict,
     event_to_dict,
+    evolve,
     fold,
     initial_state,
     state_from_groups,
@@ -259,16 +261,18 @@ def test_virtual_fill_completes_with_paid_members_and_gives_back_unpaid_seats() 
     assert play.state.stock_left == 98
 
 
-def test_paying_within_the_command_seats_at_once() -> None:
+def test_a_leader_paid_within_an_open_stored_before_notifications_still_replays() -> None:
+    # Events stored while the sandbox seated its payer within the command (paid=True)
+    # replay as they were: the leader a member, the seat paid.
     play = Play()
-    [opened] = play.do(OpenGroup("lead", pay_now=True))
-    assert isinstance(opened, GroupOpened) and opened.paid
-    group = opened.group
-    assert play.state.groups[group].members == ("lead",)
-    [joined] = play.do(JoinGroup("amy", group, pay_now=True))
-    assert isinstance(joined, MemberJoined) and joined.payment
-    assert play.state.groups[group].seat(joined.payment) is not None
-    assert play.pay(joined.payment) == []  # the sandbox's notification, if it came: nothing
+    opened = GroupOpened(group="g1", seq=1, leader="lead", size=3, price=100, at=NOW,
+                         expires_at=NOW + LIMIT, payment="p" * 24, hold_until=NOW, paid=True)
+    state = evolve(play.state, opened)
+    assert state.groups["g1"].members == ("lead",)
+    seat = state.groups["g1"].seat("p" * 24)
+    assert seat is not None and seat.status is SeatStatus.PAID
+    assert [e.type for e in decide(state, JoinGroup("amy", "g1"), NOW + 1, random.Random(1))] == [
+        "seat_held"]
 
 
 def test_the_game_arms_a_deadline_per_hold_and_its_tick_lapses_it() -> None:
