@@ -119,6 +119,7 @@ async def regrade(conn: asyncpg.Connection, users: Sequence[str], now: datetime,
     lower: grades do not fall by themselves), recorded with what they were judged on."""
     if not config.grades or not users:
         return []
+    await distributors.lock_grades(conn)
     recorded = await distributors.grades(conn, users)
     stats = await distributors.grade_stats(conn, users, now, config.tax_zone)
     changes = []

@@ -20,6 +20,9 @@ from games.commission import GradeStats
 from storage.reads import iso_time
 
 STATUSES = ("applied", "approved", "revoked")
+# Grades are raised under one transaction-scoped advisory lock: two settlements at once
+# must not both raise a user from the same grade (nor the slower lower a higher one).
+_GRADE_LOCK = 0x46495347  # "FISG"
 
 # A user's own spend: their paid (not refunded) orders whose deal is done.
 _SPEND = ("SELECT user_id, sum(amount) AS spend FROM orders WHERE user_id = ANY($1::text[])"
@@ -88,6 +91,11 @@ async def eligible(conn: asyncpg.Connection, users: Sequence[str], earners: str,
         return {r["user_id"] for r in rows}
     rows = await conn.fetch(f"{_SPEND} HAVING sum(amount) >= $2", wanted, min_spend)
     return {r["user_id"] for r in rows}
+
+
+async def lock_grades(conn: asyncpg.Connection) -> None:
+    """Serialise grade changes until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _GRADE_LOCK)
 
 
 async def grades(conn: asyncpg.Connection, users: Sequence[str]) -> dict[str, str]:
