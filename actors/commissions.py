@@ -18,7 +18,7 @@ from actors.answers import Answer
 from actors.payments import Movement, PaymentAdapter
 from games import commission as rules
 from games.topics import user_topic
-from storage import ledger, reads
+from storage import distributors, ledger, reads
 from storage.config import CommissionConfig, Config
 from storage.ledger import Commission, NewCommission
 from storage.live import LiveEvent
@@ -48,18 +48,34 @@ def _txn(c: Commission, step: str) -> str:
 
 async def earn(conn: asyncpg.Connection, orders: Sequence[FreshOrder], config: Config
                ) -> tuple[list[Commission], list[LiveEvent]]:
-    """Write the commissions `orders` earn their buyers' referrers, pending, with lines."""
+    """Write the commissions `orders` earn, pending, with their lines.
+
+    Who may earn, and each earner's grade (its rates), are read for the whole batch at
+    once, as they stand in this transaction: a grade raised by an earlier settlement
+    applies here, and the rate used is stored on each commission, so a later change of
+    grade never touches it.
+    """
     if not orders:
         return [], []
+    settings = config.commission
     chains = await ledger.referral_chains(conn, [o.buyer for o in orders])
-    window = timedelta(seconds=config.commission.return_window_seconds)
-    rates = {c: config.commission_rates(c) for c in {o.campaign for o in orders}}
+    candidates = {u for o in orders for u in chains.get(o.buyer, ())[:rules.LEVELS]}
+    if settings.self_purchase:
+        candidates |= {o.buyer for o in orders}
+    allowed = await distributors.eligible(conn, sorted(candidates), settings.earners,
+                                          settings.earner_min_spend_fen)
+    recorded = await distributors.grades(conn, sorted(candidates)) if settings.grades else {}
+    window = timedelta(seconds=settings.return_window_seconds)
+    campaigns = {o.campaign for o in orders}
+    rates = {c: config.commission_rates(c) for c in campaigns}
+    graded = {c: config.graded_rates(c, candidates, recorded) for c in campaigns}
     fresh = [
         NewCommission(order.id, share.level, share.beneficiary, order.buyer, order.campaign,
                       order.amount, share.rate_bps, share.amount, order.created_at + window)
-        for order in orders if order.buyer in chains
-        for share in rules.shares(order.buyer, order.amount, chains[order.buyer],
-                                  rates[order.campaign])
+        for order in orders
+        for share in rules.shares(order.buyer, order.amount, chains.get(order.buyer, ()),
+                                  rates[order.campaign], self_purchase=settings.self_purchase,
+                                  eligible=allowed.__contains__, graded=graded[order.campaign])
     ]
     written = await ledger.insert_commissions(conn, fresh)
     if written:
@@ -76,8 +92,9 @@ async def earn(conn: asyncpg.Connection, orders: Sequence[FreshOrder], config: C
 async def settle(conn: asyncpg.Connection, now: datetime, limit: int,
                  config: CommissionConfig | None = None
                  ) -> tuple[list[Commission], list[LiveEvent]]:
-    """Settle up to `limit` commissions whose return window has ended by `now`, and flag
-    the users whose settled income this year has now reached the tax threshold."""
+    """Settle up to `limit` commissions whose return window has ended by `now`, flag
+    the users whose settled income this year has now reached the tax threshold, and
+    raise the grades of the users these settlements concern."""
     settled = await ledger.settle_due(conn, now, limit)
     await ledger.write_lines(conn, [
         (_txn(c, "settle"), c.id, line) for c in settled
@@ -90,7 +107,33 @@ async def settle(conn: asyncpg.Connection, now: datetime, limit: int,
         live += [LiveEvent(user_topic(user), 0, {
             "type": "tax_flagged", "year": year, "income": income,
             "threshold": config.tax_threshold_fen}) for user, year, income in flagged]
+        live += await regrade(conn, sorted({u for c in settled for u in (c.beneficiary,
+                                                                         c.buyer)}),
+                              now, config)
     return settled, live
+
+
+async def regrade(conn: asyncpg.Connection, users: Sequence[str], now: datetime,
+                  config: CommissionConfig) -> list[LiveEvent]:
+    """Raise those of `users` whose standing at `now` reaches a higher grade (never
+    lower: grades do not fall by themselves), recorded with what they were judged on."""
+    if not config.grades or not users:
+        return []
+    await distributors.lock_grades(conn)
+    recorded = await distributors.grades(conn, users)
+    stats = await distributors.grade_stats(conn, users, now, config.tax_zone)
+    changes = []
+    for user in users:
+        before = rules.grade_of(config.grades, recorded.get(user))
+        after = rules.upgrade(config.grades, recorded.get(user), stats[user])
+        if before is not None and after is not None:
+            changes.append((distributors.GradeChange(user, before.id, after.id, stats[user]),
+                            after))
+    await distributors.raise_grades(conn, [change for change, _ in changes], now)
+    return [LiveEvent(user_topic(c.user), 0, {
+        "type": "grade_changed", "from": c.before, "grade": g.id, "title": g.title,
+        "level1_bps": g.rates.level1_bps, "level2_bps": g.rates.level2_bps,
+        "at": reads.iso_time(now)}) for c, g in changes]
 
 
 async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, order_id: int,
@@ -152,3 +195,34 @@ async def bind(conn: asyncpg.Connection, user: str, referrer: str
     row = await ledger.insert_referral(conn, user, referrer)
     live = [LiveEvent(user_topic(referrer), 0, {"type": "referral_bound", "user": user})]
     return answers.ok({"referral": reads.referral_view(row)}), live
+
+
+async def distributor(conn: asyncpg.Connection, user: str, action: str, actor: str
+                      ) -> tuple[Answer, list[LiveEvent]]:
+    """`action` on `user`'s distributor status: "apply" (by the user themselves),
+    "approve" or "revoke" (by the marketer `actor`).
+
+    Applying is idempotent (again while applied answers the same; after a revocation it
+    applies anew); an approved user applying is told they are one already. Approving
+    needs an application (or a revoked one); approving the approved or revoking the
+    revoked answers as it stands and changes nothing.
+    """
+    row = await distributors.lock(conn, user)
+    status = None if row is None else row["status"]
+    if action == "apply":
+        if status == "approved":
+            return answers.error("already_distributor",
+                                 "you are an approved distributor already"), []
+        if row is not None and status == "applied":
+            return answers.ok({"distributor": distributors.view(row)}), []
+        row = await distributors.apply(conn, user)
+    else:
+        target = {"approve": "approved", "revoke": "revoked"}[action]
+        if row is None:
+            return answers.error("not_found", f"{user!r} has not applied to distribute"), []
+        if status == target:
+            return answers.ok({"distributor": distributors.view(row)}), []
+        row = await distributors.decide(conn, user, target, actor)
+    view = distributors.view(row)
+    return answers.ok({"distributor": view}), [LiveEvent(user_topic(user), 0, {
+        "type": "distributor_status", "distributor": view})]

@@ -98,6 +98,11 @@ class PipelineHost:
         await self._start
         return await self.worker.bind(user, referrer)
 
+    async def distributor(self, user: str, action: str, actor: str) -> str:
+        """Apply for, approve or revoke a distributor; the answer as JSON text."""
+        await self._start
+        return await self.worker.distributor(user, action, actor)
+
     async def refund(self, user: str, order_id: int) -> str:
         """Refund an order inside its return window; the answer as JSON text."""
         await self._start

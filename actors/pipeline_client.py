@@ -28,6 +28,10 @@ class PipelineClient:
         """Bind `user` to `referrer` (the first binding stands)."""
         return await self._call("bind", user, referrer)
 
+    async def distributor(self, user: str, action: str, actor: str) -> Answer:
+        """`action` ("apply", "approve", "revoke") on `user`'s distributor status."""
+        return await self._call("distributor", user, action, actor)
+
     async def refund(self, user: str, order_id: int) -> Answer:
         """Refund `user`'s order inside its return window."""
         return await self._call("refund", user, order_id)

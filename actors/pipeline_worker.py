@@ -267,6 +267,12 @@ class PipelineWorker:
         """Bind `user` to `referrer` (see `actors.commissions.bind`)."""
         return await self._answer(lambda conn: commissions.bind(conn, user, referrer))
 
+    async def distributor(self, user: str, action: str, actor: str) -> Answer:
+        """Apply for, approve or revoke `user`'s distributor status (see
+        `actors.commissions.distributor`)."""
+        return await self._answer(lambda conn: commissions.distributor(conn, user, action,
+                                                                       actor))
+
     async def refund(self, user: str, order_id: int) -> Answer:
         """Refund `user`'s order `order_id` inside its return window."""
         async def work(conn: asyncpg.Connection) -> tuple[Answer, list[LiveEvent]]:

@@ -10,7 +10,7 @@ the shop when the order is refunded within it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 # Basis points: 10,000 bps = 100%. Rates are integers so the split is exact in fen.
@@ -71,26 +71,127 @@ def available(user: str) -> str:
     return f"user:{user}:available"
 
 
-def shares(buyer: str, amount: int, chain: Sequence[str], rates: Rates) -> list[Share]:
+def shares(buyer: str, amount: int, chain: Sequence[str], rates: Rates, *,
+           self_purchase: bool = False, eligible: Callable[[str], bool] | None = None,
+           graded: Mapping[str, Rates] | None = None) -> list[Share]:
     """The commissions an order of `amount` fen by `buyer` earns along `chain`.
 
     `chain` is the buyer's referrer, then that referrer's referrer (either may be
-    missing). Only the first two count; a share that rounds to 0 fen is not earned, and
-    nobody earns on their own order (binding refuses cycles; this guards anyway).
+    missing). Only two levels ever earn. Level 1 is the buyer's referrer, level 2 that
+    referrer's referrer; with `self_purchase`, an eligible buyer is their own level 1
+    and their referrer is level 2 (the chain's second is then never reached: never a
+    third level). Nobody earns twice on one order (binding refuses cycles; this guards
+    anyway), and without `self_purchase` nobody earns on their own order.
+
+    `eligible` says who may earn (None: everyone): an ineligible beneficiary's level is
+    skipped, never passed on to someone further up. A share's rate is its beneficiary's
+    grade's in `graded`, else `rates`'; a share that rounds to 0 fen is not earned.
     """
     if type(amount) is not int or amount < 0:
         raise ValueError("an order amount is an integer of fen, never negative")
+    allowed = eligible or (lambda _: True)
+    own = self_purchase and allowed(buyer)
+    beneficiaries = [buyer, *chain[:1]] if own else list(chain[:LEVELS])
     earned: list[Share] = []
-    seen = {buyer}
-    for level, beneficiary in enumerate(chain[:LEVELS], start=1):
+    seen: set[str] = set() if own else {buyer}
+    for level, beneficiary in enumerate(beneficiaries[:LEVELS], start=1):
         if beneficiary in seen:
             break
         seen.add(beneficiary)
-        rate = rates.of(level)
+        if not allowed(beneficiary):
+            continue  # this level is not earned; nobody else takes it
+        rate = (graded or {}).get(beneficiary, rates).of(level)
         fen = amount * rate // BPS
         if fen > 0:
             earned.append(Share(level, beneficiary, rate, fen))
     return earned
+
+
+# Who may earn commission ([commission] earners).
+EARNERS = ("everyone", "approved", "spend")
+
+
+def may_earn(earners: str, status: str | None, spend: int, min_spend: int) -> bool:
+    """Whether a user may earn commission under the `earners` rule: "everyone";
+    "approved" (their distributor `status` is "approved"); "spend" (their own paid,
+    confirmed, unrefunded orders come to at least `min_spend` fen)."""
+    if earners == "everyone":
+        return True
+    if earners == "approved":
+        return status == "approved"
+    if earners == "spend":
+        return spend >= min_spend
+    raise ValueError(f"earners must be one of {EARNERS}, not {earners!r}")
+
+
+@dataclass(frozen=True)
+class GradeStats:
+    """What a user's grade is judged on, at one settlement.
+
+    `sales_month`: the commission base (the order amounts) of their level-1 commissions
+    settled this calendar month; `direct_buyers`: users they brought in directly who have
+    a paid, confirmed, unrefunded order; `own_spend`: their own such orders' amounts.
+    """
+
+    sales_month: int = 0
+    direct_buyers: int = 0
+    own_spend: int = 0
+
+
+@dataclass(frozen=True)
+class Grade:
+    """A distributor grade (分销等级): its rates and what reaching it takes.
+
+    Conditions that are None are not asked; `match` "all" needs every asked one, "any"
+    one of them. A grade that asks nothing is reached by everyone (the first grade).
+    """
+
+    id: str
+    title: str
+    rates: Rates
+    min_settled_sales_month_fen: int | None = None
+    min_direct_buyers: int | None = None
+    min_own_spend_fen: int | None = None
+    match: str = "all"
+
+    def conditions(self, stats: GradeStats) -> list[bool]:
+        """Each asked condition's outcome for `stats`."""
+        asked = ((self.min_settled_sales_month_fen, stats.sales_month),
+                 (self.min_direct_buyers, stats.direct_buyers),
+                 (self.min_own_spend_fen, stats.own_spend))
+        return [have >= need for need, have in asked if need is not None]
+
+    def reached(self, stats: GradeStats) -> bool:
+        """Whether `stats` meet this grade's conditions."""
+        outcomes = self.conditions(stats)
+        if not outcomes:
+            return True
+        return all(outcomes) if self.match == "all" else any(outcomes)
+
+
+def grade_of(grades: Sequence[Grade], current: str | None) -> Grade | None:
+    """The grade called `current` (None, or an id no longer configured: the first grade);
+    None when no grades are configured."""
+    if not grades:
+        return None
+    return next((g for g in grades if g.id == current), grades[0])
+
+
+def upgrade(grades: Sequence[Grade], current: str | None, stats: GradeStats) -> Grade | None:
+    """The grade a user at `current` moves up to on `stats`, or None to stay.
+
+    `grades` run from the lowest. The highest grade above the current one whose
+    conditions `stats` meet wins (a user may skip grades). Grades never go down here: a
+    quiet month does not demote anyone (a marketer's decision, not a rule's).
+    """
+    now = grade_of(grades, current)
+    if now is None:
+        return None
+    start = grades.index(now)
+    for grade in reversed(grades[start + 1:]):
+        if grade.reached(stats):
+            return grade
+    return None
 
 
 def move(source: str, target: str, amount: int) -> list[Line]:

@@ -21,6 +21,7 @@ STATUS = {
     "return_window_closed": 409,
     "insufficient_balance": 409,
     "already_reviewed": 409,
+    "already_distributor": 409,
     "invalid_notification": 400,
     "payment_failed": 502,
     "rate_limited": 429,

@@ -20,6 +20,7 @@ import redis.exceptions
 from actors.client import ShardClient
 from actors.pipeline_client import PipelineClient
 from games import core, payments
+from games.commission import grade_of, may_earn
 from games.errors import GameError
 from games.registry import GAMES
 from server.auth import Identity
@@ -29,7 +30,7 @@ from server.metrics import Metrics
 from server.outcomes import Encoded, Outcome, compact, encode, result_of
 from server.params import USER_ID, Param, check
 from server.paydesk import PayDesk
-from storage import read_models, reads
+from storage import distributors, read_models, reads
 from storage.config import Config
 from storage.ranks import RankCache
 from storage.regions import Regions
@@ -345,6 +346,46 @@ def _review(approve: bool) -> Handler:
     return review
 
 
+async def _apply(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                 ) -> Outcome:
+    # Idempotent by nature: applying again while applied answers the application.
+    return result_of(await gw.pipeline.distributor(who.user, "apply", who.user))
+
+
+async def _standing(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                    ) -> Outcome:
+    """The caller's distributor status, whether they may earn now, and their grade."""
+    commission = gw.config.commission
+    found = await distributors.standing(gw.pool, who.user)
+    row = found["distributor"]
+    status = None if row is None else row["status"]
+    grade = grade_of(commission.grades, found["grade"])
+    return {**found, "earners": commission.earners,
+            "self_purchase": commission.self_purchase,
+            "eligible": may_earn(commission.earners, status, found["own_spend"],
+                                 commission.earner_min_spend_fen),
+            "grade": None if grade is None else {
+                "id": grade.id, "title": grade.title, "level1_bps": grade.rates.level1_bps,
+                "level2_bps": grade.rates.level2_bps}}
+
+
+async def _distributors(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                        ) -> Outcome:
+    _marketer(who)
+    status = p.get("status", "applied")
+    return {"status": status, "distributors": await distributors.listing(
+        gw.pool, status, p.get("limit", 50))}
+
+
+def _decide(action: str) -> Handler:
+    """The handler that approves or revokes a user as a distributor."""
+    async def decide(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                     ) -> Outcome:
+        _marketer(who)
+        return result_of(await gw.pipeline.distributor(p["user"], action, who.user))
+    return decide
+
+
 async def _sandbox_pay(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                       ) -> Outcome:
     if gw.paydesk is None or gw.paydesk.immediate:
@@ -356,6 +397,7 @@ _LIMIT = Param(int, required=False, low=1, high=100)
 _ID = Param(int, low=1, high=(1 << 63) - 1)
 _PAYMENT = Param(str, pattern=re.compile(f"[0-9a-f]{{{payments.ID_LENGTH}}}"))
 _STATUS = re.compile(r"reviewing|paid|rejected")
+_DISTRIBUTOR_STATUS = re.compile("|".join(distributors.STATUSES))
 _NOTE = Param(str, required=False, pattern=re.compile(r"[^\x00-\x1f\x7f]{1,200}"))
 
 METHODS: dict[str, Method] = {
@@ -386,6 +428,20 @@ METHODS: dict[str, Method] = {
         Method("withdrawals.review_list", {"status": Param(str, required=False,
                                                            pattern=_STATUS),
                                            "limit": _LIMIT}, _to_review, False),
+        Method("distributors.apply", {}, _apply, True,
+               core.Route("POST", "/api/distributors/apply")),
+        Method("distributors.me", {}, _standing, False,
+               core.Route("GET", "/api/distributors/me")),
+        Method("distributors.list", {"status": Param(str, required=False,
+                                                     pattern=_DISTRIBUTOR_STATUS),
+                                     "limit": _LIMIT}, _distributors, False,
+               core.Route("GET", "/api/admin/distributors")),
+        Method("distributors.approve", {"user": Param(str, pattern=USER_ID)},
+               _decide("approve"), True,
+               core.Route("POST", "/api/admin/distributors/{user}/approve")),
+        Method("distributors.revoke", {"user": Param(str, pattern=USER_ID)},
+               _decide("revoke"), True,
+               core.Route("POST", "/api/admin/distributors/{user}/revoke")),
         Method("withdrawals.approve", {"withdrawal": _ID, "note": _NOTE}, _review(True), True),
         Method("withdrawals.reject", {"withdrawal": _ID, "note": _NOTE}, _review(False), True),
     )

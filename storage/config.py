@@ -11,14 +11,14 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from games.campaign import GroupBuyCampaign
-from games.commission import Rates
+from games.commission import EARNERS, Grade, Rates, grade_of
 from games.core import Campaign
 from games.registry import GAMES
 from games.settings import ConfigError, Table, read_rates
@@ -117,6 +117,14 @@ class CommissionConfig:
     # is flagged once that year (100,000 CNY by default).
     tax_threshold_fen: int = 10_000_000
     tax_zone: str = "Asia/Shanghai"
+    # Who may earn (games.commission.may_earn): "everyone", "approved" distributors, or
+    # users whose own paid spend reached `earner_min_spend_fen` ("spend").
+    earners: str = "everyone"
+    earner_min_spend_fen: int = 0
+    # An eligible distributor's own order earns them level 1 (their referrer level 2).
+    self_purchase: bool = False
+    # Distributor grades (分销等级), lowest first; empty: everyone earns `rates`.
+    grades: tuple[Grade, ...] = ()
 
     @property
     def return_window_seconds(self) -> int:
@@ -136,6 +144,9 @@ class Config:
     campaigns: tuple[Campaign, ...]
     commission: CommissionConfig = field(default_factory=CommissionConfig)
     wechatpay: WechatPaySettings | None = None
+    # Campaigns with a `[campaigns.commission]` table of their own: their rates beat the
+    # grades' (a campaign with both rates 0 earns nobody anything).
+    own_rates: frozenset[str] = frozenset()
     _by_id: dict[str, Campaign] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +168,18 @@ class Config:
         if campaign is None or campaign.commission is None:
             return self.commission.rates
         return campaign.commission
+
+    def graded_rates(self, campaign_id: str, users: Iterable[str],
+                     grades: Mapping[str, str]) -> dict[str, Rates]:
+        """The rates each of `users` earns on an order of `campaign_id` by their grade
+        (`grades`: user -> recorded grade id; a user without one is at the first grade):
+        empty when grades are off or the campaign sets its own rates, for then
+        `commission_rates` alone decides, for everyone."""
+        configured = self.commission.grades
+        if not configured or campaign_id in self.own_rates:
+            return {}
+        return {user: grade.rates for user in users
+                if (grade := grade_of(configured, grades.get(user))) is not None}
 
 
 # Environment variable -> (section, key). Nothing else in Fission reads the environment.
@@ -261,7 +284,10 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
     root.done()
     return Config(source=source, server=server, auth=AuthConfig(secret), storage=storage,
                   ray=ray, pipeline=pipeline, campaigns=tuple(campaigns),
-                  commission=commission, wechatpay=wechatpay)
+                  commission=commission, wechatpay=wechatpay,
+                  own_rates=frozenset(c.id for c, raw in zip(campaigns, campaigns_raw,
+                                                             strict=True)
+                                      if isinstance(raw, dict) and "commission" in raw))
 
 
 def _wechatpay(s: Table) -> WechatPaySettings:
@@ -308,9 +334,56 @@ def _commission(s: Table) -> CommissionConfig:
     s.check("tax_threshold_fen", threshold >= 1, "must be at least 1 fen")
     zone = s.get("tax_zone", str, d.tax_zone)
     s.check("tax_zone", _zone_exists(zone), "must be an IANA time zone, e.g. Asia/Shanghai")
+    earners = s.get("earners", str, d.earners)
+    s.check("earners", earners in EARNERS, f"must be one of {', '.join(EARNERS)}")
+    min_spend = s.get("earner_min_spend_fen", int, d.earner_min_spend_fen)
+    s.check("earner_min_spend_fen", min_spend >= 0, "must be at least 0 fen")
+    s.check("earner_min_spend_fen", earners != "spend" or min_spend >= 1,
+            'must be at least 1 fen when earners = "spend"')
+    self_purchase = s.get("self_purchase", bool, d.self_purchase)
+    raw_grades = s.get("grades", list, [])
+    grades = tuple(_grade(Table(s.source, f"{s.key('grades')}[{index}]", raw), rates, index)
+                   for index, raw in enumerate(raw_grades))
+    ids = [g.id for g in grades]
+    for index, gid in enumerate(ids):
+        if gid in ids[:index]:
+            raise ConfigError(s.source, f"{s.key('grades')}[{index}].id",
+                              f"{gid!r} is used twice")
     s.done()
     return CommissionConfig(rates, window, Limits(least, review, fee_bps, min_fee),
-                            threshold, zone)
+                            threshold, zone, earners, min_spend, self_purchase, grades)
+
+
+_GRADE_ID = re.compile(r"[a-z0-9_-]{1,32}")
+_CONDITIONS = ("min_settled_sales_month_fen", "min_direct_buyers", "min_own_spend_fen")
+
+
+def _grade(s: Table, shop: Rates, index: int) -> Grade:
+    """One `[[commission.grades]]` table; its rates default to the shop's key by key."""
+    gid = s.get("id", str)
+    s.check("id", _GRADE_ID.fullmatch(gid) is not None,
+            "must be 1-32 characters of a-z, 0-9, - and _")
+    title = s.get("title", str)
+    s.check("title", 1 <= len(title) <= 40 and title.isprintable(),
+            "must be 1-40 printable characters")
+    rates = read_rates(s, shop)
+    limits: dict[str, int | None] = {}
+    for name in _CONDITIONS:
+        need: int | None = s.get(name, int, None)
+        s.check(name, need is None or need >= 0, "must be at least 0")
+        limits[name] = need
+    match = s.get("match", str, "all")
+    s.check("match", match in ("all", "any"), 'must be "all" or "any"')
+    asked = [name for name in _CONDITIONS if limits[name] is not None]
+    # Everyone starts at the first grade, so it asks nothing; any other must ask something,
+    # or everyone would be there at once.
+    if index == 0 and asked:
+        raise s.fail(asked[0], "the first grade is everyone's start: it has no conditions")
+    if index > 0 and not asked:
+        raise s.fail("id", f"a grade above the first needs a condition ({', '.join(_CONDITIONS)})")
+    s.done()
+    return Grade(gid, title, rates, limits["min_settled_sales_month_fen"],
+                 limits["min_direct_buyers"], limits["min_own_spend_fen"], match)
 
 
 def _zone_exists(name: str) -> bool:

@@ -364,7 +364,8 @@ _BIG = json.dumps({"x": "a" * 20_000})  # over the default server.max_body_bytes
 _LIMITED = {"/api/groupbuys/{campaign}/groups", "/api/orders", "/api/commissions",
             "/api/withdrawals", "/api/admin/withdrawals", "/api/team",
             "/api/admin/users/{user}/team",
-            "/api/admin/users/{user}/commissions"}  # GET routes with a `limit`
+            "/api/admin/users/{user}/commissions",
+            "/api/admin/distributors"}  # GET routes with a `limit`
 
 
 @dataclass(frozen=True)
@@ -518,6 +519,17 @@ def _answer(session: requests.Session, world: World, method: str, template: str,
         first = _send(session, world.base, Ask("POST", ask.path, ask.user,
                                                body=json.dumps({"referrer": _fresh("fzr")})))
         assert first.status_code == 200, first.text
+    if (status == 200 and template.startswith("/api/admin/distributors/{user}/")) or (
+            status == 409 and template == "/api/distributors/apply"):
+        # An application to decide on; for the 409, one approved already.
+        applicant = ask.path.split("/")[4] if status == 200 else ask.user
+        first = _send(session, world.base, Ask("POST", "/api/distributors/apply", applicant))
+        assert first.status_code == 200, first.text
+        if status == 409:
+            approved = _send(session, world.base, Ask(
+                "POST", f"/api/admin/distributors/{applicant}/approve", _fresh("fzm"),
+                "marketer"))
+            assert approved.status_code == 200, approved.text
     if status != 429:
         return _send(session, world.base, ask)
     # Spend the user's burst on a cheap read, then ask at once; the bucket refills at

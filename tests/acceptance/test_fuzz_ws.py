@@ -48,6 +48,7 @@ from hypothesis import strategies as st
 
 from server.gateway import METHODS
 from server.http_api import MAX_URL_BYTES
+from server.params import Param
 from tests.support import rawws
 from tests.support.claims import odd_claims, signed
 from tests.support.client import WS, auth, token
@@ -218,9 +219,9 @@ class Live:
     bargain: str
 
 
-def _field(name: str, live: Live) -> st.SearchStrategy[Any]:
-    """Valid values of a call parameter, pointed at real things where the name says how."""
-    spec = {name: p for m in METHODS.values() for name, p in m.params.items()}[name]
+def _field(name: str, spec: Param, live: Live) -> st.SearchStrategy[Any]:
+    """Valid values of a call parameter (`spec`: its method's, for methods share names
+    such as `status`), pointed at real things where the name says how."""
     me = live.me
     named: dict[str, st.SearchStrategy[Any]] = {
         "campaign": _CAMPAIGNS,
@@ -245,7 +246,7 @@ def call_frame(draw: st.DrawFn, live: Live) -> dict[str, Any]:
     params = {}
     for name, spec in METHODS[method].params.items():
         if spec.required or draw(st.booleans()):
-            params[name] = draw(_field(name, live))
+            params[name] = draw(_field(name, spec, live))
     return {"op": "call", "ref": draw(_REF), "method": method, "params": params}
 
 

@@ -18,7 +18,7 @@ from actors.payments import Movement, SandboxPayments
 from actors.pipeline_worker import PipelineWorker
 from storage import db
 from storage.config import parse
-from storage.migrate import migrate
+from storage.migrate import available, migrate
 from tests.support import configs
 from tests.support.services import Services
 
@@ -68,7 +68,8 @@ async def test_old_orders_payments_and_outbox_rows_move_to_deal_lines(
              json.dumps(pending), None), (3, "refunded", json.dumps(refund), None)])
         await conn.execute("UPDATE outbox SET processed_at = now() WHERE version = 1")
 
-        assert await migrate(conn) == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+        # Every later migration, in order (0015 adds the distributors' tables: no data moves).
+        assert await migrate(conn) == [m.version for m in available() if m.version > 3]
         kinds = [r["type"] for r in await conn.fetch("SELECT type FROM outbox ORDER BY id")]
         assert kinds == ["deal", "deal", "refund"]
         lines = json.loads(await conn.fetchval("SELECT data FROM outbox WHERE version = 2"))

@@ -15,6 +15,7 @@ area after each test (`problems` lists what is wrong; an empty list is a sound l
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from itertools import pairwise
 
 import asyncpg
 
@@ -67,4 +68,33 @@ async def problems(conn: asyncpg.Connection) -> list[str]:
         if balances.get(account, 0) != expected.get(account, 0):
             found.append(f"{account} holds {balances.get(account, 0)} fen; its commissions"
                          f" and withdrawals say {expected.get(account, 0)}")
+    found += await _earner_problems(conn)
+    return found
+
+
+async def _earner_problems(conn: asyncpg.Connection) -> list[str]:
+    found = [f"commission {r['id']}: {r['buyer']} earned level 2 on their own order"
+             for r in await conn.fetch("SELECT id, buyer FROM commissions"
+                                       " WHERE beneficiary = buyer AND level <> 1")]
+    for r in await conn.fetch(
+            "SELECT d.user_id, d.status, (SELECT c.status FROM distributor_changes c"
+            " WHERE c.user_id = d.user_id ORDER BY c.id DESC LIMIT 1) AS last"
+            " FROM distributors d"):
+        if r["status"] != r["last"]:
+            found.append(f"distributor {r['user_id']} is {r['status']}; its last recorded"
+                         f" change says {r['last']}")
+    changes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for r in await conn.fetch("SELECT user_id, from_grade, to_grade FROM grade_changes"
+                              " ORDER BY id"):
+        changes[r["user_id"]].append((r["from_grade"], r["to_grade"]))
+    for user, steps in changes.items():
+        for (_, before), (after, _) in pairwise(steps):
+            if before != after:
+                found.append(f"{user}'s grade went to {before} but next changed from {after}")
+    current = {r["user_id"]: r["grade"]
+               for r in await conn.fetch("SELECT user_id, grade FROM distributor_grades")}
+    for user in set(current) | set(changes):
+        last = changes[user][-1][1] if changes.get(user) else None
+        if current.get(user) != last:
+            found.append(f"{user} is at grade {current.get(user)}; its changes end at {last}")
     return found
