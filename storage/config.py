@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from games.campaign import GroupBuyCampaign
-from games.commission import EARNERS, Grade, Rates, grade_of
+from games.commission import BPS, EARNERS, Grade, Rates, grade_of
 from games.core import Campaign
 from games.registry import GAMES
 from games.settings import ConfigError, Table, read_rates
@@ -349,6 +349,14 @@ def _commission(s: Table) -> CommissionConfig:
         if gid in ids[:index]:
             raise ConfigError(s.source, f"{s.key('grades')}[{index}].id",
                               f"{gid!r} is used twice")
+    # An order's two levels are paid at two earners' grades: the highest level-1 rate
+    # and the highest level-2 rate together must still fit in the order.
+    if grades and max(g.rates.level1_bps for g in grades) + max(
+            g.rates.level2_bps for g in grades) > BPS:
+        raise ConfigError(s.source, s.key("grades"),
+                          "the highest level1_bps plus the highest level2_bps of the grades"
+                          " must not exceed 10000 (an order's two earners may be of"
+                          " different grades)")
     s.done()
     return CommissionConfig(rates, window, Limits(least, review, fee_bps, min_fee),
                             threshold, zone, earners, min_spend, self_purchase, grades)

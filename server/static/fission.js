@@ -182,6 +182,9 @@ function defaultUrl() {
   return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/ws`;
 }
 
+// A connection authenticated at least this long (ms) was healthy: its loss is a first drop.
+export const STABLE_MS = 10000;
+
 /**
  * The client. Options: `url` (the /ws URL; default: this page's host), `token` (a JWT)
  * or `getToken` (async, asked on connect and after an expired token's close), `socket`
@@ -204,6 +207,7 @@ export class FissionClient {
     this.socket = null;
     this.ready = false; // authenticated on the current socket
     this.attempt = 0;
+    this.upSince = null; // when the current socket was authenticated (ms)
     this.stopped = true;
     this.retryTimer = null;
     this.heard = Date.now();
@@ -365,6 +369,11 @@ export class FissionClient {
     this._stopPinger();
     if (sock) { try { sock.close(1000, "reconnecting"); } catch { /* already closed */ } }
     if (this.stopped) return;
+    // Only a socket that stayed up a while starts the next backoff afresh: one that a
+    // struggling server accepts and drops at once (slow consumer, overload) must not
+    // bring every client back at the first attempt's pace.
+    if (this.upSince != null && Date.now() - this.upSince >= STABLE_MS) this.attempt = 0;
+    this.upSince = null;
     const policy = closePolicy(event.code);
     if (policy.reconnect === "token") {
       this.token = null; // expired or refused: a new one, or nothing
@@ -425,7 +434,6 @@ export class FissionClient {
       if (next.action !== "applied" && next.action !== "snapshot") return;
       sub.state = next.state;
       sub.seq = next.seq;
-      this.attempt = 0; // live again: the next drop starts its backoff afresh
       try { sub.onChange(sub.state, frame, sub); } catch (err) { console.error(err); }
       return;
     }
@@ -434,7 +442,7 @@ export class FissionClient {
     if (typeof ref === "string" && ref.startsWith("auth-")) {
       if (frame.ok) {
         this.user = frame.result.user;
-        this.attempt = 0;
+        this.upSince = Date.now();
         this._status("open", frame.result);
       } else if (frame.error && frame.error.code === "unauthorized") {
         this.token = null;

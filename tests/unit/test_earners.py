@@ -125,8 +125,17 @@ def rate_pairs(draw: st.DrawFn) -> Rates:
 names = st.sampled_from(["a", "b", "c", "d", "buyer"])
 
 
+@st.composite
+def grade_tables(draw: st.DrawFn) -> dict[str, Rates]:
+    """Users' grade rates as a config allows them: the highest level-1 rate and the
+    highest level-2 rate together within the order (storage.config checks it)."""
+    top = draw(rate_pairs())
+    return draw(st.dictionaries(names, st.builds(
+        Rates, st.integers(0, top.level1_bps), st.integers(0, top.level2_bps))))
+
+
 @given(amount=st.integers(0, 10**12), chain=st.lists(names, max_size=5),
-       default=rate_pairs(), graded=st.dictionaries(names, rate_pairs()),
+       default=rate_pairs(), graded=grade_tables(),
        allowed=st.sets(names), self_purchase=st.booleans())
 def test_shares_never_go_past_two_levels_nor_the_order(
         amount: int, chain: list[str], default: Rates, graded: dict[str, Rates],
@@ -293,6 +302,10 @@ BAD: list[Any] = [
                  "commission.grades[1].min_direct_buyers", id="condition-negative"),
     pytest.param({"grades": [GRADE_TABLES[0], {**GRADE_TABLES[1], "level1_bps": 9800}]},
                  "commission.grades[1].level2_bps", id="grade-rates-over-the-order"),
+    # Each grade fits in the order, but a gold level 1 with another grade's level 2 not.
+    pytest.param({"grades": [{**GRADE_TABLES[0], "level1_bps": 0, "level2_bps": 4000},
+                             {**GRADE_TABLES[2], "level1_bps": 7000, "level2_bps": 0}]},
+                 "commission.grades", id="grades-mixed-over-the-order"),
     pytest.param({"grades": [{**GRADE_TABLES[0], "color": "grey"}]},
                  "commission.grades[0].color", id="grade-unknown-key"),
     pytest.param({"grades": [GRADE_TABLES[0], {**GRADE_TABLES[1], "min_own_spend_fen": "1"}]},
