@@ -265,8 +265,11 @@ class PipelineWorker:
         return count
 
     async def bind(self, user: str, referrer: str) -> Answer:
-        """Bind `user` to `referrer` (see `actors.commissions.bind`)."""
-        return await self._answer(lambda conn: commissions.bind(conn, user, referrer))
+        """Bind `user` to `referrer` as the binding mode allows, at the pipeline's clock
+        (see `actors.commissions.bind`)."""
+        policy = self.config.commission.binding
+        return await self._answer(lambda conn: commissions.bind(conn, user, referrer,
+                                                                policy, self._clock))
 
     async def refund(self, user: str, order_id: int) -> Answer:
         """Refund `user`'s order `order_id` inside its return window."""

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from games.campaign import GroupBuyCampaign
-from games.commission import Rates
+from games.commission import BINDING_MODES, BindingPolicy, Rates
 from games.core import Campaign
 from games.registry import GAMES
 from games.settings import ConfigError, Table, read_rates
@@ -117,6 +117,9 @@ class CommissionConfig:
     # is flagged once that year (100,000 CNY by default).
     tax_threshold_fen: int = 10_000_000
     tax_zone: str = "Asia/Shanghai"
+    # Who a bound buyer may be taken over by, and when (games.commission.BindingPolicy):
+    # `binding_mode`, `binding_valid_days`, `binding_protect_minutes`.
+    binding: BindingPolicy = field(default_factory=BindingPolicy)
 
     @property
     def return_window_seconds(self) -> int:
@@ -308,9 +311,29 @@ def _commission(s: Table) -> CommissionConfig:
     s.check("tax_threshold_fen", threshold >= 1, "must be at least 1 fen")
     zone = s.get("tax_zone", str, d.tax_zone)
     s.check("tax_zone", _zone_exists(zone), "must be an IANA time zone, e.g. Asia/Shanghai")
+    binding = _binding(s, d.binding)
     s.done()
     return CommissionConfig(rates, window, Limits(least, review, fee_bps, min_fee),
-                            threshold, zone)
+                            threshold, zone, binding)
+
+
+def _binding(s: Table, d: BindingPolicy) -> BindingPolicy:
+    """The binding keys of `[commission]`. A key the mode does not use is refused rather
+    than ignored: `binding_valid_days` under "latest" would silently mean nothing."""
+    mode = s.get("binding_mode", str, d.mode)
+    s.check("binding_mode", mode in BINDING_MODES,
+            "must be " + ", ".join(f'"{m}"' for m in BINDING_MODES[:-1])
+            + f' or "{BINDING_MODES[-1]}"')
+    days = s.get("binding_valid_days", int, d.valid_days)
+    s.check("binding_valid_days", 1 <= days <= 3650, "must be from 1 to 3650")
+    s.check("binding_valid_days", mode == "expiring" or "binding_valid_days" not in s.data,
+            'is only for binding_mode = "expiring"')
+    minutes = s.get("binding_protect_minutes", int, d.protect_minutes)
+    s.check("binding_protect_minutes", 0 <= minutes <= 525_600, "must be from 0 to 525600")
+    s.check("binding_protect_minutes",
+            mode != "permanent" or "binding_protect_minutes" not in s.data,
+            'is not for binding_mode = "permanent" (a binding there is never taken over)')
+    return BindingPolicy(mode, days, minutes)
 
 
 def _zone_exists(name: str) -> bool:

@@ -89,9 +89,10 @@ class GroupBuy:
     )
     methods: tuple[Method, ...] = (
         Method("groupbuy.open", {"campaign": _CAMPAIGN}, True, Route("POST", _BASE, 201),
-               facts=("pay_now",), pays=True),
+               facts=("pay_now",), pays=True, binds=True),
         Method("groupbuy.join", {"campaign": _CAMPAIGN, "group": _GROUP}, True,
-               Route("POST", _BASE + "/{group}/join"), facts=("pay_now",), pays=True),
+               Route("POST", _BASE + "/{group}/join"), facts=("pay_now",), pays=True,
+               binds=True),
         Method("groupbuy.payment", {"campaign": _CAMPAIGN, "payment": _PAYMENT,
                                     "outcome": _OUTCOME, "amount": _AMOUNT}, True,
                public=False, on="payment"),
