@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 # Basis points: 10,000 bps = 100%. Rates are integers so the split is exact in fen.
 BPS = 10_000
@@ -183,6 +183,12 @@ class BindDecision:
     message: str = ""
 
 
+def _iso(moment: datetime) -> str:
+    # The API's time format (games.campaign.iso, which imports this module).
+    utc = moment.astimezone(UTC)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def bind_refusal(user: str, referrer: str, referrer_chain: Sequence[str]) -> str | None:
     """Why `user` may not bind to `referrer` whoever they are bound to, or None.
 
@@ -217,7 +223,7 @@ def decide_bind(user: str, referrer: str, current: Bound | None,
         if now < free_at:
             return BindDecision("refused", "already_bound",
                                 f"you were brought in by {current.referrer!r}; another"
-                                f" referrer may take you over from {free_at.isoformat()}")
+                                f" referrer may take you over from {_iso(free_at)}")
     refusal = bind_refusal(user, referrer, referrer_chain)
     if refusal is not None:
         return BindDecision("refused", "invalid_request", refusal)
