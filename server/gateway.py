@@ -332,6 +332,12 @@ async def _tax_report(gw: Gateway, who: Identity, p: dict[str, Any], key: str | 
             "zone": commission.tax_zone, "users": await reads.tax_report(gw.pool, p["year"])}
 
 
+async def _user_referrals(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                          ) -> Outcome:
+    _marketer(who)
+    return await reads.referral_history(gw.pool, p["user"], p.get("limit", 50))
+
+
 async def _user_commissions(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                             ) -> Outcome:
     _marketer(who)
@@ -413,6 +419,8 @@ METHODS: dict[str, Method] = {
                _user_team, False),
         Method("admin.commissions", {"user": Param(str, pattern=USER_ID), "limit": _LIMIT},
                _user_commissions, False),
+        Method("admin.referrals", {"user": Param(str, pattern=USER_ID), "limit": _LIMIT},
+               _user_referrals, False),
         Method("withdrawals.create", {"amount": Param(int, low=1, high=10**12)}, _withdraw,
                True),
         Method("withdrawals.list", {"limit": _LIMIT}, _withdrawals, False),

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from tests.support import ledger
-from tests.support.client import WS, get, post
+from tests.support.client import WS, get, post, token
 from tests.support.services import Services
 from tests.support.stack import Stack
 
@@ -223,3 +223,26 @@ async def test_a_malformed_share_link_referrer_is_an_invalid_request(
         assert body["referral"] is None
         status, body = await get(session, gw[0].url + "/api/lotteries/luck/draws", "cr-odd")
         assert body["draws"] == []
+
+
+async def test_a_marketer_audits_a_users_bindings(stack: Stack) -> None:
+    url = stack.gateways[0].url
+    boss = {"Authorization": f"Bearer {token('cr-boss', role='marketer')}"}
+    async with aiohttp.ClientSession() as session:
+        for user, referrer in (("cr-kid", "cr-mom"), ("cr-mom", "cr-gran")):
+            status, _ = await post(session, url + "/api/referrals", user, {"referrer": referrer})
+            assert status == 200
+        async with session.get(url + "/api/admin/users/cr-mom/referrals", headers=boss) as r:
+            status, body = r.status, await r.json()
+        assert status == 200, body
+        [own] = body["bindings"]
+        [brought] = body["brought"]
+        assert (own["user"], own["referrer"], own["ended_at"], own["ended_by"]) == (
+            "cr-mom", "cr-gran", None, None)
+        assert (brought["user"], brought["referrer"], brought["ended_at"]) == (
+            "cr-kid", "cr-mom", None)
+        # Only a marketer sees it; a user id that is no id is refused.
+        status, body = await get(session, url + "/api/admin/users/cr-mom/referrals", "cr-kid")
+        assert (status, body["error"]["code"]) == (403, "forbidden")
+        async with session.get(url + "/api/admin/users/a%20b/referrals", headers=boss) as r:
+            assert r.status == 400

@@ -510,6 +510,17 @@ async def test_latest_share_wins_after_protection_and_level_two_is_who_is_bound_
                                           ("carol", moved_at, back_at, "alice"),
                                           ("alice", back_at, None, None)]
     assert [r[0] for r in await history(conn, "alice")] == ["zed", "yan"]
+    # What a marketer's audit (admin.referrals) shows of it, newest first.
+    pool = await asyncpg.create_pool(clean.database_url, min_size=1, max_size=1)
+    try:
+        audit = await reads.referral_history(pool, "bob", 2)
+        brought = (await reads.referral_history(pool, "carol", 10))["brought"]
+    finally:
+        await pool.close()
+    assert [(b["referrer"], b["ended_by"]) for b in audit["bindings"]] == [
+        ("alice", None), ("carol", "alice")]
+    assert brought == [{"user": "bob", "referrer": "carol", "bound_at": reads.iso_time(moved_at),
+                        "ended_at": reads.iso_time(back_at), "ended_by": "alice"}]
     assert await frames(clean.redis_url, "carol", "referral_moved") == [
         {"type": "referral_moved", "user": "bob"}]
     assert await frames(clean.redis_url, "zed", "referral_moved") == [
