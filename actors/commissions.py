@@ -144,18 +144,26 @@ async def bind(conn: asyncpg.Connection, user: str, referrer: str,
     stands), or a takeover that ends the binding in force and keeps it in the history.
 
     The new referrer is told `referral_bound`; a referrer who lost the user is told
-    `referral_moved`. Binds hold one lock, so two at once never pass the loop check
-    together (A binding to B while B binds to A).
+    `referral_moved`. Binds that may write hold one lock, so two at once never pass the
+    loop check together (A binding to B while B binds to A).
     """
-    await ledger.lock_referrals(conn)
     existing = await ledger.referral_of(conn, user)
-    current = None if existing is None else rules.Bound(existing["referrer"],
-                                                        existing["bound_at"])
-    # Read once the lock is held: a bind that waited for it is later than the one it
-    # waited for, so a binding never ends before it began (a clock stepping back aside).
-    now = clock() if current is None else max(clock(), current.bound_at)
-    decision = rules.decide_bind(user, referrer, current,
-                                 await ledger.ancestors(conn, referrer), policy, now)
+    current = _bound(existing)
+    now = clock()
+    if not rules.needs_chain(referrer, current, policy, now):
+        # The binding in force decides alone (answered as it stands, or refused): a
+        # bound user's every share-link join takes no lock and walks no chain.
+        decision = rules.decide_bind(user, referrer, current, (), policy, now)
+    else:
+        await ledger.lock_referrals(conn)
+        existing = await ledger.referral_of(conn, user)  # as it is under the lock
+        current = _bound(existing)
+        # Read once the lock is held: a bind that waited for it is later than the one it
+        # waited for, so a binding never ends before it began (a clock stepping back
+        # aside).
+        now = clock() if current is None else max(clock(), current.bound_at)
+        decision = rules.decide_bind(user, referrer, current,
+                                     await ledger.ancestors(conn, referrer), policy, now)
     if decision.outcome == "refused":
         return answers.error(decision.code, decision.message), []
     if decision.outcome == "unchanged":
@@ -171,3 +179,7 @@ async def bind(conn: asyncpg.Connection, user: str, referrer: str,
     else:
         row = await ledger.insert_referral(conn, user, referrer, now)
     return answers.ok({"referral": reads.referral_view(row)}), live
+
+
+def _bound(row: asyncpg.Record | None) -> rules.Bound | None:
+    return None if row is None else rules.Bound(row["referrer"], row["bound_at"])

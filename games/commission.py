@@ -131,10 +131,10 @@ def balanced(lines: Sequence[Line]) -> bool:
 
 
 # How a user's binding to a referrer may change (`[commission] binding_mode`):
-# "permanent" the first binding stands for good; "expiring" a binding is the user's for
-# `valid_days`, after which another referrer may take the user over; "latest" every
-# other referrer's share takes the user over. Outside "permanent", a binding younger
-# than `protect_minutes` is never taken over.
+# "permanent" the first binding stands for good; "expiring" a binding is its referrer's
+# alone for `valid_days`, after which another referrer may take the user over (until
+# then it stays in force); "latest" every other referrer's share takes the user over.
+# Outside "permanent", a binding younger than `protect_minutes` is never taken over.
 BINDING_MODES = ("permanent", "expiring", "latest")
 
 
@@ -201,6 +201,19 @@ def bind_refusal(user: str, referrer: str, referrer_chain: Sequence[str]) -> str
     if user in referrer_chain:
         return f"{referrer!r} was brought in through you; a referral may not loop"
     return None
+
+
+def needs_chain(referrer: str, current: Bound | None, policy: BindingPolicy,
+                now: datetime) -> bool:
+    """Whether `decide_bind` needs the referrer's chain: False when the binding in force
+    decides alone (the same referrer again, or a binding not free to move), so the
+    common case of a bound user following another share link costs no chain walk."""
+    if current is None:
+        return True
+    if current.referrer == referrer:
+        return False
+    free_at = policy.free_at(current.bound_at)
+    return free_at is not None and free_at <= now
 
 
 def decide_bind(user: str, referrer: str, current: Bound | None,

@@ -27,6 +27,7 @@ from games.commission import (
     balanced,
     bind_refusal,
     decide_bind,
+    needs_chain,
     pending,
     post,
     post_all,
@@ -577,3 +578,16 @@ def test_random_binds_in_every_mode_never_loop(policy: BindingPolicy,
         chain_of(user, in_force)  # fails on a loop
     open_ones = [(u, r) for u, r, _, ended in history if ended is None]
     assert sorted(open_ones) == sorted(in_force.items())  # one binding in force per user
+
+
+@settings(max_examples=300)
+@given(policy=policies, bound=st.sampled_from([None, BOUND]), referrer=users,
+       chain=st.lists(users, max_size=4), minutes=st.integers(0, 10 * 24 * 60))
+def test_a_decision_the_binding_in_force_makes_alone_needs_no_chain(
+        policy: BindingPolicy, bound: Bound | None, referrer: str, chain: list[str],
+        minutes: int) -> None:
+    now = T0 + timedelta(minutes=minutes)
+    decided = decide_bind(BUYER, referrer, bound, chain, policy, now)
+    if not needs_chain(referrer, bound, policy, now):
+        assert decide_bind(BUYER, referrer, bound, (), policy, now) == decided
+        assert decided.outcome == "unchanged" or decided.code == "already_bound"
