@@ -7,7 +7,7 @@ commit, or none. Each returns the live events to publish once that commit is don
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -179,21 +179,48 @@ async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, 
     return answers.ok({"order": view}), live
 
 
-async def bind(conn: asyncpg.Connection, user: str, referrer: str
+async def bind(conn: asyncpg.Connection, user: str, referrer: str,
+               policy: rules.BindingPolicy, clock: Callable[[], datetime]
                ) -> tuple[Answer, list[LiveEvent]]:
-    """Bind `user` to `referrer` once; the same binding again answers as the first did."""
-    await ledger.lock_referrals(conn)
+    """Bind `user` to `referrer` at `clock`'s time (the pipeline's) as `policy` allows
+    (games.commission.decide_bind): a first binding, the same one again (answered as it
+    stands), or a takeover that ends the binding in force and keeps it in the history.
+
+    The new referrer is told `referral_bound`; a referrer who lost the user is told
+    `referral_moved`. Binds that may write hold one lock, so two at once never pass the
+    loop check together (A binding to B while B binds to A).
+    """
     existing = await ledger.referral_of(conn, user)
-    if existing is not None:
-        if existing["referrer"] == referrer:
-            return answers.ok({"referral": reads.referral_view(existing)}), []
-        return answers.error(
-            "already_bound", f"you were brought in by {existing['referrer']!r} already"), []
-    refusal = rules.bind_refusal(user, referrer, await ledger.ancestors(conn, referrer))
-    if refusal is not None:
-        return answers.error("invalid_request", refusal), []
-    row = await ledger.insert_referral(conn, user, referrer)
+    current = _bound(existing)
+    now = clock()
+    if not rules.needs_chain(referrer, current, policy, now):
+        # The binding in force decides alone (answered as it stands, or refused): a
+        # bound user's every share-link join takes no lock and walks no chain.
+        decision = rules.decide_bind(user, referrer, current, (), policy, now)
+    else:
+        await ledger.lock_referrals(conn)
+        existing = await ledger.referral_of(conn, user)  # as it is under the lock
+        current = _bound(existing)
+        # Read once the lock is held: a bind that waited for it is later than the one it
+        # waited for, so a binding never ends before it began (a clock stepping back
+        # aside).
+        now = clock() if current is None else max(clock(), current.bound_at)
+        decision = rules.decide_bind(user, referrer, current,
+                                     await ledger.ancestors(conn, referrer), policy, now)
+    if decision.outcome == "refused":
+        return answers.error(decision.code, decision.message), []
+    if decision.outcome == "unchanged":
+        assert existing is not None
+        return answers.ok({"referral": reads.referral_view(existing)}), []
     live = [LiveEvent(user_topic(referrer), 0, {"type": "referral_bound", "user": user})]
+    if decision.outcome == "moved":
+        assert current is not None
+        row = await ledger.move_referral(conn, user, referrer, now)
+        # Who took the user over is the user's business, not the former referrer's.
+        live.append(LiveEvent(user_topic(current.referrer), 0,
+                              {"type": "referral_moved", "user": user}))
+    else:
+        row = await ledger.insert_referral(conn, user, referrer, now)
     return answers.ok({"referral": reads.referral_view(row)}), live
 
 
@@ -226,3 +253,7 @@ async def distributor(conn: asyncpg.Connection, user: str, action: str, actor: s
     view = distributors.view(row)
     return answers.ok({"distributor": view}), [LiveEvent(user_topic(user), 0, {
         "type": "distributor_status", "distributor": view})]
+
+
+def _bound(row: asyncpg.Record | None) -> rules.Bound | None:
+    return None if row is None else rules.Bound(row["referrer"], row["bound_at"])

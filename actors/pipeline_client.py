@@ -25,7 +25,7 @@ class PipelineClient:
         self._timeout = timeout
 
     async def bind(self, user: str, referrer: str) -> Answer:
-        """Bind `user` to `referrer` (the first binding stands)."""
+        """Bind `user` to `referrer`, as the configured binding mode allows."""
         return await self._call("bind", user, referrer)
 
     async def distributor(self, user: str, action: str, actor: str) -> Answer:

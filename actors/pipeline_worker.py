@@ -264,8 +264,11 @@ class PipelineWorker:
         return count
 
     async def bind(self, user: str, referrer: str) -> Answer:
-        """Bind `user` to `referrer` (see `actors.commissions.bind`)."""
-        return await self._answer(lambda conn: commissions.bind(conn, user, referrer))
+        """Bind `user` to `referrer` as the binding mode allows, at the pipeline's clock
+        (see `actors.commissions.bind`)."""
+        policy = self.config.commission.binding
+        return await self._answer(lambda conn: commissions.bind(conn, user, referrer,
+                                                                policy, self._clock))
 
     async def distributor(self, user: str, action: str, actor: str) -> Answer:
         """Apply for, approve or revoke `user`'s distributor status (see

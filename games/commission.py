@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 # Basis points: 10,000 bps = 100%. Rates are integers so the split is exact in fen.
 BPS = 10_000
@@ -230,14 +231,114 @@ def balanced(lines: Sequence[Line]) -> bool:
     return sum(line.amount for line in lines) == 0
 
 
-def bind_refusal(user: str, referrer: str, referrer_chain: Sequence[str]) -> str | None:
-    """Why `user` may not bind to `referrer`, or None when they may.
+# How a user's binding to a referrer may change (`[commission] binding_mode`):
+# "permanent" the first binding stands for good; "expiring" a binding is its referrer's
+# alone for `valid_days`, after which another referrer may take the user over (until
+# then it stays in force); "latest" every other referrer's share takes the user over.
+# Outside "permanent", a binding younger than `protect_minutes` is never taken over.
+BINDING_MODES = ("permanent", "expiring", "latest")
 
-    `referrer_chain` is the referrer's own referrers, nearest first, as far as they go:
-    binding to someone who was (indirectly) brought in by `user` would make a loop.
+
+@dataclass(frozen=True)
+class BindingPolicy:
+    """When a bound user may be taken over by another referrer."""
+
+    mode: str = "permanent"
+    valid_days: int = 30  # "expiring": how long a binding is the referrer's alone
+    protect_minutes: int = 0  # "expiring", "latest": no takeover this soon after a bind
+
+    def __post_init__(self) -> None:
+        if self.mode not in BINDING_MODES:
+            raise ValueError(f"binding mode is one of {BINDING_MODES}, not {self.mode!r}")
+        if type(self.valid_days) is not int or self.valid_days < 1:
+            raise ValueError("binding_valid_days is a whole number of days, at least 1")
+        if type(self.protect_minutes) is not int or self.protect_minutes < 0:
+            raise ValueError("binding_protect_minutes is a whole number of minutes, at least 0")
+
+    def free_at(self, bound_at: datetime) -> datetime | None:
+        """From when a binding made at `bound_at` may be taken over (None: never)."""
+        if self.mode == "permanent":
+            return None
+        protect = bound_at + timedelta(minutes=self.protect_minutes)
+        if self.mode == "expiring":
+            return max(protect, bound_at + timedelta(days=self.valid_days))
+        return protect
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A user's binding in force: to `referrer`, since `bound_at`."""
+
+    referrer: str
+    bound_at: datetime
+
+
+@dataclass(frozen=True)
+class BindDecision:
+    """What a bind does: "unchanged" (that binding is in force already), "bound" (a
+    first binding), "moved" (a takeover: `current` ends, the new one starts) or
+    "refused" (with the contract's `code` and a `message`)."""
+
+    outcome: str
+    code: str = ""
+    message: str = ""
+
+
+def _iso(moment: datetime) -> str:
+    # The API's time format (games.campaign.iso, which imports this module).
+    utc = moment.astimezone(UTC)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def bind_refusal(user: str, referrer: str, referrer_chain: Sequence[str]) -> str | None:
+    """Why `user` may not bind to `referrer` whoever they are bound to, or None.
+
+    `referrer_chain` is the referrer's own referrers in force, nearest first, as far as
+    they go: binding to someone who was (indirectly) brought in by `user` would make a
+    loop. This holds in every mode, so a chain of bindings in force never loops.
     """
     if referrer == user:
         return "you cannot be your own referrer"
     if user in referrer_chain:
         return f"{referrer!r} was brought in through you; a referral may not loop"
     return None
+
+
+def needs_chain(referrer: str, current: Bound | None, policy: BindingPolicy,
+                now: datetime) -> bool:
+    """Whether `decide_bind` needs the referrer's chain: False when the binding in force
+    decides alone (the same referrer again, or a binding not free to move), so the
+    common case of a bound user following another share link costs no chain walk."""
+    if current is None:
+        return True
+    if current.referrer == referrer:
+        return False
+    free_at = policy.free_at(current.bound_at)
+    return free_at is not None and free_at <= now
+
+
+def decide_bind(user: str, referrer: str, current: Bound | None,
+                referrer_chain: Sequence[str], policy: BindingPolicy, now: datetime
+                ) -> BindDecision:
+    """Whether `user`, bound as `current` (None: unbound), may bind to `referrer` at
+    `now` under `policy`; `referrer_chain` as for `bind_refusal`.
+
+    The same referrer again changes nothing (a re-share restarts neither the validity
+    nor the protection); another referrer is `already_bound` until the policy frees the
+    user; self-binding and loops are `invalid_request` in every mode.
+    """
+    if current is not None:
+        if current.referrer == referrer:
+            return BindDecision("unchanged")
+        free_at = policy.free_at(current.bound_at)
+        if free_at is None:
+            return BindDecision("refused", "already_bound",
+                                f"you were brought in by {current.referrer!r} already")
+        if now < free_at:
+            return BindDecision("refused", "already_bound",
+                                f"you were brought in by {current.referrer!r}; another"
+                                f" referrer may take you over from {_iso(free_at)}")
+    refusal = bind_refusal(user, referrer, referrer_chain)
+    if refusal is not None:
+        return BindDecision("refused", "invalid_request", refusal)
+    return BindDecision("bound" if current is None else "moved")

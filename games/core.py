@@ -109,6 +109,11 @@ class Method:
     # For a client's command: its answer carries a payment to create at the provider
     # (`"payment": P` with a pending `status`), which the server does before it answers.
     pays: bool = False
+    # For a client's command that a share link leads to (opening or joining a group,
+    # starting or helping a bargain, a draw): it takes an optional `referrer`, the
+    # sharer's user id, which the gateway binds the user to before the command (as the
+    # binding mode allows). The game never sees it: it is not among `params`.
+    binds: bool = False
 
 
 @dataclass(frozen=True)

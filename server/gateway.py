@@ -27,7 +27,7 @@ from server.auth import Identity
 from server.customers import Customers
 from server.errors import ApiError
 from server.metrics import Metrics
-from server.outcomes import Encoded, Outcome, compact, encode, result_of
+from server.outcomes import Encoded, Outcome, compact, decoded, encode, result_of
 from server.params import USER_ID, Param, check
 from server.paydesk import PayDesk
 from storage import distributors, read_models, reads
@@ -146,7 +146,10 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
     async def command(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                       ) -> Outcome:
         gw.campaign(p["campaign"], game.kind)
-        params = {k: v for k, v in p.items() if k != "campaign"}
+        # The share link's referrer is the gateway's, never the game's (its reducer
+        # takes only the params it declared).
+        params = {k: v for k, v in p.items() if k not in ("campaign", REFERRER)}
+        referral = await _bind_on_entry(gw, who, p[REFERRER]) if REFERRER in p else None
         for fact in method.facts:
             params[fact] = await _FACTS[fact](gw, who)
         result = await gw.game({"method": method.name, "campaign": p["campaign"],
@@ -154,9 +157,28 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
                                 "params": params})
         if method.pays and gw.paydesk is not None:
             # A payment to create (in the sandbox, maybe paid at once) before answering.
-            return await gw.paydesk.settle(who.user, p["campaign"], result)
-        return result
+            result = await gw.paydesk.settle(who.user, p["campaign"], result)
+        return result if referral is None else {**decoded(result), **referral}
     return command
+
+
+# The optional param of a method a share link leads to (games.core.Method.binds): the
+# sharer's user id. Named like `referrals.bind`'s param; a /ws frame's own `ref` is its
+# idempotency key, so the share link's id is not called that.
+REFERRER = "referrer"
+REFERRER_PARAM = Param(str, required=False, pattern=USER_ID)
+
+
+async def _bind_on_entry(gw: Gateway, who: Identity, referrer: str) -> dict[str, Any]:
+    """Bind the caller to the share link's `referrer` before their command, as
+    `referrals.bind` would; what the command's answer adds: `referral` (the binding in
+    force, to `referrer`), or `referral_error` (`code`, `message`: why not, the binding
+    unchanged). A refusal, or the pipeline being down, never fails the command itself."""
+    try:
+        bound = decoded(result_of(await gw.pipeline.bind(who.user, referrer)))
+    except ApiError as exc:
+        return {"referral_error": {"code": exc.code, "message": exc.message}}
+    return {"referral": bound["referral"]}
 
 
 async def _newcomer(gw: Gateway, who: Identity) -> bool:
@@ -234,7 +256,13 @@ def game_methods(games: Iterable[core.Game[Any, Any, Any, Any]]) -> list[Method]
                 continue  # the server's own commands (a payment's outcome), not a client's
             handler = (_command(game, m) if m.mutating or m.read == "owner"
                        else _ranked(game, m) if m.read == "ranked" else _read(game, m.read))
-            found.append(Method(m.name, m.params, handler, m.mutating, m.route))
+            params = m.params
+            if m.binds:
+                if REFERRER in params or not m.mutating:
+                    raise ValueError(f"{m.name}: a method that binds is a command, and"
+                                     f" {REFERRER!r} is the gateway's param")
+                params = {**params, REFERRER: REFERRER_PARAM}
+            found.append(Method(m.name, params, handler, m.mutating, m.route))
     return found
 
 
@@ -297,6 +325,12 @@ async def _tax_report(gw: Gateway, who: Identity, p: dict[str, Any], key: str | 
     commission = gw.config.commission
     return {"year": p["year"], "threshold": commission.tax_threshold_fen,
             "zone": commission.tax_zone, "users": await reads.tax_report(gw.pool, p["year"])}
+
+
+async def _user_referrals(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
+                          ) -> Outcome:
+    _marketer(who)
+    return await reads.referral_history(gw.pool, p["user"], p.get("limit", 50))
 
 
 async def _user_commissions(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
@@ -421,6 +455,8 @@ METHODS: dict[str, Method] = {
                _user_team, False),
         Method("admin.commissions", {"user": Param(str, pattern=USER_ID), "limit": _LIMIT},
                _user_commissions, False),
+        Method("admin.referrals", {"user": Param(str, pattern=USER_ID), "limit": _LIMIT},
+               _user_referrals, False),
         Method("withdrawals.create", {"amount": Param(int, low=1, high=10**12)}, _withdraw,
                True),
         Method("withdrawals.list", {"limit": _LIMIT}, _withdrawals, False),

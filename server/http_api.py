@@ -352,6 +352,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/admin/tax-report", tax_report)
     app.router.add_get("/api/admin/users/{user}/team", _of_user("admin.team"))
     app.router.add_get("/api/admin/users/{user}/commissions", _of_user("admin.commissions"))
+    app.router.add_get("/api/admin/users/{user}/referrals", _of_user("admin.referrals"))
     app.router.add_post("/api/withdrawals", create_withdrawal)
     app.router.add_get("/api/admin/withdrawals", review_list)
     app.router.add_post("/api/admin/withdrawals/{withdrawal}/approve",

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from games.campaign import GroupBuyCampaign
-from games.commission import BPS, EARNERS, Grade, Rates, grade_of
+from games.commission import BINDING_MODES, BPS, EARNERS, BindingPolicy, Grade, Rates, grade_of
 from games.core import Campaign
 from games.registry import GAMES
 from games.settings import ConfigError, Table, read_rates
@@ -125,6 +125,9 @@ class CommissionConfig:
     self_purchase: bool = False
     # Distributor grades (分销等级), lowest first; empty: everyone earns `rates`.
     grades: tuple[Grade, ...] = ()
+    # Who a bound buyer may be taken over by, and when (games.commission.BindingPolicy):
+    # `binding_mode`, `binding_valid_days`, `binding_protect_minutes`.
+    binding: BindingPolicy = field(default_factory=BindingPolicy)
 
     @property
     def return_window_seconds(self) -> int:
@@ -357,9 +360,11 @@ def _commission(s: Table) -> CommissionConfig:
                           "the highest level1_bps plus the highest level2_bps of the grades"
                           " must not exceed 10000 (an order's two earners may be of"
                           " different grades)")
+    binding = _binding(s, d.binding)
     s.done()
     return CommissionConfig(rates, window, Limits(least, review, fee_bps, min_fee),
-                            threshold, zone, earners, min_spend, self_purchase, grades)
+                            threshold, zone, earners, min_spend, self_purchase, grades,
+                            binding)
 
 
 _GRADE_ID = re.compile(r"[a-z0-9_-]{1,32}")
@@ -392,6 +397,25 @@ def _grade(s: Table, shop: Rates, index: int) -> Grade:
     s.done()
     return Grade(gid, title, rates, limits["min_settled_sales_month_fen"],
                  limits["min_direct_buyers"], limits["min_own_spend_fen"], match)
+
+
+def _binding(s: Table, d: BindingPolicy) -> BindingPolicy:
+    """The binding keys of `[commission]`. A key the mode does not use is refused rather
+    than ignored: `binding_valid_days` under "latest" would silently mean nothing."""
+    mode = s.get("binding_mode", str, d.mode)
+    s.check("binding_mode", mode in BINDING_MODES,
+            "must be " + ", ".join(f'"{m}"' for m in BINDING_MODES[:-1])
+            + f' or "{BINDING_MODES[-1]}"')
+    days = s.get("binding_valid_days", int, d.valid_days)
+    s.check("binding_valid_days", 1 <= days <= 3650, "must be from 1 to 3650")
+    s.check("binding_valid_days", mode == "expiring" or "binding_valid_days" not in s.data,
+            'is only for binding_mode = "expiring"')
+    minutes = s.get("binding_protect_minutes", int, d.protect_minutes)
+    s.check("binding_protect_minutes", 0 <= minutes <= 525_600, "must be from 0 to 525600")
+    s.check("binding_protect_minutes",
+            mode != "permanent" or "binding_protect_minutes" not in s.data,
+            'is not for binding_mode = "permanent" (a binding there is never taken over)')
+    return BindingPolicy(mode, days, minutes)
 
 
 def _zone_exists(name: str) -> bool:

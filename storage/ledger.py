@@ -79,7 +79,9 @@ async def write_lines(conn: asyncpg.Connection,
 
 async def referral_chains(conn: asyncpg.Connection, users: Sequence[str]
                           ) -> dict[str, tuple[str, ...]]:
-    """Each bound user's referrer and that referrer's referrer (the two that earn)."""
+    """Each bound user's referrer and that referrer's referrer (the two that earn), as
+    bound now: one statement, so both levels are read at the same moment of the
+    binding history (a takeover that commits meanwhile is seen whole or not at all)."""
     rows = await conn.fetch(
         "SELECT r1.user_id, r1.referrer AS first, r2.referrer AS second FROM referrals r1"
         " LEFT JOIN referrals r2 ON r2.user_id = r1.referrer WHERE r1.user_id = ANY($1::text[])",
@@ -177,7 +179,7 @@ async def mark_reversed(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
 
 
 async def referral_of(conn: asyncpg.Connection, user: str) -> asyncpg.Record | None:
-    """`user`'s referral row, if bound."""
+    """`user`'s binding in force, if bound."""
     row: asyncpg.Record | None = await conn.fetchrow(
         "SELECT user_id, referrer, bound_at FROM referrals WHERE user_id = $1", user)
     return row
@@ -189,7 +191,8 @@ async def lock_referrals(conn: asyncpg.Connection) -> None:
 
 
 async def ancestors(conn: asyncpg.Connection, user: str) -> list[str]:
-    """`user`'s referrer, its referrer, and so on up the chain, nearest first."""
+    """`user`'s referrer, its referrer, and so on up the chain of bindings in force,
+    nearest first."""
     rows = await conn.fetch(
         "WITH RECURSIVE up(user_id, depth) AS ("
         " SELECT referrer, 1 FROM referrals WHERE user_id = $1"
@@ -200,9 +203,31 @@ async def ancestors(conn: asyncpg.Connection, user: str) -> list[str]:
     return [r["user_id"] for r in rows]
 
 
-async def insert_referral(conn: asyncpg.Connection, user: str, referrer: str) -> asyncpg.Record:
-    """Bind `user` to `referrer`; the row written."""
+_REFERRAL = "RETURNING user_id, referrer, bound_at"
+
+
+async def insert_referral(conn: asyncpg.Connection, user: str, referrer: str, now: datetime
+                          ) -> asyncpg.Record:
+    """Bind the unbound `user` to `referrer` from `now`, in force and in the history; the
+    binding's row."""
     row: asyncpg.Record = await conn.fetchrow(
-        "INSERT INTO referrals (user_id, referrer) VALUES ($1, $2)"
-        " RETURNING user_id, referrer, bound_at", user, referrer)
+        f"INSERT INTO referrals (user_id, referrer, bound_at) VALUES ($1, $2, $3) {_REFERRAL}",
+        user, referrer, now)
+    await conn.execute("INSERT INTO referral_history (user_id, referrer, bound_at)"
+                       " VALUES ($1, $2, $3)", user, referrer, now)
+    return row
+
+
+async def move_referral(conn: asyncpg.Connection, user: str, referrer: str, now: datetime
+                        ) -> asyncpg.Record:
+    """End the bound `user`'s binding at `now` and bind them to `referrer` from then; the
+    new binding's row. Commissions already earned stay whose they are."""
+    await conn.execute(
+        "UPDATE referral_history SET ended_at = $3, ended_by = $2"
+        " WHERE user_id = $1 AND ended_at IS NULL", user, referrer, now)
+    await conn.execute("INSERT INTO referral_history (user_id, referrer, bound_at)"
+                       " VALUES ($1, $2, $3)", user, referrer, now)
+    row: asyncpg.Record = await conn.fetchrow(
+        f"UPDATE referrals SET referrer = $2, bound_at = $3 WHERE user_id = $1 {_REFERRAL}",
+        user, referrer, now)
     return row

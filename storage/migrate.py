@@ -17,9 +17,9 @@ _LOCK_ID = 0x46495353  # "FISS"
 # Every table that holds Fission's data (what a test or a benchmark empties between runs).
 DATA_TABLES = ("events", *(game.read_model.table for game in GAMES.values()),
                "command_results", "outbox", "orders", "payments", "referrals", "commissions",
-               "ledger_entries", "withdrawals", "game_notices", "tax_flags", "user_regions",
-               "provider_refunds", "sandbox_payments", "provider_checks", "distributors",
-               "distributor_changes", "distributor_grades", "grade_changes")
+               "referral_history", "ledger_entries", "withdrawals", "game_notices", "tax_flags",
+               "user_regions", "provider_refunds", "sandbox_payments", "provider_checks",
+               "distributors", "distributor_changes", "distributor_grades", "grade_changes")
 
 
 @dataclass(frozen=True)

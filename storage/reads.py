@@ -61,6 +61,26 @@ async def referral(pool: asyncpg.Pool, user: str) -> dict[str, Any]:
     return {"referral": None if row is None else referral_view(row), "invited": invited}
 
 
+def _binding_view(row: asyncpg.Record) -> dict[str, Any]:
+    return {"user": row["user_id"], "referrer": row["referrer"],
+            "bound_at": iso_time(row["bound_at"]), "ended_at": iso_time(row["ended_at"]),
+            "ended_by": row["ended_by"]}
+
+
+async def referral_history(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, Any]:
+    """For an operator's audit: `user`'s own bindings (who brought them in, from when to
+    when, and who took them over) and the bindings ever made to `user` as the referrer,
+    each newest first, at most `limit` of each."""
+    columns = "SELECT user_id, referrer, bound_at, ended_at, ended_by FROM referral_history"
+    async with pool.acquire() as conn:
+        own = await conn.fetch(f"{columns} WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+                               user, limit)
+        brought = await conn.fetch(f"{columns} WHERE referrer = $1 ORDER BY id DESC LIMIT $2",
+                                   user, limit)
+    return {"user": user, "bindings": [_binding_view(r) for r in own],
+            "brought": [_binding_view(r) for r in brought]}
+
+
 async def team(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, Any]:
     """`user`'s team: the direct members they brought in (newest first, with whether each
     has bought: a paid order not refunded), how many there are, and how many members those

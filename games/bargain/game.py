@@ -74,10 +74,10 @@ _ONE = MappingProxyType({"campaign": _CAMPAIGN, "bargain": _BARGAIN})
 
 METHODS = (
     Method("bargain.start", MappingProxyType({"campaign": _CAMPAIGN}), mutating=True,
-           route=Route("POST", "/api/bargains/{campaign}", 201)),
+           route=Route("POST", "/api/bargains/{campaign}", 201), binds=True),
     Method("bargain.help", _ONE, mutating=True,
            route=Route("POST", "/api/bargains/{campaign}/{bargain}/help"),
-           facts=(NEWCOMER,)),
+           facts=(NEWCOMER,), binds=True),
     Method("bargain.buy", _ONE, mutating=True,
            route=Route("POST", "/api/bargains/{campaign}/{bargain}/buy"),
            pays=True),

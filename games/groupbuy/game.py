@@ -89,9 +89,9 @@ class GroupBuy:
     )
     methods: tuple[Method, ...] = (
         Method("groupbuy.open", {"campaign": _CAMPAIGN}, True, Route("POST", _BASE, 201),
-               pays=True),
+               pays=True, binds=True),
         Method("groupbuy.join", {"campaign": _CAMPAIGN, "group": _GROUP}, True,
-               Route("POST", _BASE + "/{group}/join"), pays=True),
+               Route("POST", _BASE + "/{group}/join"), pays=True, binds=True),
         Method("groupbuy.payment", {"campaign": _CAMPAIGN, "payment": _PAYMENT,
                                     "outcome": _OUTCOME, "amount": _AMOUNT}, True,
                public=False, on="payment"),

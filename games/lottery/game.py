@@ -70,7 +70,8 @@ _BASE = "/api/lotteries/{campaign}"
 
 METHODS = (
     Method("lottery.get", _ONE, mutating=False, route=Route("GET", _BASE), read="owner"),
-    Method("lottery.draw", _ONE, mutating=True, route=Route("POST", _BASE + "/draws", 201)),
+    Method("lottery.draw", _ONE, mutating=True, route=Route("POST", _BASE + "/draws", 201),
+           binds=True),
     Method("lottery.draws", _ONE, mutating=False, route=Route("GET", _BASE + "/draws"),
            read="owner"),
     Method("lottery.audit", _ONE, mutating=False, route=Route("GET", _BASE + "/audit"),

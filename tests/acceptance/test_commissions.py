@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from tests.support import ledger
-from tests.support.client import WS, get, post
+from tests.support.client import WS, get, post, token
 from tests.support.services import Services
 from tests.support.stack import Stack
 
@@ -154,3 +154,95 @@ async def test_bad_order_ids_are_refused(stack: Stack, order: str) -> None:
     async with aiohttp.ClientSession() as session:
         status, body = await post(session, url, "cm-bob")
         assert (status, body["error"]["code"]) == (400, "invalid_request"), body
+
+
+async def test_a_share_links_referrer_binds_on_a_join_help_or_draw(stack: Stack) -> None:
+    """The share link's `referrer` rides on the command it leads to, over HTTP and /ws
+    alike: it binds the caller first; a refused binding never fails the command."""
+    gw = stack.gateways
+    async with aiohttp.ClientSession() as session:
+        ann = await watch(gw[0].ws_url, "cr-ann")
+        # cr-ann opens a pair through cr-sam's link: bound to cr-sam, group opened.
+        status, body = await post(session, gw[0].url + PAIR, "cr-ann", {"referrer": "cr-sam"})
+        assert status == 201 and body["group"]["status"] == "open", body
+        assert body["referral"] == {"user": "cr-ann", "referrer": "cr-sam",
+                                    "bound_at": body["referral"]["bound_at"]}
+        # cr-ben joins it over a socket through cr-ann's link.
+        ben = await WS.connect(gw[1].ws_url, "cr-ben")
+        reply = await ben.call("join-1", "groupbuy.join", {
+            "campaign": "pair", "group": body["group"]["id"], "referrer": "cr-ann"})
+        assert reply["ok"] and reply["result"]["group"]["status"] == "completed", reply
+        assert reply["result"]["referral"]["referrer"] == "cr-ann"
+        # cr-ann is told whom she brought in, then the deal pays her on cr-ben's order.
+        bound = await ann.until(user_event("referral_bound"))
+        assert bound["data"]["user"] == "cr-ben"
+        earned = await ann.until(user_event("commission_pending"))
+        assert (earned["data"]["buyer"], earned["data"]["amount"]) == ("cr-ben", PRICE // 10)
+        status, body = await get(session, gw[1].url + "/api/referrals", "cr-sam")
+        assert body == {"referral": None, "invited": 1}
+        # Refusals: another referrer for the bound cr-ben (already_bound), cr-dan's own id
+        # (invalid_request), a loop (cr-sam under cr-ben, who came through cr-sam's
+        # cr-ann). Each command goes on as if no referrer had been given.
+        reply = await ben.call("draw-1", "lottery.draw", {"campaign": "luck",
+                                                          "referrer": "cr-cat"})
+        assert reply["ok"] and reply["result"]["draw"]["user"] == "cr-ben", reply
+        assert reply["result"]["referral_error"]["code"] == "already_bound"
+        assert "referral" not in reply["result"]
+        await ben.close()
+        status, body = await post(session, gw[0].url + "/api/bargains/cut", "cr-dan",
+                                  {"referrer": "cr-dan"})
+        assert status == 201 and body["bargain"]["initiator"] == "cr-dan", body
+        assert body["referral_error"]["code"] == "invalid_request"
+        bargain = body["bargain"]["id"]
+        status, body = await post(session, f"{gw[0].url}/api/bargains/cut/{bargain}/help",
+                                  "cr-sam", {"referrer": "cr-ben"})
+        assert status == 200 and body["cut"] > 0, body
+        assert body["referral_error"]["code"] == "invalid_request", body
+        status, body = await get(session, gw[0].url + "/api/referrals", "cr-ben")
+        assert body["referral"]["referrer"] == "cr-ann" and body["invited"] == 0
+        status, body = await get(session, gw[0].url + "/api/referrals", "cr-sam")
+        assert body["referral"] is None
+        await ann.close()
+
+
+@pytest.mark.parametrize("referrer", ["", "has space", 7, None, ["cr-sam"], "x" * 65, "a\nb"])
+async def test_a_malformed_share_link_referrer_is_an_invalid_request(
+        stack: Stack, referrer: Any) -> None:
+    gw = stack.gateways
+    async with aiohttp.ClientSession() as session:
+        status, body = await post(session, gw[0].url + PAIR, "cr-odd", {"referrer": referrer})
+        assert (status, body["error"]["code"]) == (400, "invalid_request"), body
+        assert "referrer" in body["error"]["message"]
+        socket = await WS.connect(gw[1].ws_url, "cr-odd")
+        reply = await socket.call("draw-1", "lottery.draw", {"campaign": "luck",
+                                                             "referrer": referrer})
+        await socket.close()
+        assert not reply["ok"] and reply["error"]["code"] == "invalid_request", reply
+        # Nothing was bound, opened or drawn.
+        status, body = await get(session, gw[0].url + "/api/referrals", "cr-odd")
+        assert body["referral"] is None
+        status, body = await get(session, gw[0].url + "/api/lotteries/luck/draws", "cr-odd")
+        assert body["draws"] == []
+
+
+async def test_a_marketer_audits_a_users_bindings(stack: Stack) -> None:
+    url = stack.gateways[0].url
+    boss = {"Authorization": f"Bearer {token('cr-boss', role='marketer')}"}
+    async with aiohttp.ClientSession() as session:
+        for user, referrer in (("cr-kid", "cr-mom"), ("cr-mom", "cr-gran")):
+            status, _ = await post(session, url + "/api/referrals", user, {"referrer": referrer})
+            assert status == 200
+        async with session.get(url + "/api/admin/users/cr-mom/referrals", headers=boss) as r:
+            status, body = r.status, await r.json()
+        assert status == 200, body
+        [own] = body["bindings"]
+        [brought] = body["brought"]
+        assert (own["user"], own["referrer"], own["ended_at"], own["ended_by"]) == (
+            "cr-mom", "cr-gran", None, None)
+        assert (brought["user"], brought["referrer"], brought["ended_at"]) == (
+            "cr-kid", "cr-mom", None)
+        # Only a marketer sees it; a user id that is no id is refused.
+        status, body = await get(session, url + "/api/admin/users/cr-mom/referrals", "cr-kid")
+        assert (status, body["error"]["code"]) == (403, "forbidden")
+        async with session.get(url + "/api/admin/users/a%20b/referrals", headers=boss) as r:
+            assert r.status == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,8 @@ import redis.asyncio as aioredis
 
 from actors import commissions
 from actors.pipeline_worker import PipelineWorker
+from games.commission import BindingPolicy
+from storage import reads
 from storage.config import Config, parse
 from storage.live import Live
 from tests.integration.conftest import Clock, Factory, cmd, make_config
@@ -381,3 +384,207 @@ async def test_settled_income_past_the_threshold_flags_a_user_once_a_year(
     flags = await conn.fetch("SELECT user_id, year, income FROM tax_flags ORDER BY year")
     assert [tuple(r) for r in flags] == [("alice", 2030, 1200), ("alice", 2031, 1200)]
     assert await unbalanced(conn) == []
+
+
+# --- binding modes ---------------------------------------------------------------------
+
+MINUTE = timedelta(minutes=1)
+# A campaign a buyer may join again and again (each deal a pair with a fresh leader).
+REPEAT = configs.campaign("c1", size=2, stock=100, joined=10, pay=False)
+
+
+class MovingClock:
+    """The pipeline's clock, moved by the test (binding expiry and protection use it)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def binding(config: Config, mode: str, **kwargs: int) -> Config:
+    """`config` with its commission's binding mode set."""
+    policy = BindingPolicy(mode, **kwargs)
+    return replace(config, commission=replace(config.commission, binding=policy))
+
+
+async def history(conn: asyncpg.Connection, user: str) -> list[tuple[Any, ...]]:
+    rows = await conn.fetch(
+        "SELECT referrer, bound_at, ended_at, ended_by FROM referral_history"
+        " WHERE user_id = $1 ORDER BY id", user)
+    return [tuple(r) for r in rows]
+
+
+async def earned(conn: asyncpg.Connection, buyer: str) -> list[tuple[Any, ...]]:
+    rows = await conn.fetch(
+        "SELECT order_id, beneficiary, level, status FROM commissions WHERE buyer = $1"
+        " ORDER BY order_id, level", buyer)
+    return [tuple(r) for r in rows]
+
+
+async def frames(redis_url: str, user: str, kind: str) -> list[dict[str, Any]]:
+    client = aioredis.from_url(redis_url)
+    try:
+        found = await Live(client, 100, 60).history(f"user:{user}")
+    finally:
+        await client.aclose()
+    return [f["data"] for f in found if f["data"]["type"] == kind]
+
+
+async def test_an_expiring_binding_moves_once_valid_and_orders_earn_who_is_bound(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = binding(make_config(clean, REPEAT), "expiring", valid_days=7, protect_minutes=30)
+    clock = MovingClock()
+    start = clock.now
+    worker = await worker_factory(config, clock)
+    shard = await shard_factory(config, Clock())
+    first = answer(await worker.bind("bob", "alice"))
+    assert first["result"]["referral"]["bound_at"] == reads.iso_time(start)
+    await deal(shard, "l1", "bob")
+    await worker.drain()
+    # Six days on, the binding is still alice's alone; alice's own share again changes
+    # nothing (nor restarts the validity).
+    clock.now = start + 6 * DAY
+    refused = answer(await worker.bind("bob", "carol"))
+    assert refused["error"]["code"] == "already_bound", refused
+    assert reads.iso_time(start + 7 * DAY) in refused["error"]["message"]
+    assert answer(await worker.bind("bob", "alice")) == first
+    # Once seven days have passed, carol's share takes bob over.
+    clock.now = start + 7 * DAY
+    moved = answer(await worker.bind("bob", "carol"))
+    assert moved["result"]["referral"] == {"user": "bob", "referrer": "carol",
+                                           "bound_at": reads.iso_time(clock.now)}
+    await deal(shard, "l2", "bob")
+    await worker.drain()
+    # The first order's commission stays alice's; the one after the move is carol's.
+    [(order1, *mine), (order2, *theirs)] = await earned(conn, "bob")
+    assert order1 < order2
+    assert (mine, theirs) == (["alice", 1, "pending"], ["carol", 1, "pending"])
+    assert await history(conn, "bob") == [("alice", start, clock.now, "carol"),
+                                          ("carol", clock.now, None, None)]
+    # The referrer who lost bob is told, and so is the one who gained him.
+    assert await frames(clean.redis_url, "alice", "referral_moved") == [
+        {"type": "referral_moved", "user": "bob"}]
+    assert await frames(clean.redis_url, "carol", "referral_bound") == [
+        {"type": "referral_bound", "user": "bob"}]
+    assert await conn.fetchval("SELECT referrer FROM referrals WHERE user_id = 'bob'") == "carol"
+
+
+async def test_latest_share_wins_after_protection_and_level_two_is_who_is_bound_then(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = binding(make_config(clean, REPEAT), "latest", protect_minutes=30)
+    clock = MovingClock()
+    start = clock.now
+    worker = await worker_factory(config, clock)
+    shard = await shard_factory(config, Clock())
+    # zed brought alice in, alice brought bob.
+    for user, referrer in (("alice", "zed"), ("bob", "alice")):
+        assert answer(await worker.bind(user, referrer))["ok"]
+    await deal(shard, "l1", "bob")
+    await worker.drain()
+    # Inside the protection window nobody takes bob (nor alice) over.
+    clock.now = start + 29 * MINUTE
+    for user, referrer in (("bob", "carol"), ("alice", "yan")):
+        refused = answer(await worker.bind(user, referrer))
+        assert refused["error"]["code"] == "already_bound", refused
+    # Past it, yan takes alice over: bob's next order earns alice, and yan above her.
+    clock.now = start + 31 * MINUTE
+    assert answer(await worker.bind("alice", "yan"))["result"]["referral"]["referrer"] == "yan"
+    await deal(shard, "l2", "bob")
+    await worker.drain()
+    # carol takes bob over; the next order earns carol alone (nobody brought carol in).
+    assert answer(await worker.bind("bob", "carol"))["ok"]
+    await deal(shard, "l3", "bob")
+    await worker.drain()
+    # ... and alice's share wins bob back once carol's binding is past its protection.
+    assert answer(await worker.bind("bob", "alice"))["error"]["code"] == "already_bound"
+    clock.now = start + 61 * MINUTE
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+    orders = [(who, level) for _, who, level, _ in await earned(conn, "bob")]
+    assert orders == [("alice", 1), ("zed", 2), ("alice", 1), ("yan", 2), ("carol", 1)]
+    moved_at, back_at = start + 31 * MINUTE, start + 61 * MINUTE
+    assert await history(conn, "bob") == [("alice", start, moved_at, "carol"),
+                                          ("carol", moved_at, back_at, "alice"),
+                                          ("alice", back_at, None, None)]
+    assert [r[0] for r in await history(conn, "alice")] == ["zed", "yan"]
+    # What a marketer's audit (admin.referrals) shows of it, newest first.
+    pool = await asyncpg.create_pool(clean.database_url, min_size=1, max_size=1)
+    try:
+        audit = await reads.referral_history(pool, "bob", 2)
+        brought = (await reads.referral_history(pool, "carol", 10))["brought"]
+    finally:
+        await pool.close()
+    assert [(b["referrer"], b["ended_by"]) for b in audit["bindings"]] == [
+        ("alice", None), ("carol", "alice")]
+    assert brought == [{"user": "bob", "referrer": "carol", "bound_at": reads.iso_time(moved_at),
+                        "ended_at": reads.iso_time(back_at), "ended_by": "alice"}]
+    assert await frames(clean.redis_url, "carol", "referral_moved") == [
+        {"type": "referral_moved", "user": "bob"}]
+    assert await frames(clean.redis_url, "zed", "referral_moved") == [
+        {"type": "referral_moved", "user": "alice"}]
+
+
+@pytest.mark.parametrize("mode", ["permanent", "expiring", "latest"])
+async def test_self_binding_and_loops_are_refused_across_rebinding(
+        clean: Services, worker_factory: WorkerFactory, mode: str) -> None:
+    kwargs = {"valid_days": 1} if mode == "expiring" else {}
+    clock = MovingClock()
+    worker = await worker_factory(binding(make_config(clean), mode, **kwargs), clock)
+
+    async def bind(user: str, referrer: str) -> str:
+        found = answer(await worker.bind(user, referrer))
+        return "ok" if found["ok"] else str(found["error"]["code"])
+
+    assert await bind("a", "a") == "invalid_request"
+    assert await bind("a", "b") == "ok"  # b brought a in
+    assert await bind("b", "a") == "invalid_request"  # a -> b -> a
+    clock.now += 2 * DAY  # every binding is free to move, where the mode lets it
+    assert await bind("b", "b") == "invalid_request"
+    if mode == "permanent":
+        assert await bind("a", "c") == "already_bound"
+        return
+    assert await bind("a", "c") == "ok"  # c took a over from b
+    assert await bind("b", "a") == "ok"  # a -> c now: b under a makes no loop
+    clock.now += 2 * DAY
+    # b -> a -> c: neither a nor c may now be brought in by b, however they move.
+    assert await bind("a", "b") == "invalid_request"
+    assert await bind("c", "b") == "invalid_request"
+    assert await bind("c", "a") == "invalid_request"
+
+
+@pytest.mark.parametrize("mode", ["permanent", "expiring", "latest"])
+async def test_concurrent_binds_never_loop(clean: Services, worker_factory: WorkerFactory,
+                                           conn: asyncpg.Connection, mode: str) -> None:
+    kwargs = {"valid_days": 1} if mode == "expiring" else {}
+    clock = MovingClock()
+    worker = await worker_factory(binding(make_config(clean), mode, **kwargs), clock)
+    pairs = [(f"p{i}a", f"p{i}b") for i in range(10)]
+
+    async def at_once() -> list[dict[str, Any]]:
+        # 20 binds at once: each pair's two users binding to each other.
+        texts = await asyncio.gather(*(worker.bind(*pair) for pair in pairs),
+                                     *(worker.bind(b, a) for a, b in pairs))
+        return [answer(t) for t in texts]
+
+    first = await at_once()
+    for i in range(len(pairs)):
+        # Exactly one of each pair's binds won; the other would have closed a loop.
+        assert sorted(a["ok"] for a in (first[i], first[i + len(pairs)])) == [False, True]
+    clock.now += 2 * DAY
+    # Again, once every binding may move: the winners stand, the others still loop.
+    second = await at_once()
+    assert [a["ok"] for a in second] == [a["ok"] for a in first]
+    assert all(a["error"]["code"] == "invalid_request" for a in second if not a["ok"])
+    # A ring of five binding at once, clockwise and against: never a loop.
+    ring = [f"r{i}" for i in range(5)]
+    await asyncio.gather(*(worker.bind(u, ring[(i + 1) % 5]) for i, u in enumerate(ring)),
+                         *(worker.bind(u, ring[i - 1]) for i, u in enumerate(ring)))
+    assert await ledger.referral_problems(conn) == []
+    assert await conn.fetchval("SELECT count(*) FROM referrals WHERE user_id LIKE 'p%'") == 10
+    # Five users in a ring of bindings in force would be a loop: at most four are bound.
+    assert 1 <= await conn.fetchval("SELECT count(*) FROM referrals WHERE user_id LIKE 'r%'") <= 4
+    # Binding is free: nobody earns for bringing people in, only on their paid orders.
+    assert await balances(conn) == {}

@@ -19,7 +19,7 @@ from actors.pipeline_worker import PipelineWorker
 from storage import db
 from storage.config import parse
 from storage.migrate import available, migrate
-from tests.support import configs
+from tests.support import configs, ledger
 from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ async def test_old_orders_payments_and_outbox_rows_move_to_deal_lines(
              json.dumps(pending), None), (3, "refunded", json.dumps(refund), None)])
         await conn.execute("UPDATE outbox SET processed_at = now() WHERE version = 1")
 
-        # Every later migration, in order (0015 adds the distributors' tables: no data moves).
+        # Every later migration, whatever number the newest has by now.
         assert await migrate(conn) == [m.version for m in available() if m.version > 3]
         kinds = [r["type"] for r in await conn.fetch("SELECT type FROM outbox ORDER BY id")]
         assert kinds == ["deal", "deal", "refund"]
@@ -105,5 +105,29 @@ async def test_old_orders_payments_and_outbox_rows_move_to_deal_lines(
             assert await conn.fetchval("SELECT count(*) FROM payments") == 4
         finally:
             await worker.stop()
+    finally:
+        await conn.close()
+
+
+async def test_bindings_made_before_binding_modes_are_in_force_in_the_history(
+        old_database: str) -> None:
+    conn = await asyncpg.connect(old_database)
+    try:
+        assert (await migrate(conn, up_to=13))[-1] == 13
+        await conn.execute(
+            "INSERT INTO referrals (user_id, referrer, bound_at) VALUES"
+            " ('bob', 'alice', '2026-01-02T00:00:00Z'), ('alice', 'zed', '2026-01-01T00:00:00Z')")
+        assert (await migrate(conn))[0] == 14
+        rows = await conn.fetch("SELECT user_id, referrer, bound_at, ended_at FROM"
+                                " referral_history ORDER BY bound_at")
+        assert [(r["user_id"], r["referrer"], r["ended_at"]) for r in rows] == [
+            ("alice", "zed", None), ("bob", "alice", None)]
+        assert rows[0]["bound_at"] == await conn.fetchval(
+            "SELECT bound_at FROM referrals WHERE user_id = 'alice'")
+        assert await ledger.referral_problems(conn) == []
+        # One binding in force per user, in the history as in `referrals`.
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute("INSERT INTO referral_history (user_id, referrer, bound_at)"
+                               " VALUES ('bob', 'carol', now())")
     finally:
         await conn.close()

@@ -9,7 +9,11 @@ area after each test (`problems` lists what is wrong; an empty list is a sound l
   both, and only on an order whose deal completed; a reversed one's order is refunded;
 - each user's accounts equal what the commissions and withdrawals say: pending = their
   pending commissions, available = settled ones less what they withdrew or are
-  withdrawing, withdrawing = their withdrawals under review.
+  withdrawing, withdrawing = their withdrawals under review;
+- the referral bindings: each binding in force (`referrals`) is its user's one open row
+  of `referral_history`, and each open row is one in force; a user's bindings follow one
+  another (each ends, taken over by the next one's referrer, when the next begins); and
+  the bindings in force never loop.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ async def problems(conn: asyncpg.Connection) -> list[str]:
             found.append(f"{account} holds {balances.get(account, 0)} fen; its commissions"
                          f" and withdrawals say {expected.get(account, 0)}")
     found += await _earner_problems(conn)
+    found += await referral_problems(conn)
     return found
 
 
@@ -97,4 +102,35 @@ async def _earner_problems(conn: asyncpg.Connection) -> list[str]:
         last = changes[user][-1][1] if changes.get(user) else None
         if current.get(user) != last:
             found.append(f"{user} is at grade {current.get(user)}; its changes end at {last}")
+    return found
+
+
+async def referral_problems(conn: asyncpg.Connection) -> list[str]:
+    """What is wrong with the referral bindings and their history (see above)."""
+    found: list[str] = []
+    for row in await conn.fetch(
+            "SELECT r.user_id, r.referrer, r.bound_at, h.referrer AS h_referrer,"
+            " h.bound_at AS h_bound_at FROM referrals r FULL JOIN (SELECT * FROM"
+            " referral_history WHERE ended_at IS NULL) h ON h.user_id = r.user_id"
+            " WHERE r.user_id IS NULL OR h.user_id IS NULL OR r.referrer <> h.referrer"
+            " OR r.bound_at <> h.bound_at"):
+        found.append(f"binding of {row['user_id']!r} in force ({row['referrer']},"
+                     f" {row['bound_at']}) is not its history's open one"
+                     f" ({row['h_referrer']}, {row['h_bound_at']})")
+    last: dict[str, asyncpg.Record] = {}
+    for row in await conn.fetch("SELECT * FROM referral_history ORDER BY user_id, id"):
+        before = last.get(row["user_id"])
+        if before is not None and (before["ended_at"], before["ended_by"]) != (
+                row["bound_at"], row["referrer"]):
+            found.append(f"binding {row['id']} of {row['user_id']!r} does not follow the"
+                         f" one before it ({dict(before)})")
+        last[row["user_id"]] = row
+    found += [f"the last binding of {user!r} has ended" for user, row in last.items()
+              if row["ended_at"] is not None]
+    loops = await conn.fetch(
+        "WITH RECURSIVE up(start, at, depth) AS (SELECT user_id, referrer, 1 FROM referrals"
+        " UNION ALL SELECT up.start, r.referrer, up.depth + 1 FROM up JOIN referrals r"
+        " ON r.user_id = up.at WHERE up.at <> up.start AND up.depth < 1000)"
+        " SELECT DISTINCT start FROM up WHERE at = start")
+    found += [f"the bindings in force loop through {r['start']!r}" for r in loops]
     return found

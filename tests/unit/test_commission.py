@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,12 +18,16 @@ from hypothesis import strategies as st
 from games.commission import (
     BPS,
     SHOP,
+    BindingPolicy,
+    Bound,
     Line,
     Rates,
     Share,
     available,
     balanced,
     bind_refusal,
+    decide_bind,
+    needs_chain,
     pending,
     post,
     post_all,
@@ -440,3 +446,148 @@ def test_a_compound_posting_balances_and_keeps_the_credits_order(
 def test_a_compound_posting_refuses_a_zero_credit() -> None:
     with pytest.raises(ValueError, match="positive"):
         post_all([("a", 5), ("b", 0)])
+
+
+# --- binding modes ---------------------------------------------------------------------
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+MINUTE, DAY = timedelta(minutes=1), timedelta(days=1)
+PERMANENT = BindingPolicy()
+EXPIRING = BindingPolicy("expiring", valid_days=7, protect_minutes=30)
+LATEST = BindingPolicy("latest", protect_minutes=30)
+BOUND = Bound("r1", T0)  # u was brought in by r1 at T0
+
+
+@pytest.mark.parametrize(
+    ("case", "current", "referrer", "chain", "at", "permanent", "expiring", "latest"),
+    [
+        ("fresh bind", None, "r1", [], T0, "bound", "bound", "bound"),
+        ("fresh bind, deep chain", None, "r1", ["a", "b", "c"], T0, "bound", "bound",
+         "bound"),
+        ("same again at once", BOUND, "r1", [], T0, "unchanged", "unchanged", "unchanged"),
+        ("same again much later", BOUND, "r1", [], T0 + 400 * DAY, "unchanged", "unchanged",
+         "unchanged"),
+        ("other inside protection", BOUND, "r2", [], T0 + 29 * MINUTE, "already_bound",
+         "already_bound", "already_bound"),
+        ("other as protection ends", BOUND, "r2", [], T0 + 30 * MINUTE, "already_bound",
+         "already_bound", "moved"),
+        ("other inside validity", BOUND, "r2", [], T0 + 7 * DAY - MINUTE, "already_bound",
+         "already_bound", "moved"),
+        ("other as validity ends", BOUND, "r2", [], T0 + 7 * DAY, "already_bound", "moved",
+         "moved"),
+        ("other long after", BOUND, "r2", ["x"], T0 + 400 * DAY, "already_bound", "moved",
+         "moved"),
+        ("self, unbound", None, "u", [], T0, "invalid_request", "invalid_request",
+         "invalid_request"),
+        ("self, once free", BOUND, "u", [], T0 + 400 * DAY, "already_bound",
+         "invalid_request", "invalid_request"),
+        ("loop: r2 came through u", None, "r2", ["u"], T0, "invalid_request",
+         "invalid_request", "invalid_request"),
+        ("loop: r2 came through x through u", None, "r2", ["x", "u"], T0, "invalid_request",
+         "invalid_request", "invalid_request"),
+        # u took r2 in; u may not now move under r2 (that would close u -> r2 -> u).
+        ("loop through rebinding", BOUND, "r2", ["u"], T0 + 400 * DAY, "already_bound",
+         "invalid_request", "invalid_request"),
+        ("loop through rebinding, deeper", BOUND, "r2", ["x", "y", "u"], T0 + 400 * DAY,
+         "already_bound", "invalid_request", "invalid_request"),
+    ],
+)
+def test_bind_decisions_in_every_mode(case: str, current: Bound | None, referrer: str,
+                                      chain: list[str], at: datetime, permanent: str,
+                                      expiring: str, latest: str) -> None:
+    for policy, expected in ((PERMANENT, permanent), (EXPIRING, expiring), (LATEST, latest)):
+        decision = decide_bind("u", referrer, current, chain, policy, at)
+        found = decision.code if decision.outcome == "refused" else decision.outcome
+        assert found == expected, (case, policy.mode, decision)
+        assert (decision.outcome == "refused") == bool(decision.message)
+
+
+def test_a_refusal_inside_protection_says_from_when_the_user_is_free() -> None:
+    decision = decide_bind("u", "r2", BOUND, [], EXPIRING, T0 + MINUTE)
+    assert decision.code == "already_bound"
+    assert "from 2026-03-08T12:00:00.000Z" in decision.message  # the API's time format
+    decision = decide_bind("u", "r2", BOUND, [], LATEST, T0 + MINUTE)
+    assert "from 2026-03-01T12:30:00.000Z" in decision.message
+    assert "already" in decide_bind("u", "r2", BOUND, [], PERMANENT, T0).message
+
+
+@pytest.mark.parametrize(("policy", "free_at"), [
+    (PERMANENT, None),
+    (BindingPolicy("latest"), T0),  # no protection: the next share takes over
+    (LATEST, T0 + 30 * MINUTE),
+    (EXPIRING, T0 + 7 * DAY),
+    (BindingPolicy("expiring", valid_days=1), T0 + DAY),
+    # A protection longer than the validity holds the user for the protection.
+    (BindingPolicy("expiring", valid_days=1, protect_minutes=2000), T0 + 2000 * MINUTE),
+])
+def test_when_a_binding_may_be_taken_over(policy: BindingPolicy, free_at: datetime | None
+                                          ) -> None:
+    assert policy.free_at(T0) == free_at
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"mode": "forever"}, {"mode": "Latest"}, {"valid_days": 0}, {"valid_days": 1.5},
+    {"protect_minutes": -1}, {"protect_minutes": True},
+])
+def test_bad_binding_policies_are_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        BindingPolicy(**kwargs)
+
+
+policies = st.sampled_from([
+    PERMANENT, EXPIRING, LATEST, BindingPolicy("latest"),
+    BindingPolicy("expiring", valid_days=1, protect_minutes=0),
+    BindingPolicy("expiring", valid_days=1, protect_minutes=3000)])
+steps = st.lists(st.tuples(users, users, st.integers(0, 3 * 24 * 60)), max_size=40)
+
+
+@settings(max_examples=300)
+@given(policy=policies, attempts=steps)
+def test_random_binds_in_every_mode_never_loop(policy: BindingPolicy,
+                                               attempts: list[tuple[str, str, int]]) -> None:
+    """Bind (and take over) whatever `decide_bind` allows, the clock moving on between
+    attempts: the bindings in force stay a forest with one referrer per user, a binding
+    is taken over only once the policy frees it, and a refusal for a loop is a real one."""
+    referrer_of: dict[str, Bound] = {}
+    history: list[tuple[str, str, datetime, datetime | None]] = []
+    now = T0
+    for user, referrer, minutes in attempts:
+        now += timedelta(minutes=minutes)
+        current = referrer_of.get(user)
+        upstream = chain_of(referrer, {u: b.referrer for u, b in referrer_of.items()})
+        decision = decide_bind(user, referrer, current, upstream, policy, now)
+        if decision.outcome == "unchanged":
+            assert current is not None and current.referrer == referrer
+        elif decision.outcome == "refused" and decision.code == "invalid_request":
+            assert referrer == user or user in upstream
+        elif decision.outcome == "refused":
+            assert current is not None and decision.code == "already_bound"
+            free_at = policy.free_at(current.bound_at)
+            assert free_at is None or now < free_at
+        else:
+            assert (current is None) == (decision.outcome == "bound")
+            if current is not None:
+                free_at = policy.free_at(current.bound_at)
+                assert free_at is not None and free_at <= now
+                history = [(u, r, b, now if (u, e) == (user, None) else e)
+                           for u, r, b, e in history]
+            referrer_of[user] = Bound(referrer, now)
+            history.append((user, referrer, now, None))
+    in_force = {u: b.referrer for u, b in referrer_of.items()}
+    for user in in_force:
+        chain_of(user, in_force)  # fails on a loop
+    open_ones = [(u, r) for u, r, _, ended in history if ended is None]
+    assert sorted(open_ones) == sorted(in_force.items())  # one binding in force per user
+
+
+@settings(max_examples=300)
+@given(policy=policies, bound=st.sampled_from([None, BOUND]), referrer=users,
+       chain=st.lists(users, max_size=4), minutes=st.integers(0, 10 * 24 * 60))
+def test_a_decision_the_binding_in_force_makes_alone_needs_no_chain(
+        policy: BindingPolicy, bound: Bound | None, referrer: str, chain: list[str],
+        minutes: int) -> None:
+    now = T0 + timedelta(minutes=minutes)
+    decided = decide_bind(BUYER, referrer, bound, chain, policy, now)
+    if not needs_chain(referrer, bound, policy, now):
+        assert decide_bind(BUYER, referrer, bound, (), policy, now) == decided
+        assert decided.outcome == "unchanged" or decided.code == "already_bound"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from games.campaign import GroupBuyCampaign
-from games.commission import Rates
+from games.commission import BindingPolicy, Rates
 from games.groupbuy import OpenGroup, apply, initial_state
 from storage.config import (
     ENV_OVERRIDES,
@@ -667,6 +667,26 @@ BAD_COMMISSION: list[Any] = [
     pytest.param({"tax_threshold_fen": 0}, "commission.tax_threshold_fen", id="tax-zero"),
     pytest.param({"tax_zone": "Mars/Olympus"}, "commission.tax_zone", id="tax-zone-unknown"),
     pytest.param({"tax_zone": "../etc"}, "commission.tax_zone", id="tax-zone-path"),
+    # binding modes: a known mode, keys only where the mode uses them
+    pytest.param({"binding_mode": "forever"}, "commission.binding_mode", id="mode-unknown"),
+    pytest.param({"binding_mode": "Latest"}, "commission.binding_mode", id="mode-case"),
+    pytest.param({"binding_mode": 1}, "commission.binding_mode", id="mode-number"),
+    pytest.param({"binding_mode": "expiring", "binding_valid_days": 0},
+                 "commission.binding_valid_days", id="valid-days-zero"),
+    pytest.param({"binding_mode": "expiring", "binding_valid_days": 3651},
+                 "commission.binding_valid_days", id="valid-days-over"),
+    pytest.param({"binding_mode": "expiring", "binding_valid_days": 1.5},
+                 "commission.binding_valid_days", id="valid-days-float"),
+    pytest.param({"binding_mode": "latest", "binding_valid_days": 30},
+                 "commission.binding_valid_days", id="valid-days-not-expiring"),
+    pytest.param({"binding_valid_days": 30}, "commission.binding_valid_days",
+                 id="valid-days-permanent"),
+    pytest.param({"binding_mode": "latest", "binding_protect_minutes": -1},
+                 "commission.binding_protect_minutes", id="protect-negative"),
+    pytest.param({"binding_mode": "latest", "binding_protect_minutes": "30"},
+                 "commission.binding_protect_minutes", id="protect-string"),
+    pytest.param({"binding_protect_minutes": 30}, "commission.binding_protect_minutes",
+                 id="protect-permanent"),
     # unknown keys
     pytest.param({"level3_bps": 100}, "commission.level3_bps", id="level3-unknown"),
     pytest.param({"return_window": 30}, "commission.return_window", id="misspelled-key"),
@@ -676,6 +696,20 @@ BAD_COMMISSION: list[Any] = [
     pytest.param(1000, "commission", id="commission-not-table"),
     pytest.param([{"level1_bps": 1000}], "commission", id="commission-array"),
 ]
+
+
+@pytest.mark.parametrize(("table", "policy"), [
+    ({}, BindingPolicy("permanent")),  # today's behaviour by default
+    ({"binding_mode": "permanent"}, BindingPolicy()),
+    ({"binding_mode": "expiring"}, BindingPolicy("expiring", valid_days=30)),
+    ({"binding_mode": "expiring", "binding_valid_days": 7, "binding_protect_minutes": 60},
+     BindingPolicy("expiring", valid_days=7, protect_minutes=60)),
+    ({"binding_mode": "latest"}, BindingPolicy("latest", protect_minutes=0)),
+    ({"binding_mode": "latest", "binding_protect_minutes": 525_600},
+     BindingPolicy("latest", protect_minutes=525_600)),
+])
+def test_commission_binding_modes(table: dict[str, Any], policy: BindingPolicy) -> None:
+    assert parse(with_commission(table), {}, SOURCE).commission.binding == policy
 
 
 def test_commission_sum_above_whole_order_with_default_level2_is_refused() -> None:
