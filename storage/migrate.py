@@ -18,7 +18,7 @@ _LOCK_ID = 0x46495353  # "FISS"
 DATA_TABLES = ("events", *(game.read_model.table for game in GAMES.values()),
                "command_results", "outbox", "orders", "payments", "referrals", "commissions",
                "ledger_entries", "withdrawals", "game_notices", "tax_flags", "user_regions",
-               "provider_refunds", "sandbox_payments", "provider_checks")
+               "provider_refunds", "sandbox_payments", "provider_checks", "order_refunds")
 
 
 @dataclass(frozen=True)
