@@ -101,7 +101,7 @@ async def test_settled_commission_is_withdrawn_once_and_large_sums_are_reviewed(
         assert status == 200 and body["group"]["status"] == "completed", body
         await ann.until(is_event("commission_settled"))
         assert await balance(session, url, "wd-ann") == {
-            "pending": 0, "available": 600, "withdrawing": 0}
+            "pending": 0, "available": 600, "withdrawing": 0, "debt": 0}
 
         # Below the review threshold: paid at once; its key makes a repeat harmless.
         first = await post(session, url + "/api/withdrawals", "wd-ann", {"amount": 150},
@@ -117,7 +117,7 @@ async def test_settled_commission_is_withdrawn_once_and_large_sums_are_reviewed(
         assert status == 201 and body["withdrawal"]["status"] == "reviewing", body
         held = body["withdrawal"]["id"]
         assert await balance(session, url, "wd-ann") == {
-            "pending": 0, "available": 150, "withdrawing": 300}
+            "pending": 0, "available": 150, "withdrawing": 300, "debt": 0}
         status, body = await post(session, url + "/api/withdrawals", "wd-ann", {"amount": 151})
         assert (status, body["error"]["code"]) == (409, "insufficient_balance")
         status, body = await post(session, url + "/api/withdrawals", "wd-ann", {"amount": 99})
@@ -141,7 +141,7 @@ async def test_settled_commission_is_withdrawn_once_and_large_sums_are_reviewed(
                                    f"{url}/api/admin/withdrawals/{held}/approve")
         assert (status, body["error"]["code"]) == (409, "already_reviewed")
         assert await balance(session, url, "wd-ann") == {
-            "pending": 0, "available": 450, "withdrawing": 0}
+            "pending": 0, "available": 450, "withdrawing": 0, "debt": 0}
 
         # Five requests for the whole balance at once: exactly one holds it.
         racing = await asyncio.gather(*(
@@ -153,7 +153,7 @@ async def test_settled_commission_is_withdrawn_once_and_large_sums_are_reviewed(
                                    f"{url}/api/admin/withdrawals/{won['id']}/approve")
         assert status == 200 and body["withdrawal"]["status"] == "paid", body
         assert await balance(session, url, "wd-ann") == {
-            "pending": 0, "available": 0, "withdrawing": 0}
+            "pending": 0, "available": 0, "withdrawing": 0, "debt": 0}
         status, body = await get(session, url + "/api/withdrawals", "wd-ann")
         assert [(w["amount"], w["status"]) for w in body["withdrawals"]] == [
             (450, "paid"), (300, "rejected"), (150, "paid")]

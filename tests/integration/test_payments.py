@@ -195,6 +195,10 @@ async def test_orders_are_made_when_money_is_taken_and_confirmed_with_the_deal(
     order = await shop.conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
     refused = json.loads(await shop.worker.refund("bob", order))
     assert refused["error"]["code"] == "order_waiting"
+    # Nor a marketer's, after sales.
+    after_sales = json.loads(await shop.worker.refund_after_sales("boss", order, 100, None,
+                                                                  None))
+    assert after_sales["error"]["code"] == "order_waiting"
     await shop.pay("cat", (await shop.command("join", "cat", group))["payment"]["id"])
     await shop.settle_everything()
     confirmed = await shop.conn.fetch("SELECT user_id, confirmed_at FROM orders ORDER BY id")
