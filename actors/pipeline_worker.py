@@ -290,12 +290,17 @@ class PipelineWorker:
                 order = await conn.fetchrow(
                     "SELECT user_id, amount, created_at, status FROM orders WHERE id = $1",
                     order_id)
-                # Games hear of the refund once it is whole: a lottery takes back the draw
-                # an order earned only then, and a board takes back all the order scored
-                # (a piece refunded before it is in that whole).
+                # Games hear of the whole refund (a lottery takes back the draw the order
+                # earned only then; a board all the order still scores) and of each piece
+                # before it (a board ranking sales or commission takes that much back).
                 if order["status"] == "refunded":
                     await notices.write(conn, self.config, notices.REFUNDED, [
                         (order_id, order["user_id"], order["amount"], order["created_at"])])
+                else:
+                    piece = await conn.fetchval(
+                        "SELECT max(piece) FROM order_refunds WHERE order_id = $1", order_id)
+                    await notices.write_part(conn, self.config, order_id, order["user_id"],
+                                             order["amount"], order["created_at"], piece)
             return answer, live
 
         answer = await self._answer(work)
