@@ -91,7 +91,9 @@ def refund_amount(order_amount: int, refunded: int, wanted: int | None) -> int:
     """The fen a refund of an order of `order_amount`, `refunded` of it refunded before,
     gives back when `wanted` is asked for (None: the rest).
 
-    Raises GameError(invalid_request) for an amount that is not from 1 to the rest.
+    Raises GameError: `invalid_request` for an amount that is not a positive integer,
+    `refund_exceeds_order` for one above the rest (a well-formed request the order's
+    state refuses, as a withdrawal above the balance is).
     """
     rest = order_amount - refunded
     if wanted is None:
@@ -99,7 +101,7 @@ def refund_amount(order_amount: int, refunded: int, wanted: int | None) -> int:
     if type(wanted) is not int or wanted < 1:
         raise GameError("invalid_request", "a refund's amount is a positive integer of fen")
     if wanted > rest:
-        raise GameError("invalid_request",
+        raise GameError("refund_exceeds_order",
                         f"a refund of {wanted} fen is more than the {rest} fen of the order"
                         " not yet refunded")
     return wanted

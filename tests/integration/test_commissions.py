@@ -431,7 +431,7 @@ async def test_an_order_refunds_in_pieces_and_its_commissions_go_back_in_proport
                                     "user:zed:pending": 90}
     # More than the rest is refused, changing nothing; so are pieces of others' orders.
     too_big = answer(await worker.refund("bob", order, 3000, "k3"))
-    assert too_big["error"]["code"] == "invalid_request"
+    assert too_big["error"]["code"] == "refund_exceeds_order"
     assert "2999" in too_big["error"]["message"]
     assert answer(await worker.refund("carol", order, 1))["error"]["code"] == "not_found"
     # The rest (no amount): refunded whole, and every commission back exactly.
@@ -555,7 +555,7 @@ async def test_twenty_concurrent_pieces_of_one_order_never_refund_more_than_it_c
     racing = [answer(a) for a in await asyncio.gather(*(
         worker.refund("bob", order, 700, f"p{n}") for n in range(20)))]
     assert sorted(a["ok"] for a in racing) == [False] * 12 + [True] * 8
-    assert {a["error"]["code"] for a in racing if not a["ok"]} == {"invalid_request"}
+    assert {a["error"]["code"] for a in racing if not a["ok"]} == {"refund_exceeds_order"}
     assert await conn.fetchval("SELECT refunded_amount FROM orders WHERE id = $1",
                                order) == 5600
     assert await conn.fetchval("SELECT reversed FROM commissions") == 560
