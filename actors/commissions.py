@@ -17,8 +17,11 @@ from actors import answers, refunds
 from actors.answers import Answer
 from actors.payments import Movement, PaymentAdapter
 from games import commission as rules
+from games.commission import Line
+from games.errors import GameError
 from games.topics import user_topic
 from storage import distributors, ledger, reads
+from storage import withdrawals as store
 from storage.config import CommissionConfig, Config
 from storage.ledger import Commission, NewCommission
 from storage.live import LiveEvent
@@ -35,11 +38,12 @@ class FreshOrder:
     created_at: datetime
 
 
-def _event(c: Commission, kind: str) -> LiveEvent:
+def _event(c: Commission, kind: str, **extra: int) -> LiveEvent:
     # The beneficiary sees their commission move; `buyer` is who bought through them.
+    # `amount` is the commission's, or (in `extra`) the fen this step moved.
     return LiveEvent(user_topic(c.beneficiary), 0, {
         "type": kind, "commission": c.id, "order": c.order_id, "level": c.level,
-        "amount": c.amount, "buyer": c.buyer, "campaign": c.campaign})
+        "amount": c.amount, "buyer": c.buyer, "campaign": c.campaign, **extra})
 
 
 def _txn(c: Commission, step: str) -> str:
@@ -94,12 +98,26 @@ async def settle(conn: asyncpg.Connection, now: datetime, limit: int,
                  ) -> tuple[list[Commission], list[LiveEvent]]:
     """Settle up to `limit` commissions whose return window has ended by `now`, flag
     the users whose settled income this year has now reached the tax threshold, and
-    raise the grades of the users these settlements concern."""
+    raise the grades of the users these settlements concern.
+
+    Each settles its rest (what partial refunds left of it); a beneficiary's debt (a
+    refund after an earlier settlement their balance could not cover) is paid from it
+    first, the remainder credited to available.
+    """
     settled = await ledger.settle_due(conn, now, limit)
-    await ledger.write_lines(conn, [
-        (_txn(c, "settle"), c.id, line) for c in settled
-        for line in rules.settle(c.beneficiary, c.amount)])
-    live = [_event(c, "commission_settled") for c in settled]
+    owed = await _owed(conn, sorted({c.beneficiary for c in settled}))
+    lines: list[tuple[str, int | None, Line]] = []
+    live: list[LiveEvent] = []
+    for c in settled:
+        if c.rest <= 0:
+            continue  # cannot happen (taken back whole, it is reversed), but never a 0 line
+        paid = min(c.rest, owed.get(c.beneficiary, 0))
+        owed[c.beneficiary] = owed.get(c.beneficiary, 0) - paid
+        lines += [(_txn(c, "settle"), c.id, line)
+                  for line in rules.settle_owing(c.beneficiary, c.rest, paid)]
+        live.append(_event(c, "commission_settled", amount=c.rest, debt_paid=paid,
+                           debt=owed[c.beneficiary]))
+    await ledger.write_lines(conn, lines)
     if settled:
         config = config or CommissionConfig()
         flagged = await ledger.flag_tax(conn, sorted({c.beneficiary for c in settled}), now,
@@ -136,15 +154,47 @@ async def regrade(conn: asyncpg.Connection, users: Sequence[str], now: datetime,
         "at": reads.iso_time(now)}) for c, g in changes]
 
 
-async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, order_id: int,
-                 config: CommissionConfig, now: datetime) -> tuple[Answer, list[LiveEvent]]:
-    """Refund `user`'s order inside its return window and reverse what it earned.
+async def _owed(conn: asyncpg.Connection, users: Sequence[str]) -> dict[str, int]:
+    """What each of `users` owes (fen, from 0), those who owe locked (in name order, as
+    every taker of these locks does) so that no refund adds to or pays a debt meanwhile.
 
-    A repeat answers the refunded order again and changes nothing.
+    Only debtors are locked: a debt appearing after the first read is recovered from a
+    later settlement instead, which keeps every balance sound either way."""
+    debts = await ledger.balances(conn, [rules.debt(u) for u in users])
+    debtors = [u for u in users if debts[rules.debt(u)] < 0]
+    for user in debtors:
+        await store.lock_user(conn, user)
+    if debtors:
+        debts |= await ledger.balances(conn, [rules.debt(u) for u in debtors])
+    return {u: -debts[rules.debt(u)] for u in debtors}
+
+
+async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, order_id: int,
+                 config: CommissionConfig, now: datetime, *, amount: int | None = None,
+                 key: str | None = None, after_sales: bool = False, note: str | None = None
+                 ) -> tuple[Answer, list[LiveEvent]]:
+    """Refund `amount` fen (None: the rest) of an order and take back, in proportion,
+    what it earned; the answer, and the live events to publish after the commit.
+
+    The buyer (`user`) refunds inside the order's return window; a marketer (`user`,
+    with `after_sales`) refunds any confirmed order, after settlement too: a settled
+    commission is then taken back from available, what available lacks recorded as debt.
+    Each commission's reversal is `games.commission.reversed_through` of the order's
+    refunded total less what it reversed before. Concurrent refunds of one order queue on
+    its row's lock. A repeat with the same `key` answers the order again, as does a
+    refund of an order refunded whole; neither changes anything.
     """
     order = await ledger.lock_order(conn, order_id)
-    if order is None or order["user_id"] != user:
-        return answers.error("not_found", f"you have no order {order_id}"), []
+    if order is None or (not after_sales and order["user_id"] != user):
+        return answers.error("not_found", f"{'there is' if after_sales else 'you have'} no"
+                                          f" order {order_id}"), []
+    if key is not None:
+        first = await ledger.refund_by_key(conn, order_id, user, key)
+        if first is not None:
+            if amount is not None and first["amount"] != amount:
+                return answers.error("invalid_request", "this idempotency key was used for"
+                                                        " another amount"), []
+            return answers.ok({"order": reads.order_view(order)}), []
     if order["status"] == "refunded":
         return answers.ok({"order": reads.order_view(order)}), []
     if order["confirmed_at"] is None:
@@ -153,30 +203,68 @@ async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, 
                              " is refunded in full"), []
     earned = await ledger.order_commissions(conn, order_id)
     closes = order["confirmed_at"] + timedelta(seconds=config.return_window_seconds)
-    if now >= closes or any(c.status == "settled" for c in earned):
+    if not after_sales and (now >= closes or any(c.status == "settled" for c in earned)):
         return answers.error(
             "return_window_closed",
-            f"the return window of order {order_id} closed at {reads.iso_time(closes)}"), []
+            f"the return window of order {order_id} closed at {reads.iso_time(closes)}:"
+            " a marketer may still refund it after sales"), []
+    try:
+        piece_amount = rules.refund_amount(order["amount"], order["refunded_amount"], amount)
+    except GameError as refused:
+        return answers.error(refused.code, refused.message), []
+    piece, refunded = await ledger.add_refund(conn, order_id, piece_amount, user,
+                                              after_sales, key, note)
+    buyer = order["user_id"]
     taken = await conn.fetchval(
         "SELECT payment_id FROM payments WHERE kind = 'payment' AND campaign = $1"
         " AND instance = $2 AND line = $3", order["campaign"], order["instance"],
         order["line"])
     await payments.record(conn, [Movement("refund", order["campaign"], order["instance"],
-                                          order["line"], user, order["amount"],
-                                          taken or "")])
-    if taken:  # money the provider took: it gives it back (after this commits)
-        await refunds.request(conn, [refunds.Wanted(taken, user, order["amount"],
-                                                    order["amount"])])
-    refunded = await ledger.mark_refunded(conn, order_id)
-    reversed_ = [c for c in earned if c.status == "pending"]
-    await ledger.mark_reversed(conn, [c.id for c in reversed_])
-    await ledger.write_lines(conn, [
-        (_txn(c, "reverse"), c.id, line) for c in reversed_
-        for line in rules.reverse(c.beneficiary, c.amount)])
+                                          order["line"], buyer, piece_amount, taken or "",
+                                          piece)])
+    if taken and piece_amount:  # money the provider took: it gives it back (after commit)
+        await refunds.request(conn, [refunds.Wanted(taken, buyer, piece_amount,
+                                                    order["amount"], piece)])
+    steps = [(c, rules.reversed_through(c.amount, order["amount"],
+                                        refunded["refunded_amount"]) - c.reversed)
+             for c in earned if c.status != "reversed"]
+    steps = [(c, fen) for c, fen in steps if fen > 0]
+    await ledger.add_reversed(conn, [(c.id, fen) for c, fen in steps])
+    lines: list[tuple[str, int | None, Line]] = []
+    live: list[LiveEvent] = []
+    clawed = [(c, fen) for c, fen in steps if c.status == "settled"]
+    balance = await _available_locked(conn, sorted({c.beneficiary for c, _ in clawed}))
+    for c, fen in steps:
+        if c.status == "pending":
+            lines += [(_txn(c, f"reverse-{piece}"), c.id, line)
+                      for line in rules.reverse(c.beneficiary, fen)]
+            event = _event(c, "commission_reversed", amount=fen, reversed=c.reversed + fen)
+        else:
+            have, owes = balance[c.beneficiary]
+            taken_back = rules.claw_back(c.beneficiary, fen, have)
+            lines += [(_txn(c, f"clawback-{piece}"), c.id, line) for line in taken_back]
+            short = fen - min(fen, max(0, have))
+            balance[c.beneficiary] = (have - (fen - short), owes + short)
+            event = _event(c, "commission_clawed_back", amount=fen,
+                           reversed=c.reversed + fen, from_available=fen - short,
+                           to_debt=short, debt=owes + short)
+        live.append(event)
+    await ledger.write_lines(conn, lines)
     view = reads.order_view(refunded)
-    live = [LiveEvent(user_topic(user), 0, {"type": "order_refunded", "order": view}),
-            *(_event(c, "commission_reversed") for c in reversed_)]
-    return answers.ok({"order": view}), live
+    told = ({"type": "order_refunded", "order": view} if refunded["status"] == "refunded"
+            else {"type": "order_partly_refunded", "order": view, "amount": piece_amount})
+    return answers.ok({"order": view}), [LiveEvent(user_topic(buyer), 0, told), *live]
+
+
+async def _available_locked(conn: asyncpg.Connection, users: Sequence[str]
+                            ) -> dict[str, tuple[int, int]]:
+    """Each of `users`' (available balance, debt owed), read under their lock (taken in
+    name order), so a withdrawal or another refund cannot spend the same balance."""
+    for user in users:
+        await store.lock_user(conn, user)
+    found = await ledger.balances(conn, [a for u in users
+                                         for a in (rules.available(u), rules.debt(u))])
+    return {u: (found[rules.available(u)], -found[rules.debt(u)]) for u in users}
 
 
 async def bind(conn: asyncpg.Connection, user: str, referrer: str,

@@ -103,10 +103,17 @@ class PipelineHost:
         await self._start
         return await self.worker.distributor(user, action, actor)
 
-    async def refund(self, user: str, order_id: int) -> str:
-        """Refund an order inside its return window; the answer as JSON text."""
+    async def refund(self, user: str, order_id: int, amount: int | None = None,
+                     key: str | None = None) -> str:
+        """Refund (part of) an order inside its return window; the answer as JSON text."""
         await self._start
-        return await self.worker.refund(user, order_id)
+        return await self.worker.refund(user, order_id, amount, key)
+
+    async def refund_after_sales(self, marketer: str, order_id: int, amount: int | None,
+                                 key: str | None, note: str | None) -> str:
+        """A marketer's refund of (part of) an order, settled or not; JSON text."""
+        await self._start
+        return await self.worker.refund_after_sales(marketer, order_id, amount, key, note)
 
     async def give_back(self, campaign: str, payment: str, payer: str, amount: int) -> str:
         """Give back money for a payment its game no longer holds (see the worker)."""

@@ -34,7 +34,10 @@ from storage.config import Config
 log = logging.getLogger("fission.notices")
 
 PAID = "order_paid"
-REFUNDED = "order_refunded"
+REFUNDED = "order_refunded"  # refunded whole (by its last piece, or in one)
+# A piece of an order refunded, the order not yet whole: a board ranking sales or
+# commission takes that much back; a lottery's draw waits for the whole refund.
+PARTLY_REFUNDED = "order_partly_refunded"
 
 # Sends commands to their owners; answers in order (actors.client.ShardClient's shape).
 Send = Callable[[list[dict[str, Any]]], Awaitable[list[Answer]]]
@@ -103,6 +106,32 @@ async def write(conn: asyncpg.Connection, config: Config, event: str,
         " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING",
         [(campaign, method, order[1], order_key(order[0]), jsontext.compact(known[order[0]]))
          for order, campaign, method in told])
+    return len(told)
+
+
+async def write_part(conn: asyncpg.Connection, config: Config, order_id: int, user: str,
+                     amount: int, at: datetime, piece: int) -> int:
+    """Notices of `PARTLY_REFUNDED` for piece `piece` of order `order_id` (of `user`,
+    `amount` fen, made `at`), in the caller's transaction; how many.
+
+    Each piece is its own notice (order key `o{id}-{piece}`); its facts are the order's
+    (as a paid order's) with `order` (the order's key), `refunded` (fen refunded so far)
+    and `reversed` (user -> fen of their commission on it reversed so far): cumulative,
+    so a game takes back exactly what refunds took, whatever order pieces arrive in."""
+    told = listeners(config, PARTLY_REFUNDED, at)
+    if not told or amount <= 0:
+        return 0
+    known = (await facts(conn, [(order_id, user, amount, at)]))[order_id]
+    refunded = await conn.fetchval("SELECT refunded_amount FROM orders WHERE id = $1",
+                                   order_id)
+    taken = {r["beneficiary"]: r["reversed"] for r in await conn.fetch(
+        "SELECT beneficiary, reversed FROM commissions WHERE order_id = $1", order_id)}
+    known |= {"order": order_key(order_id), "refunded": refunded, "reversed": taken}
+    await conn.executemany(
+        "INSERT INTO game_notices (campaign, method, user_id, order_key, facts)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING",
+        [(campaign, method, user, f"{order_key(order_id)}-{piece}", jsontext.compact(known))
+         for campaign, method in told])
     return len(told)
 
 

@@ -27,6 +27,9 @@ class Movement:
     user: str
     amount: int
     payment: str = ""  # the provider's payment it took or gives back, if there was one
+    # Which refund of the line this is: an order refunds in pieces, each its own
+    # movement (a payment, and a whole refund, is piece 1).
+    piece: int = 1
 
 
 class PaymentAdapter(Protocol):
@@ -58,6 +61,8 @@ class SandboxPayments:
     @staticmethod
     def reference(movement: Movement) -> str:
         key = f"{movement.kind}|{movement.campaign}|{movement.instance}|{movement.line}"
+        if movement.piece != 1:  # the first piece keeps the reference it always had
+            key += f"|{movement.piece}"
         return f"sbx_{movement.kind[:3]}_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
 
     async def record(self, conn: asyncpg.Connection, movements: Sequence[Movement]
@@ -67,14 +72,16 @@ class SandboxPayments:
         references = [self.reference(m) for m in movements]
         rows = await conn.fetch(
             "INSERT INTO payments (kind, campaign, instance, line, user_id, amount, adapter,"
-            " reference, payment_id) SELECT k, c, i, l, u, a, $6, r, nullif(p, '') FROM"
-            " unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
-            " $7::text[], $8::text[], $9::text[]) AS m(k, c, i, u, a, r, l, p)"
-            " ON CONFLICT (kind, campaign, instance, line) DO NOTHING RETURNING reference",
+            " reference, payment_id, piece) SELECT k, c, i, l, u, a, $6, r, nullif(p, ''), n"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
+            " $7::text[], $8::text[], $9::text[], $10::int[]) AS m(k, c, i, u, a, r, l, p, n)"
+            " ON CONFLICT (kind, campaign, instance, line, piece) DO NOTHING"
+            " RETURNING reference",
             [m.kind for m in movements], [m.campaign for m in movements],
             [m.instance for m in movements], [m.user for m in movements],
             [m.amount for m in movements], self.name, references,
             [m.line for m in movements], [m.payment for m in movements],
+            [m.piece for m in movements],
         )
         fresh = {r["reference"] for r in rows}
         return {m: ref for m, ref in zip(movements, references, strict=True) if ref in fresh}

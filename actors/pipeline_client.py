@@ -32,9 +32,16 @@ class PipelineClient:
         """`action` ("apply", "approve", "revoke") on `user`'s distributor status."""
         return await self._call("distributor", user, action, actor)
 
-    async def refund(self, user: str, order_id: int) -> Answer:
-        """Refund `user`'s order inside its return window."""
-        return await self._call("refund", user, order_id)
+    async def refund(self, user: str, order_id: int, amount: int | None = None,
+                     key: str | None = None) -> Answer:
+        """Refund `amount` fen (None: the rest) of `user`'s order inside its return
+        window; `key` makes a repeat answer the first."""
+        return await self._call("refund", user, order_id, amount, key)
+
+    async def refund_after_sales(self, marketer: str, order_id: int, amount: int | None,
+                                 key: str | None, note: str | None) -> Answer:
+        """A marketer refunds `amount` fen (None: the rest) of an order, settled or not."""
+        return await self._call("refund_after_sales", marketer, order_id, amount, key, note)
 
     async def give_back(self, campaign: str, payment: str, payer: str, amount: int
                         ) -> Answer:

@@ -276,20 +276,43 @@ class PipelineWorker:
         return await self._answer(lambda conn: commissions.distributor(conn, user, action,
                                                                        actor))
 
-    async def refund(self, user: str, order_id: int) -> Answer:
-        """Refund `user`'s order `order_id` inside its return window."""
+    async def refund(self, user: str, order_id: int, amount: int | None = None,
+                     key: str | None = None) -> Answer:
+        """Refund `amount` fen (None: the rest) of `user`'s order inside its return window
+        (see `actors.commissions.refund`); `key` makes a repeat answer the first."""
+        return await self._refund(user, order_id, amount, key, False, None)
+
+    async def refund_after_sales(self, marketer: str, order_id: int, amount: int | None,
+                                 key: str | None, note: str | None) -> Answer:
+        """A marketer refunds `amount` fen (None: the rest) of any confirmed order, after
+        its commission settled too (what available lacks becomes the earner's debt)."""
+        return await self._refund(marketer, order_id, amount, key, True, note)
+
+    async def _refund(self, user: str, order_id: int, amount: int | None, key: str | None,
+                      after_sales: bool, note: str | None) -> Answer:
         async def work(conn: asyncpg.Connection) -> tuple[Answer, list[LiveEvent]]:
-            answer, live = await commissions.refund(conn, self._payments, user, order_id,
-                                                    self.config.commission, self._clock())
+            answer, live = await commissions.refund(
+                conn, self._payments, user, order_id, self.config.commission, self._clock(),
+                amount=amount, key=key, after_sales=after_sales, note=note)
             if live:  # refunded by this call (a repeat changes nothing and tells nobody)
                 order = await conn.fetchrow(
-                    "SELECT user_id, amount, created_at FROM orders WHERE id = $1", order_id)
-                await notices.write(conn, self.config, notices.REFUNDED, [
-                    (order_id, order["user_id"], order["amount"], order["created_at"])])
+                    "SELECT user_id, amount, created_at, status FROM orders WHERE id = $1",
+                    order_id)
+                # Games hear of the whole refund (a lottery takes back the draw the order
+                # earned only then; a board all the order still scores) and of each piece
+                # before it (a board ranking sales or commission takes that much back).
+                if order["status"] == "refunded":
+                    await notices.write(conn, self.config, notices.REFUNDED, [
+                        (order_id, order["user_id"], order["amount"], order["created_at"])])
+                else:
+                    piece = await conn.fetchval(
+                        "SELECT max(piece) FROM order_refunds WHERE order_id = $1", order_id)
+                    await notices.write_part(conn, self.config, order_id, order["user_id"],
+                                             order["amount"], order["created_at"], piece)
             return answer, live
 
         answer = await self._answer(work)
-        self._wake.set()  # its notices go out from the drain loop
+        self._wake.set()  # its notices and the provider's refund go out from the loops
         return answer
 
     async def give_back(self, campaign: str, payment: str, payer: str, amount: int
@@ -439,11 +462,18 @@ class PipelineWorker:
         fresh_refunds = [m for m in recorded if m.kind == "refund"]
         if refund_orders:
             rows = await conn.fetch(
-                "UPDATE orders o SET status = 'refunded', refunded_at = now() FROM"
+                "UPDATE orders o SET status = 'refunded', refunded_at = now(),"
+                " refunded_amount = o.amount FROM"
                 " unnest($1::text[], $2::text[], $3::text[]) AS d(c, i, l)"
                 " WHERE o.campaign = d.c AND o.instance = d.i AND o.line = d.l"
                 " AND o.status = 'paid' AND o.confirmed_at IS NULL RETURNING o.*",
                 *(list(column) for column in zip(*refund_orders, strict=True)))
+            # A failed deal's refund is the order's one piece, whole.
+            await conn.execute(
+                "INSERT INTO order_refunds (order_id, piece, amount, asked_by, after_sales)"
+                " SELECT unnest($1::bigint[]), 1, unnest($2::bigint[]), unnest($3::text[]),"
+                " false", [r["id"] for r in rows], [r["amount"] for r in rows],
+                [r["user_id"] for r in rows])
             live += [LiveEvent(user_topic(r["user_id"]), 0,
                                {"type": "order_refunded", "order": reads.order_view(r)})
                      for r in rows]

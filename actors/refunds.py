@@ -26,17 +26,22 @@ log = logging.getLogger("fission.refunds")
 
 @dataclass(frozen=True)
 class Wanted:
-    """A refund to ask for: `amount` of `payment` (whose total was `total`), to `user`."""
+    """A refund to ask for: `amount` of `payment` (whose total was `total`), to `user`;
+    `piece` numbers the refunds of one payment (an order refunded in pieces)."""
 
     payment: str
     user: str
     amount: int
     total: int
+    piece: int = 1
 
     @property
     def refund_id(self) -> str:
-        """The provider's out_refund_no: one refund per payment (refunds here are whole)."""
-        return f"r{self.payment}"
+        """The provider's out_refund_no, derived from the payment and the piece, so a
+        replay asks for the same refund: `r{payment}` for the first (the id every refund
+        had when they were all whole), `r{payment}-{piece}` after it. WeChat refunds one
+        payment several times under distinct out_refund_no, their sum at most the total."""
+        return f"r{self.payment}" if self.piece == 1 else f"r{self.payment}-{self.piece}"
 
 
 async def request(conn: asyncpg.Connection, wanted: Sequence[Wanted]) -> int:

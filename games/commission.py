@@ -6,6 +6,14 @@ allows two). Every movement of commission money is a set of ledger lines that su
 zero: the shop's commission expense pays into a user's *pending* account when a deal
 completes; pending moves to *available* when the return window has passed, or back to
 the shop when the order is refunded within it.
+
+Refunds may come in pieces (a partial refund), and after settlement (an after-sales
+refund a marketer approves). A commission goes back in proportion to what its order has
+refunded so far, cumulatively (`reversed_through`), so the pieces never take back more
+than was earned and a whole refund in pieces takes back exactly all of it. After
+settlement the reversal comes out of *available*; what available cannot cover is a
+*debt* (`user:{id}:debt`, a negative balance: owed to the shop), recovered from the
+user's next settlements before they credit available.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from games.errors import GameError
 
 # Basis points: 10,000 bps = 100%. Rates are integers so the split is exact in fen.
 BPS = 10_000
@@ -70,6 +80,49 @@ def pending(user: str) -> str:
 def available(user: str) -> str:
     """The account of a user's settled commission, free to withdraw."""
     return f"user:{user}:available"
+
+
+def debt(user: str) -> str:
+    """The account of what a user owes the shop: commission taken back after it settled
+    that their available balance could not cover (never above zero; negative = owed)."""
+    return f"user:{user}:debt"
+
+
+def refund_amount(order_amount: int, refunded: int, wanted: int | None) -> int:
+    """The fen a refund of an order of `order_amount`, `refunded` of it refunded before,
+    gives back when `wanted` is asked for (None: the rest).
+
+    Raises GameError: `invalid_request` for an amount that is not a positive integer,
+    `refund_exceeds_order` for one above the rest (a well-formed request the order's
+    state refuses, as a withdrawal above the balance is).
+    """
+    rest = order_amount - refunded
+    if wanted is None:
+        return rest
+    if type(wanted) is not int or wanted < 1:
+        raise GameError("invalid_request", "a refund's amount is a positive integer of fen")
+    if wanted > rest:
+        raise GameError("refund_exceeds_order",
+                        f"a refund of {wanted} fen is more than the {rest} fen of the order"
+                        " not yet refunded")
+    return wanted
+
+
+def reversed_through(commission: int, order_amount: int, refunded: int) -> int:
+    """How much of a `commission` earned on an order of `order_amount` fen is taken back
+    once `refunded` fen of that order have been refunded in all.
+
+    floor(commission × refunded / order_amount): cumulative, so a refund's own reversal
+    is this minus what earlier refunds reversed. Every piece is then at least 0 (the
+    floor only rises with `refunded`), the pieces never add up to more than the
+    commission, and the last piece of a whole refund (refunded = order_amount) brings the
+    sum to exactly the commission, whatever the pieces were.
+    """
+    if not 0 <= refunded <= order_amount:
+        raise ValueError("an order refunds from 0 to its amount")
+    if order_amount == 0:
+        return 0  # nothing was paid, nothing earned
+    return commission * refunded // order_amount
 
 
 def shares(buyer: str, amount: int, chain: Sequence[str], rates: Rates, *,
@@ -224,6 +277,36 @@ def settle(beneficiary: str, amount: int) -> list[Line]:
 def reverse(beneficiary: str, amount: int) -> list[Line]:
     """Lines that take a refunded order's commission back from pending to the shop."""
     return move(pending(beneficiary), SHOP, amount)
+
+
+def settle_owing(beneficiary: str, amount: int, owed: int) -> list[Line]:
+    """Lines that settle `amount` fen of a commission for a beneficiary who owes `owed`
+    fen (their debt): the debt is paid first, the rest goes to available. A step of 0 fen
+    writes no line (the ledger keeps no empty lines)."""
+    if type(amount) is not int or amount <= 0 or owed < 0:
+        raise ValueError("a settlement is a positive integer of fen, a debt not negative")
+    paid = min(amount, owed)
+    lines = [Line(pending(beneficiary), -amount)]
+    if paid:
+        lines.append(Line(debt(beneficiary), paid))
+    if amount - paid:
+        lines.append(Line(available(beneficiary), amount - paid))
+    return lines
+
+
+def claw_back(beneficiary: str, amount: int, balance: int) -> list[Line]:
+    """Lines that take `amount` fen of a settled commission back to the shop from a
+    beneficiary whose available balance is `balance`: from available as far as it goes,
+    the rest recorded as debt (never capped at the balance: the shop is owed it)."""
+    if type(amount) is not int or amount <= 0:
+        raise ValueError("an amount taken back is a positive integer of fen")
+    taken = min(amount, max(0, balance))
+    lines = [Line(SHOP, amount)]
+    if taken:
+        lines.append(Line(available(beneficiary), -taken))
+    if amount - taken:
+        lines.append(Line(debt(beneficiary), -(amount - taken)))
+    return lines
 
 
 def balanced(lines: Sequence[Line]) -> bool:

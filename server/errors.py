@@ -19,6 +19,7 @@ STATUS = {
     "campaign_not_active": 409,
     "already_bound": 409,
     "return_window_closed": 409,
+    "refund_exceeds_order": 409,
     "insufficient_balance": 409,
     "already_reviewed": 409,
     "already_distributor": 409,

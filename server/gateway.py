@@ -299,8 +299,17 @@ async def _commissions(gw: Gateway, who: Identity, p: dict[str, Any], key: str |
 
 async def _refund(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                   ) -> Outcome:
-    # Idempotent by nature too: refunding a refunded order answers the refunded order.
-    return result_of(await gw.pipeline.refund(who.user, p["order"]))
+    # With a key, a repeat answers the order again and refunds nothing more; without
+    # one, refunding the rest of a refunded order answers it again too (a piece named by
+    # its amount is a new piece each time, as a withdrawal without a key is).
+    return result_of(await gw.pipeline.refund(who.user, p["order"], p.get("amount"), key))
+
+
+async def _refund_after_sales(gw: Gateway, who: Identity, p: dict[str, Any],
+                              key: str | None) -> Outcome:
+    _marketer(who)
+    return result_of(await gw.pipeline.refund_after_sales(
+        who.user, p["order"], p.get("amount"), key, p.get("note")))
 
 
 def _marketer(who: Identity) -> None:
@@ -433,6 +442,9 @@ _PAYMENT = Param(str, pattern=re.compile(f"[0-9a-f]{{{payments.ID_LENGTH}}}"))
 _STATUS = re.compile(r"reviewing|paid|rejected")
 _DISTRIBUTOR_STATUS = re.compile("|".join(distributors.STATUSES))
 _NOTE = Param(str, required=False, pattern=re.compile(r"[^\x00-\x1f\x7f]{1,200}"))
+# A refund's fen: from 1 (the pipeline refuses more than the order's rest); left out,
+# the rest.
+_REFUND = Param(int, required=False, low=1, high=10**12)
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -444,7 +456,9 @@ METHODS: dict[str, Method] = {
         Method("leaderboards.list", {}, _leaderboards, False,
                core.Route("GET", "/api/leaderboards")),
         Method("orders.list", {"limit": _LIMIT}, _orders, False),
-        Method("orders.refund", {"order": _ID}, _refund, True),
+        Method("orders.refund", {"order": _ID, "amount": _REFUND}, _refund, True),
+        Method("admin.orders.refund", {"order": _ID, "amount": _REFUND, "note": _NOTE},
+               _refund_after_sales, True),
         Method("referrals.bind", {"referrer": Param(str, pattern=USER_ID)}, _bind, True),
         Method("referrals.get", {}, _referral, False),
         Method("commissions.list", {"limit": _LIMIT}, _commissions, False),

@@ -229,6 +229,13 @@ async def refund_order(request: web.Request) -> web.Response:
                                                                                  "order")))
 
 
+async def refund_after_sales(request: web.Request) -> web.Response:
+    who = identity(request)
+    body = await _body(request)
+    return await _call(request, who, "admin.orders.refund",
+                       _merge(body, order=_path_id(request, "order")))
+
+
 def _path_id(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
     if not _ID.fullmatch(raw):  # ASCII digits only: str.isdigit() admits '²'
@@ -349,6 +356,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/withdrawals", list_withdrawals)
     app.router.add_get("/api/withdrawals/quote", quote_withdrawal)
     app.router.add_get("/api/team", my_team)
+    app.router.add_post("/api/admin/orders/{order}/refund", refund_after_sales)
     app.router.add_get("/api/admin/tax-report", tax_report)
     app.router.add_get("/api/admin/users/{user}/team", _of_user("admin.team"))
     app.router.add_get("/api/admin/users/{user}/commissions", _of_user("admin.commissions"))

@@ -51,14 +51,22 @@ class Commission:
     amount: int
     status: str
     settle_at: datetime
+    reversed: int = 0  # fen taken back so far (refunds in pieces, or after settlement)
+
+    @property
+    def rest(self) -> int:
+        """What is left of it: its amount less what refunds took back."""
+        return self.amount - self.reversed
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> Commission:
         return cls(row["id"], row["order_id"], row["level"], row["beneficiary"], row["buyer"],
-                   row["campaign"], row["amount"], row["status"], row["settle_at"])
+                   row["campaign"], row["amount"], row["status"], row["settle_at"],
+                   row["reversed"])
 
 
-_COLUMNS = "id, order_id, level, beneficiary, buyer, campaign, amount, status, settle_at"
+_COLUMNS = ("id, order_id, level, beneficiary, buyer, campaign, amount, status, settle_at,"
+            " reversed")
 _RETURNING = f"RETURNING {_COLUMNS}"
 
 
@@ -110,12 +118,14 @@ async def insert_commissions(conn: asyncpg.Connection, fresh: Sequence[NewCommis
 
 
 async def settle_due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[Commission]:
-    """Mark up to `limit` pending commissions whose window ended by `now` settled.
+    """Mark up to `limit` pending commissions whose window ended by `now` settled, each
+    settling its rest (`settled`: its amount less what partial refunds took back).
 
     SKIP LOCKED: a commission a refund holds is left to it (it will be reversed).
     """
     rows = await conn.fetch(
-        "UPDATE commissions SET status = 'settled', closed_at = $1 WHERE id IN ("
+        "UPDATE commissions SET status = 'settled', closed_at = $1, settled = amount - reversed"
+        " WHERE id IN ("
         " SELECT id FROM commissions WHERE status = 'pending' AND settle_at <= $1"
         f" ORDER BY settle_at LIMIT $2 FOR UPDATE SKIP LOCKED) {_RETURNING}",
         now, limit,
@@ -132,10 +142,10 @@ async def flag_tax(conn: asyncpg.Connection, users: list[str], now: datetime,
     end = datetime(year + 1, 1, 1, tzinfo=ZoneInfo(zone))
     rows = await conn.fetch(
         "INSERT INTO tax_flags (user_id, year, income, flagged_at)"
-        " SELECT beneficiary, $2, sum(amount), $5 FROM commissions"
+        " SELECT beneficiary, $2, sum(settled), $5 FROM commissions"
         " WHERE beneficiary = ANY($1::text[]) AND status = 'settled'"
         " AND closed_at >= $3 AND closed_at < $4"
-        " GROUP BY beneficiary HAVING sum(amount) >= $6"
+        " GROUP BY beneficiary HAVING sum(settled) >= $6"
         " ON CONFLICT (user_id, year) DO NOTHING RETURNING user_id, year, income",
         users, year, start, end, now, threshold)
     return [(r["user_id"], r["year"], int(r["income"])) for r in rows]
@@ -163,19 +173,56 @@ async def order_commissions(conn: asyncpg.Connection, order_id: int) -> list[Com
     return [Commission.of(r) for r in rows]
 
 
-async def mark_refunded(conn: asyncpg.Connection, order_id: int) -> asyncpg.Record:
-    """Set an order refunded; its row as it now is."""
-    row: asyncpg.Record = await conn.fetchrow(
-        "UPDATE orders SET status = 'refunded', refunded_at = now() WHERE id = $1 RETURNING *",
-        order_id)
+async def refund_by_key(conn: asyncpg.Connection, order_id: int, asked_by: str, key: str
+                        ) -> asyncpg.Record | None:
+    """The piece of `order_id` that `asked_by` asked for with idempotency key `key`."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM order_refunds WHERE order_id = $1 AND asked_by = $2 AND key = $3",
+        order_id, asked_by, key)
     return row
 
 
-async def mark_reversed(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
-    """Set commissions reversed (their order was refunded inside its window)."""
-    await conn.execute(
-        "UPDATE commissions SET status = 'reversed', closed_at = now()"
-        " WHERE id = ANY($1::bigint[])", list(ids))
+async def add_refund(conn: asyncpg.Connection, order_id: int, amount: int, asked_by: str,
+                     after_sales: bool, key: str | None, note: str | None
+                     ) -> tuple[int, asyncpg.Record]:
+    """Record the next piece refunded of `order_id` (the caller holds the order's lock, so
+    pieces are numbered 1, 2, ... without gaps) and add it to the order's refunded amount,
+    setting the order refunded once that is all of it; (the piece's number, the order's
+    row as it now is)."""
+    piece: int = await conn.fetchval(
+        "INSERT INTO order_refunds (order_id, piece, amount, asked_by, after_sales, key, note)"
+        " SELECT $1, coalesce(max(piece), 0) + 1, $2, $3, $4, $5, $6 FROM order_refunds"
+        " WHERE order_id = $1 RETURNING piece",
+        order_id, amount, asked_by, after_sales, key, note)
+    row: asyncpg.Record = await conn.fetchrow(
+        "UPDATE orders SET refunded_amount = refunded_amount + $2,"
+        " status = CASE WHEN refunded_amount + $2 = amount THEN 'refunded' ELSE status END,"
+        " refunded_at = CASE WHEN refunded_amount + $2 = amount THEN now() ELSE refunded_at"
+        " END WHERE id = $1 RETURNING *", order_id, amount)
+    return piece, row
+
+
+async def add_reversed(conn: asyncpg.Connection, steps: Sequence[tuple[int, int]]) -> None:
+    """Add `(commission id, fen)` to what each commission's refunds took back; a pending
+    one taken back whole is reversed (it will never settle)."""
+    if steps:
+        await conn.execute(
+            "UPDATE commissions c SET reversed = c.reversed + s.fen,"
+            " status = CASE WHEN c.status = 'pending' AND c.reversed + s.fen = c.amount"
+            " THEN 'reversed' ELSE c.status END,"
+            " closed_at = CASE WHEN c.status = 'pending' AND c.reversed + s.fen = c.amount"
+            " THEN now() ELSE c.closed_at END"
+            " FROM unnest($1::bigint[], $2::bigint[]) AS s(id, fen) WHERE c.id = s.id",
+            [cid for cid, _ in steps], [fen for _, fen in steps])
+
+
+async def balances(conn: asyncpg.Connection, accounts: Sequence[str]) -> dict[str, int]:
+    """The balances (fen) of `accounts`; 0 for an account without lines."""
+    rows = await conn.fetch(
+        "SELECT account, sum(amount) AS total FROM ledger_entries"
+        " WHERE account = ANY($1::text[]) GROUP BY account", list(set(accounts)))
+    found = {r["account"]: int(r["total"]) for r in rows}
+    return {account: found.get(account, 0) for account in accounts}
 
 
 async def referral_of(conn: asyncpg.Connection, user: str) -> asyncpg.Record | None:

@@ -19,7 +19,8 @@ DATA_TABLES = ("events", *(game.read_model.table for game in GAMES.values()),
                "command_results", "outbox", "orders", "payments", "referrals", "commissions",
                "referral_history", "ledger_entries", "withdrawals", "game_notices", "tax_flags",
                "user_regions", "provider_refunds", "sandbox_payments", "provider_checks",
-               "distributors", "distributor_changes", "distributor_grades", "grade_changes")
+               "distributors", "distributor_changes", "distributor_grades", "grade_changes",
+               "order_refunds")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from games.campaign import iso
-from games.commission import available, pending
+from games.commission import available, debt, pending
 from games.withdrawal import withdrawing
 
 
@@ -36,6 +36,9 @@ def order_view(row: asyncpg.Record) -> dict[str, Any]:
         # When its deal completed (null while it waits for its group).
         "confirmed_at": iso_time(row["confirmed_at"]),
         "refunded_at": iso_time(row["refunded_at"]),
+        # Fen refunded so far: an order refunds in pieces; `status` is `refunded` (and
+        # `refunded_at` set) once this is all of `amount`.
+        "refunded_amount": row["refunded_amount"],
     }
 
 
@@ -112,9 +115,10 @@ async def tax_report(pool: asyncpg.Pool, year: int) -> list[dict[str, Any]]:
 
 async def commissions(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, Any]:
     """A user's commission balances (fen: pending, available, held by withdrawals not
-    yet paid) and their newest commissions."""
+    yet paid, and `debt`: what they owe after a refund of settled commission their
+    available balance could not cover, from 0 up) and their newest commissions."""
     accounts = {"pending": pending(user), "available": available(user),
-                "withdrawing": withdrawing(user)}
+                "withdrawing": withdrawing(user), "debt": debt(user)}
     async with pool.acquire() as conn:
         sums = await conn.fetch(
             "SELECT account, sum(amount) AS total FROM ledger_entries"
@@ -123,12 +127,16 @@ async def commissions(pool: asyncpg.Pool, user: str, limit: int) -> dict[str, An
             "SELECT * FROM commissions WHERE beneficiary = $1 ORDER BY id DESC LIMIT $2",
             user, limit)
     totals = {r["account"]: int(r["total"]) for r in sums}
+    balance = {name: totals.get(account, 0) for name, account in accounts.items()}
+    balance["debt"] = -balance["debt"]  # the account is negative by what is owed
     return {
-        "balance": {name: totals.get(account, 0) for name, account in accounts.items()},
+        "balance": balance,
         "commissions": [
             {"id": r["id"], "order": r["order_id"], "level": r["level"], "buyer": r["buyer"],
              "campaign": r["campaign"], "base": r["base"], "rate_bps": r["rate_bps"],
              "amount": r["amount"], "status": r["status"],
+             # Fen taken back by refunds so far (in pieces, or after it settled).
+             "reversed": r["reversed"],
              "settle_at": iso_time(r["settle_at"]), "created_at": iso_time(r["created_at"]),
              "closed_at": iso_time(r["closed_at"])}
             for r in rows

@@ -21,7 +21,9 @@ Metrics, per paid order of a referred buyer: `sales` adds the order's amount (fe
 buyer's direct referrer; `orders` adds one order to them; `commission` adds each
 beneficiary's commission (both levels); `members` counts the referrer's direct members
 who bought in the period (one however many orders). A refund takes back what its order
-added. A board's orders earn nothing themselves: `commission` is None.
+added; a piece refunded takes back the fen refunded (`sales`) or the commission reversed
+(`commission`), the counts wait for the whole refund. A board's orders earn nothing
+themselves: `commission` is None.
 
 An order moves a board for `keep_days` after it was made (longer than the shop's return
 window, `commission.return_window_days`, so every refund still takes its score back); a

@@ -47,6 +47,7 @@ from games.leaderboard.rules import (
     Event,
     Facts,
     Flushed,
+    Part,
     Score,
     Scored,
     Standing,
@@ -82,6 +83,11 @@ METHODS = (
            mutating=True, public=False, on="order_paid"),
     Method("leaderboard.unscore", MappingProxyType({"campaign": _CAMPAIGN, "order": _ORDER}),
            mutating=True, public=False, on="order_refunded"),
+    # A piece of an order refunded (the notice's order is the piece's; its facts name
+    # the order and where its refunds stand).
+    Method("leaderboard.unscore_part",
+           MappingProxyType({"campaign": _CAMPAIGN, "order": _ORDER}),
+           mutating=True, public=False, on="order_partly_refunded"),
 )
 
 READ_MODEL = ReadModel(
@@ -187,6 +193,23 @@ def _facts(raw: Any) -> Facts:
         u: r for u, r in regions.items() if isinstance(r, str) and IDENT_RE.fullmatch(r)})
 
 
+def _part(raw: Any) -> tuple[str, Part]:
+    """A partial refund's notice facts (actors.notices.write_parts), checked: the order
+    they are about, and where its refunds stand."""
+    bad = GameError("invalid_request", "a partial refund's facts are malformed")
+    if not isinstance(raw, Mapping):
+        raise bad
+    facts = _facts(raw)  # the order's own facts, checked as a paid order's are
+    order, refunded, reversed_ = raw.get("order"), raw.get("refunded"), raw.get("reversed")
+    if not (isinstance(order, str) and SLUG_RE.fullmatch(order)
+            and isinstance(refunded, int) and 0 <= refunded <= facts.amount
+            and isinstance(reversed_, Mapping)
+            and all(isinstance(u, str) and isinstance(f, int) and f >= 0
+                    for u, f in reversed_.items())):
+        raise bad
+    return order, Part(facts.amount, refunded, facts.earned, dict(reversed_))
+
+
 class LeaderboardGame:
     """The leaderboard game (see `games.core.Game` for what each method owes the host)."""
 
@@ -211,6 +234,9 @@ class LeaderboardGame:
             return Score(order, user, _facts(params.get("facts")))
         if method == "leaderboard.unscore" and isinstance(order, str):
             return Unscore(order)
+        if method == "leaderboard.unscore_part" and isinstance(order, str):
+            whole, part = _part(params.get("facts"))
+            return Unscore(whole, part)
         raise GameError("invalid_request", f"the leaderboard has no command {method!r}")
 
     def fingerprint(self, command: Command | Read) -> str:

@@ -2,10 +2,11 @@
 ranked with ties to whoever reached the score first, periods closed on time.
 
 A board's commands are the pipeline's notices (`Score` for a paid order with its facts,
-`Unscore` for its refund) and its deadlines (`Tick`): "flush", which publishes what
-changed since the last flush (so a board's topic carries at most two frames a second
-however many scores change), "close:{period}", which archives a period's final ranks, and
-"open", which publishes everyone's (empty) board at the start so its topic has a snapshot.
+`Unscore` for its refund, whole or, with a `Part`, a piece of it) and its deadlines
+(`Tick`): "flush", which publishes what changed since the last flush (so a board's
+topic carries at most two frames a second however many scores change), "close:{period}",
+which archives a period's final ranks, and "open", which publishes everyone's (empty)
+board at the start so its topic has a snapshot.
 
 Each entry is (score, reached): `reached` is the board's version when the entry got its
 score, so among equal scores the one reached first ranks higher (then the user id, which
@@ -63,10 +64,25 @@ class Score:
 
 
 @dataclass(frozen=True)
+class Part:
+    """Where the refunds of an order not yet refunded whole stand, cumulatively: the
+    order's `amount` (fen), what is `refunded` of it so far, the commission each
+    beneficiary earned on it (`earned`: user, level, fen) and how much of that refunds
+    have `reversed` so far (user -> fen). Cumulative, so a notice applied twice, or
+    after a later one, takes back nothing more."""
+
+    amount: int
+    refunded: int
+    earned: tuple[tuple[str, int, int], ...]
+    reversed: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class Unscore:
-    """The refund of `order`."""
+    """The refund of `order`: whole, or (`part`) the pieces refunded so far."""
 
     order: str
+    part: Part | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,8 @@ class Scored:
     members: tuple[tuple[str, str, str, int], ...]
     at: int
     refund: bool = False
+    # A refund's piece: `changes` take back part of what the order added (see `_unscore`).
+    part: bool = False
     type: str = field(default="scored", init=False)
 
 
@@ -142,7 +160,7 @@ def event_from_dict(data: Mapping[str, Any]) -> Event:
         return Scored(data["order"], data["period"],
                       tuple((g, u, int(d)) for g, u, d in data["changes"]),
                       tuple((g, s, b, int(d)) for g, s, b, d in data["members"]),
-                      int(data["at"]), bool(data["refund"]))
+                      int(data["at"]), bool(data["refund"]), bool(data.get("part", False)))
     if kind == "flushed":
         return Flushed(data["period"], _tops(data["boards"]),
                        tuple((g, u, r, int(s)) for g, u, r, s in data["ranks"]),
@@ -257,11 +275,33 @@ def _score(state: BoardState, command: Score, now: int) -> list[Event]:
     return [Scored(command.order, period, tuple(changes), tuple(members), now)]
 
 
+def _unscore_part(state: BoardState, scored: Scored, part: Part, now: int) -> list[Event]:
+    """What a partial refund takes back: on a `sales` board the refunded fen, on a
+    `commission` board the reversed commission, exactly (an order's count, and a member
+    who bought, go only with the whole refund). `scored` holds what the order adds now;
+    the target is what it would add on what is left of it, and only ever lower."""
+    metric = state.campaign.metric
+    if metric == "sales":
+        target = {user: part.amount - part.refunded for _, user, _ in scored.changes}
+    elif metric == "commission":
+        earned = {user: fen for user, _, fen in part.earned}
+        target = {user: fen - part.reversed.get(user, 0) for user, fen in earned.items()}
+    else:
+        return []
+    changes = tuple((g, u, target[u] - d) for g, u, d in scored.changes
+                    if u in target and target[u] < d)
+    if not changes:
+        return []  # taken back as far already (a repeat, or an older piece after a newer)
+    return [Scored(scored.order, scored.period, changes, (), now, refund=True, part=True)]
+
+
 def _unscore(state: BoardState, command: Unscore, now: int) -> list[Event]:
     found = state.orders.get(command.order)
     if found is None or found[1]:
         return []  # never scored here, or taken back already
     scored = found[0]
+    if command.part is not None:
+        return _unscore_part(state, scored, command.part, now)
     changes = [(g, u, -d) for g, u, d in scored.changes if d]
     members = [(g, seller, buyer, -d) for g, seller, buyer, d in scored.members]
     if state.campaign.metric == "members":
@@ -390,7 +430,14 @@ def evolve(state: BoardState, event: Event) -> BoardState:
         for group, seller, buyer, delta in event.members:
             bought = _bump(bought, (event.period, group, seller, buyer), delta)
         orders = state.orders
-        if event.refund:
+        if event.part:
+            # What the order adds is what it added less the piece: the whole refund, or
+            # the next piece, takes back from there.
+            kept = orders[event.order][0]
+            taken = {(g, u): d for g, u, d in event.changes}
+            orders = orders.set(event.order, (replace(kept, changes=tuple(
+                (g, u, d + taken.get((g, u), 0)) for g, u, d in kept.changes)), False))
+        elif event.refund:
             orders = orders.set(event.order, (orders[event.order][0], True))
         else:
             orders = orders.set(event.order, (event, False))

@@ -80,7 +80,7 @@ async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
         assert second["data"]["order"] == order and first["data"]["buyer"] == "cm-bob"
         status, body = await get(session, gw[0].url + "/api/commissions", "cm-amy")
         assert status == 200 and body["balance"] == {"pending": PRICE // 10, "available": 0,
-                                                     "withdrawing": 0}
+                                                     "withdrawing": 0, "debt": 0}
         [earned] = body["commissions"]
         assert (earned["order"], earned["status"], earned["rate_bps"]) == (order, "pending", 1000)
         # The pipeline's counts reach /metrics (at least this deal's two commissions).
@@ -90,7 +90,7 @@ async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
         assert len(counted) == 1 and int(counted[0].split()[1]) >= 2, counted
         # cm-carol came on her own: her order earns nobody anything.
         status, body = await get(session, gw[0].url + "/api/commissions", "cm-carol")
-        assert body == {"balance": {"pending": 0, "available": 0, "withdrawing": 0},
+        assert body == {"balance": {"pending": 0, "available": 0, "withdrawing": 0, "debt": 0},
                         "commissions": []}
 
         # Someone else's order is not theirs to refund; the buyer's own is, once.
@@ -106,7 +106,7 @@ async def test_a_shared_deal_pays_referrers_live_and_a_refund_takes_it_back(
         await zed.until(user_event("commission_reversed"))
         for user in ("cm-amy", "cm-zed"):
             status, body = await get(session, gw[1].url + "/api/commissions", user)
-            assert body["balance"] == {"pending": 0, "available": 0, "withdrawing": 0}, (
+            assert body["balance"] == {"pending": 0, "available": 0, "withdrawing": 0, "debt": 0}, (
                 user, body)
             assert [c["status"] for c in body["commissions"]] == ["reversed"]
         status, body = await get(session, gw[0].url + "/api/orders", "cm-bob")
@@ -246,3 +246,71 @@ async def test_a_marketer_audits_a_users_bindings(stack: Stack) -> None:
         assert (status, body["error"]["code"]) == (403, "forbidden")
         async with session.get(url + "/api/admin/users/a%20b/referrals", headers=boss) as r:
             assert r.status == 400
+
+
+async def admin_post(session: aiohttp.ClientSession, url: str, body: Any = None,
+                     key: str | None = None) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token('cm-boss', role='marketer')}"}
+    if key:
+        headers["Idempotency-Key"] = key
+    async with session.post(url, json=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_an_order_refunds_in_pieces_over_http_and_bad_pieces_change_nothing(
+        stack: Stack) -> None:
+    gw = stack.gateways
+    async with aiohttp.ClientSession() as session:
+        assert (await post(session, gw[0].url + "/api/referrals", "cm-pbob",
+                           {"referrer": "cm-pamy"}))[0] == 200
+        amy = await watch(gw[0].ws_url, "cm-pamy")
+        status, body = await post(session, gw[0].url + PAIR, "cm-pcat")
+        assert status == 201, body
+        status, body = await post(session, f"{gw[1].url}{PAIR}/{body['group']['id']}/join",
+                                  "cm-pbob")
+        assert status == 200 and body["group"]["status"] == "completed", body
+        order = (await amy.until(user_event("commission_pending")))["data"]["order"]
+        refund = f"{gw[0].url}/api/orders/{order}/refund"
+        # Bad amounts are refused with a clear code and refund nothing.
+        for bad in (-1, 0, "100", 1.5, True, None, [100]):
+            status, answer = await post(session, refund, "cm-pbob", {"amount": bad})
+            assert (status, answer["error"]["code"]) == (400, "invalid_request"), (bad, answer)
+        status, answer = await post(session, refund, "cm-pbob", {"amount": 100, "note": "x"})
+        assert (status, answer["error"]["code"]) == (400, "invalid_request"), answer
+        status, answer = await post(session, refund, "cm-pbob", {"amount": PRICE + 1})
+        assert (status, answer["error"]["code"]) == (409, "refund_exceeds_order"), answer
+        # A piece of 1000 fen, asked twice with one key: refunded once.
+        status, first = await post(session, refund, "cm-pbob", {"amount": 1000}, key="pc-1")
+        assert status == 200 and first["order"]["refunded_amount"] == 1000, first
+        assert first["order"]["status"] == "paid"
+        assert await post(session, refund, "cm-pbob", {"amount": 1000}, key="pc-1") == (
+            200, first)
+        reversed_ = await amy.until(user_event("commission_reversed"))
+        assert (reversed_["data"]["amount"], reversed_["data"]["reversed"]) == (100, 100)
+        status, body = await get(session, gw[1].url + "/api/commissions", "cm-pamy")
+        assert body["balance"] == {"pending": 500, "available": 0, "withdrawing": 0,
+                                   "debt": 0}
+        assert body["commissions"][0]["reversed"] == 100
+        # More than the rest (5000 fen) is refused; the admin route is a marketer's only.
+        status, answer = await post(session, refund, "cm-pbob", {"amount": 5001})
+        assert (status, answer["error"]["code"]) == (409, "refund_exceeds_order")
+        assert "5000" in answer["error"]["message"]
+        admin = f"{gw[1].url}/api/admin/orders/{order}/refund"
+        status, answer = await post(session, admin, "cm-pbob", {"amount": 100})
+        assert (status, answer["error"]["code"]) == (403, "forbidden")
+        for bad in ({"amount": 0}, {"amount": "all"}, {"note": ""}, {"order": order + 1}):
+            status, answer = await admin_post(session, admin, bad)
+            assert (status, answer["error"]["code"]) == (400, "invalid_request"), (bad, answer)
+        status, answer = await admin_post(
+            session, f"{gw[1].url}/api/admin/orders/999999999/refund")
+        assert (status, answer["error"]["code"]) == (404, "not_found")
+        # A marketer refunds the rest, with a note: refunded whole, commission all back.
+        status, whole = await admin_post(session, admin, {"note": "顾客退货"}, key="pc-2")
+        assert status == 200 and whole["order"]["status"] == "refunded", whole
+        assert whole["order"]["refunded_amount"] == PRICE
+        assert await post(session, refund, "cm-pbob") == (200, whole)
+        status, body = await get(session, gw[0].url + "/api/commissions", "cm-pamy")
+        assert body["balance"] == {"pending": 0, "available": 0, "withdrawing": 0, "debt": 0}
+        assert [(c["status"], c["reversed"]) for c in body["commissions"]] == [
+            ("reversed", 600)]
+        await amy.close()

@@ -346,6 +346,8 @@ UNPROVOKED = {
        for status in (200, 409)},
     ("POST", "/api/withdrawals", 201): "needs settled commission",
     ("POST", "/api/orders/{order}/refund", 409): "needs a closed return window",
+    ("POST", "/api/admin/orders/{order}/refund", 409): "needs an order waiting for its deal"
+                                                      " (test_payments.py proves it)",
     ("GET", "/ws", 403): "needs server.allowed_origins, which this stack leaves open",
     ("GET", "/api/lotteries/{campaign}/audit", 200): "needs a lottery that has ended"
                                                      " (test_lottery.py proves it)",
@@ -466,6 +468,8 @@ def _ask(world: World, method: str, template: str, status: int) -> Ask:
         query = "?year=0" if status == 400 else "?year=2030"
     if status == 200 and template == "/api/orders/{order}/refund":
         user, values["order"] = world.buyer, str(world.order)
+    if status == 200 and template == "/api/admin/orders/{order}/refund":
+        values["order"] = str(world.order)  # a marketer's: refunded (again) after sales
     if status == 200 and template.endswith("/buy"):
         user, values["campaign"] = world.cut_initiator, "cut"
         values["bargain"] = world.cut_bargain

@@ -59,7 +59,7 @@ async def test_a_team_lists_direct_members_who_bought_and_counts_the_second_leve
         status, ledger = await _marketer_get(session,
                                              url + "/api/admin/users/tm-lead/commissions")
         assert status == 200 and ledger["user"] == "tm-lead"
-        assert set(ledger["balance"]) == {"pending", "available", "withdrawing"}
+        assert set(ledger["balance"]) == {"pending", "available", "withdrawing", "debt"}
         status, body = await get(session, url + "/api/admin/users/tm-lead/team", "tm-a")
         assert status == 403 and body["error"]["code"] == "forbidden"
         for bad in ("tm%0alead", "x" * 65):

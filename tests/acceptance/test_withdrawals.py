@@ -19,7 +19,7 @@ import pytest
 
 from storage import db
 from storage.migrate import DATA_TABLES
-from tests.support import configs
+from tests.support import configs, ledger
 from tests.support.client import WS, auth, get, post, token
 from tests.support.services import Services, prepare
 from tests.support.stack import (
@@ -101,7 +101,7 @@ async def test_settled_commission_is_withdrawn_once_and_large_sums_are_reviewed(
         assert status == 200 and body["group"]["status"] == "completed", body
         await ann.until(is_event("commission_settled"))
         assert await balance(session, url, "wd-ann") == {
-            "pending": 0, "available": 600, "withdrawing": 0}
+            "pending": 0, "available": 600, "withdrawing": 0, "debt": 0}
 
         # Below the review threshold: paid at once; its key makes a repeat harmless.
         first = await post(session, url + "/api/withdrawals", "wd-ann", {"amount": 150},
@@ -117,7 +117,7 @@ async def test_settled_commission_is_withdrawn_once_and_large_sums_are_reviewed(
         assert status == 201 and body["withdrawal"]["status"] == "reviewing", body
         held = body["withdrawal"]["id"]
         assert await balance(session, url, "wd-ann") == {
-            "pending": 0, "available": 150, "withdrawing": 300}
+            "pending": 0, "available": 150, "withdrawing": 300, "debt": 0}
         status, body = await post(session, url + "/api/withdrawals", "wd-ann", {"amount": 151})
         assert (status, body["error"]["code"]) == (409, "insufficient_balance")
         status, body = await post(session, url + "/api/withdrawals", "wd-ann", {"amount": 99})
@@ -141,7 +141,7 @@ async def test_settled_commission_is_withdrawn_once_and_large_sums_are_reviewed(
                                    f"{url}/api/admin/withdrawals/{held}/approve")
         assert (status, body["error"]["code"]) == (409, "already_reviewed")
         assert await balance(session, url, "wd-ann") == {
-            "pending": 0, "available": 450, "withdrawing": 0}
+            "pending": 0, "available": 450, "withdrawing": 0, "debt": 0}
 
         # Five requests for the whole balance at once: exactly one holds it.
         racing = await asyncio.gather(*(
@@ -153,7 +153,7 @@ async def test_settled_commission_is_withdrawn_once_and_large_sums_are_reviewed(
                                    f"{url}/api/admin/withdrawals/{won['id']}/approve")
         assert status == 200 and body["withdrawal"]["status"] == "paid", body
         assert await balance(session, url, "wd-ann") == {
-            "pending": 0, "available": 0, "withdrawing": 0}
+            "pending": 0, "available": 0, "withdrawing": 0, "debt": 0}
         status, body = await get(session, url + "/api/withdrawals", "wd-ann")
         assert [(w["amount"], w["status"]) for w in body["withdrawals"]] == [
             (450, "paid"), (300, "rejected"), (150, "paid")]
@@ -210,3 +210,57 @@ async def test_a_quote_shows_the_fee_and_the_review_before_asking(money: Stack) 
         for bad in ("", "?amount=x", "?amount=0", "?amount=1.5"):
             status, body = await get(session, url + bad, "wd-quoted")
             assert status == 400 and body["error"]["code"] == "invalid_request", (bad, body)
+
+
+async def test_an_after_sales_refund_past_the_balance_is_a_debt_the_next_settlement_pays(
+        money: Stack) -> None:
+    url = money.gateways[0].url
+    async with aiohttp.ClientSession() as session:
+        dot = await WS.connect(money.gateways[0].ws_url, "wd-dot")
+        await dot.send({"op": "subscribe", "topic": "user:wd-dot"})
+        await dot.until(lambda f: f.get("op") == "snapshot")
+        assert (await post(session, url + "/api/referrals", "wd-eli",
+                           {"referrer": "wd-dot"}))[0] == 200
+
+        async def eli_buys() -> None:
+            status, body = await post(session, url + "/api/groupbuys/wd/groups", "wd-eli")
+            assert status == 201, body
+            status, body = await post(session, f"{url}/api/groupbuys/wd/groups/"
+                                      f"{body['group']['id']}/join", "wd-fay")
+            assert status == 200 and body["group"]["status"] == "completed", body
+            await dot.until(is_event("commission_settled"))
+
+        await eli_buys()
+        assert (await post(session, url + "/api/withdrawals", "wd-dot", {"amount": 150}))[0] \
+            == 201
+        status, body = await get(session, url + "/api/orders", "wd-eli")
+        order = body["orders"][0]["id"]
+        # The buyer is past the (0-day) window; a marketer refunds half, then the rest.
+        status, body = await post(session, f"{url}/api/orders/{order}/refund", "wd-eli")
+        assert (status, body["error"]["code"]) == (409, "return_window_closed")
+        refund = f"{url}/api/admin/orders/{order}/refund"
+        status, body = await admin(session, "POST", refund, {"amount": PRICE // 2})
+        assert status == 200 and body["order"]["refunded_amount"] == PRICE // 2, body
+        assert await balance(session, url, "wd-dot") == {
+            "pending": 0, "available": 150, "withdrawing": 0, "debt": 0}
+        status, body = await admin(session, "POST", refund, {"note": "退货"})
+        assert status == 200 and body["order"]["status"] == "refunded", body
+        # 300 more taken back, 150 of it from available: 150 owed, never capped.
+        assert await balance(session, url, "wd-dot") == {
+            "pending": 0, "available": 0, "withdrawing": 0, "debt": 150}
+        clawed = await dot.until(lambda f: is_event("commission_clawed_back")(f)
+                                 and f["data"]["to_debt"] > 0)
+        assert (clawed["data"]["amount"], clawed["data"]["to_debt"], clawed["data"]["debt"]) \
+            == (300, 150, 150)
+        status, body = await post(session, url + "/api/withdrawals", "wd-dot", {"amount": 100})
+        assert (status, body["error"]["code"]) == (409, "insufficient_balance")
+        # eli buys again: its 600 pays the 150 owed first, 450 available.
+        await eli_buys()
+        assert await balance(session, url, "wd-dot") == {
+            "pending": 0, "available": 450, "withdrawing": 0, "debt": 0}
+        await dot.close()
+    conn = await asyncpg.connect(money.doc["storage"]["database_url"])
+    try:
+        assert await ledger.problems(conn) == []
+    finally:
+        await conn.close()

@@ -588,3 +588,184 @@ async def test_concurrent_binds_never_loop(clean: Services, worker_factory: Work
     assert 1 <= await conn.fetchval("SELECT count(*) FROM referrals WHERE user_id LIKE 'r%'") <= 4
     # Binding is free: nobody earns for bringing people in, only on their paid orders.
     assert await balances(conn) == {}
+
+
+async def frames_of(clean: Services, topic: str) -> list[dict[str, Any]]:
+    listener = aioredis.from_url(clean.redis_url)
+    try:
+        return [f["data"] for f in await Live(listener, 100, 60).history(topic)]
+    finally:
+        await listener.aclose()
+
+
+async def snapshot(conn: asyncpg.Connection) -> dict[str, object]:
+    """Everything a replayed outbox row could write twice."""
+    found: dict[str, object] = {}
+    for table, order in (("orders", "id"), ("payments", "id"), ("commissions", "id"),
+                         ("order_refunds", "order_id, piece"), ("withdrawals", "id"),
+                         ("provider_refunds", "refund_id"), ("ledger_entries", "id"),
+                         ("game_notices", "id")):
+        found[table] = [tuple(r) for r in await conn.fetch(
+            f"SELECT * FROM {table} ORDER BY {order}")]
+    return found
+
+
+async def test_an_order_refunds_in_pieces_and_its_commissions_go_back_in_proportion(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
+    worker = await worker_factory(config)
+    assert answer(await worker.bind("alice", "zed"))["ok"]
+    await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
+    order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    # 600 (level 1) and 180 (level 2) earned on 6000. A piece of 1000: 100 and 30 back.
+    first = answer(await worker.refund("bob", order, 1000, "k1"))
+    assert first["ok"], first
+    assert (first["result"]["order"]["status"], first["result"]["order"]["refunded_amount"],
+            first["result"]["order"]["refunded_at"]) == ("paid", 1000, None)
+    # The same key again answers the order again and refunds nothing more; with another
+    # amount it is refused.
+    assert answer(await worker.refund("bob", order, 1000, "k1")) == first
+    assert answer(await worker.refund("bob", order, None, "k1")) == first
+    assert answer(await worker.refund("bob", order, 5, "k1"))["error"]["code"] == \
+        "invalid_request"
+    # 2001 more: 3001 of 6000 refunded, floor(600 × 3001 / 6000) = 300, floor(180 × ...) = 90.
+    assert answer(await worker.refund("bob", order, 2001, "k2"))["ok"]
+    rows = await conn.fetch("SELECT level, reversed, status FROM commissions ORDER BY level")
+    assert [tuple(r) for r in rows] == [(1, 300, "pending"), (2, 90, "pending")]
+    assert await balances(conn) == {"shop:commission": -390, "user:alice:pending": 300,
+                                    "user:zed:pending": 90}
+    # More than the rest is refused, changing nothing; so are pieces of others' orders.
+    too_big = answer(await worker.refund("bob", order, 3000, "k3"))
+    assert too_big["error"]["code"] == "refund_exceeds_order"
+    assert "2999" in too_big["error"]["message"]
+    assert answer(await worker.refund("carol", order, 1))["error"]["code"] == "not_found"
+    # The rest (no amount): refunded whole, and every commission back exactly.
+    rest = answer(await worker.refund("bob", order))
+    assert (rest["result"]["order"]["status"], rest["result"]["order"]["refunded_amount"]) \
+        == ("refunded", 6000)
+    assert rest["result"]["order"]["refunded_at"] is not None
+    assert answer(await worker.refund("bob", order)) == rest  # the rest of nothing: again
+    rows = await conn.fetch("SELECT reversed, status FROM commissions ORDER BY level")
+    assert [tuple(r) for r in rows] == [(600, "reversed"), (180, "reversed")]
+    assert await balances(conn) == {}
+    pieces = await conn.fetch("SELECT piece, amount FROM order_refunds ORDER BY piece")
+    assert [tuple(r) for r in pieces] == [(1, 1000), (2, 2001), (3, 2999)]
+    moved = await conn.fetch("SELECT piece, amount FROM payments WHERE kind = 'refund'"
+                             " ORDER BY piece")
+    assert [tuple(r) for r in moved] == [(1, 1000), (2, 2001), (3, 2999)]
+    await worker.published()
+    told = [f for f in await frames_of(clean, "user:alice")
+            if f["type"] == "commission_reversed"]
+    assert [(f["amount"], f["reversed"]) for f in told] == [(100, 100), (200, 300),
+                                                           (300, 600)]
+    bob = [f["type"] for f in await frames_of(clean, "user:bob") if "refund" in f["type"]]
+    assert bob == ["order_partly_refunded", "order_partly_refunded", "order_refunded"]
+    # Replaying every outbox row, twice, changes nothing.
+    before = await snapshot(conn)
+    for _ in range(2):
+        await conn.execute("UPDATE outbox SET processed_at = NULL")
+        await worker.drain()
+    assert await snapshot(conn) == before
+
+
+async def test_a_partly_refunded_commission_settles_its_rest_then_an_after_sales_refund_takes_it_back(  # noqa: E501
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
+    worker = await worker_factory(config)
+    created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
+    order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    assert answer(await worker.refund("bob", order, 1500))["ok"]
+    assert await worker.settle_once(created + 30 * DAY) == 1
+    # 600 less the 150 the piece took back settles.
+    row = await conn.fetchrow("SELECT status, reversed, settled FROM commissions")
+    assert tuple(row) == ("settled", 150, 450)
+    assert await balances(conn) == {"shop:commission": -450, "user:alice:available": 450}
+    # The buyer can no longer refund; a marketer can, after sales, with a note.
+    closed = answer(await worker.refund("bob", order, 100))
+    assert closed["error"]["code"] == "return_window_closed"
+    done = answer(await worker.refund_after_sales("boss", order, 1500, "a1", "damaged"))
+    assert done["ok"] and done["result"]["order"]["refunded_amount"] == 3000
+    assert await balances(conn) == {"shop:commission": -300, "user:alice:available": 300}
+    again = answer(await worker.refund_after_sales("boss", order, 1500, "a1", "damaged"))
+    assert again == done
+    note = await conn.fetchrow("SELECT asked_by, after_sales, note FROM order_refunds"
+                               " WHERE piece = 2")
+    assert tuple(note) == ("boss", True, "damaged")
+    assert answer(await worker.refund_after_sales("boss", 999, None, None, None)
+                  )["error"]["code"] == "not_found"
+    # The rest, after sales: the whole commission is back, none of it owed.
+    whole = answer(await worker.refund_after_sales("boss", order, None, None, None))
+    assert whole["result"]["order"]["status"] == "refunded"
+    assert await balances(conn) == {}
+    row = await conn.fetchrow("SELECT status, reversed, settled FROM commissions")
+    assert tuple(row) == ("settled", 600, 450)
+
+
+async def test_an_after_sales_refund_beyond_the_balance_is_a_debt_the_next_settlement_pays(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False,
+                                                 led=2, joined=2))
+    worker = await worker_factory(config)
+    shard = await shard_factory(config, Clock())
+    created = await bob_buys_through_alice(worker, shard, conn)
+    first = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    assert await worker.settle_once(created + 30 * DAY) == 1
+    # alice withdraws 500 of her 600: 100 are left when bob's order comes back whole.
+    assert answer(await worker.withdraw("alice", "w1", 500))["result"]["withdrawal"][
+        "status"] == "paid"
+    back = answer(await worker.refund_after_sales("boss", first, None, "a1", None))
+    assert back["result"]["order"]["status"] == "refunded"
+    assert await balances(conn) == {"shop:payouts": 500, "user:alice:debt": -500}
+    # Never capped: 500 owed, shown as a debt; she cannot withdraw what she owes.
+    mine = await reads.commissions(worker._pool, "alice", 10)
+    assert mine["balance"] == {"pending": 0, "available": 0, "withdrawing": 0, "debt": 500}
+    assert mine["commissions"][0]["reversed"] == 600
+    refused = answer(await worker.withdraw("alice", "w2", 100))
+    assert refused["error"]["code"] == "insufficient_balance"
+    # bob buys again; his 600 settles into the debt first (500), the rest (100) available.
+    [opened] = await shard.submit([cmd("open", "carol", key="second-open")])
+    assert opened["ok"], opened
+    [joined] = await shard.submit([cmd("join", "bob", group=opened["result"]["group"]["id"],
+                                       key="second-join")])
+    assert joined["ok"], joined
+    await worker.drain()
+    assert await worker.settle_once(datetime.now(UTC) + 31 * DAY) == 1
+    assert await balances(conn) == {"shop:commission": -600, "shop:payouts": 500,
+                                    "user:alice:available": 100}
+    await worker.published()
+    told = [f for f in await frames_of(clean, "user:alice")
+            if f["type"] in ("commission_clawed_back", "commission_settled")]
+    assert [(f["type"], f["amount"], f.get("to_debt"), f.get("debt_paid"), f["debt"])
+            for f in told] == [("commission_settled", 600, None, 0, 0),
+                               ("commission_clawed_back", 600, 500, None, 500),
+                               ("commission_settled", 600, None, 500, 0)]
+    # Replaying every outbox row, twice, changes nothing.
+    before = await snapshot(conn)
+    for _ in range(2):
+        await conn.execute("UPDATE outbox SET processed_at = NULL")
+        await worker.drain()
+    assert await snapshot(conn) == before
+
+
+async def test_twenty_concurrent_pieces_of_one_order_never_refund_more_than_it_cost(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
+    worker = await worker_factory(config)
+    await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
+    order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    # 20 pieces of 700 at once (14,000 of a 6000 order): 8 fit, 12 are refused.
+    racing = [answer(a) for a in await asyncio.gather(*(
+        worker.refund("bob", order, 700, f"p{n}") for n in range(20)))]
+    assert sorted(a["ok"] for a in racing) == [False] * 12 + [True] * 8
+    assert {a["error"]["code"] for a in racing if not a["ok"]} == {"refund_exceeds_order"}
+    assert await conn.fetchval("SELECT refunded_amount FROM orders WHERE id = $1",
+                               order) == 5600
+    assert await conn.fetchval("SELECT reversed FROM commissions") == 560
+    assert answer(await worker.refund("bob", order))["result"]["order"]["status"] == \
+        "refunded"
+    assert await conn.fetchval("SELECT sum(amount) FROM payments WHERE kind = 'refund'") \
+        == 6000

@@ -447,6 +447,36 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
         await worker.deliver_notices()
         less = await cache.ask("pipe", "get", "alice", now=clock.now)
         assert less["entries"] == [{"rank": 1, "user": "alice", "score": 1250}]
+        # A piece of bob's 1000-fen order: the sales board takes back exactly the 300 fen,
+        # the commission board exactly what the piece reversed (floor(100 × 300 / 1000)
+        # of alice's 100, floor(30 × 300 / 1000) of root's 30).
+        before = {e["user"]: e["score"] for e in (await cache.ask(
+            "pipe-comm", "get", now=clock.now))["entries"]}
+        first = await conn.fetchval("SELECT min(id) FROM orders WHERE user_id = 'bob'")
+        assert json.loads(await worker.refund("bob", first, 300))["ok"]
+        await worker.deliver_notices()
+        piece = await cache.ask("pipe", "get", "alice", now=clock.now)
+        assert piece["entries"] == [{"rank": 1, "user": "alice", "score": 950}]
+        after = {e["user"]: e["score"] for e in (await cache.ask(
+            "pipe-comm", "get", now=clock.now))["entries"]}
+        assert (before["alice"] - after["alice"], before["root"] - after["root"]) == (30, 9)
+        # Every notice again, the owner's answers forgotten: nothing more is taken back.
+        await conn.execute("DELETE FROM command_results")
+        await shard.stop()
+        shard = await shard_factory(config, clock)
+        owners.append(shard)
+        await conn.execute("UPDATE game_notices SET sent_at = NULL")
+        await worker.deliver_notices()
+        assert (await cache.ask("pipe", "get", "alice", now=clock.now))["entries"] == \
+            piece["entries"]
+        # The rest: the order's whole score is gone, nothing more.
+        assert json.loads(await worker.refund("bob", first))["ok"]
+        await worker.deliver_notices()
+        rest = await cache.ask("pipe", "get", "alice", now=clock.now)
+        assert rest["entries"] == [{"rank": 1, "user": "alice", "score": 250}]
+        whole = {e["user"]: e["score"] for e in (await cache.ask(
+            "pipe-comm", "get", now=clock.now))["entries"]}
+        assert (before["alice"] - whole["alice"], before["root"] - whole["root"]) == (100, 30)
     finally:
         await cache.close()
         await pool.close()

@@ -181,7 +181,12 @@ async def test_a_paid_order_earns_one_draw_once_and_its_refund_takes_it_back(
         assert drawn["ok"] and drawn2["ok"] and drawn2["result"]["draws_left"] == 0
         orders = {r["user_id"]: r["id"] for r in await conn.fetch(
             "SELECT id, user_id FROM orders WHERE kind = 'groupbuy'")}
-        for user in ("alice", "bob"):
+        # A piece of bob's order refunded: the lottery hears nothing, his draw stands.
+        assert json.loads(await worker.refund("bob", orders["bob"], 1000))["ok"]
+        assert await all_delivered()
+        assert await conn.fetchval("SELECT count(*) FROM game_notices") == 2
+        assert await draws_left("bob") == 2
+        for user in ("alice", "bob"):  # refunded whole (bob's, its rest)
             refunded = json.loads(await worker.refund(user, orders[user]))
             assert refunded["ok"], refunded
         assert await all_delivered()

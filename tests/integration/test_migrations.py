@@ -131,3 +131,51 @@ async def test_bindings_made_before_binding_modes_are_in_force_in_the_history(
                                " VALUES ('bob', 'carol', now())")
     finally:
         await conn.close()
+
+
+async def test_refunded_orders_and_their_commissions_move_to_refund_pieces(
+        old_database: str) -> None:
+    """Migration 0016: a refunded order was refunded whole, in one piece; its reversed
+    commission was reversed whole; a settled one settled whole; the ledger stays sound."""
+    conn = await asyncpg.connect(old_database)
+    try:
+        await migrate(conn, up_to=13)
+        await conn.execute(
+            "INSERT INTO orders (campaign, kind, instance, line, user_id, sku, amount, status,"
+            " payment_ref, refunded_at, confirmed_at) VALUES"
+            " ('c1', 'groupbuy', 'g1', 'bob', 'bob', 'S', 6000, 'refunded', 'p1', now(), now()),"
+            " ('c1', 'groupbuy', 'g1', 'cat', 'cat', 'S', 6000, 'paid', 'p2', NULL, now())")
+        await conn.execute(
+            "INSERT INTO payments (kind, campaign, instance, line, user_id, amount, adapter,"
+            " reference, payment_id) VALUES"
+            " ('payment', 'c1', 'g1', 'bob', 'bob', 6000, 'sandbox', 'a', 'pay1'),"
+            " ('refund', 'c1', 'g1', 'bob', 'bob', 6000, 'sandbox', 'b', 'pay1'),"
+            " ('payment', 'c1', 'g1', 'cat', 'cat', 6000, 'sandbox', 'c', NULL)")
+        await conn.execute(
+            "INSERT INTO provider_refunds (refund_id, payment_id, user_id, amount, total)"
+            " VALUES ('rpay1', 'pay1', 'bob', 6000, 6000)")
+        await conn.execute(
+            "INSERT INTO commissions (order_id, level, beneficiary, buyer, campaign, base,"
+            " rate_bps, amount, status, settle_at) VALUES"
+            " (1, 1, 'alice', 'bob', 'c1', 6000, 1000, 600, 'reversed', now()),"
+            " (2, 1, 'alice', 'cat', 'c1', 6000, 1000, 600, 'settled', now())")
+        await conn.execute(
+            "INSERT INTO ledger_entries (txn, commission_id, account, amount) VALUES"
+            " ('commissions:1-2:post', NULL, 'shop:commission', -1200),"
+            " ('commissions:1-2:post', 1, 'user:alice:pending', 600),"
+            " ('commissions:1-2:post', 2, 'user:alice:pending', 600),"
+            " ('commission:1:reverse', 1, 'user:alice:pending', -600),"
+            " ('commission:1:reverse', 1, 'shop:commission', 600),"
+            " ('commission:2:settle', 2, 'user:alice:pending', -600),"
+            " ('commission:2:settle', 2, 'user:alice:available', 600)")
+        assert 16 in await migrate(conn)
+        orders = await conn.fetch("SELECT status, refunded_amount FROM orders ORDER BY id")
+        assert [tuple(r) for r in orders] == [("refunded", 6000), ("paid", 0)]
+        pieces = await conn.fetch("SELECT order_id, piece, amount FROM order_refunds")
+        assert [tuple(r) for r in pieces] == [(1, 1, 6000)]
+        rows = await conn.fetch("SELECT reversed, settled FROM commissions ORDER BY id")
+        assert [tuple(r) for r in rows] == [(600, None), (0, 600)]
+        assert set(await conn.fetch("SELECT DISTINCT piece FROM payments")) == {(1,)}
+        assert await ledger.problems(conn) == []
+    finally:
+        await conn.close()

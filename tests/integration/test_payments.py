@@ -4,6 +4,7 @@ taken and confirmed with the deal, refunds of exactly what was paid."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -267,6 +268,10 @@ async def test_orders_are_made_when_money_is_taken_and_confirmed_with_the_deal(
     order = await shop.conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
     refused = json.loads(await shop.worker.refund("bob", order))
     assert refused["error"]["code"] == "order_waiting"
+    # Nor a marketer's, after sales.
+    after_sales = json.loads(await shop.worker.refund_after_sales("boss", order, 100, None,
+                                                                  None))
+    assert after_sales["error"]["code"] == "order_waiting"
     await shop.pay("cat", (await shop.command("join", "cat", group))["payment"]["id"])
     await shop.settle_everything()
     confirmed = await shop.conn.fetch("SELECT user_id, confirmed_at FROM orders ORDER BY id")
@@ -366,17 +371,61 @@ async def test_forged_stale_replayed_and_reordered_notifications_change_nothing(
 
 async def _balanced(conn: asyncpg.Connection) -> None:
     """Money in equals money kept plus money back: per user, what was taken minus what was
-    refunded is what their live (paid, not refunded) orders hold."""
+    refunded is what their live (paid, not refunded) orders hold, less their pieces
+    refunded."""
     taken = {r["user_id"]: r["sum"] for r in await conn.fetch(
         "SELECT user_id, sum(amount) FROM payments WHERE kind = 'payment' GROUP BY 1")}
     back = {r["user_id"]: r["sum"] for r in await conn.fetch(
         "SELECT user_id, sum(amount) FROM payments WHERE kind = 'refund' GROUP BY 1")}
     kept = {r["user_id"]: r["sum"] for r in await conn.fetch(
-        "SELECT user_id, sum(amount) FROM orders WHERE status = 'paid' GROUP BY 1")}
+        "SELECT user_id, sum(amount - refunded_amount) FROM orders WHERE status = 'paid'"
+        " GROUP BY 1")}
     for user in set(taken) | set(back):
         assert taken.get(user, 0) - back.get(user, 0) == kept.get(user, 0), user
     asked = await conn.fetchval("SELECT coalesce(sum(amount), 0) FROM provider_refunds")
     assert asked == sum(back.values())
+
+
+async def test_twenty_concurrent_partial_refunds_ask_the_provider_for_exactly_what_was_refunded(
+        shop: Shop) -> None:
+    assert json.loads(await shop.worker.bind("bob", "alice"))["ok"]
+    opened = await shop.command("open", "alice")
+    await shop.pay("alice", opened["payment"]["id"])
+    group = opened["group"]["id"]
+    bob = (await shop.command("join", "bob", group))["payment"]
+    await shop.pay("bob", bob["id"])
+    await shop.pay("cat", (await shop.command("join", "cat", group))["payment"]["id"])
+    await shop.settle_everything()
+    order = await shop.conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    # 20 pieces of 700 fen at once, through the worker, of a 6000-fen order: 8 fit.
+    racing = [json.loads(a) for a in await asyncio.gather(*(
+        shop.worker.refund("bob", order, 700, f"piece-{n}") for n in range(20)))]
+    assert sorted(a["ok"] for a in racing) == [False] * 12 + [True] * 8
+    rest = json.loads(await shop.worker.refund("bob", order))["result"]["order"]
+    assert (rest["status"], rest["refunded_amount"]) == ("refunded", PRICE)
+    await shop.settle_everything()
+    # Each piece its own refund of bob's one payment, ids derived from it and the piece.
+    asked = await shop.conn.fetch(
+        "SELECT refund_id, amount, total, status FROM provider_refunds ORDER BY created_at,"
+        " refund_id")
+    assert sorted(r["refund_id"] for r in asked) == sorted(
+        [f"r{bob['id']}"] + [f"r{bob['id']}-{n}" for n in range(2, 10)])
+    assert sorted(r["amount"] for r in asked) == [400] + [700] * 8
+    assert {(r["total"], r["status"]) for r in asked} == {(PRICE, "succeeded")}
+    books = await shop.conn.fetchrow(
+        "SELECT status, refunded FROM sandbox_payments WHERE payment_id = $1", bob["id"])
+    assert (books["status"], books["refunded"]) == ("refunded", PRICE)
+    assert await shop.conn.fetchval(
+        "SELECT sum(reversed) = sum(amount) FROM commissions WHERE buyer = 'bob'")
+    # Replaying every outbox row, twice, asks for nothing more and changes nothing.
+    before = [tuple(r) for r in await shop.conn.fetch(
+        "SELECT refund_id, amount FROM provider_refunds ORDER BY refund_id")]
+    for _ in range(2):
+        await shop.conn.execute("UPDATE outbox SET processed_at = NULL")
+        await shop.settle_everything()
+    assert [tuple(r) for r in await shop.conn.fetch(
+        "SELECT refund_id, amount FROM provider_refunds ORDER BY refund_id")] == before
+    await _balanced(shop.conn)
 
 
 def _now() -> int:
