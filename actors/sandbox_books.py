@@ -11,6 +11,7 @@ moves money; everything downstream of the notify route runs as it would for WeCh
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 
@@ -67,6 +68,10 @@ class SandboxBooks:
         self._pool = pool
         self.signer = signer
         self._clock = clock
+        # pay_at_once's requests waiting for the next statement, by payment id, and the
+        # task writing them (None: none running).
+        self._waiting: dict[str, list[tuple[PaymentRequest, asyncio.Future[asyncpg.Record]]]] = {}
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, pool: asyncpg.Pool, *, clock: Clock = now_ms) -> SandboxBooks:
@@ -149,28 +154,63 @@ class SandboxBooks:
                             payer=row["payer"], paid_at=row["paid_at"])
 
     async def pay_at_once(self, request: PaymentRequest) -> tuple[dict[str, str], bytes]:
-        """Create the payment and pay it, in one statement (the "immediate" default, whose
-        payer pays as soon as asked): the TRANSACTION.SUCCESS notification to deliver.
-        The same request again pays nothing more and renders the same notification (a
-        redelivery); one whose time is up is closed, as `pay` closes it."""
-        now = self._clock()
-        row = await self._pool.fetchrow(
-            "INSERT INTO sandbox_payments AS p (payment_id, payer, amount, status,"
-            " expires_at, paid_at) VALUES ($1, $2, $3, CASE WHEN $4::bigint > $5::bigint"
-            " THEN 'paid' ELSE 'closed' END, $4, CASE WHEN $4 > $5 THEN $5 END)"
-            " ON CONFLICT (payment_id) DO UPDATE SET"
-            " status = CASE WHEN p.status = 'pending' AND p.expires_at > $5 THEN 'paid'"
-            " WHEN p.status = 'pending' THEN 'closed' ELSE p.status END,"
-            " paid_at = CASE WHEN p.status = 'pending' AND p.expires_at > $5 THEN $5"
-            " ELSE p.paid_at END RETURNING status, payer, amount, paid_at",
-            request.payment_id, request.user, request.amount, request.expires_at, now)
+        """Create the payment and pay it (the "immediate" default, whose payer pays as
+        soon as asked): the TRANSACTION.SUCCESS notification to deliver. The same request
+        again pays nothing more and renders the same notification (a redelivery); one
+        whose time is up is closed, as `pay` closes it.
+
+        Payments asked for at once are written together, one statement for all that
+        arrived while the previous one ran (as an owner's group commit): a join storm
+        pays a commit per batch of joins, not one per join."""
+        future: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(request.payment_id, []).append((request, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_paid())
+        row = await future
         if (row["payer"], row["amount"]) != (request.user, request.amount):
             raise PaymentError(400, "OUT_TRADE_NO_USED",
                                f"payment {request.payment_id} was created otherwise")
         if row["status"] == "closed":
             raise PaymentError(400, "ORDER_CLOSED", f"payment {request.payment_id} is closed")
         return self.signer.render(request.payment_id, PaymentStatus.PAID, row["amount"],
-                                  now=now, at=row["paid_at"], payer=row["payer"])
+                                  now=row["now"], at=row["paid_at"], payer=row["payer"])
+
+    async def _write_paid(self) -> None:
+        """Write what `pay_at_once` was asked, batch after batch until none waits."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                # One row per payment (a statement may not update a row twice): a request
+                # repeated within the batch is answered by the same row.
+                first = [asks[0][0] for asks in batch.values()]
+                try:
+                    rows = await self._pool.fetch(
+                        "INSERT INTO sandbox_payments AS p (payment_id, payer, amount, status,"
+                        " expires_at, paid_at) SELECT i, u, a, CASE WHEN e > $5::bigint"
+                        " THEN 'paid' ELSE 'closed' END, e, CASE WHEN e > $5 THEN $5 END"
+                        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])"
+                        " AS x(i, u, a, e) ON CONFLICT (payment_id) DO UPDATE SET"
+                        " status = CASE WHEN p.status = 'pending' AND p.expires_at > $5"
+                        " THEN 'paid' WHEN p.status = 'pending' THEN 'closed' ELSE p.status"
+                        " END, paid_at = CASE WHEN p.status = 'pending' AND p.expires_at > $5"
+                        " THEN $5 ELSE p.paid_at END"
+                        " RETURNING payment_id, status, payer, amount, paid_at, $5 AS now",
+                        [r.payment_id for r in first], [r.user for r in first],
+                        [r.amount for r in first], [r.expires_at for r in first],
+                        self._clock())
+                except Exception as exc:  # every request of the batch hears it
+                    for asks in batch.values():
+                        for _, future in asks:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                found = {row["payment_id"]: row for row in rows}
+                for payment_id, asks in batch.items():
+                    for _, future in asks:
+                        if not future.done():
+                            future.set_result(found[payment_id])
+        finally:
+            self._writer = None
 
     async def payer(self, payment_id: str) -> str | None:
         """Who `payment_id` was created for (None: the sandbox has no such payment)."""

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ import asyncpg
 import pytest
 
 from actors.owner import Owner
-from actors.paygate import Notification, PaymentStatus, now_ms
+from actors.paygate import Notification, PaymentError, PaymentRequest, PaymentStatus, now_ms
 from actors.paysandbox import SandboxGateway
 from actors.pipeline_worker import PipelineWorker
 from actors.sandbox_books import SandboxBooks
@@ -160,6 +161,44 @@ async def test_the_sandbox_paying_at_once_seats_through_its_verified_notificatio
         state = await shop.desk.provider.query(payment)
         assert state.status is PaymentStatus.PAID and state.amount == PRICE
         await _balanced(shop.conn)
+
+
+async def test_payments_paid_at_once_together_are_each_written_and_told_once(
+        clean: Services) -> None:
+    pool = await db.create_pool(clean.database_url, min_size=1, max_size=2)
+    try:
+        books = await SandboxBooks.open(pool)
+        far = now_ms() + 60_000
+        asked = [PaymentRequest(payment_id=payments.payment_id("c1", f"g{i}", f"u{i}", "1"),
+                                user=f"u{i}", amount=100 + i, description="t", expires_at=far)
+                 for i in range(20)]
+        # Each asked twice at once (a join retried while its first try is in flight): the
+        # writes of a batch share a statement, a repeat within it shares its row.
+        told = await asyncio.gather(*(books.pay_at_once(r) for r in asked + asked))
+        for request, first, again in zip(asked, told[:20], told[20:], strict=True):
+            one, two = (books.verify(h, b, now_ms()) for h, b in (first, again))
+            assert (one.payment_id, one.amount, one.payer) == (
+                request.payment_id, request.amount, request.user)
+            assert one.status is PaymentStatus.PAID
+            assert one.notification_id == two.notification_id  # a redelivery, not another
+        rows = await pool.fetch("SELECT payment_id, payer, amount, status FROM sandbox_payments")
+        assert sorted(tuple(r) for r in rows) == sorted(
+            (r.payment_id, r.user, r.amount, "paid") for r in asked)
+        # Another payer (or amount) for a payment id is refused; one whose time is up is
+        # closed, in a batch with a sound one that is paid all the same.
+        late = PaymentRequest(payment_id=payments.payment_id("c1", "g-late", "u", "1"),
+                              user="u", amount=100, description="t", expires_at=now_ms() - 1)
+        fresh = replace(late, payment_id=payments.payment_id("c1", "g-new", "u", "1"),
+                        expires_at=far)
+        outcomes = await asyncio.gather(
+            books.pay_at_once(replace(asked[0], user="mallory")), books.pay_at_once(late),
+            books.pay_at_once(fresh), return_exceptions=True)
+        assert [o.code if isinstance(o, PaymentError) else "told" for o in outcomes] == [
+            "OUT_TRADE_NO_USED", "ORDER_CLOSED", "told"]
+        assert await pool.fetchval("SELECT status FROM sandbox_payments WHERE payment_id = $1",
+                                   late.payment_id) == "closed"
+    finally:
+        await pool.close()
 
 
 class Forging(SandboxBooks):
