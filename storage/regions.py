@@ -2,33 +2,45 @@
 
 A leaderboard ranks a seller in the region recorded for them when their order's notice
 is written (actors.notices). A gateway records the claim when the user acts, remembering
-what it wrote so a user's calls cost one write per change of region, not one per call.
+what it wrote for a while (`TTL_S`), so a user's calls cost a write per change of region
+and per minute, not one per call. The while is bounded because another gateway may have
+recorded another region for the user since: the claim this gateway sees wins again
+within a minute.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import asyncpg
 
 log = logging.getLogger("fission.regions")
 
 CACHED = 100_000  # users a gateway remembers the recorded region of
+TTL_S = 60.0  # seconds a gateway trusts what it wrote
 
 
 class Regions:
     """Records users' regions in `user_regions`, skipping what is recorded already."""
 
-    def __init__(self, pool: asyncpg.Pool, cached: int = CACHED) -> None:
+    def __init__(self, pool: asyncpg.Pool, cached: int = CACHED, ttl: float = TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = pool
         self._cached = cached
-        self._known: OrderedDict[str, str] = OrderedDict()
+        self._ttl = ttl
+        self._clock = clock
+        self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()  # user: (region, until)
 
     async def note(self, user: str, region: str | None) -> None:
         """Record that `user` acts from `region` (None: the token has no region; what was
         recorded stays)."""
-        if region is None or self._known.get(user) == region:
+        if region is None:
+            return
+        known = self._known.get(user)
+        if known is not None and known[0] == region and self._clock() < known[1]:
             return
         try:
             await self._pool.execute(
@@ -41,7 +53,7 @@ class Regions:
             # without Postgres), and the next call records it.
             log.warning("the region of %s could not be recorded", user, exc_info=True)
             return
-        self._known[user] = region
+        self._known[user] = (region, self._clock() + self._ttl)
         self._known.move_to_end(user)
         if len(self._known) > self._cached:
             self._known.popitem(last=False)

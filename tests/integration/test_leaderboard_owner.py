@@ -513,13 +513,21 @@ async def test_a_users_region_is_recorded_once_per_change_not_per_call(
         clean: Services) -> None:
     pool = await asyncpg.create_pool(clean.database_url, min_size=1, max_size=2)
     try:
-        regions = Regions(pool)
+        now = [0.0]
+        regions = Regions(pool, ttl=60, clock=lambda: now[0])
         await regions.note("rg-ann", "YN")
         assert await region_of(pool, "rg-ann") == "YN"
-        # Someone else's write meanwhile: the same claim again is not written (cached)...
+        # Another gateway's write meanwhile: the same claim again within the minute is not
+        # written (cached)...
         await pool.execute("UPDATE user_regions SET region = 'XX' WHERE user_id = 'rg-ann'")
+        now[0] = 59.0
         await regions.note("rg-ann", "YN")
         assert await region_of(pool, "rg-ann") == "XX"
+        # ...after it, the claim this gateway sees is recorded again.
+        now[0] = 61.0
+        await regions.note("rg-ann", "YN")
+        assert await region_of(pool, "rg-ann") == "YN"
+        await pool.execute("UPDATE user_regions SET region = 'XX' WHERE user_id = 'rg-ann'")
         # ...a new claim is, and a token without one changes nothing.
         await regions.note("rg-ann", "SH")
         await regions.note("rg-ann", None)
