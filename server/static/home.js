@@ -110,32 +110,60 @@ setInterval(() => {
  * and the shop's login page redirects so) is kept in localStorage and taken out of the
  * address bar; later visits read it from there. An expired one is forgotten. `#logout`
  * forgets it. No token: an anonymous visitor.
+ *
+ * A link may carry anybody's token, so one that would replace a stored token of another
+ * user is not taken silently (a shared link must not sign the visitor in as its sender):
+ * the page keeps the stored one and asks (`switchTo`), and only the visitor's tap switches.
  */
 function readToken() {
   const params = new URLSearchParams(location.hash.slice(1));
-  let token = params.get("token");
+  const offered = params.get("token");
   let store = null;
   try { store = window.localStorage; } catch { /* storage disabled: this visit only */ }
   if (params.has("logout") && store) store.removeItem(TOKEN_KEY);
-  if (token) {
+  if (offered) {
     params.delete("token");
     const rest = params.toString();
     history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
-    if (store) store.setItem(TOKEN_KEY, token);
-  } else if (store && !params.has("logout")) {
-    token = store.getItem(TOKEN_KEY);
   }
+  const stored = store && !params.has("logout") ? valid(store.getItem(TOKEN_KEY)) : null;
+  if (!stored && store) store.removeItem(TOKEN_KEY);
+  const fresh = offered ? valid(offered) : null;
+  if (fresh && stored && fresh.claims.sub !== stored.claims.sub) {
+    return { ...stored, switchTo: fresh };
+  }
+  const chosen = fresh || stored;
+  if (chosen && store) store.setItem(TOKEN_KEY, chosen.token);
+  return chosen || { token: null, claims: null };
+}
+
+/** `token` with its claims, when it names a user and has not expired (else null). */
+function valid(token) {
   const claims = token ? tokenClaims(token) : null;
   if (!claims || typeof claims.sub !== "string" || (claims.exp && claims.exp * 1000 <= Date.now())) {
-    if (token && store) store.removeItem(TOKEN_KEY);
-    return { token: null, claims: null };
+    return null;
   }
   return { token, claims };
 }
 
+/** Offer to switch to the account of a link's token (see readToken); the visitor decides. */
+function offerSwitch(offer) {
+  const bar = $("switch");
+  bar.replaceChildren(
+    h("span", {}, `链接要以 ${masked(offer.claims.sub, false)} 的身份登录`),
+    h("button", { type: "button", class: "yes" }, "切换"),
+    h("button", { type: "button", class: "no" }, "保持当前"));
+  bar.hidden = false;
+  bar.querySelector(".yes").addEventListener("click", () => {
+    try { window.localStorage.setItem(TOKEN_KEY, offer.token); } catch { /* nothing kept */ }
+    location.reload();
+  });
+  bar.querySelector(".no").addEventListener("click", () => { bar.hidden = true; });
+}
+
 // ---- state ----------------------------------------------------------------------------
 
-const { token, claims } = readToken();
+const { token, claims, switchTo } = readToken();
 const state = {
   token, user: claims ? claims.sub : null, region: claims ? claims.region || null : null,
   campaigns: [], boards: [], board: null, boardSubs: new Map(), groupSubs: new Map(),
@@ -760,6 +788,7 @@ window.addEventListener("hashchange", () => {
 });
 
 renderMe();
+if (switchTo) offerSwitch(switchTo);
 if (client) {
   client.connect();
   watchMe();

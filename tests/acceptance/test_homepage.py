@@ -358,3 +358,37 @@ async def test_anonymous_visitor_sees_campaigns_and_fission_js_passes_its_tests(
     assert report["failures"] == [], report["failures"]
     assert len(report["ran"]) >= 40, report["ran"]
     await context.close()
+
+
+async def test_a_link_carrying_another_users_token_switches_only_when_the_visitor_says(
+        stack: Stack, browser: Any) -> None:
+    """A shared link may carry its sender's token: a visitor signed in as someone else
+    stays themselves until they tap to switch (no login by link)."""
+    base = stack.gateways[0].url
+    context = await _phone(browser)
+    errors: list[str] = []
+    page = await context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"{base}/#token={token('hp-me')}")
+    await page.locator('#me .who[data-user="hp-me"]').wait_for(timeout=WAIT_MS)
+    # The same phone opens a link with hp-sender's token: still hp-me, and asked.
+    link = await context.new_page()
+    link.on("pageerror", lambda exc: errors.append(str(exc)))
+    await link.goto(f"{base}/#token={token('hp-sender')}")
+    await link.locator("#switch:not([hidden]) .yes").wait_for(timeout=WAIT_MS)
+    assert await link.locator('#me .who[data-user="hp-me"]').count() == 1
+    assert "#token" not in link.url
+    await _shot(link, "9-switch-asked")
+    # Keeping the current account changes nothing, on a reload too.
+    await link.locator("#switch .no").click()
+    await link.reload()
+    await link.locator('#me .who[data-user="hp-me"]').wait_for(timeout=WAIT_MS)
+    assert await link.locator("#switch").is_hidden()
+    # Opened again, the visitor switches: the page comes back as hp-sender.
+    again = await context.new_page()
+    again.on("pageerror", lambda exc: errors.append(str(exc)))
+    await again.goto(f"{base}/#token={token('hp-sender')}")
+    await again.locator("#switch:not([hidden]) .yes").click()
+    await again.locator('#me .who[data-user="hp-sender"]').wait_for(timeout=WAIT_MS)
+    assert errors == []
+    await context.close()
