@@ -30,6 +30,7 @@ from actors.answers import Answer
 from actors.commissions import FreshOrder
 from actors.paygate import PaymentGateway
 from actors.payments import Movement, adapter
+from actors.sandbox_books import SandboxBooks
 from games.topics import user_topic
 from storage import db, ledger, reads
 from storage.config import Config
@@ -477,6 +478,13 @@ class PipelineWorker:
             live += [LiveEvent(user_topic(r["user_id"]), 0,
                                {"type": "order_refunded", "order": reads.order_view(r)})
                      for r in rows]
+        if isinstance(self._gateway, SandboxBooks) and self.config.pipeline.sandbox_pays \
+                == "immediate":
+            # A seat the sandbox's payer paid at once (server.paydesk.PayDesk.prepay): its
+            # books record the payment with the order it made.
+            taken = [m for m in recorded if m.kind == "payment" and m.payment]
+            await SandboxBooks.paid_at_once(conn, [
+                (m.payment, m.user, m.amount, int(time.time() * 1000)) for m in taken])
         await refunds.request(conn, [refunds.Wanted(m.payment, m.user, m.amount, m.amount)
                                      for m in fresh_refunds if m.payment])
         for campaign, line in checks:

@@ -212,6 +212,22 @@ class SandboxBooks:
         finally:
             self._writer = None
 
+    @staticmethod
+    async def paid_at_once(conn: asyncpg.Connection,
+                           paid: list[tuple[str, str, int, int]]) -> None:
+        """Record payments (id, payer, fen, epoch ms) its payer made at once for a seat
+        held in the same owner call (server.paydesk.PayDesk.prepay), in the caller's
+        transaction, the one making their orders: the books then hold every payment the
+        games took, to be queried and refunded. (A payment written already, by
+        `pay_at_once`, stays as it is.)"""
+        if paid:
+            await conn.execute(
+                "INSERT INTO sandbox_payments (payment_id, payer, amount, status, expires_at,"
+                " paid_at) SELECT p, u, a, 'paid', t, t FROM unnest($1::text[], $2::text[],"
+                " $3::bigint[], $4::bigint[]) AS x(p, u, a, t) ON CONFLICT DO NOTHING",
+                [p for p, _, _, _ in paid], [u for _, u, _, _ in paid],
+                [a for _, _, a, _ in paid], [t for _, _, _, t in paid])
+
     async def payer(self, payment_id: str) -> str | None:
         """Who `payment_id` was created for (None: the sandbox has no such payment)."""
         found: str | None = await self._pool.fetchval(

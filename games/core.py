@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -109,6 +109,13 @@ class Method:
     # For a client's command: its answer carries a payment to create at the provider
     # (`"payment": P` with a pending `status`), which the server does before it answers.
     pays: bool = False
+    # For such a command, when the amount its hold takes is the campaign's alone (a
+    # group-buy's group price; a bargain's depends on its state): that amount. A provider
+    # whose payer pays at once (the sandbox's default) then names the payment (the
+    # command's `payment` param, never a client's) and sends its verified notification as
+    # the game's payment command right after the command, in the same batch: one owner
+    # call, the seat held and then paid by the provider's word.
+    prepaid: Callable[[Any], int] | None = None
     # For a client's command that a share link leads to (opening or joining a group,
     # starting or helping a bargain, a draw): it takes an optional `referrer`, the
     # sharer's user id, which the gateway binds the user to before the command (as the

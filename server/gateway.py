@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -152,12 +153,24 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
         referral = await _bind_on_entry(gw, who, p[REFERRER]) if REFERRER in p else None
         for fact in method.facts:
             params[fact] = await _FACTS[fact](gw, who)
-        result = await gw.game({"method": method.name, "campaign": p["campaign"],
-                                "user": who.user, "key": key if remembered else None,
-                                "params": params})
-        if method.pays and gw.paydesk is not None:
-            # A payment to create (in the sandbox, maybe paid at once) before answering.
-            result = await gw.paydesk.settle(who.user, p["campaign"], result)
+        sent = {"method": method.name, "campaign": p["campaign"], "user": who.user,
+                "key": key if remembered else None, "params": params}
+        desk = gw.paydesk
+        if method.pays and desk is not None and desk.immediate and method.prepaid:
+            # The sandbox's payer pays at once: the command holds the payment named for
+            # it and the sandbox's verified word on it follows in the same owner call.
+            amount = method.prepaid(gw.campaign(p["campaign"], game.kind))
+            instance = str(p.get(game.read_model.id_param, ""))
+            params["payment"], told = desk.prepay(
+                who.user, p["campaign"], (method.name, instance, key or secrets.token_hex(8)),
+                amount)
+            held, paid = await gw.client.call_many([sent, told])
+            result = desk.prepaid(held, paid)
+        else:
+            result = await gw.game(sent)
+            if method.pays and desk is not None:
+                # A payment to create (in the sandbox, maybe paid at once) before answering.
+                result = await desk.settle(who.user, p["campaign"], result)
         return result if referral is None else {**decoded(result), **referral}
     return command
 

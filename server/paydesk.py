@@ -6,9 +6,10 @@ something until paid (a group-buy's seat). Before the transport answers, the des
 that payment at the provider and adds what the client needs to pay it (`P.params`,
 WeChat Pay JSAPI's `requestPayment` arguments). With the sandbox paying "immediate" (the
 default), its payer pays at once instead: the sandbox signs its notification and the desk
-delivers it through the very path the notify route takes (verified, then the game's
-payment command), so the answer is the game's word on that payment, the caller seated
-as a paid member. The seat is paid by a verified notification, never by being told so.
+verifies it as the notify route does and hands it to the game as its payment command, so
+the answer is the game's word on that payment, the caller seated as a paid member: sent
+with the command itself where the amount is the campaign's (`prepay`), else after the
+hold (`settle`). The seat is paid by a verified notification, never by being told so.
 
 A notification (`POST /api/payments/{adapter}/notify`) is verified (signature over
 `timestamp\\nnonce\\nbody`, a timestamp window, the AES-GCM resource) and becomes the
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from actors.answers import Answer
 from actors.client import ShardClient
 from actors.paygate import (
+    Notification,
     NotificationRefused,
     PaymentError,
     PaymentGateway,
@@ -121,17 +123,67 @@ class PayDesk:
         the game's answer (`{}` for what concerns no game, such as a refund's outcome)."""
         return decoded(await self._deliver(adapter, headers, body))
 
-    async def _deliver(self, adapter: str, headers: Mapping[str, str], body: bytes
-                       ) -> Outcome:
-        """`notify`, the game's answer passed on as its owner wrote it."""
+    def prepay(self, user: str, campaign: str, parts: tuple[str, ...], amount: int
+               ) -> tuple[str, dict[str, Any]]:
+        """With the sandbox paying at once, for a paying command whose amount is the
+        campaign's (games.core.Method.prepaid): the payment it is to hold, named from
+        what it pays for (`parts`: the method, its instance, the caller's key; so a retry
+        names the same one), and the game's payment command carrying the sandbox's
+        notification that its payer paid `amount` for it, signed by the sandbox and
+        verified as the notify route verifies. Sent right after the command, in its
+        batch: the seat is held, then paid by that word, in one owner call. The
+        sandbox's books record the payment with the order it makes (the pipeline's
+        transaction): for a command refused, nothing was taken."""
+        assert isinstance(self.provider, SandboxBooks) and self.immediate
+        payment = payments.payment_id(campaign, "prepaid", user, *parts)
+        now = now_ms()
+        headers, body = self.provider.signer.render(payment, PaymentStatus.PAID, amount,
+                                                    now=now, at=now, payer=user)
+        return payment, self._told(campaign, self._verified(self.adapter, headers, body))
+
+    @staticmethod
+    def prepaid(held: str, paid: str) -> Outcome:
+        """The answer of a command sent with its payment (`prepay`): the payment's (the
+        caller seated and paid), or the command's own refusal. Should the payment not
+        seat (it always does after a command that held its seat), the hold is answered,
+        pending: its end asks the sandbox, which took nothing."""
+        result = result_of(held)  # a refusal raises here: the payment had no seat to pay
+        try:
+            return result_of(paid)
+        except ApiError as exc:
+            log.warning("a payment made at once did not seat its payer: %s", exc.message)
+            return result
+
+    def _verified(self, adapter: str, headers: Mapping[str, str], body: bytes
+                  ) -> Notification:
+        """A notification checked (signature, timestamp window, resource), or ApiError."""
         if adapter != self.adapter:
             raise ApiError("not_found", f"no payment adapter {adapter!r}")
         try:
-            notification = self.provider.verify(headers, body, now_ms())
+            return self.provider.verify(headers, body, now_ms())
         except NotificationRefused as exc:
             log.warning("notification refused: %s", exc)
             raise ApiError("invalid_notification", f"notification refused: {exc.reason}"
                            ) from None
+
+    def _told(self, campaign: str, notification: Notification) -> dict[str, Any]:
+        """The command telling `campaign`'s game that a payment of it was paid, keyed by
+        the notification (the same notification twice is answered once)."""
+        found = self.config.campaign(campaign)
+        method = None if found is None else next(
+            (m.name for m in GAMES[found.kind].methods if m.on == "payment"), None)
+        if method is None:
+            log.warning("notification for unknown payment %s", notification.payment_id)
+            raise ApiError("not_found", f"no payment {notification.payment_id}")
+        return {"method": method, "campaign": campaign, "user": PROVIDER_USER,
+                "key": f"n:{notification.notification_id}",
+                "params": {"payment": notification.payment_id, "outcome": "paid",
+                           "amount": notification.amount}}
+
+    async def _deliver(self, adapter: str, headers: Mapping[str, str], body: bytes
+                       ) -> Outcome:
+        """`notify`, the game's answer passed on as its owner wrote it."""
+        notification = self._verified(adapter, headers, body)
         if notification.refund_id is not None:
             # Refunds are ours to ask for (actors.refunds); the provider tells how one
             # ended (WeChat accepts a refund as processing, then notifies).
@@ -146,17 +198,10 @@ class PayDesk:
             return {}
         campaign = payments.campaign_of(notification.payment_id,
                                         [c.id for c in self.config.campaigns])
-        found = None if campaign is None else self.config.campaign(campaign)
-        method = None if found is None else next(
-            (m.name for m in GAMES[found.kind].methods if m.on == "payment"), None)
-        if campaign is None or method is None:
+        if campaign is None:
             log.warning("notification for unknown payment %s", notification.payment_id)
             raise ApiError("not_found", f"no payment {notification.payment_id}")
-        reply = await self.client.call({
-            "method": method, "campaign": campaign, "user": PROVIDER_USER,
-            "key": f"n:{notification.notification_id}",
-            "params": {"payment": notification.payment_id, "outcome": "paid",
-                       "amount": notification.amount}})
+        reply = await self.client.call(self._told(campaign, notification))
         try:
             return result_of(reply)
         except ApiError as exc:

@@ -73,6 +73,10 @@ def parse_campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
     )
 
 
+def _group_price(campaign: GroupBuyCampaign) -> int:
+    return campaign.product.group_price
+
+
 class GroupBuy:
     """The group-buy (拼团) game: one state per campaign holds all its groups."""
 
@@ -89,9 +93,10 @@ class GroupBuy:
     )
     methods: tuple[Method, ...] = (
         Method("groupbuy.open", {"campaign": _CAMPAIGN}, True, Route("POST", _BASE, 201),
-               pays=True, binds=True),
+               pays=True, binds=True, prepaid=_group_price),
         Method("groupbuy.join", {"campaign": _CAMPAIGN, "group": _GROUP}, True,
-               Route("POST", _BASE + "/{group}/join"), pays=True, binds=True),
+               Route("POST", _BASE + "/{group}/join"), pays=True, binds=True,
+               prepaid=_group_price),
         Method("groupbuy.payment", {"campaign": _CAMPAIGN, "payment": _PAYMENT,
                                     "outcome": _OUTCOME, "amount": _AMOUNT}, True,
                public=False, on="payment"),
@@ -108,10 +113,11 @@ class GroupBuy:
         return gb.initial_state(campaign)
 
     def command(self, method: str, user: str, params: Mapping[str, Any]) -> gb.Command:
+        named = str(params.get("payment", ""))  # the server's (Method.prepaid), never a client's
         if method == "groupbuy.open":
-            return gb.OpenGroup(user=user)
+            return gb.OpenGroup(user=user, payment=named)
         if method == "groupbuy.join":
-            return gb.JoinGroup(user=user, group=str(params["group"]))
+            return gb.JoinGroup(user=user, group=str(params["group"]), payment=named)
         if method == "groupbuy.payment":
             return gb.SettlePayment(payment=str(params["payment"]),
                                     outcome=str(params["outcome"]),

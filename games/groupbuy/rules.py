@@ -85,9 +85,12 @@ class Group:
 @dataclass(frozen=True)
 class OpenGroup:
     """`user` opens a new group and leads it. In a campaign that takes payment the seat
-    is held until paid (or until its hold ends)."""
+    is held until paid (or until its hold ends), by `payment` when the server names it
+    (a provider paying at once: see games.core.Method.prepaid), else by an id derived
+    from the seat."""
 
     user: str
+    payment: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class JoinGroup:
 
     user: str
     group: str
+    payment: str = ""
 
 
 @dataclass(frozen=True)
@@ -361,7 +365,8 @@ def decide(state: GroupBuyState, command: Command, now: int, rng: random.Random)
         group_id = _new_group_id(state, rng)
         payment, hold_until = "", 0
         if campaign.pay_within_ms is not None:
-            payment = payments.payment_id(campaign.id, group_id, user, "1")
+            payment = _payment(state, command.payment) or payments.payment_id(
+                campaign.id, group_id, user, "1")
             hold_until = min(now + campaign.pay_within_ms, expires_at)
         return [
             GroupOpened(
@@ -394,13 +399,24 @@ def decide(state: GroupBuyState, command: Command, now: int, rng: random.Random)
     if campaign.pay_within_ms is not None:
         return [SeatHeld(
             group=group.id, seq=seq, user=command.user,
-            payment=payments.payment_id(campaign.id, group.id, command.user, str(seq)),
+            payment=_payment(state, command.payment) or payments.payment_id(
+                campaign.id, group.id, command.user, str(seq)),
             amount=group.price,
             until=min(now + campaign.pay_within_ms, group.expires_at), at=now)]
     events: list[Event] = [MemberJoined(group=group.id, seq=seq, user=command.user, at=now)]
     if len(group.members) + 1 == group.size:
         events += _completion(campaign, group, group.members + (command.user,), seq + 1, now)
     return events
+
+
+def _payment(state: GroupBuyState, named: str) -> str:
+    """A payment id the server named for a seat ("" if none): one of this campaign's ids,
+    never one a seat holds already."""
+    if not named:
+        return ""
+    if payments.campaign_of(named, [state.campaign.id]) is None or named in state.payments:
+        raise GameError("invalid_request", "that payment cannot hold a seat here")
+    return named
 
 
 def _decide_lapse(state: GroupBuyState, command: ExpireHold, now: int) -> list[Event]:

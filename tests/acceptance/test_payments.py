@@ -343,3 +343,41 @@ async def _money_is_exact(conn: asyncpg.Connection) -> None:
         assert taken - back == kept.get(user, 0), user
         assert (ours.get(user, (0, 0))[0] or 0, ours.get(user, (0, 0))[1] or 0) == (
             taken, back), user
+
+
+async def test_the_sandbox_paying_at_once_seats_by_its_word_and_takes_nothing_for_a_refusal(
+        stack: Stack, migrated: Services) -> None:
+    # The shared stack's sandbox pays at once (the default): a join holds its seat and the
+    # sandbox's verified notification pays it in the same owner call.
+    url = stack.gateways[0].url + "/api/groupbuys/live/groups"
+    async with aiohttp.ClientSession() as session:
+        status, opened = await post(session, url, "pi-lead")
+        assert status == 201 and opened["payment"]["status"] == "paid", opened
+        assert opened["group"]["members"] == ["pi-lead"] and opened["group"]["held"] == []
+        group = opened["group"]["id"]
+        status, joined = await post(session, f"{url}/{group}/join", "pi-a", key="pi-k1")
+        assert status == 200 and joined["group"]["members"] == ["pi-lead", "pi-a"], joined
+        # The same key again: the same answer, one seat, one payment.
+        assert await post(session, f"{url}/{group}/join", "pi-a", key="pi-k1") == (
+            status, joined)
+        # Refused (a second join under another key): nothing held, nothing taken.
+        status, refused = await post(session, f"{url}/{group}/join", "pi-a", key="pi-other")
+        assert (status, refused["error"]["code"]) == (409, "already_member"), refused
+    conn = await asyncpg.connect(migrated.database_url)
+    try:
+        types = [r["type"] for r in await conn.fetch(
+            "SELECT type FROM events WHERE stream = 'groupbuy:live' AND data->>'group' = $1"
+            " ORDER BY version", group)]
+        assert types == ["group_opened", "member_joined", "seat_held", "member_joined"]
+        await _until(lambda: _all_processed(conn), "the pipeline caught up")
+        # The sandbox's books hold exactly the two payments, with their orders'.
+        books = await conn.fetch("SELECT payment_id, payer, amount, status FROM"
+                                 " sandbox_payments WHERE payer IN ('pi-lead', 'pi-a')")
+        assert sorted((r["payer"], r["amount"], r["status"]) for r in books) == [
+            ("pi-a", 6000, "paid"), ("pi-lead", 6000, "paid")]
+        ours = await conn.fetch("SELECT payment_id FROM payments WHERE kind = 'payment'"
+                                " AND user_id IN ('pi-lead', 'pi-a')")
+        assert sorted(r["payment_id"] for r in ours) == sorted(r["payment_id"] for r in books)
+        assert opened["payment"]["id"] in {r["payment_id"] for r in books}
+    finally:
+        await conn.close()

@@ -446,3 +446,38 @@ def test_failures_and_events_cover_every_type() -> None:
     assert {"group_opened", "member_joined", "seat_held", "hold_lapsed", "seat_released",
             "payment_returned", "group_failed", "refunded"} <= seen
     assert any(isinstance(e, GroupFailed) for e in play.log)
+
+
+def test_a_seat_held_by_a_payment_the_server_names_then_paid_by_its_word() -> None:
+    # The sandbox paying at once names the payment before the command
+    # (games.core.Method.prepaid); its word follows in the same owner call.
+    play = Play()
+    named = payments.payment_id("pay-trio", "prepaid", "lead", "groupbuy.open", "", "k1")
+    [opened] = play.do(OpenGroup("lead", payment=named))
+    assert isinstance(opened, GroupOpened) and opened.payment == named
+    assert [e.type for e in play.pay(named)] == ["member_joined"]
+    group = opened.group
+    joining = payments.payment_id("pay-trio", "prepaid", "amy", "groupbuy.join", group, "k2")
+    [held] = play.do(JoinGroup("amy", group, payment=joining))
+    assert isinstance(held, SeatHeld) and held.payment == joining
+    assert [e.type for e in play.pay(joining)] == ["member_joined"]
+    assert play.state.groups[group].members == ("lead", "amy")
+    # Only an unused id of this campaign can hold a seat: another campaign's, or one a
+    # seat holds already, is refused and changes nothing.
+    for bad in (payments.payment_id("other", "prepaid", "bob", "x"), named):
+        before = play.state
+        with pytest.raises(GameError) as refused:
+            play.do(JoinGroup("bob", group, payment=bad))
+        assert refused.value.code == "invalid_request" and play.state == before
+    # A refused join's payment finds no seat: its word seats nobody.
+    full = Play(make_campaign(group_size=2))
+    group2 = full.paid_group()
+    full.pay(full.hold("amy", group2))
+    late = payments.payment_id("pay-trio", "prepaid", "bob", "groupbuy.join", group2, "k3")
+    with pytest.raises(GameError) as closed:
+        full.do(JoinGroup("bob", group2, payment=late))
+    assert closed.value.code == "group_full"
+    with pytest.raises(GameError) as unknown:
+        full.pay(late)
+    assert unknown.value.code == "not_found"  # the desk then answers the join's refusal
+    assert "bob" not in full.state.groups[group2].members
