@@ -7,9 +7,11 @@ invariant breaks (an over-full group, oversold stock, a cut below a bargain's fl
 bargain's price not its list price less its cuts, a helper twice in a bargain, a lottery
 prize won more often than its stock, a paid member without exactly one order, a held seat
 never released, an ack not in Postgres, a leaderboard whose scores are not its orders'
-sums) or nothing worked; speed is reported, never asserted. The lottery, the held seats
-and the leaderboard each run on a Fission deployment of their own, started for their
-scenario (see `bench.stack.LOTTERY_CAMPAIGN`, `HOLDS_CAMPAIGN` and `BOARD`).
+sums, a ledger the pipeline mix's refunds left unsound) or nothing worked; speed is
+reported, never asserted. The lottery, the held seats, the leaderboard and the pipeline
+mix (grades and refunds while deals flow) each run on a Fission deployment of their own,
+started for their scenario (see `bench.stack.LOTTERY_CAMPAIGN`, `HOLDS_CAMPAIGN`, `BOARD`
+and `MIX_CAMPAIGNS`).
 """
 
 from __future__ import annotations
