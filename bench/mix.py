@@ -172,11 +172,12 @@ class Refunder:
 
 
 async def wait_settled(conn: asyncpg.Connection, timeout: float) -> float:
-    """Poll until no commission is pending past its settlement time; seconds waited."""
+    """Poll until no commission is pending (the last orders' windows ended and the
+    pipeline settled them: the ledger is still when it is audited); seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if not await conn.fetchval("SELECT count(*) FROM commissions"
-                                   " WHERE status = 'pending' AND settle_at < now()"):
+                                   " WHERE status = 'pending'"):
             break
         await asyncio.sleep(0.25)  # the pipeline's settlement timer runs in another process
     return time.monotonic() - started
@@ -222,7 +223,16 @@ async def invariants(conn: asyncpg.Connection) -> dict[str, Any]:
     zero, and no debt above it; each commission's reversed = floor(amount × order's
     refunded / order's amount) (games.commission.reversed_through); each order's
     refunded_amount = its pieces; and tests/support/ledger.py's whole audit (its first
-    problems listed)."""
+    problems listed).
+
+    All in one read-only snapshot (repeatable read): the audit reads the ledger lines,
+    then the commissions, and a settlement committing between the two reads would look
+    like a commission settled without its lines."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _invariants(conn)
+
+
+async def _invariants(conn: asyncpg.Connection) -> dict[str, Any]:
     row = await conn.fetchrow(
         """
         WITH b AS (SELECT account, sum(amount) AS balance FROM ledger_entries
