@@ -7,9 +7,11 @@ invariant breaks (an over-full group, oversold stock, a cut below a bargain's fl
 bargain's price not its list price less its cuts, a helper twice in a bargain, a lottery
 prize won more often than its stock, a paid member without exactly one order, a held seat
 never released, an ack not in Postgres, a leaderboard whose scores are not its orders'
-sums) or nothing worked; speed is reported, never asserted. The lottery, the held seats
-and the leaderboard each run on a Fission deployment of their own, started for their
-scenario (see `bench.stack.LOTTERY_CAMPAIGN`, `HOLDS_CAMPAIGN` and `BOARD`).
+sums, a ledger the pipeline mix's refunds left unsound) or nothing worked; speed is
+reported, never asserted. The lottery, the held seats, the leaderboard and the pipeline
+mix (grades and refunds while deals flow) each run on a Fission deployment of their own,
+started for their scenario (see `bench.stack.LOTTERY_CAMPAIGN`, `HOLDS_CAMPAIGN`, `BOARD`
+and `MIX_CAMPAIGNS`).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import psutil
 
-from bench import boards, checks, holds, mall_baseline, raw, report, scrape
+from bench import boards, checks, holds, mall_baseline, mix, raw, report, scrape
 from bench import profile as profiler
 from bench.clients import HttpClient, fission_route, now_ms, token
 from bench.loadgen import Generators
@@ -53,6 +56,7 @@ from bench.stack import (
     LOTTERY_FREE_DRAWS,
     LOTTERY_PRIZES,
     LOTTERY_ZONE,
+    MIX_CAMPAIGNS,
     SECRET,
     STORM_CAMPAIGN,
     STORM_SIZE,
@@ -114,6 +118,15 @@ class Plan:
     board_teams: int = 256
     board_seconds: float = 10.0
     board_settle: float = 60.0
+    # The pipeline mix (the deal scenario's third run, on a deployment of its own): deal
+    # pairs paced at `deal_rate` for `mix_seconds` while a share of the orders (one in
+    # `mix_every` of each kind, see bench.mix) is refunded in pieces and after sales,
+    # under a return window of `mix_window` s so that commissions settle (grades
+    # judged) while deals flow; `mix_settle` bounds the wait for the last settlements.
+    mix_seconds: float = 20.0
+    mix_window: int = 5
+    mix_every: int = 50
+    mix_settle: float = 60.0
     scenarios: tuple[str, ...] = ("storm", "sweep", "deals", "fanout", "bargain", "lottery",
                                   "holds", "boards", "inserts")
     systems: tuple[str, ...] = ("fission_ws", "fission_http", "mall", "echo")
@@ -137,8 +150,8 @@ class Measured:
     others_cores: float
 
 
-SCENARIOS = ("storm", "sweep", "deals", "fanout", "bargain", "lottery", "holds", "boards",
-             "inserts")
+SCENARIOS = ("storm", "sweep", "deals", "mix", "fanout", "bargain", "lottery", "holds",
+             "boards", "inserts")
 BARGAIN_SYSTEMS = ("fission_ws", "fission_http", "mall")  # no echo: it has no bargain
 LOTTERY_SYSTEMS = BARGAIN_SYSTEMS  # nor a lottery
 SWEPT = ("fission_ws", "mall")  # the systems the open-loop sweep compares
@@ -148,7 +161,8 @@ SMOKE = Plan("smoke", (2, 8), 2.0, 0.5, (200,), 1, 20.0, 0.5, 30.0, deal_teams=8
              deal_rate=40, sweep_rates=(40, 80), sweep_teams=8, bargain_levels=(1,),
              bargain_duration=0.5, lottery_levels=(8,), lottery_duration=0.5, holds=200,
              holds_concurrency=16, hold_seconds=3, holds_settle=30.0, board_sockets=100,
-             board_rate=40, board_teams=8, board_seconds=2.0, board_settle=20.0)
+             board_rate=40, board_teams=8, board_seconds=2.0, board_settle=20.0,
+             mix_seconds=6.0, mix_window=2, mix_every=5, mix_settle=30.0)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -188,6 +202,7 @@ class Bench:
         self.lottery_gateway: Process | None = None  # the lottery deployment's, while up
         self.holds_acked = 0  # opens the held-seat deployment acknowledged
         self.boards_gateway: Process | None = None  # the boards deployment's, while up
+        self.mix_gateway: Process | None = None  # the pipeline mix deployment's, while up
         self.results: dict[str, Any] = {"mode": plan.mode, "machine": machine(),
                                         "load_at_start": os.getloadavg(),
                                         "team_size": TEAM_SIZE,
@@ -229,7 +244,7 @@ class Bench:
         same share of the clients a load balancer would give each. While the lottery
         deployment (or the boards one) is up, Fission's URLs are its gateway's.
         """
-        side = self.lottery_gateway or self.boards_gateway
+        side = self.lottery_gateway or self.boards_gateway or self.mix_gateway
         if side is not None and system.startswith("fission"):
             gateway = side
             return ("ws", [gateway.ws_url]) if system == "fission_ws" else (
@@ -268,7 +283,7 @@ class Bench:
         ok = sum(o["opens"] + o["joins"] for o in outs)
         codes = report.merge_counts(o["codes"] for o in outs)
         fission = system.startswith("fission")
-        if fission and not (self.lottery_gateway or self.boards_gateway):
+        if fission and not (self.lottery_gateway or self.boards_gateway or self.mix_gateway):
             self.acked += ok
         return {"system": system, "teams": teams, "ops_per_s": ok / elapsed,
                 "ok": ok, "rounds": sum(o["rounds"] for o in outs), "calls": len(lat),
@@ -286,7 +301,7 @@ class Bench:
         roots = {"bench driver": os.getpid()}
         marker = str(self.stack.tmp)
         fission = system.startswith("fission")
-        side = self.lottery_gateway or self.boards_gateway
+        side = self.lottery_gateway or self.boards_gateway or self.mix_gateway
         gateway_urls = [g.url for g in ([side] if side else self.gateways)]
         served = await scrape.metrics(gateway_urls) if fission else None
         redis = profiler.redis_marker(self.stack.redis_url)
@@ -396,6 +411,67 @@ class Bench:
             self.results[key] = pipe
             print(f"  pipeline: {pipe['deals_per_s']:.0f} deals/s, {pipe['commissions']}"
                   f" commissions, lag p99 {pipe['lag_p99_ms']:.0f} ms", flush=True)
+
+    async def pipeline_mix(self, gens: Generators) -> None:
+        """The pipeline mix on its deployment (see `bench.stack.MIX_CAMPAIGNS`): deal pairs
+        paced at `deal_rate` for `mix_seconds`, two levels of bound buyers, while
+        `bench.mix.Refunder` refunds a share of the orders in pieces and after sales;
+        then, once the outbox drained and every due commission settled, the deal →
+        ledger lag, what the mix did (grade changes, refunds, debts) and the ledger's
+        invariants; then the deployment's gateway stops."""
+        plan = self.plan
+        await prepare_database(self.stack.mix_database_url)
+        gateway = self.stack.start_mix(self.head.address, plan.mix_window)
+        try:
+            await wait_http(gateway, timeout=120)
+            self.mix_gateway = gateway
+            pool = await asyncpg.create_pool(self.stack.mix_database_url, min_size=1,
+                                             max_size=4)
+            try:
+                refunder = mix.Refunder(pool, gateway.url, SECRET, MIX_CAMPAIGNS,
+                                        plan.mix_every)
+                stop = asyncio.Event()
+                # After the deals: a window for the last orders to settle, then slack.
+                refunding = asyncio.create_task(refunder.run(
+                    stop, plan.mix_window + plan.mix_settle))
+                try:
+                    run = await self.storm(gens, "fission_ws", plan.deal_teams,
+                                           plan.mix_seconds,
+                                           interval=plan.deal_teams / plan.deal_rate,
+                                           campaigns=MIX_CAMPAIGNS, team_size=DEAL_SIZE,
+                                           tag="mix", referrals=True)
+                finally:
+                    stop.set()
+                    await refunding
+                async with pool.acquire() as conn:
+                    pipe = await self._pipeline(conn, run, MIX_CAMPAIGNS)
+                    settle_wait = await mix.wait_settled(conn, plan.mix_window
+                                                         + plan.mix_settle)
+                    await checks.wait_drained(conn, plan.drain_timeout)
+                    did = await mix.figures(conn)
+                    invariants = await mix.invariants(conn)
+            finally:
+                await pool.close()
+        finally:
+            self.mix_gateway = None
+            self.stack.stop_mix()
+        pipe.update(storm=run, source="deal pairs with grades and refunds in the mix",
+                    offered_deals_per_s=plan.deal_rate, window_seconds=plan.mix_window,
+                    refund_every=plan.mix_every, refund_pieces=refunder.pieces,
+                    refund_codes=dict(refunder.codes), settle_wait_seconds=settle_wait,
+                    invariants=invariants, **did)
+        self.results["pipeline_mix"] = pipe
+        refunds = did["refunds"]
+        print(f"  pipeline mix: {pipe['deals_per_s']:.0f} deals/s (offered"
+              f" {plan.deal_rate}), lag p50 {pipe['lag_p50_ms']:.0f} / p99"
+              f" {pipe['lag_p99_ms']:.0f} ms; {did['grade_changes']} grade changes"
+              f" {did['grades_reached']}; refund pieces {refunds}; debt incurred"
+              f" {did['debt_incurred_fen']} fen, {did['users_in_debt']} users owing"
+              f" {did['debt_owed_fen']} fen; {did['withdrawals']} withdrawals"
+              f" {_load(run)}", flush=True)
+        print(f"  pipeline mix refunds: {dict(refunder.codes)}", flush=True)
+        print("  pipeline mix checks: " + ", ".join(
+            f"{k} {invariants[k]}" for k in mix.BROKEN), flush=True)
 
     # --- f: bargain help storm -------------------------------------------------------------
 
@@ -956,6 +1032,12 @@ class Bench:
                 await self.verify()
             if "deals" in self.plan.scenarios:
                 await self.deals(gens)
+            if "deals" in self.plan.scenarios or "mix" in self.plan.scenarios:
+                began = time.monotonic()
+                await self.pipeline_mix(gens)
+                self.results["mix_seconds"] = time.monotonic() - began
+                print(f"  pipeline mix scenario: {self.results['mix_seconds']:.1f} s",
+                      flush=True)
             self.results["fanout"] = []
             for sockets in self.plan.fan_sizes if "fanout" in self.plan.scenarios else ():
                 result = await self.fanout(gens, sockets)
@@ -1027,7 +1109,7 @@ def failures(results: dict[str, Any]) -> list[str]:
         if r["ok"] == 0:
             found.append(f"{r['system']} offered {r['offered_ops_per_s']} cmds/s"
                          " acknowledged nothing")
-    for key in ("pipeline", "pipeline_deals", "pipeline_deals_paced"):
+    for key in ("pipeline", "pipeline_deals", "pipeline_deals_paced", "pipeline_mix"):
         pipe = results.get(key, {})
         if pipe.get("deals_without_orders", 0):
             found.append(f"{key}: {pipe['deals_without_orders']} deals have no orders after"
@@ -1049,6 +1131,7 @@ def failures(results: dict[str, Any]) -> list[str]:
     found += lottery_failures(results)
     found += holds.failures(results.get("holds"))
     found += boards.failures(results.get("boards"))
+    found += mix.failures(results.get("pipeline_mix"))
     return found
 
 

@@ -420,6 +420,29 @@ def boards_checks(b: dict[str, Any]) -> str:
             f" {b['lost_acks']} ({b['acked']:,} acked).")
 
 
+def mix_tables(mix: dict[str, Any] | None) -> list[str]:
+    """What the pipeline mix did beside its deals, and its ledger checks."""
+    if not mix:
+        return []
+    refunds = mix["refunds"]
+    rows = [[who, str(refunds.get(who, {}).get("pieces", 0)),
+             f"{refunds.get(who, {}).get('fen', 0):,}"] for who in ("buyer", "after_sales")]
+    inv = mix["invariants"]
+    return ["", f"#### The pipeline mix (return window {mix['window_seconds']} s, one order"
+                f" in {mix['refund_every']} of each refund kind)", "",
+            f"Grade changes at settlement: {mix['grade_changes']} {mix['grades_reached']};"
+            f" orders partly refunded {mix['orders_partly_refunded']}, refunded whole"
+            f" {mix['orders_refunded_whole']}; debt incurred {mix['debt_incurred_fen']:,}"
+            f" fen, repaid {mix['debt_repaid_fen']:,}, {mix['users_in_debt']} users owing"
+            f" {mix['debt_owed_fen']:,} fen at the end; {mix['withdrawals']} withdrawals"
+            f" ({mix['withdrawn_fen']:,} fen).", "",
+            *_table(["refunds by", "pieces", "fen"], rows), "",
+            "Checks: " + ", ".join(f"{k} {inv.get(k)}" for k in
+                                   ("unbalanced", "below_zero", "debt_above_zero",
+                                    "reversal_mismatch", "refunded_mismatch",
+                                    "audit_problems")) + "."]
+
+
 def render(results: dict[str, Any]) -> str:
     """Every table, as Markdown, with the ratios the targets are stated in."""
     out: list[str] = []
@@ -495,6 +518,9 @@ def render(results: dict[str, Any]) -> str:
               ("pipeline_deals", "deal pairs (size 2, one campaign per shard)"),
               ("pipeline_deals_paced", "deal pairs paced at "
                f"{(results.get('pipeline_deals_paced') or {}).get('offered_deals_per_s')}"
+               " deals/s"),
+              ("pipeline_mix", "the mix (grades, refunds) paced at "
+               f"{(results.get('pipeline_mix') or {}).get('offered_deals_per_s')}"
                " deals/s"))
              if results.get(key)]
     ins = results.get("inserts")
@@ -524,6 +550,7 @@ def render(results: dict[str, Any]) -> str:
                         _f(pipe["lag_p99_ms"]), _f(pipe["lag_max_ms"]),
                         str(pipe["deals_without_orders"]), _f(pipe["drain_seconds"], 1)]
                        for label, pipe in pipes])
+    out += mix_tables(results.get("pipeline_mix"))
     out += bargain_tables(results)
     out += lottery_tables(results)
     out += holds_tables(results)

@@ -111,6 +111,29 @@ BOARD_RANKS = 10  # the homepage's top 10
 BOARD_SELLERS = tuple(f"bseller-{n}" for n in range(BOARD_RANKS))
 BOARD_DEAL_CAMPAIGNS = _one_per_shard("bench-bdeal", SHARDS)
 
+# The pipeline mix (the deal scenario's third run): size-2 group-buys (one per shard)
+# paced at the pipeline target's rate while buyers refund orders in pieces and a
+# marketer refunds settled ones, on a deployment of its own (its own Ray namespace and
+# database, like the lottery's) whose return window ends within the run (MIX_WINDOW_*:
+# commissions settle, and grades are judged, while deals flow) and whose distributors
+# have grades (MIX_GRADES). A deployment of its own so the main deployment's figures keep
+# their 30-day window: nothing there settles during the other scenarios.
+MIX_DATABASE = "fission_bench_mix"
+MIX_CAMPAIGNS = _one_per_shard("bench-mix", SHARDS)
+MIX_PRICE = 6000  # fen: configs.campaign's group price
+# Grades lowest first (the highest level-1 plus level-2 rates fit in an order). Silver
+# after three settled level-1 orders (a team leader, whose friend buys every round,
+# reaches it seconds into settlement, in the smoke run too); gold asks for the volume
+# and direct buyers only a sharer (who brought several leaders in) reaches in a full run.
+MIX_GRADES: tuple[dict[str, Any], ...] = (
+    {"id": "normal", "title": "普通", "level1_bps": 1000, "level2_bps": 300},
+    {"id": "silver", "title": "银牌", "level1_bps": 1500, "level2_bps": 400,
+     "min_settled_sales_month_fen": 3 * MIX_PRICE},
+    {"id": "gold", "title": "金牌", "level1_bps": 2000, "level2_bps": 500,
+     "min_settled_sales_month_fen": 300 * MIX_PRICE, "min_direct_buyers": 4,
+     "match": "all"},
+)
+
 
 def ray_env() -> dict[str, str]:
     """What a local-only Ray head and its drivers need, with this checkout importable."""
@@ -256,6 +279,24 @@ def boards_config_document(database_url: str, redis_url: str, ray_address: str,
     return doc
 
 
+def mix_config_document(database_url: str, redis_url: str, ray_address: str,
+                        namespace: str, data_dir: Path, window_seconds: int
+                        ) -> dict[str, Any]:
+    """The pipeline mix's config: its deal campaigns, the grades, a return window of
+    `window_seconds` (see MIX_CAMPAIGNS); the main deployment's server settings and
+    shard count."""
+    campaigns = [configs.campaign(cid, size=DEAL_SIZE, stock=LIMITLESS, led=LIMITLESS,
+                                  joined=LIMITLESS) for cid in MIX_CAMPAIGNS]
+    doc = configs.document(
+        campaigns, shards=SHARDS, namespace=namespace, database_url=database_url,
+        redis_url=redis_url, ray_address=ray_address, data_dir=str(data_dir),
+        server=dict(SERVER))
+    doc["auth"]["secret"] = SECRET
+    doc["commission"] = {"return_window_seconds": window_seconds,
+                         "grades": [dict(g) for g in MIX_GRADES]}
+    return doc
+
+
 @dataclass
 class Stack:
     """What `python -m bench` runs against; `close()` stops what it started."""
@@ -268,6 +309,7 @@ class Stack:
     lottery_gateways: list[Process] = field(default_factory=list)
     holds_gateways: list[Process] = field(default_factory=list)
     boards_gateways: list[Process] = field(default_factory=list)
+    mix_gateways: list[Process] = field(default_factory=list)
 
     @property
     def lottery_database_url(self) -> str:
@@ -278,6 +320,11 @@ class Stack:
     def holds_database_url(self) -> str:
         """The held-seat deployment's database, on the same Postgres server."""
         return db.with_database(self.database_url, HOLDS_DATABASE)
+
+    @property
+    def mix_database_url(self) -> str:
+        """The pipeline mix's database, on the same Postgres server."""
+        return db.with_database(self.database_url, MIX_DATABASE)
 
     @property
     def boards_database_url(self) -> str:
@@ -340,6 +387,16 @@ class Stack:
             self.boards_database_url, self.redis_url, ray_address,
             f"bench{os.getpid()}boards", self.tmp / "data-boards"), self.boards_gateways)
 
+    def start_mix(self, ray_address: str, window_seconds: int) -> Process:
+        """The pipeline mix's gateway (see MIX_CAMPAIGNS)."""
+        return self._start_side("mix", mix_config_document(
+            self.mix_database_url, self.redis_url, ray_address, f"bench{os.getpid()}mix",
+            self.tmp / "data-mix", window_seconds), self.mix_gateways)
+
+    def stop_mix(self) -> None:
+        """Stop the pipeline mix's gateways."""
+        self._stop_side(self.mix_gateways)
+
     def stop_boards(self) -> None:
         """Stop the boards deployment's gateways."""
         self._stop_side(self.boards_gateways)
@@ -366,13 +423,14 @@ class Stack:
 
     def close(self) -> None:
         for process in [*self.others, *self.gateways, *self.lottery_gateways,
-                        *self.holds_gateways, *self.boards_gateways]:
+                        *self.holds_gateways, *self.boards_gateways, *self.mix_gateways]:
             stop_group(process.proc, 10)
         self.others.clear()
         self.gateways.clear()
         self.lottery_gateways.clear()
         self.holds_gateways.clear()
         self.boards_gateways.clear()
+        self.mix_gateways.clear()
 
 
 async def pg(database_url: str) -> asyncpg.Connection:

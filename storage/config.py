@@ -105,6 +105,8 @@ class CommissionConfig:
 
     A commission is pending for `return_window_days` after its order (the buyer may
     still return it), then settles; 0 settles at once and allows no returns.
+    `window_seconds` (the key `return_window_seconds`), when set, is the window in
+    seconds instead: a window that ends within minutes, for a staging shop or the bench.
     """
 
     rates: Rates = field(default_factory=lambda: Rates(level1_bps=1000, level2_bps=300))
@@ -128,9 +130,14 @@ class CommissionConfig:
     # Who a bound buyer may be taken over by, and when (games.commission.BindingPolicy):
     # `binding_mode`, `binding_valid_days`, `binding_protect_minutes`.
     binding: BindingPolicy = field(default_factory=BindingPolicy)
+    # `return_window_seconds`: the window in seconds instead of days; None: the days'.
+    window_seconds: int | None = None
 
     @property
     def return_window_seconds(self) -> int:
+        """The return window, in seconds: `window_seconds` when set, else the days'."""
+        if self.window_seconds is not None:
+            return self.window_seconds
         return self.return_window_days * 86_400
 
 
@@ -279,10 +286,12 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], source: str = "config
         # A board must still hold an order when its refund comes, or the refund would
         # take back nothing: it keeps orders longer than the shop's return window.
         keep = getattr(campaign, "keep_days", None)
-        if keep is not None and keep <= commission.return_window_days:
+        if keep is not None and keep * 86_400 <= commission.return_window_seconds:
+            window = (f"return_window_seconds ({commission.window_seconds})"
+                      if commission.window_seconds is not None
+                      else f"return_window_days ({commission.return_window_days})")
             raise ConfigError(source, f"campaigns[{index}].keep_days",
-                              f"must be more than commission.return_window_days"
-                              f" ({commission.return_window_days})")
+                              f"must be more than commission.{window}")
         campaigns.append(campaign)
     root.done()
     return Config(source=source, server=server, auth=AuthConfig(secret), storage=storage,
@@ -324,6 +333,14 @@ def _commission(s: Table) -> CommissionConfig:
     rates = read_rates(s, d.rates)
     window = s.get("return_window_days", int, d.return_window_days)
     s.check("return_window_days", 0 <= window <= 365, "must be from 0 to 365")
+    # A window in seconds instead (a staging shop's, the bench's): one of the two keys.
+    seconds: int | None = None
+    if "return_window_seconds" in s.data:
+        seconds = s.get("return_window_seconds", int)
+        s.check("return_window_seconds", 0 <= seconds <= 365 * 86_400,
+                "must be from 0 to 31536000 (365 days)")
+        s.check("return_window_seconds", "return_window_days" not in s.data,
+                "set return_window_days or return_window_seconds, not both")
     least = s.get("withdrawal_min_fen", int, d.withdrawals.min_fen)
     s.check("withdrawal_min_fen", least >= 1, "must be at least 1 fen")
     review = s.get("withdrawal_review_fen", int, d.withdrawals.review_fen)
@@ -364,7 +381,7 @@ def _commission(s: Table) -> CommissionConfig:
     s.done()
     return CommissionConfig(rates, window, Limits(least, review, fee_bps, min_fee),
                             threshold, zone, earners, min_spend, self_purchase, grades,
-                            binding)
+                            binding, seconds)
 
 
 _GRADE_ID = re.compile(r"[a-z0-9_-]{1,32}")

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from actors import commissions
 from actors.pipeline_worker import PipelineWorker
+from bench import mix
 from games.commission import BindingPolicy
 from storage import reads
 from storage.config import Config, parse
@@ -769,3 +770,51 @@ async def test_twenty_concurrent_pieces_of_one_order_never_refund_more_than_it_c
         "refunded"
     assert await conn.fetchval("SELECT sum(amount) FROM payments WHERE kind = 'refund'") \
         == 6000
+
+
+async def test_a_return_window_of_seconds_closes_and_settles_within_seconds(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
+    config = replace(config, commission=replace(config.commission, window_seconds=60))
+    worker = await worker_factory(config)
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+    shard = await shard_factory(config, Clock())
+    await deal(shard, "carol", "bob")
+    await worker.drain()
+    order, confirmed = await conn.fetchrow(
+        "SELECT id, confirmed_at FROM orders WHERE user_id = 'bob'")
+    assert await conn.fetchval("SELECT settle_at FROM commissions WHERE order_id = $1",
+                               order) == confirmed + timedelta(seconds=60)
+    assert answer(await worker.refund("bob", order, 1000))["ok"]  # inside the window
+    later = await worker_factory(config, clock=lambda: datetime.now(UTC) + timedelta(
+        seconds=61))
+    refused = answer(await later.refund("bob", order, 1000))
+    assert refused["error"]["code"] == "return_window_closed"
+    assert await later.settle_once(datetime.now(UTC) + timedelta(seconds=61)) == 1
+    # The bench's mix checks agree with the audit: a sound ledger breaks none of them.
+    found = await mix.invariants(conn)
+    assert {k: found[k] for k in mix.BROKEN} == dict.fromkeys(mix.BROKEN, 0)
+
+
+@pytest.mark.raw_ledger
+async def test_the_bench_mix_checks_find_a_refund_its_pieces_do_not_add_up_to(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
+    worker = await worker_factory(config)
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+    shard = await shard_factory(config, Clock())
+    await deal(shard, "carol", "bob")
+    await worker.drain()
+    order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    assert answer(await worker.refund("bob", order, 1777))["ok"]
+    # An order that says it refunded more than its pieces (and than its commission's
+    # reversal follows from): both counted, and the audit says so too.
+    await conn.execute("UPDATE orders SET refunded_amount = refunded_amount + 1000"
+                       " WHERE id = $1", order)
+    found = await mix.invariants(conn)
+    assert found["refunded_mismatch"] == 1
+    assert found["reversal_mismatch"] == 1
+    assert found["audit_problems"] >= 1 and found["audit_first"]
+    assert mix.failures({"deals": 1, "refund_pieces": 1, "invariants": found})

@@ -109,7 +109,13 @@ def to_toml(doc: dict[str, Any]) -> str:
     lines: list[str] = []
     for section in ("server", "auth", "storage", "ray", "pipeline", "commission"):
         lines.append(f"[{section}]")
-        lines += [f"{k} = {_value(v)}" for k, v in doc.get(section, {}).items()]
+        values = doc.get(section, {})
+        arrays = {k: v for k, v in values.items() if isinstance(v, list) and _tables(v)}
+        lines += [f"{k} = {_value(v)}" for k, v in values.items() if k not in arrays]
+        for k, v in arrays.items():  # arrays of tables after the keys: the grades
+            for table in v:
+                lines.append(f"[[{section}.{k}]]")
+                lines += [f"{kk} = {_value(vv)}" for kk, vv in table.items()]
     for item in doc.get("campaigns", []):
         lines.append("[[campaigns]]")
         lines += [f"{k} = {_value(v)}" for k, v in item.items() if not _tables(v)]

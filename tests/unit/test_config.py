@@ -590,6 +590,32 @@ def test_commission_explicit_values() -> None:
     assert commission.return_window_seconds == 7 * 86_400
 
 
+def test_a_return_window_in_seconds_replaces_the_days() -> None:
+    commission = parse(with_commission({"return_window_seconds": 20}), {}, SOURCE).commission
+    assert commission.window_seconds == 20
+    assert commission.return_window_seconds == 20
+    # 0 seconds settles at once, as 0 days does.
+    assert parse(with_commission({"return_window_seconds": 0}), {},
+                 SOURCE).commission.return_window_seconds == 0
+
+
+@pytest.mark.parametrize(("table", "reason"), [
+    pytest.param({"return_window_seconds": -1}, "from 0", id="negative"),
+    pytest.param({"return_window_seconds": 365 * 86_400 + 1}, "from 0", id="above-365-days"),
+    pytest.param({"return_window_seconds": 1.5}, "integer", id="float"),
+    pytest.param({"return_window_seconds": "20"}, "integer", id="string"),
+    pytest.param({"return_window_seconds": True}, "boolean", id="boolean"),
+    pytest.param({"return_window_seconds": 20, "return_window_days": 1}, "not both",
+                 id="both-keys"),
+])
+def test_a_bad_return_window_in_seconds_is_refused(table: dict[str, Any], reason: str
+                                                   ) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse(with_commission(table), {}, SOURCE)
+    assert refused.value.key == "commission.return_window_seconds"
+    assert reason in refused.value.reason
+
+
 def test_commission_partial_table_keeps_other_defaults() -> None:
     commission = parse(with_commission({"level2_bps": 0}), {}, SOURCE).commission
     assert commission.rates == Rates(level1_bps=1000, level2_bps=0)
@@ -865,4 +891,12 @@ def test_a_board_keeping_orders_no_longer_than_the_return_window_is_refused() ->
         parse(doc, {}, SOURCE)
     assert refused.value.key == "campaigns[0].keep_days"
     doc["campaigns"][0]["keep_days"] = 31
+    assert parse(doc, {}, SOURCE).campaign("wk") is not None
+    # A window in seconds is compared in seconds: a day's board outlives 86399 s.
+    doc["campaigns"][0]["keep_days"] = 1
+    doc["commission"] = {"return_window_seconds": 86_400}
+    with pytest.raises(ConfigError) as refused:
+        parse(doc, {}, SOURCE)
+    assert "return_window_seconds (86400)" in refused.value.reason
+    doc["commission"] = {"return_window_seconds": 86_399}
     assert parse(doc, {}, SOURCE).campaign("wk") is not None
