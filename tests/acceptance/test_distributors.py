@@ -17,13 +17,12 @@ import asyncpg
 import pytest
 
 from storage import db
-from storage.migrate import DATA_TABLES
 from tests.support import configs, ledger
 from tests.support.client import WS, get, post, token
-from tests.support.services import Services, prepare
+from tests.support.faults import fault_env, own_database
+from tests.support.services import Services
 from tests.support.stack import (
     Stack,
-    ray_env,
     start_gateway,
     stop_group,
     wait_healthy,
@@ -39,21 +38,16 @@ DATABASE = "fission_distributors"
 @pytest.fixture(scope="module")
 async def shop(migrated: Services, ray_address: str,
                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    database_url = db.with_database(migrated.database_url, DATABASE)
-    await prepare(Services(database_url, migrated.redis_url, migrated.external))
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY")
-    finally:
-        await conn.close()
+    database_url = await own_database(migrated, DATABASE)
     tmp: Path = tmp_path_factory.mktemp("distributors")
     doc = configs.document(
         [configs.campaign("ds", size=2, stock=1000, led=50, joined=50)], shards=1,
         namespace=f"d{uuid.uuid4().hex[:8]}", database_url=database_url,
         redis_url=migrated.redis_url, ray_address=ray_address, data_dir=str(tmp / "data"))
     doc["commission"] = {"earners": "approved"}
-    # This deployment's database must win over an environment's (see test_withdrawals).
-    env = {**ray_env(), "FISSION_DATABASE_URL": database_url}
+    # This deployment's database must win over an environment's (CI's second pass sets
+    # FISSION_DATABASE_URL), or the shared stack's pipeline drains its deals.
+    env = fault_env(database_url, migrated.redis_url)
     gateway = start_gateway(write_config(tmp, doc), tmp, env=env)
     try:
         await wait_healthy(gateway)

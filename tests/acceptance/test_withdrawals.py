@@ -17,14 +17,12 @@ import aiohttp
 import asyncpg
 import pytest
 
-from storage import db
-from storage.migrate import DATA_TABLES
 from tests.support import configs, ledger
 from tests.support.client import WS, auth, get, post, token
-from tests.support.services import Services, prepare
+from tests.support.faults import fault_env, own_database
+from tests.support.services import Services
 from tests.support.stack import (
     Stack,
-    ray_env,
     start_gateway,
     stop_group,
     wait_healthy,
@@ -40,13 +38,7 @@ MIN_FEN, REVIEW_FEN = 100, 200
 @pytest.fixture(scope="module")
 async def money(migrated: Services, ray_address: str,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    database_url = db.with_database(migrated.database_url, "fission_withdrawals")
-    await prepare(Services(database_url, migrated.redis_url, migrated.external))
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY")
-    finally:
-        await conn.close()
+    database_url = await own_database(migrated, "fission_withdrawals")
     tmp: Path = tmp_path_factory.mktemp("money")
     doc = configs.document(
         [configs.campaign("wd", size=2, stock=1000, led=50, joined=50)], shards=1,
@@ -54,9 +46,9 @@ async def money(migrated: Services, ray_address: str,
         redis_url=migrated.redis_url, ray_address=ray_address, data_dir=str(tmp / "data"))
     doc["commission"] = {"return_window_days": 0, "withdrawal_min_fen": MIN_FEN,
                          "withdrawal_review_fen": REVIEW_FEN}
-    # The environment overrides config (CI's second pass sets FISSION_DATABASE_URL): this
-    # deployment's database must win, or the shared stack's pipeline drains its deals.
-    env = {**ray_env(), "FISSION_DATABASE_URL": database_url}
+    # This deployment's database must win over an environment's (CI's second pass sets
+    # FISSION_DATABASE_URL), or the shared stack's pipeline drains its deals.
+    env = fault_env(database_url, migrated.redis_url)
     gateway = start_gateway(write_config(tmp, doc), tmp, env=env)
     try:
         await wait_healthy(gateway)
