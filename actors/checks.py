@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 import asyncpg
 
@@ -26,29 +27,32 @@ log = logging.getLogger("fission.checks")
 ASKED_AT_ONCE = 8  # questions in flight to the provider (its pool, its rate limits)
 
 
-async def ask(conn: asyncpg.Connection, campaign: str, user: str, payment: str) -> None:
-    """Record that the provider must be asked about `payment`, in the caller's
-    transaction (once: a replayed outbox row asks nothing twice)."""
+async def ask(conn: asyncpg.Connection, campaign: str, user: str, payment: str,
+              now: datetime) -> None:
+    """Record that the provider must be asked about `payment`, due at once (`now`, the
+    pipeline's clock), in the caller's transaction (once: a replayed outbox row asks
+    nothing twice)."""
     await conn.execute(
-        "INSERT INTO provider_checks (payment_id, campaign, user_id) VALUES ($1, $2, $3)"
-        " ON CONFLICT DO NOTHING", payment, campaign, user)
+        "INSERT INTO provider_checks (payment_id, campaign, user_id, next_attempt_at)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", payment, campaign, user, now)
 
 
 async def dispatch(pool: asyncpg.Pool, gateway: PaymentGateway, config: Config,
-                   limit: int = 500) -> int:
-    """Ask the provider about the checks due (a few at a time); how many it answered.
-    The answers' notices are written together, in one short transaction."""
+                   now: datetime, limit: int = 500) -> int:
+    """Ask the provider about the checks due by `now` (the pipeline's clock; a few at a
+    time); how many it answered. The answers' notices are written together, in one
+    short transaction."""
     rows = await pool.fetch(
         "SELECT payment_id, campaign, user_id, attempts FROM provider_checks"
-        " WHERE answered_at IS NULL AND next_attempt_at <= now()"
-        " ORDER BY next_attempt_at LIMIT $1", limit)
+        " WHERE answered_at IS NULL AND next_attempt_at <= $2"
+        " ORDER BY next_attempt_at LIMIT $1", limit, now)
     if not rows:
         return 0
     gate = asyncio.Semaphore(ASKED_AT_ONCE)
 
     async def one(row: asyncpg.Record) -> tuple[str, int] | None:
         async with gate:
-            return await _answer(pool, gateway, row)
+            return await _answer(pool, gateway, row, now)
 
     found = await asyncio.gather(*(one(row) for row in rows))
     answered = [(row, answer) for row, answer in zip(rows, found, strict=True)
@@ -58,14 +62,14 @@ async def dispatch(pool: asyncpg.Pool, gateway: PaymentGateway, config: Config,
             for row, (outcome, amount) in answered:
                 await notices.payment(conn, config, row["campaign"], row["user_id"],
                                       row["payment_id"], outcome, amount)
-            await conn.execute("UPDATE provider_checks SET answered_at = now()"
+            await conn.execute("UPDATE provider_checks SET answered_at = $2"
                                " WHERE payment_id = ANY($1::text[])",
-                               [row["payment_id"] for row, _ in answered])
+                               [row["payment_id"] for row, _ in answered], now)
     return len(answered)
 
 
-async def _answer(pool: asyncpg.Pool, gateway: PaymentGateway, row: asyncpg.Record
-                  ) -> tuple[str, int] | None:
+async def _answer(pool: asyncpg.Pool, gateway: PaymentGateway, row: asyncpg.Record,
+                  now: datetime) -> tuple[str, int] | None:
     """The provider's word on the row's payment: ("paid", fen) or ("closed", 0); None
     when it could not be asked (the row is then due again after a pause)."""
     payment = row["payment_id"]
@@ -79,8 +83,8 @@ async def _answer(pool: asyncpg.Pool, gateway: PaymentGateway, row: asyncpg.Reco
                     retries.pause(attempts))
         await pool.execute(
             "UPDATE provider_checks SET attempts = $2, last_error = $3,"
-            " next_attempt_at = now() + make_interval(secs => $4) WHERE payment_id = $1",
-            payment, attempts, str(exc)[:500], retries.pause(attempts))
+            " next_attempt_at = $5::timestamptz + make_interval(secs => $4) WHERE payment_id = $1",
+            payment, attempts, str(exc)[:500], retries.pause(attempts), now)
         return None
     # Paid (or refunded since: the game finds it given back and does nothing), else not
     # paid; the provider closes a payment at its time_expire, the hold's end, so it

@@ -213,7 +213,7 @@ async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, 
     except GameError as refused:
         return answers.error(refused.code, refused.message), []
     piece, refunded = await ledger.add_refund(conn, order_id, piece_amount, user,
-                                              after_sales, key, note)
+                                              after_sales, key, note, now)
     buyer = order["user_id"]
     taken = await conn.fetchval(
         "SELECT payment_id FROM payments WHERE kind = 'payment' AND campaign = $1"
@@ -224,12 +224,12 @@ async def refund(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, 
                                           piece)])
     if taken and piece_amount:  # money the provider took: it gives it back (after commit)
         await refunds.request(conn, [refunds.Wanted(taken, buyer, piece_amount,
-                                                    order["amount"], piece)])
+                                                    order["amount"], piece)], now)
     steps = [(c, rules.reversed_through(c.amount, order["amount"],
                                         refunded["refunded_amount"]) - c.reversed)
              for c in earned if c.status != "reversed"]
     steps = [(c, fen) for c, fen in steps if fen > 0]
-    await ledger.add_reversed(conn, [(c.id, fen) for c, fen in steps])
+    await ledger.add_reversed(conn, [(c.id, fen) for c, fen in steps], now)
     lines: list[tuple[str, int | None, Line]] = []
     live: list[LiveEvent] = []
     clawed = [(c, fen) for c, fen in steps if c.status == "settled"]

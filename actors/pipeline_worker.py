@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -33,6 +33,7 @@ from actors.payments import Movement, adapter
 from actors.sandbox_books import SandboxBooks
 from games.topics import user_topic
 from storage import db, ledger, reads
+from storage.clock import Clock, moment, wall
 from storage.config import Config
 from storage.events import OUTBOX_CHANNEL
 from storage.live import Live, LiveEvent
@@ -44,9 +45,11 @@ class PipelineWorker:
     """Drains the outbox whenever a commit notifies it, and on a slow poll as a fallback."""
 
     def __init__(self, config: Config, database_url: str, redis_url: str | None = None,
-                 *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 send: notices.Send | None = None) -> None:
+                 *, clock: Clock = wall, send: notices.Send | None = None) -> None:
         self.config = config
+        # Every time the pipeline decides by (orders confirmed and refunded, settlement
+        # due, bindings, tax years, grade months, retries due) is this clock's, passed to
+        # SQL as a parameter: a test moving one MovableClock moves the owners' and ours.
         # How notices reach games' owners (actors.notices); None: they wait in Postgres.
         self._send = send
         self._database_url = database_url
@@ -60,6 +63,9 @@ class PipelineWorker:
         self._live: Live | None = None
         self._publishing: asyncio.Task[None] | None = None
         self._next_due: datetime | None = None
+        # One settlement batch at a time in this worker: a test's `settle` after moving the
+        # clock then finds the timer's batch committed, not skipped over as locked.
+        self._settling = asyncio.Lock()
         self.processed_total = 0
         self.orders_total = 0
         self.refunds_total = 0
@@ -132,7 +138,7 @@ class PipelineWorker:
             # (a whole poll after a failure: a due commission must not spin the loop).
             timeout = interval
             if self._next_due is not None and not failed:
-                until_due = (self._next_due - self._clock()).total_seconds()
+                until_due = (self._next_due - self.now()).total_seconds()
                 timeout = min(interval, max(0.0, until_due))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
@@ -212,14 +218,19 @@ class PipelineWorker:
         )
         if not rows:
             return rows, []
-        live = await self._handle(conn, [(r["type"], r["data"]) for r in rows])
+        live = await self._handle(conn, [(r["type"], r["data"]) for r in rows], self.now())
         await conn.execute(
-            # The clock at the end of the work (not the transaction's start), so
-            # processed_at - created_at is the whole deal-to-ledger lag.
+            # The database's clock at the end of the work (not the transaction's start),
+            # so processed_at - created_at (the owner's outbox row, also the database's
+            # clock) is the whole deal-to-ledger lag: a metric, never a business time.
             "UPDATE outbox SET processed_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
             [r["id"] for r in rows],
         )
         return rows, live
+
+    def now(self) -> datetime:
+        """The pipeline's clock's time."""
+        return moment(self._clock)
 
     async def deliver_notices(self) -> int:
         """Send what games are owed about orders (see actors.notices); how many taken."""
@@ -234,10 +245,10 @@ class PipelineWorker:
         """Ask the provider for the refunds decided so far (see actors.refunds), and
         about the lapsed holds (actors.checks); how many it answered."""
         total = 0
-        while (sent := await refunds.dispatch(self._pool, self._gateway)) > 0:
+        while (sent := await refunds.dispatch(self._pool, self._gateway, self.now())) > 0:
             total += sent
         while (asked := await provider_checks.dispatch(self._pool, self._gateway,
-                                                       self.config)) > 0:
+                                                       self.config, self.now())) > 0:
             total += asked
         if asked or total:
             await self.deliver_notices()  # the answers go to their games at once
@@ -246,30 +257,41 @@ class PipelineWorker:
     async def settle_once(self, now: datetime | None = None) -> int:
         """Settle one batch of commissions due by `now`; how many.
 
-        Without `now`, the clock's time, and only when the earliest known due time has
-        come (the timer's path: no query while nothing is due).
+        Without `now`, the pipeline clock's time, and only when the earliest known due
+        time has come (the timer's path: no query while nothing is due). A test that
+        moved the clock calls `settle` (or this) instead of waiting for the timer.
         """
-        moment = self._clock() if now is None else now
-        if now is None and (self._next_due is None or self._next_due > moment):
+        at = self.now() if now is None else now
+        if now is None and (self._next_due is None or self._next_due > at):
             return 0
 
         async def work(conn: asyncpg.Connection) -> tuple[int, list[LiveEvent]]:
-            settled, live = await commissions.settle(conn, moment,
+            settled, live = await commissions.settle(conn, at,
                                                      self.config.pipeline.batch_size,
                                                      self.config.commission)
             self._next_due = await ledger.next_due(conn)
             return len(settled), live
 
-        count: int = await self._transaction(work)
+        async with self._settling:
+            count: int = await self._transaction(work)
         self.settled_total += count
         return count
+
+    async def settle(self) -> int:
+        """Settle everything due by the pipeline clock's time now (the timer's work, done
+        at once: a test that moved the clock calls this); how many."""
+        total = 0
+        while (n := await self.settle_once()) > 0:
+            total += n
+        await self.published()
+        return total
 
     async def bind(self, user: str, referrer: str) -> Answer:
         """Bind `user` to `referrer` as the binding mode allows, at the pipeline's clock
         (see `actors.commissions.bind`)."""
         policy = self.config.commission.binding
         return await self._answer(lambda conn: commissions.bind(conn, user, referrer,
-                                                                policy, self._clock))
+                                                                policy, self.now))
 
     async def distributor(self, user: str, action: str, actor: str) -> Answer:
         """Apply for, approve or revoke `user`'s distributor status (see
@@ -293,7 +315,7 @@ class PipelineWorker:
                       after_sales: bool, note: str | None) -> Answer:
         async def work(conn: asyncpg.Connection) -> tuple[Answer, list[LiveEvent]]:
             answer, live = await commissions.refund(
-                conn, self._payments, user, order_id, self.config.commission, self._clock(),
+                conn, self._payments, user, order_id, self.config.commission, self.now(),
                 amount=amount, key=key, after_sales=after_sales, note=note)
             if live:  # refunded by this call (a repeat changes nothing and tells nobody)
                 order = await conn.fetchrow(
@@ -329,7 +351,8 @@ class PipelineWorker:
                              payment)
             await self._payments.record(conn, [taken, Movement(
                 "refund", campaign, "released", payment, payer, amount, payment)])
-            await refunds.request(conn, [refunds.Wanted(payment, payer, amount, amount)])
+            await refunds.request(conn, [refunds.Wanted(payment, payer, amount, amount)],
+                                  self.now())
             log.error("payment %s (%d fen) named nothing its game holds: refunded",
                       payment, amount)
             return answers.ok({"given_back": True}), []
@@ -355,13 +378,14 @@ class PipelineWorker:
     async def withdraw(self, user: str, key: str, amount: int) -> Answer:
         """`user` withdraws `amount` fen of settled commission (see actors.withdrawals)."""
         return await self._answer(lambda conn: withdrawals.request(
-            conn, self._payments, user, key, amount, self.config.commission.withdrawals))
+            conn, self._payments, user, key, amount, self.config.commission.withdrawals,
+            self.now()))
 
     async def review(self, reviewer: str, withdrawal_id: int, approve: bool,
                      note: str | None) -> Answer:
         """A marketer pays or rejects a withdrawal waiting for review."""
         return await self._answer(lambda conn: withdrawals.review(
-            conn, self._payments, reviewer, withdrawal_id, approve, note))
+            conn, self._payments, reviewer, withdrawal_id, approve, note, self.now()))
 
     async def _answer(self, work: Callable[[asyncpg.Connection],
                                            Awaitable[tuple[Answer, list[LiveEvent]]]]) -> Answer:
@@ -372,8 +396,8 @@ class PipelineWorker:
             return answers.unavailable("the order service is unavailable; try again")
         return answer
 
-    async def _handle(self, conn: asyncpg.Connection, items: list[tuple[str, dict[str, Any]]]
-                      ) -> list[LiveEvent]:
+    async def _handle(self, conn: asyncpg.Connection, items: list[tuple[str, dict[str, Any]]],
+                      now: datetime) -> list[LiveEvent]:
         """The effects of a batch of outbox rows, set-based: a few statements per batch.
 
         Kinds (games.core.Outbox): "paid" money taken, an order made that waits for its
@@ -427,18 +451,20 @@ class PipelineWorker:
         confirmed: list[FreshOrder] = []
         if paid:
             found = [sources[(m.campaign, m.instance, m.line)] for m, _ in paid]
+            # Made and confirmed at the pipeline's clock: confirmed_at starts the return
+            # window (settle_at), created_at dates the order for its notices' campaigns.
             rows = await conn.fetch(
                 "INSERT INTO orders (campaign, kind, instance, line, user_id, sku, amount,"
-                " status, payment_ref, confirmed_at) SELECT c, k, i, l, u, s, a, 'paid', r,"
-                " CASE WHEN f THEN now() END FROM unnest($1::text[], $2::text[], $3::text[],"
-                " $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bool[])"
-                " AS o(c, k, i, l, u, s, a, r, f)"
+                " status, payment_ref, created_at, confirmed_at) SELECT c, k, i, l, u, s, a,"
+                " 'paid', r, $10, CASE WHEN f THEN $10::timestamptz END FROM unnest($1::text[],"
+                " $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],"
+                " $8::text[], $9::bool[]) AS o(c, k, i, l, u, s, a, r, f)"
                 " ON CONFLICT (campaign, instance, line) DO NOTHING RETURNING *",
                 [m.campaign for m, _ in paid], [kind for kind, _, _ in found],
                 [m.instance for m, _ in paid], [m.line for m, _ in paid],
                 [m.user for m, _ in paid], [sku for _, sku, _ in found],
                 [m.amount for m, _ in paid], [ref for _, ref in paid],
-                [now for _, _, now in found],
+                [confirmed for _, _, confirmed in found], now,
             )
             made = [r for r in rows if r["confirmed_at"] is not None]
             confirmed += [_fresh(r) for r in made]
@@ -452,10 +478,11 @@ class PipelineWorker:
             # Orders made when their money was taken, confirmed now that the deal is done
             # (once: a replayed deal finds them confirmed).
             rows = await conn.fetch(
-                "UPDATE orders o SET confirmed_at = now() FROM unnest($1::text[], $2::text[],"
+                "UPDATE orders o SET confirmed_at = $4 FROM unnest($1::text[], $2::text[],"
                 " $3::text[]) AS d(c, i, l) WHERE o.campaign = d.c AND o.instance = d.i"
                 " AND o.line = d.l AND o.confirmed_at IS NULL AND o.status = 'paid'"
-                " RETURNING o.*", *(list(column) for column in zip(*confirm, strict=True)))
+                " RETURNING o.*", *(list(column) for column in zip(*confirm, strict=True)),
+                now)
             confirmed += [_fresh(r) for r in rows]
             live += [LiveEvent(user_topic(r["user_id"]), 0,
                                {"type": "order_created", "order": reads.order_view(r)})
@@ -463,12 +490,12 @@ class PipelineWorker:
         fresh_refunds = [m for m in recorded if m.kind == "refund"]
         if refund_orders:
             rows = await conn.fetch(
-                "UPDATE orders o SET status = 'refunded', refunded_at = now(),"
+                "UPDATE orders o SET status = 'refunded', refunded_at = $4,"
                 " refunded_amount = o.amount FROM"
                 " unnest($1::text[], $2::text[], $3::text[]) AS d(c, i, l)"
                 " WHERE o.campaign = d.c AND o.instance = d.i AND o.line = d.l"
                 " AND o.status = 'paid' AND o.confirmed_at IS NULL RETURNING o.*",
-                *(list(column) for column in zip(*refund_orders, strict=True)))
+                *(list(column) for column in zip(*refund_orders, strict=True)), now)
             # A failed deal's refund is the order's one piece, whole.
             await conn.execute(
                 "INSERT INTO order_refunds (order_id, piece, amount, asked_by, after_sales)"
@@ -486,10 +513,10 @@ class PipelineWorker:
             await SandboxBooks.paid_at_once(conn, [
                 (m.payment, m.user, m.amount, int(time.time() * 1000)) for m in taken])
         await refunds.request(conn, [refunds.Wanted(m.payment, m.user, m.amount, m.amount)
-                                     for m in fresh_refunds if m.payment])
+                                     for m in fresh_refunds if m.payment], now)
         for campaign, line in checks:
             # Asked after this commits (actors.checks): never a provider call in here.
-            await provider_checks.ask(conn, campaign, line["user"], line["payment"])
+            await provider_checks.ask(conn, campaign, line["user"], line["payment"], now)
         earned, earned_live = await commissions.earn(conn, confirmed, self.config)
         # After the commissions: a notice's facts tell who earned what on the order.
         await notices.write(conn, self.config, notices.PAID,

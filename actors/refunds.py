@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -44,25 +45,28 @@ class Wanted:
         return f"r{self.payment}" if self.piece == 1 else f"r{self.payment}-{self.piece}"
 
 
-async def request(conn: asyncpg.Connection, wanted: Sequence[Wanted]) -> int:
-    """Record `wanted` in the caller's transaction; how many were new."""
+async def request(conn: asyncpg.Connection, wanted: Sequence[Wanted], now: datetime) -> int:
+    """Record `wanted` in the caller's transaction, due at once (`now`, the pipeline's
+    clock); how many were new."""
     if not wanted:
         return 0
     rows = await conn.fetch(
-        "INSERT INTO provider_refunds (refund_id, payment_id, user_id, amount, total)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],"
-        " $5::bigint[]) ON CONFLICT DO NOTHING RETURNING refund_id",
+        "INSERT INTO provider_refunds (refund_id, payment_id, user_id, amount, total,"
+        " next_attempt_at) SELECT *, $6::timestamptz FROM unnest($1::text[], $2::text[],"
+        " $3::text[], $4::bigint[], $5::bigint[]) ON CONFLICT DO NOTHING RETURNING refund_id",
         [w.refund_id for w in wanted], [w.payment for w in wanted],
-        [w.user for w in wanted], [w.amount for w in wanted], [w.total for w in wanted])
+        [w.user for w in wanted], [w.amount for w in wanted], [w.total for w in wanted], now)
     return len(rows)
 
 
-async def dispatch(pool: asyncpg.Pool, gateway: PaymentGateway, limit: int = 200) -> int:
-    """Send the requested refunds to the provider; how many it accepted."""
+async def dispatch(pool: asyncpg.Pool, gateway: PaymentGateway, now: datetime,
+                   limit: int = 200) -> int:
+    """Send the refunds requested and due by `now` (the pipeline's clock) to the
+    provider; how many it accepted. (`updated_at` is the database's: an audit time.)"""
     rows = await pool.fetch(
         "SELECT refund_id, payment_id, amount, total, attempts FROM provider_refunds"
-        " WHERE status = 'requested' AND next_attempt_at <= now()"
-        " ORDER BY next_attempt_at LIMIT $1", limit)
+        " WHERE status = 'requested' AND next_attempt_at <= $2"
+        " ORDER BY next_attempt_at LIMIT $1", limit, now)
     accepted = 0
     for row in rows:
         try:
@@ -80,10 +84,10 @@ async def dispatch(pool: asyncpg.Pool, gateway: PaymentGateway, limit: int = 200
             await pool.execute(
                 "UPDATE provider_refunds SET attempts = $2, last_error = $3,"
                 " status = CASE WHEN $4 THEN 'abnormal' ELSE status END,"
-                " next_attempt_at = now() + make_interval(secs => $5), updated_at = now()"
+                " next_attempt_at = $6::timestamptz + make_interval(secs => $5), updated_at = now()"
                 " WHERE refund_id = $1 AND status = 'requested'",
                 row["refund_id"], attempts, str(exc)[:500], given_up,
-                retries.pause(attempts))
+                retries.pause(attempts), now)
             continue
         status = ("succeeded" if result.status is RefundStatus.SUCCEEDED
                   else "processing" if result.status is RefundStatus.PROCESSING

@@ -10,6 +10,7 @@ idempotency key makes a repeat answer the first withdrawal instead of paying aga
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
@@ -40,20 +41,22 @@ def _event(kind: str, row: asyncpg.Record) -> LiveEvent:
 
 
 async def _pay(conn: asyncpg.Connection, payments: PaymentAdapter, row: asyncpg.Record,
-               reviewer: str | None, note: str | None) -> asyncpg.Record:
+               reviewer: str | None, note: str | None, now: datetime) -> asyncpg.Record:
     # The payee receives the amount less its fee; the fee is a ledger line of its own.
     reference = await payments.payout(conn, row["id"], row["user_id"],
                                       row["amount"] - row["fee"])
     await ledger.write_lines(conn, _lines(row["id"], "pay",
                                           rules.pay(row["user_id"], row["amount"], row["fee"])))
     paid: asyncpg.Record = await store.close(conn, row["id"], "paid", reference, reviewer,
-                                             note)
+                                             note, now)
     return paid
 
 
 async def request(conn: asyncpg.Connection, payments: PaymentAdapter, user: str, key: str,
-                  amount: int, limits: rules.Limits) -> tuple[Answer, list[LiveEvent]]:
-    """`user` asks to withdraw `amount` fen of their available commission."""
+                  amount: int, limits: rules.Limits, now: datetime
+                  ) -> tuple[Answer, list[LiveEvent]]:
+    """`user` asks to withdraw `amount` fen of their available commission, at `now`
+    (the pipeline's clock)."""
     await store.lock_user(conn, user)
     first = await store.by_key(conn, user, key)
     if first is not None:
@@ -65,10 +68,10 @@ async def request(conn: asyncpg.Connection, payments: PaymentAdapter, user: str,
         decision = rules.decide(amount, await store.balance(conn, available(user)), limits)
     except GameError as refused:
         return answers.error(refused.code, refused.message), []
-    row = await store.insert(conn, user, key, amount, "reviewing", limits.fee(amount))
+    row = await store.insert(conn, user, key, amount, "reviewing", limits.fee(amount), now)
     await ledger.write_lines(conn, _lines(row["id"], "hold", rules.hold(user, amount)))
     if decision is rules.Decision.PAY:
-        row = await _pay(conn, payments, row, None, None)
+        row = await _pay(conn, payments, row, None, None, now)
         return answers.ok({"withdrawal": reads.withdrawal_view(row)}), [
             _event("withdrawal_paid", row)]
     return answers.ok({"withdrawal": reads.withdrawal_view(row)}), [
@@ -76,9 +79,10 @@ async def request(conn: asyncpg.Connection, payments: PaymentAdapter, user: str,
 
 
 async def review(conn: asyncpg.Connection, payments: PaymentAdapter, reviewer: str,
-                 withdrawal_id: int, approve: bool, note: str | None
+                 withdrawal_id: int, approve: bool, note: str | None, now: datetime
                  ) -> tuple[Answer, list[LiveEvent]]:
-    """A marketer pays (`approve`) or rejects a withdrawal waiting for review.
+    """A marketer pays (`approve`) or rejects a withdrawal waiting for review, at `now`
+    (the pipeline's clock).
 
     Deciding again as decided before answers the withdrawal as it is; the opposite
     decision on a decided one is `already_reviewed`.
@@ -93,11 +97,11 @@ async def review(conn: asyncpg.Connection, payments: PaymentAdapter, reviewer: s
         return answers.error("already_reviewed",
                              f"withdrawal {withdrawal_id} is {row['status']} already"), []
     if approve:
-        row = await _pay(conn, payments, row, reviewer, note)
+        row = await _pay(conn, payments, row, reviewer, note, now)
         return answers.ok({"withdrawal": reads.withdrawal_view(row)}), [
             _event("withdrawal_paid", row)]
     await ledger.write_lines(conn, _lines(row["id"], "release",
                                           rules.release(row["user_id"], row["amount"])))
-    row = await store.close(conn, row["id"], "rejected", None, reviewer, note)
+    row = await store.close(conn, row["id"], "rejected", None, reviewer, note, now)
     return answers.ok({"withdrawal": reads.withdrawal_view(row)}), [
         _event("withdrawal_rejected", row)]

@@ -183,12 +183,12 @@ async def refund_by_key(conn: asyncpg.Connection, order_id: int, asked_by: str, 
 
 
 async def add_refund(conn: asyncpg.Connection, order_id: int, amount: int, asked_by: str,
-                     after_sales: bool, key: str | None, note: str | None
+                     after_sales: bool, key: str | None, note: str | None, now: datetime
                      ) -> tuple[int, asyncpg.Record]:
     """Record the next piece refunded of `order_id` (the caller holds the order's lock, so
     pieces are numbered 1, 2, ... without gaps) and add it to the order's refunded amount,
-    setting the order refunded once that is all of it; (the piece's number, the order's
-    row as it now is)."""
+    setting the order refunded (at `now`, the pipeline's clock) once that is all of it;
+    (the piece's number, the order's row as it now is)."""
     piece: int = await conn.fetchval(
         "INSERT INTO order_refunds (order_id, piece, amount, asked_by, after_sales, key, note)"
         " SELECT $1, coalesce(max(piece), 0) + 1, $2, $3, $4, $5, $6 FROM order_refunds"
@@ -197,23 +197,24 @@ async def add_refund(conn: asyncpg.Connection, order_id: int, amount: int, asked
     row: asyncpg.Record = await conn.fetchrow(
         "UPDATE orders SET refunded_amount = refunded_amount + $2,"
         " status = CASE WHEN refunded_amount + $2 = amount THEN 'refunded' ELSE status END,"
-        " refunded_at = CASE WHEN refunded_amount + $2 = amount THEN now() ELSE refunded_at"
-        " END WHERE id = $1 RETURNING *", order_id, amount)
+        " refunded_at = CASE WHEN refunded_amount + $2 = amount THEN $3 ELSE refunded_at"
+        " END WHERE id = $1 RETURNING *", order_id, amount, now)
     return piece, row
 
 
-async def add_reversed(conn: asyncpg.Connection, steps: Sequence[tuple[int, int]]) -> None:
+async def add_reversed(conn: asyncpg.Connection, steps: Sequence[tuple[int, int]],
+                       now: datetime) -> None:
     """Add `(commission id, fen)` to what each commission's refunds took back; a pending
-    one taken back whole is reversed (it will never settle)."""
+    one taken back whole is reversed (it will never settle), closed at `now`."""
     if steps:
         await conn.execute(
             "UPDATE commissions c SET reversed = c.reversed + s.fen,"
             " status = CASE WHEN c.status = 'pending' AND c.reversed + s.fen = c.amount"
             " THEN 'reversed' ELSE c.status END,"
             " closed_at = CASE WHEN c.status = 'pending' AND c.reversed + s.fen = c.amount"
-            " THEN now() ELSE c.closed_at END"
+            " THEN $3 ELSE c.closed_at END"
             " FROM unnest($1::bigint[], $2::bigint[]) AS s(id, fen) WHERE c.id = s.id",
-            [cid for cid, _ in steps], [fen for _, fen in steps])
+            [cid for cid, _ in steps], [fen for _, fen in steps], now)
 
 
 async def balances(conn: asyncpg.Connection, accounts: Sequence[str]) -> dict[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 # A user's withdrawals are serialised by a transaction-scoped advisory lock on the user:
@@ -29,11 +31,11 @@ async def by_key(conn: asyncpg.Connection, user: str, key: str) -> asyncpg.Recor
 
 
 async def insert(conn: asyncpg.Connection, user: str, key: str, amount: int, status: str,
-                 fee: int = 0) -> asyncpg.Record:
-    """A new withdrawal row."""
+                 fee: int, now: datetime) -> asyncpg.Record:
+    """A new withdrawal row, asked for at `now` (the pipeline's clock)."""
     row: asyncpg.Record = await conn.fetchrow(
-        "INSERT INTO withdrawals (user_id, key, amount, status, fee)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING *", user, key, amount, status, fee)
+        "INSERT INTO withdrawals (user_id, key, amount, status, fee, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *", user, key, amount, status, fee, now)
     return row
 
 
@@ -45,11 +47,12 @@ async def lock(conn: asyncpg.Connection, withdrawal_id: int) -> asyncpg.Record |
 
 
 async def close(conn: asyncpg.Connection, withdrawal_id: int, status: str,
-                payout_ref: str | None, reviewer: str | None, note: str | None
-                ) -> asyncpg.Record:
-    """Mark a withdrawal paid or rejected; its row as it now is."""
+                payout_ref: str | None, reviewer: str | None, note: str | None,
+                now: datetime) -> asyncpg.Record:
+    """Mark a withdrawal paid or rejected at `now` (the pipeline's clock); its row as it
+    now is."""
     row: asyncpg.Record = await conn.fetchrow(
         "UPDATE withdrawals SET status = $2, payout_ref = $3, reviewer = $4, note = $5,"
-        " closed_at = now() WHERE id = $1 RETURNING *",
-        withdrawal_id, status, payout_ref, reviewer, note)
+        " closed_at = $6 WHERE id = $1 RETURNING *",
+        withdrawal_id, status, payout_ref, reviewer, note, now)
     return row

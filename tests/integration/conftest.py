@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from actors.owner import Owner
 from storage import db
+from storage.clock import MovableClock
 from storage.config import Config, parse
 from tests.support import configs
 from tests.support.services import Services, prepare
@@ -28,14 +30,12 @@ async def database(migrated: Services) -> Services:
 T0 = 1_900_000_000_000  # a fixed "now" inside the test campaigns, epoch ms
 
 
-class Clock:
-    """A clock the test moves by hand."""
+class Clock(MovableClock):
+    """The one clock a test moves by hand (`ms`, `set`, `advance`), from T0: it drives the
+    owners and the pipeline worker alike."""
 
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
+    def __init__(self, start: datetime | int = T0) -> None:
+        super().__init__(start)
 
 
 def make_config(svc: Services, *campaigns: dict[str, Any]) -> Config:

@@ -13,7 +13,6 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from actors import commissions
 from actors.pipeline_worker import PipelineWorker
 from bench import mix
 from games.commission import BindingPolicy
@@ -57,7 +56,7 @@ WorkerFactory = Callable[..., Any]
 async def worker_factory(clean: Services) -> AsyncIterator[WorkerFactory]:
     started: list[PipelineWorker] = []
 
-    async def start(config: Config, clock: Callable[[], datetime] | None = None
+    async def start(config: Config, clock: Callable[[], int] | None = None
                     ) -> PipelineWorker:
         kwargs = {} if clock is None else {"clock": clock}
         worker = PipelineWorker(config, clean.database_url, clean.redis_url, **kwargs)
@@ -173,12 +172,19 @@ async def test_commissions_settle_when_the_window_ends(clean: Services, shard_fa
                                                        worker_factory: WorkerFactory,
                                                        conn: asyncpg.Connection) -> None:
     config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
-    worker = await worker_factory(config)
-    created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
+    clock = Clock()  # the owner's and the pipeline's
+    worker = await worker_factory(config, clock)
+    created = await bob_buys_through_alice(worker, await shard_factory(config, clock), conn)
+    assert created == clock.now()
     # A day before the 30-day window ends: nothing settles.
-    assert await worker.settle_once(created + 29 * DAY) == 0
-    assert await worker.settle_once(created + 30 * DAY) == 1
-    assert await worker.settle_once(created + 31 * DAY) == 0
+    clock.advance(29 * DAY)
+    await worker.settle()
+    assert await conn.fetchval("SELECT status FROM commissions") == "pending"
+    clock.advance(DAY)
+    await worker.settle()
+    clock.advance(DAY)
+    await worker.settle()
+    assert worker.settled_total == 1
     assert await balances(conn) == {"shop:commission": -600, "user:alice:available": 600}
     assert await unbalanced(conn) == []
     status = await conn.fetchval("SELECT status FROM commissions")
@@ -223,11 +229,13 @@ async def test_refund_after_the_window_is_refused(clean: Services, shard_factory
                                                   worker_factory: WorkerFactory,
                                                   conn: asyncpg.Connection) -> None:
     config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
-    later = await worker_factory(config, clock=lambda: datetime.now(UTC) + 31 * DAY)
-    shard = await shard_factory(config, Clock())
+    clock = Clock()
+    later = await worker_factory(config, clock)
+    shard = await shard_factory(config, clock)
     await deal(shard, "carol", "bob")
     await later.drain()
     order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    clock.advance(31 * DAY)
     refused = answer(await later.refund("bob", order))
     assert refused["error"]["code"] == "return_window_closed"
     assert await conn.fetchval("SELECT status FROM orders WHERE id = $1", order) == "paid"
@@ -355,23 +363,26 @@ async def test_settled_income_past_the_threshold_flags_a_user_once_a_year(
                            redis_url=clean.redis_url)
     doc["commission"] = {"tax_threshold_fen": 1000, "return_window_days": 0}
     config = parse(doc, {}, "test")
-    # The worker's own clock stays before every settlement: this test settles by hand.
-    worker = await worker_factory(config, lambda: datetime(2000, 1, 1, tzinfo=UTC))
-    shard = await shard_factory(config, Clock())
+    # One clock for the owner and the pipeline, set to each purchase's moment.
+    clock = Clock()
+    worker = await worker_factory(config, clock)
+    shard = await shard_factory(config, clock)
     assert answer(await worker.bind("bob", "alice"))["ok"]
+    seen = 0
 
     async def earn_and_settle(at: datetime) -> list[str]:
-        # bob buys once more: alice earns 600 fen, settled at `at` (a 0-day window).
+        # bob buys once more at `at`: alice earns 600 fen, settled then (a 0-day window).
+        nonlocal seen
+        clock.set(at)
         await deal(shard, f"c-{at.timestamp()}", "bob")
         await worker.drain()
-        settled, live = await worker_settle(at)
-        assert settled == 1
-        return [e.data["type"] for e in live if e.topic == "user:alice"]
-
-    async def worker_settle(at: datetime) -> tuple[int, list[Any]]:
-        async with conn.transaction():
-            settled, live = await commissions.settle(conn, at, 100, config.commission)
-        return len(settled), live
+        await worker.settle()
+        assert await conn.fetchval("SELECT count(*) FROM commissions WHERE status = 'settled'"
+                                   " AND closed_at = $1", at) == 1
+        told = [f["type"] for f in await frames_of(clean, "user:alice")
+                if f["type"] in ("commission_settled", "tax_flagged")]
+        seen, fresh = len(told), told[seen:]
+        return fresh
 
     # 2030 in Shanghai: 600, then 1,200 (flagged), then 1,800 (flagged already).
     june = datetime(2030, 6, 1, tzinfo=UTC)
@@ -392,16 +403,6 @@ async def test_settled_income_past_the_threshold_flags_a_user_once_a_year(
 MINUTE = timedelta(minutes=1)
 # A campaign a buyer may join again and again (each deal a pair with a fresh leader).
 REPEAT = configs.campaign("c1", size=2, stock=100, joined=10, pay=False)
-
-
-class MovingClock:
-    """The pipeline's clock, moved by the test (binding expiry and protection use it)."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def binding(config: Config, mode: str, **kwargs: int) -> Config:
@@ -437,34 +438,34 @@ async def test_an_expiring_binding_moves_once_valid_and_orders_earn_who_is_bound
         clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
         conn: asyncpg.Connection) -> None:
     config = binding(make_config(clean, REPEAT), "expiring", valid_days=7, protect_minutes=30)
-    clock = MovingClock()
-    start = clock.now
+    clock = Clock()
+    start = clock.now()
     worker = await worker_factory(config, clock)
-    shard = await shard_factory(config, Clock())
+    shard = await shard_factory(config, clock)
     first = answer(await worker.bind("bob", "alice"))
     assert first["result"]["referral"]["bound_at"] == reads.iso_time(start)
     await deal(shard, "l1", "bob")
     await worker.drain()
     # Six days on, the binding is still alice's alone; alice's own share again changes
     # nothing (nor restarts the validity).
-    clock.now = start + 6 * DAY
+    clock.set(start + 6 * DAY)
     refused = answer(await worker.bind("bob", "carol"))
     assert refused["error"]["code"] == "already_bound", refused
     assert reads.iso_time(start + 7 * DAY) in refused["error"]["message"]
     assert answer(await worker.bind("bob", "alice")) == first
     # Once seven days have passed, carol's share takes bob over.
-    clock.now = start + 7 * DAY
+    clock.set(start + 7 * DAY)
     moved = answer(await worker.bind("bob", "carol"))
     assert moved["result"]["referral"] == {"user": "bob", "referrer": "carol",
-                                           "bound_at": reads.iso_time(clock.now)}
+                                           "bound_at": reads.iso_time(clock.now())}
     await deal(shard, "l2", "bob")
     await worker.drain()
     # The first order's commission stays alice's; the one after the move is carol's.
     [(order1, *mine), (order2, *theirs)] = await earned(conn, "bob")
     assert order1 < order2
     assert (mine, theirs) == (["alice", 1, "pending"], ["carol", 1, "pending"])
-    assert await history(conn, "bob") == [("alice", start, clock.now, "carol"),
-                                          ("carol", clock.now, None, None)]
+    assert await history(conn, "bob") == [("alice", start, clock.now(), "carol"),
+                                          ("carol", clock.now(), None, None)]
     # The referrer who lost bob is told, and so is the one who gained him.
     assert await frames(clean.redis_url, "alice", "referral_moved") == [
         {"type": "referral_moved", "user": "bob"}]
@@ -477,22 +478,22 @@ async def test_latest_share_wins_after_protection_and_level_two_is_who_is_bound_
         clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
         conn: asyncpg.Connection) -> None:
     config = binding(make_config(clean, REPEAT), "latest", protect_minutes=30)
-    clock = MovingClock()
-    start = clock.now
+    clock = Clock()
+    start = clock.now()
     worker = await worker_factory(config, clock)
-    shard = await shard_factory(config, Clock())
+    shard = await shard_factory(config, clock)
     # zed brought alice in, alice brought bob.
     for user, referrer in (("alice", "zed"), ("bob", "alice")):
         assert answer(await worker.bind(user, referrer))["ok"]
     await deal(shard, "l1", "bob")
     await worker.drain()
     # Inside the protection window nobody takes bob (nor alice) over.
-    clock.now = start + 29 * MINUTE
+    clock.set(start + 29 * MINUTE)
     for user, referrer in (("bob", "carol"), ("alice", "yan")):
         refused = answer(await worker.bind(user, referrer))
         assert refused["error"]["code"] == "already_bound", refused
     # Past it, yan takes alice over: bob's next order earns alice, and yan above her.
-    clock.now = start + 31 * MINUTE
+    clock.set(start + 31 * MINUTE)
     assert answer(await worker.bind("alice", "yan"))["result"]["referral"]["referrer"] == "yan"
     await deal(shard, "l2", "bob")
     await worker.drain()
@@ -502,7 +503,7 @@ async def test_latest_share_wins_after_protection_and_level_two_is_who_is_bound_
     await worker.drain()
     # ... and alice's share wins bob back once carol's binding is past its protection.
     assert answer(await worker.bind("bob", "alice"))["error"]["code"] == "already_bound"
-    clock.now = start + 61 * MINUTE
+    clock.set(start + 61 * MINUTE)
     assert answer(await worker.bind("bob", "alice"))["ok"]
     orders = [(who, level) for _, who, level, _ in await earned(conn, "bob")]
     assert orders == [("alice", 1), ("zed", 2), ("alice", 1), ("yan", 2), ("carol", 1)]
@@ -532,7 +533,7 @@ async def test_latest_share_wins_after_protection_and_level_two_is_who_is_bound_
 async def test_self_binding_and_loops_are_refused_across_rebinding(
         clean: Services, worker_factory: WorkerFactory, mode: str) -> None:
     kwargs = {"valid_days": 1} if mode == "expiring" else {}
-    clock = MovingClock()
+    clock = Clock()
     worker = await worker_factory(binding(make_config(clean), mode, **kwargs), clock)
 
     async def bind(user: str, referrer: str) -> str:
@@ -542,14 +543,14 @@ async def test_self_binding_and_loops_are_refused_across_rebinding(
     assert await bind("a", "a") == "invalid_request"
     assert await bind("a", "b") == "ok"  # b brought a in
     assert await bind("b", "a") == "invalid_request"  # a -> b -> a
-    clock.now += 2 * DAY  # every binding is free to move, where the mode lets it
+    clock.advance(2 * DAY)  # every binding is free to move, where the mode lets it
     assert await bind("b", "b") == "invalid_request"
     if mode == "permanent":
         assert await bind("a", "c") == "already_bound"
         return
     assert await bind("a", "c") == "ok"  # c took a over from b
     assert await bind("b", "a") == "ok"  # a -> c now: b under a makes no loop
-    clock.now += 2 * DAY
+    clock.advance(2 * DAY)
     # b -> a -> c: neither a nor c may now be brought in by b, however they move.
     assert await bind("a", "b") == "invalid_request"
     assert await bind("c", "b") == "invalid_request"
@@ -560,7 +561,7 @@ async def test_self_binding_and_loops_are_refused_across_rebinding(
 async def test_concurrent_binds_never_loop(clean: Services, worker_factory: WorkerFactory,
                                            conn: asyncpg.Connection, mode: str) -> None:
     kwargs = {"valid_days": 1} if mode == "expiring" else {}
-    clock = MovingClock()
+    clock = Clock()
     worker = await worker_factory(binding(make_config(clean), mode, **kwargs), clock)
     pairs = [(f"p{i}a", f"p{i}b") for i in range(10)]
 
@@ -574,7 +575,7 @@ async def test_concurrent_binds_never_loop(clean: Services, worker_factory: Work
     for i in range(len(pairs)):
         # Exactly one of each pair's binds won; the other would have closed a loop.
         assert sorted(a["ok"] for a in (first[i], first[i + len(pairs)])) == [False, True]
-    clock.now += 2 * DAY
+    clock.advance(2 * DAY)
     # Again, once every binding may move: the winners stand, the others still loop.
     second = await at_once()
     assert [a["ok"] for a in second] == [a["ok"] for a in first]
@@ -777,9 +778,10 @@ async def test_a_return_window_of_seconds_closes_and_settles_within_seconds(
         conn: asyncpg.Connection) -> None:
     config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
     config = replace(config, commission=replace(config.commission, window_seconds=60))
-    worker = await worker_factory(config)
+    clock = Clock()
+    worker = await worker_factory(config, clock)
     assert answer(await worker.bind("bob", "alice"))["ok"]
-    shard = await shard_factory(config, Clock())
+    shard = await shard_factory(config, clock)
     await deal(shard, "carol", "bob")
     await worker.drain()
     order, confirmed = await conn.fetchrow(
@@ -787,11 +789,12 @@ async def test_a_return_window_of_seconds_closes_and_settles_within_seconds(
     assert await conn.fetchval("SELECT settle_at FROM commissions WHERE order_id = $1",
                                order) == confirmed + timedelta(seconds=60)
     assert answer(await worker.refund("bob", order, 1000))["ok"]  # inside the window
-    later = await worker_factory(config, clock=lambda: datetime.now(UTC) + timedelta(
-        seconds=61))
-    refused = answer(await later.refund("bob", order, 1000))
+    clock.advance(timedelta(seconds=61))
+    refused = answer(await worker.refund("bob", order, 1000))
     assert refused["error"]["code"] == "return_window_closed"
-    assert await later.settle_once(datetime.now(UTC) + timedelta(seconds=61)) == 1
+    await worker.settle()  # what the timer does at the clock's time (it may have already)
+    assert await conn.fetchval("SELECT status FROM commissions WHERE order_id = $1",
+                               order) == "settled"
     # The bench's mix checks agree with the audit: a sound ledger breaks none of them.
     found = await mix.invariants(conn)
     assert {k: found[k] for k in mix.BROKEN} == dict.fromkeys(mix.BROKEN, 0)
@@ -818,3 +821,108 @@ async def test_the_bench_mix_checks_find_a_refund_its_pieces_do_not_add_up_to(
     assert found["reversal_mismatch"] == 1
     assert found["audit_problems"] >= 1 and found["audit_first"]
     assert mix.failures({"deals": 1, "refund_pieces": 1, "invariants": found})
+
+
+# --- one clock -------------------------------------------------------------------------
+
+UTC8 = timedelta(hours=8)  # Asia/Shanghai, the default tax_zone (no daylight saving)
+
+
+def shanghai(*when: int) -> datetime:
+    """A wall time in Shanghai, as an aware UTC datetime."""
+    return datetime(*when, tzinfo=UTC) - UTC8  # type: ignore[misc]
+
+
+async def test_one_movable_clock_drives_the_owner_and_the_pipeline_through_months(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    """Settlement after 30 days, the return window, binding expiry, the tax year and the
+    grade month all follow ONE clock an owner and the pipeline share; nothing sleeps and
+    nothing edits a time in the database."""
+    doc = configs.document([REPEAT], shards=1, database_url=clean.database_url,
+                           redis_url=clean.redis_url)
+    doc["commission"] = {"tax_threshold_fen": 1100, "grades": [
+        {"id": "normal", "title": "普通"},
+        {"id": "silver", "title": "银牌", "level1_bps": 2000, "level2_bps": 0,
+         "min_settled_sales_month_fen": 3 * PRICE}]}
+    config = binding(parse(doc, {}, "test"), "expiring", valid_days=7)
+    t0 = shanghai(2030, 11, 20, 12)
+    clock = Clock(t0)
+    worker = await worker_factory(config, clock)
+    shard = await shard_factory(config, clock)
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+    assert answer(await worker.bind("dan", "erin"))["ok"]
+    await deal(shard, "l1", "bob")
+    await worker.drain()
+    first = await conn.fetchrow("SELECT id, created_at, confirmed_at FROM orders"
+                                " WHERE user_id = 'bob'")
+    # The order is made and confirmed at the clock's time, its window due 30 days on.
+    assert (first["created_at"], first["confirmed_at"]) == (t0, t0)
+    assert await conn.fetchval("SELECT settle_at FROM commissions") == t0 + 30 * DAY
+    # An expiring binding (7 days) holds for six days, and is free to move at seven.
+    clock.set(t0 + 6 * DAY)
+    assert answer(await worker.bind("dan", "frank"))["error"]["code"] == "already_bound"
+    clock.set(t0 + 7 * DAY)
+    moved = answer(await worker.bind("dan", "frank"))["result"]["referral"]
+    assert moved == {"user": "dan", "referrer": "frank", "bound_at": reads.iso_time(clock.now())}
+    # Four more orders, confirmed so that they settle (30 days on) either side of the
+    # new year in Shanghai: 12-31 23:30, 01-01 00:30 (still 2030 in UTC), 01-05, 01-06.
+    for n, at in enumerate((shanghai(2030, 12, 1, 23, 30), shanghai(2030, 12, 2, 0, 30),
+                            shanghai(2030, 12, 6, 12), shanghai(2030, 12, 7, 12)), 2):
+        clock.set(at)
+        await deal(shard, f"l{n}", "bob")
+        await worker.drain()
+    due = [r["settle_at"] for r in await conn.fetch("SELECT settle_at FROM commissions"
+                                                    " ORDER BY id")]
+    assert due[1:] == [shanghai(2030, 12, 31, 23, 30), shanghai(2031, 1, 1, 0, 30),
+                       shanghai(2031, 1, 5, 12), shanghai(2031, 1, 6, 12)]
+
+    async def settled() -> list[int]:
+        await worker.settle()  # what the timer would do at the clock's time, at once
+        rows = await conn.fetch("SELECT order_id FROM commissions WHERE status = 'settled'"
+                                " ORDER BY order_id")
+        return [r["order_id"] for r in rows]
+
+    async def flags() -> list[tuple[Any, ...]]:
+        rows = await conn.fetch("SELECT user_id, year, income FROM tax_flags ORDER BY year")
+        return [tuple(r) for r in rows]
+
+    async def grade() -> str | None:
+        found: str | None = await conn.fetchval(
+            "SELECT grade FROM distributor_grades WHERE user_id = 'alice'")
+        return found
+
+    orders = [r["id"] for r in await conn.fetch(
+        "SELECT id FROM orders WHERE user_id = 'bob' ORDER BY id")]
+    # 29 days on: nothing has settled and the buyer may still refund (a piece of 1000:
+    # alice's 600 loses 100).
+    clock.set(t0 + 29 * DAY)
+    assert await settled() == []
+    assert answer(await worker.refund("bob", first["id"], 1000))["ok"]
+    # 30 days on it settles (its rest, 500); 31 days on the refund is refused.
+    clock.set(t0 + 30 * DAY)
+    assert await settled() == orders[:1]
+    clock.set(t0 + 31 * DAY)
+    refused = answer(await worker.refund("bob", first["id"], 1000))
+    assert refused["error"]["code"] == "return_window_closed"
+    assert (await flags(), await grade()) == ([], None)
+    # 12-31 23:30 in Shanghai: 500 + 600 settled in 2030 reach the 1,100 fen threshold.
+    clock.set(shanghai(2030, 12, 31, 23, 30))
+    assert await settled() == orders[:2]
+    assert await flags() == [("alice", 2030, 1100)]
+    # 01-01 00:30 in Shanghai: a new tax year from nothing (600, not flagged), and a new
+    # grade month: December's 12,000 fen of sales do not count towards January's.
+    clock.set(shanghai(2031, 1, 1, 0, 30))
+    assert await settled() == orders[:3]
+    assert (await flags(), await grade()) == ([("alice", 2030, 1100)], None)
+    clock.set(shanghai(2031, 1, 5, 12))
+    assert await settled() == orders[:4]
+    assert await flags() == [("alice", 2030, 1100), ("alice", 2031, 1200)]
+    assert await grade() is None  # January: 12,000 fen
+    clock.set(shanghai(2031, 1, 6, 12))
+    assert await settled() == orders
+    assert await grade() == "silver"  # January: 18,000 fen
+    changed = await conn.fetchrow("SELECT sales_month, changed_at FROM grade_changes")
+    assert tuple(changed) == (3 * PRICE, clock.now())
+    closed = await conn.fetch("SELECT closed_at FROM commissions ORDER BY order_id")
+    assert [r["closed_at"] for r in closed] == [t0 + 30 * DAY, *due[1:]]

@@ -311,11 +311,11 @@ async def test_a_period_closes_once_on_a_moved_clock_and_late_events_keep_their_
     await shard.submit([score("wk", "o1", "b1", facts(300, "alice", T0)),
                         score("wk", "o2", "b2", facts(200, "bob", T0)),
                         score("wk", "o3", "b3", facts(100, "carol", T0))])
-    clock.now = end - 1
+    clock.ms = end - 1
     await shard.expire_due()
     [none] = await shard.submit([read("wk", "champions")])
     assert none["result"]["champions"] == []
-    clock.now = end
+    clock.ms = end
     await shard.expire_due()
     [got] = await shard.submit([read("wk", "champions")])
     [won] = got["result"]["champions"]
@@ -367,11 +367,11 @@ async def test_the_top_is_pushed_coalesced_and_users_hear_of_their_rank(
     shard = await shard_factory(config, clock)
     await shard.expire_due()
     for n in range(50):  # fifty scores inside one window
-        clock.now = T0 + n
+        clock.ms = T0 + n
         await shard.submit([score("live", f"o{n}", f"b{n}", {
             "amount": 100 + n, "at": T0, "referrer": f"s{n % 4}", "earned": [],
             "regions": {}})])
-    clock.now = T0 + 600
+    clock.ms = T0 + 600
     await shard.expire_due()
     live = Live(aioredis.from_url(clean.redis_url), 100, 3600)
     try:
@@ -391,7 +391,7 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
     config = make_config(clean, board("pipe", scope="region"),
                          board("pipe-comm", metric="commission", period="all"))
     clock = Clock()
-    clock.now = int(time.time() * 1000)  # orders are made at Postgres's now()
+    clock.ms = int(time.time() * 1000)  # orders are made at Postgres's now()
     shard = await shard_factory(config, clock)
     owners = [shard]
 
@@ -418,14 +418,14 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
                                                      "line": buyer}]}))
         await worker.drain()
         await worker.deliver_notices()
-        everyone = await cache.ask("pipe", "get", "alice", now=clock.now)
-        yn = await cache.ask("pipe", "get", "alice", now=clock.now, region="YN")
-        comm = await cache.ask("pipe-comm", "get", now=clock.now)
+        everyone = await cache.ask("pipe", "get", "alice", now=clock.ms)
+        yn = await cache.ask("pipe", "get", "alice", now=clock.ms, region="YN")
+        comm = await cache.ask("pipe-comm", "get", now=clock.ms)
         assert everyone["entries"] == [{"rank": 1, "user": "alice", "score": 1750}]
         assert yn["entries"] == everyone["entries"] and yn["region"] == "YN"
         assert everyone["me"] == {"rank": 1, "score": 1750}
         # A regional board's default region is the caller's own.
-        home = await cache.ask("pipe", "get", "alice", now=clock.now, home_region="YN")
+        home = await cache.ask("pipe", "get", "alice", now=clock.ms, home_region="YN")
         assert home["region"] == "YN"
         earned = {e["user"]: e["score"] for e in comm["entries"]}
         assert set(earned) == {"alice", "root"} and all(v > 0 for v in earned.values())
@@ -439,26 +439,26 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
         owners.append(shard)
         await conn.execute("UPDATE game_notices SET sent_at = NULL")
         await worker.deliver_notices()
-        same = await cache.ask("pipe", "get", "alice", now=clock.now)
+        same = await cache.ask("pipe", "get", "alice", now=clock.ms)
         assert same["entries"] == everyone["entries"]
         # A refund takes its order's score back.
         order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'carol'")
         assert json.loads(await worker.refund("carol", order))["ok"]
         await worker.deliver_notices()
-        less = await cache.ask("pipe", "get", "alice", now=clock.now)
+        less = await cache.ask("pipe", "get", "alice", now=clock.ms)
         assert less["entries"] == [{"rank": 1, "user": "alice", "score": 1250}]
         # A piece of bob's 1000-fen order: the sales board takes back exactly the 300 fen,
         # the commission board exactly what the piece reversed (floor(100 × 300 / 1000)
         # of alice's 100, floor(30 × 300 / 1000) of root's 30).
         before = {e["user"]: e["score"] for e in (await cache.ask(
-            "pipe-comm", "get", now=clock.now))["entries"]}
+            "pipe-comm", "get", now=clock.ms))["entries"]}
         first = await conn.fetchval("SELECT min(id) FROM orders WHERE user_id = 'bob'")
         assert json.loads(await worker.refund("bob", first, 300))["ok"]
         await worker.deliver_notices()
-        piece = await cache.ask("pipe", "get", "alice", now=clock.now)
+        piece = await cache.ask("pipe", "get", "alice", now=clock.ms)
         assert piece["entries"] == [{"rank": 1, "user": "alice", "score": 950}]
         after = {e["user"]: e["score"] for e in (await cache.ask(
-            "pipe-comm", "get", now=clock.now))["entries"]}
+            "pipe-comm", "get", now=clock.ms))["entries"]}
         assert (before["alice"] - after["alice"], before["root"] - after["root"]) == (30, 9)
         # Every notice again, the owner's answers forgotten: nothing more is taken back.
         await conn.execute("DELETE FROM command_results")
@@ -467,15 +467,15 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
         owners.append(shard)
         await conn.execute("UPDATE game_notices SET sent_at = NULL")
         await worker.deliver_notices()
-        assert (await cache.ask("pipe", "get", "alice", now=clock.now))["entries"] == \
+        assert (await cache.ask("pipe", "get", "alice", now=clock.ms))["entries"] == \
             piece["entries"]
         # The rest: the order's whole score is gone, nothing more.
         assert json.loads(await worker.refund("bob", first))["ok"]
         await worker.deliver_notices()
-        rest = await cache.ask("pipe", "get", "alice", now=clock.now)
+        rest = await cache.ask("pipe", "get", "alice", now=clock.ms)
         assert rest["entries"] == [{"rank": 1, "user": "alice", "score": 250}]
         whole = {e["user"]: e["score"] for e in (await cache.ask(
-            "pipe-comm", "get", now=clock.now))["entries"]}
+            "pipe-comm", "get", now=clock.ms))["entries"]}
         assert (before["alice"] - whole["alice"], before["root"] - whole["root"]) == (100, 30)
     finally:
         await cache.close()

@@ -39,7 +39,6 @@ from storage import reads
 from storage.config import Config, parse
 from tests.integration.conftest import Clock, Factory, cmd
 from tests.integration.test_commissions import (  # noqa: F401 (fixtures)
-    MovingClock,
     WorkerFactory,
     answer,
     conn,
@@ -67,7 +66,7 @@ class Story:
 
     worker: PipelineWorker
     shard: Owner
-    clock: MovingClock
+    clock: Clock
     conn: asyncpg.Connection
     orders: dict[str, int] = field(default_factory=dict)  # name -> order id
     withdrawals: dict[str, int] = field(default_factory=dict)  # key -> withdrawal id
@@ -166,9 +165,9 @@ async def pool(clean: Services) -> AsyncIterator[asyncpg.Pool]:
 def story_of(shard_factory: Factory, worker_factory: WorkerFactory,  # noqa: F811
              conn: asyncpg.Connection) -> Callable[[Config], Awaitable[Story]]:  # noqa: F811
     async def start(config: Config) -> Story:
-        clock = MovingClock()
+        clock = Clock()  # one clock for the owner and the pipeline, moved by the story
         worker = await worker_factory(config, clock)
-        return Story(worker, await shard_factory(config, Clock()), clock, conn)
+        return Story(worker, await shard_factory(config, clock), clock, conn)
 
     return start
 
@@ -193,9 +192,9 @@ async def bind_chain(s: Story) -> None:
     # not even a year on.
     assert await s.bind("alice", "zed") == "ok"
     assert await s.bind("bob", "alice") == "ok"
-    s.clock.now += 365 * DAY
+    s.clock.advance(365 * DAY)
     assert await s.bind("bob", "carol") == "already_bound"
-    s.clock.now -= 365 * DAY
+    s.clock.advance(-365 * DAY)
 
 
 async def bob_buys_first(s: Story) -> None:
@@ -344,10 +343,10 @@ async def bob_buys_bound_to_alice(s: Story) -> None:
 
 
 async def carol_takes_bob_after_seven_days(s: Story) -> None:
-    start = s.clock.now
-    s.clock.now = start + 6 * DAY  # still alice's alone
+    start = s.clock.now()
+    s.clock.set(start + 6 * DAY)  # still alice's alone
     assert await s.bind("bob", "carol") == "already_bound"
-    s.clock.now = start + 7 * DAY  # valid 7 days: free to move
+    s.clock.set(start + 7 * DAY)  # valid 7 days: free to move
     assert await s.bind("bob", "carol") == "ok"
     await s.buy("second", "bob")
 
@@ -382,13 +381,13 @@ async def test_part_b_expiring_bindings_with_self_purchase(
 
 async def carol_refused_inside_protection(s: Story) -> None:
     assert await s.bind("bob", "alice") == "ok"
-    s.clock.now += 29 * MINUTE  # inside alice's 30 minutes
+    s.clock.advance(29 * MINUTE)  # inside alice's 30 minutes
     assert await s.bind("bob", "carol") == "already_bound"
     await s.buy("first", "bob")
 
 
 async def carol_wins_after_protection(s: Story) -> None:
-    s.clock.now += 2 * MINUTE  # 31 minutes after alice's binding
+    s.clock.advance(2 * MINUTE)  # 31 minutes after alice's binding
     assert await s.bind("bob", "carol") == "ok"
     await s.buy("second", "bob")
 

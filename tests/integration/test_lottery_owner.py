@@ -71,10 +71,10 @@ async def test_committed_from_the_start_kept_across_restarts_and_revealed_at_the
     [still] = await shard.submit([lcmd("draw", "alice", key="a9")])
     assert still["error"]["code"] == "no_draws_left"
     # Free draws come back at 06:00 Shanghai time, not at UTC midnight.
-    clock.now = RESET - 1
+    clock.ms = RESET - 1
     [early] = await shard.submit([lcmd("draw", "alice", key="a10")])
     assert early["error"]["code"] == "no_draws_left"
-    clock.now = RESET
+    clock.ms = RESET
     [back] = await shard.submit([lcmd("draw", "alice", key="a11")])
     assert back["ok"] and back["result"]["draw"]["n"] == 3
     [bob] = await shard.submit([lcmd("draw", "bob", key="b0")])
@@ -82,7 +82,7 @@ async def test_committed_from_the_start_kept_across_restarts_and_revealed_at_the
 
     [early_audit] = await shard.submit([lcmd("audit", "carol")])
     assert early_audit["error"]["code"] == "not_revealed"
-    clock.now = config.campaign("l1").ends_at  # type: ignore[union-attr]
+    clock.ms = config.campaign("l1").ends_at  # type: ignore[union-attr]
     assert await shard.expire_due() == 1  # the reveal
     row = await _row(clean.database_url)
     assert row["status"] == "ended" and row["seed"] is not None

@@ -9,12 +9,13 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from actors import retries
 from actors.owner import Owner
 from actors.paygate import Notification, PaymentError, PaymentRequest, PaymentStatus, now_ms
 from actors.paysandbox import SandboxGateway
@@ -111,7 +112,8 @@ async def open_shop(svc: Services, shard_factory: Factory, pays: str,
     async def send(commands: list[dict[str, Any]]) -> list[str]:
         return await owner.submit_json(commands)
 
-    worker = PipelineWorker(config, svc.database_url, send=send)
+    # One clock for the owner and the pipeline: a test moves both at once.
+    worker = PipelineWorker(config, svc.database_url, send=send, clock=clock)
     await worker.start()
     conn = await asyncpg.connect(svc.database_url)
     try:
@@ -260,9 +262,9 @@ async def test_an_unpaid_hold_lapses_on_time_its_seat_is_taken_again_and_a_late_
     [full] = await shop.owner.submit([cmd("join", "dan", group=group, key="dan-1")])
     assert full["error"]["code"] == "group_full"
     # One millisecond before the hold ends, nothing; at its end, the provider is asked.
-    shop.clock.now = _ms(bob["expires_at"]) - 1
+    shop.clock.ms = _ms(bob["expires_at"]) - 1
     assert await shop.owner.expire_due() == 0
-    shop.clock.now += 1
+    shop.clock.ms += 1
     assert await shop.owner.expire_due() == 1
     await shop.settle_everything()
     row = await shop.conn.fetchrow("SELECT seats, members FROM groups WHERE id = $1", group)
@@ -332,7 +334,7 @@ async def test_a_failed_group_refunds_each_paid_member_what_they_paid_exactly_on
     group = opened["group"]["id"]
     await shop.pay("bob", (await shop.command("join", "bob", group))["payment"]["id"])
     held = (await shop.command("join", "cat", group))["payment"]  # never paid
-    shop.clock.now = _ms(opened["group"]["expires_at"])
+    shop.clock.ms = _ms(opened["group"]["expires_at"])
     await shop.owner.expire_due()
     await shop.settle_everything()
     await shop.conn.execute("UPDATE outbox SET processed_at = NULL")  # and replayed
@@ -506,7 +508,7 @@ async def test_a_bargains_purchase_is_paid_through_the_provider_or_released(
     unpaid = await floor("bob")
     [held] = await owner.submit([_bcmd("buy", "bob", unpaid)])
     pending = (await shop.desk.settle("bob", "b1", held["result"]))["payment"]
-    shop.clock.now = _ms(pending["expires_at"])
+    shop.clock.ms = _ms(pending["expires_at"])
     await owner.expire_due()
     await shop.settle_everything()
     row = await shop.conn.fetchrow("SELECT status, purchases FROM bargains WHERE id = $1",
@@ -644,12 +646,13 @@ async def test_a_provider_outage_holds_up_no_order_and_is_waited_out(shop: Shop)
     await shop.pay("alice", opened["payment"]["id"])
     group = opened["group"]["id"]
     bob = (await shop.command("join", "bob", group))["payment"]
-    shop.clock.now = _ms(bob["expires_at"])
+    shop.clock.ms = _ms(bob["expires_at"])
     await shop.owner.expire_due()
     await shop.settle_everything()
-    check = await shop.conn.fetchrow("SELECT attempts, answered_at, next_attempt_at > now()"
-                                     " AS later FROM provider_checks")
+    check = await shop.conn.fetchrow("SELECT attempts, answered_at, next_attempt_at > $1"
+                                     " AS later FROM provider_checks", shop.clock.now())
     assert check["attempts"] >= 1 and check["answered_at"] is None and check["later"]
+    pause = timedelta(seconds=retries.pause(check["attempts"]))
     row = await shop.conn.fetchrow("SELECT seats FROM groups WHERE id = $1", group)
     assert [s[4] for s in json.loads(row["seats"])] == ["paid", "checking"]
     # Meanwhile another group completes: its orders are made and confirmed.
@@ -665,7 +668,9 @@ async def test_a_provider_outage_holds_up_no_order_and_is_waited_out(shop: Shop)
     assert confirmed == 3
     # The provider is back: the question is asked again once due, and the seat goes.
     outage.up = True
-    await shop.conn.execute("UPDATE provider_checks SET next_attempt_at = now()")
+    shop.clock.advance(pause - timedelta(milliseconds=1))
+    assert await shop.worker.send_refunds() == 0  # a moment before it is due: not asked
+    shop.clock.advance(timedelta(milliseconds=1))
     await shop.settle_everything()
     await shop.worker.send_refunds()
     await shop.owner.flush()
@@ -678,15 +683,18 @@ async def test_refunds_during_an_outage_wait_and_go_once_it_ends(shop: Shop) -> 
     shop.worker._gateway = outage  # type: ignore[assignment]
     opened = await shop.command("open", "alice")
     await shop.pay("alice", opened["payment"]["id"])
-    shop.clock.now = _ms(opened["group"]["expires_at"])
+    shop.clock.ms = _ms(opened["group"]["expires_at"])
     await shop.owner.expire_due()  # fails: alice is refunded
     await shop.settle_everything()
-    row = await shop.conn.fetchrow("SELECT status, attempts, next_attempt_at > now() AS later"
-                                   " FROM provider_refunds")
+    row = await shop.conn.fetchrow("SELECT status, attempts, next_attempt_at > $1 AS later"
+                                   " FROM provider_refunds", shop.clock.now())
     assert row["status"] == "requested" and row["attempts"] >= 1 and row["later"]
     assert await shop.worker.send_refunds() == 0  # not due yet: not asked again at once
     outage.up = True
-    await shop.conn.execute("UPDATE provider_refunds SET next_attempt_at = now()")
+    pause = timedelta(seconds=retries.pause(row["attempts"]))
+    shop.clock.advance(pause - timedelta(milliseconds=1))
+    assert await shop.worker.send_refunds() == 0  # a moment before it is due
+    shop.clock.advance(timedelta(milliseconds=1))  # due on the pipeline's clock
     assert await shop.worker.send_refunds() >= 1
     row = await shop.conn.fetchrow("SELECT status FROM provider_refunds")
     assert row["status"] == "succeeded"

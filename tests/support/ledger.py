@@ -28,7 +28,10 @@ area after each test (`problems` lists what is wrong; an empty list is a sound l
   the bindings in force never loop;
 - who earns: a buyer earns on their own order at level 1 only (self-purchase); each
   distributor's status and each user's grade is the last of their recorded changes,
-  and a user's grade changes follow one another.
+  and a user's grade changes follow one another;
+- times follow one another on the one clock: an order is confirmed, refunded, its
+  commissions settled (never before due) and closed, and a withdrawal closed, each no
+  earlier than the step before it.
 """
 
 from __future__ import annotations
@@ -143,7 +146,29 @@ async def problems(conn: asyncpg.Connection) -> list[str]:
     found += await _earner_problems(conn)
     found += await referral_problems(conn)
     found += await _refunds(conn)
+    found += await _times(conn)
     return found
+
+
+async def _times(conn: asyncpg.Connection) -> list[str]:
+    """Business times, all from the pipeline's one clock, follow one another: an order
+    is confirmed and refunded no earlier than it was made (a refund of a confirmed one
+    no earlier than its confirmation), a commission settles no earlier than it was due
+    and closes no earlier than its order's confirmation, a withdrawal closes no earlier
+    than it was asked for."""
+    rows = await conn.fetch(
+        "SELECT 'order ' || id || ' confirmed before it was made' AS problem FROM orders"
+        " WHERE confirmed_at < created_at"
+        " UNION ALL SELECT 'order ' || id || ' refunded before it was made or confirmed'"
+        " FROM orders WHERE refunded_at < coalesce(confirmed_at, created_at)"
+        " UNION ALL SELECT 'commission ' || c.id || ' settled before it was due'"
+        " FROM commissions c WHERE c.status = 'settled' AND c.closed_at < c.settle_at"
+        " UNION ALL SELECT 'commission ' || c.id || ' closed before its order was confirmed'"
+        " FROM commissions c JOIN orders o ON o.id = c.order_id"
+        " WHERE c.closed_at < o.confirmed_at"
+        " UNION ALL SELECT 'withdrawal ' || id || ' closed before it was asked for'"
+        " FROM withdrawals WHERE closed_at < created_at")
+    return [r["problem"] for r in rows]
 
 
 async def _earner_problems(conn: asyncpg.Connection) -> list[str]:
