@@ -50,22 +50,6 @@ class ShardClient:
             loop.call_soon(self._flush, index)
         return await future
 
-    async def call_many(self, commands: list[dict[str, Any]]) -> list[Answer]:
-        """Send commands of one campaign together: queued at once, so they go in one call
-        (unless a batch ends between them) and are applied in this order either way."""
-        index = shard_of(str(commands[0]["campaign"]), len(self._handles))
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Answer]] = []
-        for command in commands:
-            if shard_of(str(command["campaign"]), len(self._handles)) != index:
-                raise ValueError("commands sent together go to one shard")
-            futures.append(loop.create_future())
-            self._queues[index].append((command, futures[-1]))
-        if not self._scheduled[index] and self._inflight[index] < self._max_inflight:
-            self._scheduled[index] = True
-            loop.call_soon(self._flush, index)
-        return list(await asyncio.gather(*futures))
-
     def _flush(self, index: int) -> None:
         # The call goes out from here and its answers are handed out from a callback: no
         # task per call, no loop iteration between a batch closing and its call leaving.

@@ -111,10 +111,11 @@ class Method:
     pays: bool = False
     # For such a command, when the amount its hold takes is the campaign's alone (a
     # group-buy's group price; a bargain's depends on its state): that amount. A provider
-    # whose payer pays at once (the sandbox's default) then names the payment (the
-    # command's `payment` param, never a client's) and sends its verified notification as
-    # the game's payment command right after the command, in the same batch: one owner
-    # call, the seat held and then paid by the provider's word.
+    # whose payer pays at once (the sandbox's default) then names the payment and pays
+    # it before the command, which carries the payment and the amount the provider's
+    # verified notification says was paid (params `payment` and `paid`, never a
+    # client's): its game takes and pays the seat at once, or refuses and nothing was
+    # taken.
     prepaid: Callable[[Any], int] | None = None
     # For a client's command that a share link leads to (opening or joining a group,
     # starting or helping a bargain, a draw): it takes an optional `referrer`, the

@@ -157,15 +157,14 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
                 "key": key if remembered else None, "params": params}
         desk = gw.paydesk
         if method.pays and desk is not None and desk.immediate and method.prepaid:
-            # The sandbox's payer pays at once: the command holds the payment named for
-            # it and the sandbox's verified word on it follows in the same owner call.
+            # The sandbox's payer pays at once: the command carries the payment named for
+            # it and the sandbox's verified word on what was paid.
             amount = method.prepaid(gw.campaign(p["campaign"], game.kind))
             instance = str(p.get(game.read_model.id_param, ""))
-            params["payment"], told = desk.prepay(
+            params["payment"], params["paid"] = desk.prepay(
                 who.user, p["campaign"], (method.name, instance, key or secrets.token_hex(8)),
                 amount)
-            held, paid = await gw.client.call_many([sent, told])
-            result = desk.prepaid(held, paid)
+            result = await gw.game(sent)
         else:
             result = await gw.game(sent)
             if method.pays and desk is not None:

@@ -7,9 +7,10 @@ that payment at the provider and adds what the client needs to pay it (`P.params
 WeChat Pay JSAPI's `requestPayment` arguments). With the sandbox paying "immediate" (the
 default), its payer pays at once instead: the sandbox signs its notification and the desk
 verifies it as the notify route does and hands it to the game as its payment command, so
-the answer is the game's word on that payment, the caller seated as a paid member: sent
-with the command itself where the amount is the campaign's (`prepay`), else after the
-hold (`settle`). The seat is paid by a verified notification, never by being told so.
+the answer is the game's word on that payment, the caller seated as a paid member: the
+word comes with the command itself where the amount is the campaign's (`prepay`), else
+after the hold (`settle`). A seat is paid by a verified notification, never by being
+told so.
 
 A notification (`POST /api/payments/{adapter}/notify`) is verified (signature over
 `timestamp\\nnonce\\nbody`, a timestamp window, the AES-GCM resource) and becomes the
@@ -124,35 +125,24 @@ class PayDesk:
         return decoded(await self._deliver(adapter, headers, body))
 
     def prepay(self, user: str, campaign: str, parts: tuple[str, ...], amount: int
-               ) -> tuple[str, dict[str, Any]]:
+               ) -> tuple[str, int]:
         """With the sandbox paying at once, for a paying command whose amount is the
-        campaign's (games.core.Method.prepaid): the payment it is to hold, named from
-        what it pays for (`parts`: the method, its instance, the caller's key; so a retry
-        names the same one), and the game's payment command carrying the sandbox's
-        notification that its payer paid `amount` for it, signed by the sandbox and
-        verified as the notify route verifies. Sent right after the command, in its
-        batch: the seat is held, then paid by that word, in one owner call. The
-        sandbox's books record the payment with the order it makes (the pipeline's
-        transaction): for a command refused, nothing was taken."""
+        campaign's (games.core.Method.prepaid): the payment it is to be paid by, named
+        from what it pays for (`parts`: the method, its instance, the caller's key; so a
+        retry names the same one), and the amount the sandbox's notification of its
+        payer's payment says was paid: the notification signed by the sandbox and
+        verified as the notify route verifies it. The command carries that word and its
+        game seats the payer at once (a refused command took nothing: the sandbox's
+        books record a payment with the order it makes, in the pipeline's transaction)."""
         assert isinstance(self.provider, SandboxBooks) and self.immediate
         payment = payments.payment_id(campaign, "prepaid", user, *parts)
         now = now_ms()
         headers, body = self.provider.signer.render(payment, PaymentStatus.PAID, amount,
                                                     now=now, at=now, payer=user)
-        return payment, self._told(campaign, self._verified(self.adapter, headers, body))
-
-    @staticmethod
-    def prepaid(held: str, paid: str) -> Outcome:
-        """The answer of a command sent with its payment (`prepay`): the payment's (the
-        caller seated and paid), or the command's own refusal. Should the payment not
-        seat (it always does after a command that held its seat), the hold is answered,
-        pending: its end asks the sandbox, which took nothing."""
-        result = result_of(held)  # a refusal raises here: the payment had no seat to pay
-        try:
-            return result_of(paid)
-        except ApiError as exc:
-            log.warning("a payment made at once did not seat its payer: %s", exc.message)
-            return result
+        notification = self._verified(self.adapter, headers, body)
+        if notification.status is not PaymentStatus.PAID or notification.payment_id != payment:
+            raise ApiError("payment_failed", "the payment could not be made; try again")
+        return payment, notification.amount
 
     def _verified(self, adapter: str, headers: Mapping[str, str], body: bytes
                   ) -> Notification:

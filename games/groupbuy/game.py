@@ -113,11 +113,14 @@ class GroupBuy:
         return gb.initial_state(campaign)
 
     def command(self, method: str, user: str, params: Mapping[str, Any]) -> gb.Command:
-        named = str(params.get("payment", ""))  # the server's (Method.prepaid), never a client's
+        # The server's (Method.prepaid), never a client's: the payment it named for the
+        # seat, and what the provider's verified notification says was paid for it.
+        named, paid = str(params.get("payment", "")), int(params.get("paid", 0))
         if method == "groupbuy.open":
-            return gb.OpenGroup(user=user, payment=named)
+            return gb.OpenGroup(user=user, payment=named, paid=paid)
         if method == "groupbuy.join":
-            return gb.JoinGroup(user=user, group=str(params["group"]), payment=named)
+            return gb.JoinGroup(user=user, group=str(params["group"]), payment=named,
+                                paid=paid)
         if method == "groupbuy.payment":
             return gb.SettlePayment(payment=str(params["payment"]),
                                     outcome=str(params["outcome"]),
@@ -174,7 +177,11 @@ class GroupBuy:
                                             payment=event.payment),))
         elif isinstance(event, gb.GroupOpened):
             deadline = (event.expires_at, event.group)
-            if event.payment:
+            if event.paid:
+                outbox = Outbox("paid", (Line(user=event.leader, sku=sku, amount=event.price,
+                                              instance=event.group, line=event.payment,
+                                              payment=event.payment),))
+            elif event.payment:
                 also = ((event.hold_until, gb.HOLD_KEY + event.payment),)
         elif isinstance(event, gb.SeatHeld):
             deadline = (event.until, gb.HOLD_KEY + event.payment)

@@ -85,12 +85,14 @@ class Group:
 @dataclass(frozen=True)
 class OpenGroup:
     """`user` opens a new group and leads it. In a campaign that takes payment the seat
-    is held until paid (or until its hold ends), by `payment` when the server names it
-    (a provider paying at once: see games.core.Method.prepaid), else by an id derived
-    from the seat."""
+    is held until paid (or until its hold ends), by `payment` when the server names it,
+    else by an id derived from the seat. With `paid`, the amount the provider's verified
+    notification says its payer paid for the named payment (a provider paying at once:
+    see games.core.Method.prepaid), the seat is taken and paid at once."""
 
     user: str
     payment: str = ""
+    paid: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class JoinGroup:
     user: str
     group: str
     payment: str = ""
+    paid: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,8 @@ class GroupOpened:
     expires_at: int
     payment: str = ""
     hold_until: int = 0
-    # The leader paid within the open, a member at once: only in events stored before
-    # every payment came by its provider's notification (still replayed as they were).
+    # The leader paid within the open (the provider's verified word came with it), a
+    # member at once.
     paid: bool = False
     type: str = "group_opened"
 
@@ -368,11 +371,12 @@ def decide(state: GroupBuyState, command: Command, now: int, rng: random.Random)
             payment = _payment(state, command.payment) or payments.payment_id(
                 campaign.id, group_id, user, "1")
             hold_until = min(now + campaign.pay_within_ms, expires_at)
+        paid = _paid(campaign, command.payment, command.paid)
         return [
             GroupOpened(
                 group=group_id, seq=1, leader=user, size=campaign.group_size,
                 price=campaign.product.group_price, at=now, expires_at=expires_at,
-                payment=payment, hold_until=hold_until,
+                payment=payment, hold_until=now if paid else hold_until, paid=paid,
             )
         ]
     group = state.groups.get(command.group)
@@ -396,14 +400,17 @@ def decide(state: GroupBuyState, command: Command, now: int, rng: random.Random)
     if state.stock_left < 1:
         raise GameError("out_of_stock", "this campaign has no stock left")
     seq = group.version + 1
+    payment = ""
     if campaign.pay_within_ms is not None:
-        return [SeatHeld(
-            group=group.id, seq=seq, user=command.user,
-            payment=_payment(state, command.payment) or payments.payment_id(
-                campaign.id, group.id, command.user, str(seq)),
-            amount=group.price,
-            until=min(now + campaign.pay_within_ms, group.expires_at), at=now)]
-    events: list[Event] = [MemberJoined(group=group.id, seq=seq, user=command.user, at=now)]
+        payment = _payment(state, command.payment) or payments.payment_id(
+            campaign.id, group.id, command.user, str(seq))
+        if not _paid(campaign, command.payment, command.paid):
+            return [SeatHeld(
+                group=group.id, seq=seq, user=command.user, payment=payment,
+                amount=group.price,
+                until=min(now + campaign.pay_within_ms, group.expires_at), at=now)]
+    events: list[Event] = [MemberJoined(group=group.id, seq=seq, user=command.user, at=now,
+                                        payment=payment)]
     if len(group.members) + 1 == group.size:
         events += _completion(campaign, group, group.members + (command.user,), seq + 1, now)
     return events
@@ -417,6 +424,20 @@ def _payment(state: GroupBuyState, named: str) -> str:
     if payments.campaign_of(named, [state.campaign.id]) is None or named in state.payments:
         raise GameError("invalid_request", "that payment cannot hold a seat here")
     return named
+
+
+def _paid(campaign: GroupBuyCampaign, named: str, amount: int) -> bool:
+    """Whether a command comes paid: the provider's verified word that its named payment
+    was paid `amount` (0: no word), which must be the group price."""
+    if not amount:
+        return False
+    if not named or campaign.pay_within_ms is None:
+        raise GameError("invalid_request", "a payment's word needs the payment it is for")
+    if amount != campaign.product.group_price:
+        raise GameError("invalid_request",
+                        f"{amount} fen was paid, the group price is"
+                        f" {campaign.product.group_price}")
+    return True
 
 
 def _decide_lapse(state: GroupBuyState, command: ExpireHold, now: int) -> list[Event]:

@@ -32,8 +32,6 @@ async def _open(session: aiohttp.ClientSession, stack: Stack, leader: str) -> di
 
 
 async def test_resume_gets_exactly_the_missed_events_in_order(stack: Stack) -> None:
-    # The campaign takes payment and the sandbox pays at once: an open is the group and
-    # its leader's payment (2 events), a join its seat held and then paid (2 more).
     gw = stack.gateways
     async with aiohttp.ClientSession() as session:
         group = await _open(session, stack, "lv-lead1")
@@ -41,39 +39,36 @@ async def test_resume_gets_exactly_the_missed_events_in_order(stack: Stack) -> N
         ws = await WS.connect(gw[0].ws_url, "lv-watch1")
         await ws.send({"op": "subscribe", "topic": topic})
         snap = await ws.until(lambda f: f.get("op") == "snapshot")
-        assert snap["seq"] == 2 and snap["data"]["group"]["members"] == ["lv-lead1"]
+        assert snap["seq"] == 1 and snap["data"]["group"]["members"] == ["lv-lead1"]
         mine = snap["data"]["group"]  # what a client shows: its snapshot, events applied
         await post(session, f"{gw[1].url}{BASE}/{group['id']}/join", "lv-a")
-        held = await ws.until(is_event(topic, 3))
-        seen = await ws.until(is_event(topic, 4))
-        assert [(f["data"]["type"], f["data"]["user"]) for f in (held, seen)] == [
-            ("seat_held", "lv-a"), ("member_joined", "lv-a")]
-        mine = apply_event(apply_event(mine, held["data"]), seen["data"])
+        seen = await ws.until(is_event(topic, 2))
+        assert seen["data"]["type"] == "member_joined" and seen["data"]["user"] == "lv-a"
+        mine = apply_event(mine, seen["data"])
         await ws.close()
         # While it is away, two more join (one through each gateway).
         await post(session, f"{gw[0].url}{BASE}/{group['id']}/join", "lv-b")
         await post(session, f"{gw[1].url}{BASE}/{group['id']}/join", "lv-c")
         back = await WS.connect(gw[1].ws_url, "lv-watch1")
-        await back.send({"op": "subscribe", "topic": topic, "after": 4})
-        missed = [await back.recv() for _ in range(4)]
-        assert [(f["op"], f["seq"], f["data"]["type"], f["data"]["user"]) for f in missed] == [
-            ("event", 5, "seat_held", "lv-b"), ("event", 6, "member_joined", "lv-b"),
-            ("event", 7, "seat_held", "lv-c"), ("event", 8, "member_joined", "lv-c")]
-        # Then it is live again: the next join arrives from seq 9, nothing replayed twice.
+        await back.send({"op": "subscribe", "topic": topic, "after": 2})
+        missed = [await back.recv(), await back.recv()]
+        assert [(f["op"], f["seq"], f["data"]["user"]) for f in missed] == [
+            ("event", 3, "lv-b"), ("event", 4, "lv-c")]
+        # Then it is live again: the next join arrives as seq 5, nothing replayed twice.
         await post(session, f"{gw[0].url}{BASE}/{group['id']}/join", "lv-d")
-        frames = [await back.recv() for _ in range(4)]
-        assert [f["seq"] for f in frames] == [9, 10, 11, 12]
+        frames = [await back.recv() for _ in range(3)]
+        assert [f["seq"] for f in frames] == [5, 6, 7]
         assert [f["data"]["type"] for f in frames] == [
-            "seat_held", "member_joined", "group_completed", "deal_completed"]
+            "member_joined", "group_completed", "deal_completed"]
         # Each frame shows the group as of its own event: full but not yet completed first.
-        assert [f["data"]["group"]["status"] for f in frames] == ["open", "open", "completed",
+        assert [f["data"]["group"]["status"] for f in frames] == ["open", "completed",
                                                                   "completed"]
-        assert [f["data"]["group"]["seq"] for f in frames] == [9, 10, 11, 12]
-        assert [f["data"]["group"]["joined"] for f in frames] == [4, 5, 5, 5]
+        assert [f["data"]["group"]["seq"] for f in frames] == [5, 6, 7]
+        assert [f["data"]["group"]["joined"] for f in frames] == [5, 5, 5]
         # Frames carry no member list (their size does not grow with the group); the deal
         # names its members, and the snapshot with every event applied is the group.
         assert all("members" not in f["data"]["group"] for f in [seen, *missed, *frames])
-        assert frames[3]["data"]["members"] == ["lv-lead1", "lv-a", "lv-b", "lv-c", "lv-d"]
+        assert frames[2]["data"]["members"] == ["lv-lead1", "lv-a", "lv-b", "lv-c", "lv-d"]
         for frame in [*missed, *frames]:
             mine = apply_event(mine, frame["data"])
         status, now = await get(session, f"{gw[0].url}{BASE}/{group['id']}", "lv-e")
@@ -89,7 +84,7 @@ async def test_resume_after_history_is_gone_gets_a_snapshot(stack: Stack,
         topic = f"groupbuy:live:{group['id']}"
         await post(session, f"{gw[0].url}{BASE}/{group['id']}/join", "lv-e")
         status, now = await get(session, f"{gw[0].url}{BASE}/{group['id']}", "lv-e")
-        assert status == 200 and now["group"]["seq"] == 4  # opened and paid, held and paid
+        assert status == 200 and now["group"]["seq"] == 2
         client = aioredis.from_url(migrated.redis_url)
         try:
             await client.delete(redis_keys.history(topic))
@@ -98,12 +93,12 @@ async def test_resume_after_history_is_gone_gets_a_snapshot(stack: Stack,
         ws = await WS.connect(gw[1].ws_url, "lv-watch2")
         await ws.send({"op": "subscribe", "topic": topic, "after": 1})
         frame = await ws.recv()
-        assert frame["op"] == "snapshot" and frame["seq"] == 4
+        assert frame["op"] == "snapshot" and frame["seq"] == 2
         assert frame["data"]["group"]["members"] == ["lv-lead2", "lv-e"]
         # A resume from a seq the server never had also gets a snapshot, not silence.
         await ws.send({"op": "subscribe", "topic": topic, "after": 99})
         frame = await ws.recv()
-        assert frame["op"] == "snapshot" and frame["seq"] == 4
+        assert frame["op"] == "snapshot" and frame["seq"] == 2
         await ws.close()
 
 
@@ -122,8 +117,7 @@ async def test_join_through_one_gateway_is_seen_live_on_the_other(stack: Stack) 
                                                            "group": group["id"]})
         assert reply["ok"] and "lv-f" in reply["result"]["group"]["members"]
         for ws in watchers:
-            event = await ws.until(is_event(topic, 4))  # its seat held (3), then paid
-            assert event["data"]["type"] == "member_joined"
+            event = await ws.until(is_event(topic, 2))
             assert event["data"]["user"] == "lv-f"
             assert event["data"]["group"]["joined"] == 2
         # The same ref again is the same answer, not a second join.

@@ -448,36 +448,40 @@ def test_failures_and_events_cover_every_type() -> None:
     assert any(isinstance(e, GroupFailed) for e in play.log)
 
 
-def test_a_seat_held_by_a_payment_the_server_names_then_paid_by_its_word() -> None:
-    # The sandbox paying at once names the payment before the command
-    # (games.core.Method.prepaid); its word follows in the same owner call.
+def test_a_seat_paid_at_once_by_the_providers_word_that_came_with_the_command() -> None:
+    # The sandbox paying at once names the payment and verifies its notification before
+    # the command, which carries both (games.core.Method.prepaid): one event a seat.
     play = Play()
     named = payments.payment_id("pay-trio", "prepaid", "lead", "groupbuy.open", "", "k1")
-    [opened] = play.do(OpenGroup("lead", payment=named))
-    assert isinstance(opened, GroupOpened) and opened.payment == named
-    assert [e.type for e in play.pay(named)] == ["member_joined"]
+    [opened] = play.do(OpenGroup("lead", payment=named, paid=PRICE))
+    assert isinstance(opened, GroupOpened) and opened.paid and opened.payment == named
     group = opened.group
+    assert play.state.groups[group].members == ("lead",)
+    outbox = GAME.applied(play.state.campaign, play.state, opened).outbox
+    assert outbox is not None and outbox.kind == "paid"  # its order, made at once
     joining = payments.payment_id("pay-trio", "prepaid", "amy", "groupbuy.join", group, "k2")
-    [held] = play.do(JoinGroup("amy", group, payment=joining))
-    assert isinstance(held, SeatHeld) and held.payment == joining
-    assert [e.type for e in play.pay(joining)] == ["member_joined"]
-    assert play.state.groups[group].members == ("lead", "amy")
-    # Only an unused id of this campaign can hold a seat: another campaign's, or one a
-    # seat holds already, is refused and changes nothing.
-    for bad in (payments.payment_id("other", "prepaid", "bob", "x"), named):
+    [joined] = play.do(JoinGroup("amy", group, payment=joining, paid=PRICE))
+    assert isinstance(joined, MemberJoined) and joined.payment == joining
+    seat = play.state.groups[group].seat(joining)
+    assert seat is not None and seat.status is SeatStatus.PAID
+    assert play.pay(joining) == []  # the same word again (a redelivery): nothing more
+    # The word must be for this campaign's unused payment and the group price; else the
+    # command is refused and nothing changes.
+    for bad in (JoinGroup("bob", group, payment=payments.payment_id("other", "x"),
+                          paid=PRICE),
+                JoinGroup("bob", group, payment=named, paid=PRICE),
+                JoinGroup("bob", group, payment=joining[:-1] + "0", paid=PRICE - 1),
+                JoinGroup("bob", group, paid=PRICE)):
         before = play.state
         with pytest.raises(GameError) as refused:
-            play.do(JoinGroup("bob", group, payment=bad))
+            play.do(bad)
         assert refused.value.code == "invalid_request" and play.state == before
-    # A refused join's payment finds no seat: its word seats nobody.
+    # A refused join (the group full) takes its seat from nobody: nothing was paid.
     full = Play(make_campaign(group_size=2))
     group2 = full.paid_group()
     full.pay(full.hold("amy", group2))
     late = payments.payment_id("pay-trio", "prepaid", "bob", "groupbuy.join", group2, "k3")
     with pytest.raises(GameError) as closed:
-        full.do(JoinGroup("bob", group2, payment=late))
+        full.do(JoinGroup("bob", group2, payment=late, paid=PRICE))
     assert closed.value.code == "group_full"
-    with pytest.raises(GameError) as unknown:
-        full.pay(late)
-    assert unknown.value.code == "not_found"  # the desk then answers the join's refusal
-    assert "bob" not in full.state.groups[group2].members
+    assert late not in full.state.payments
