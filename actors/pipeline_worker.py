@@ -33,7 +33,7 @@ from actors.payments import Movement, adapter
 from actors.sandbox_books import SandboxBooks
 from games.topics import user_topic
 from storage import db, ledger, reads
-from storage.clock import Clock, moment, wall
+from storage.clock import Clock, moment, to_ms, wall
 from storage.config import Config
 from storage.events import OUTBOX_CHANNEL
 from storage.live import Live, LiveEvent
@@ -511,7 +511,7 @@ class PipelineWorker:
             # books record the payment with the order it made.
             taken = [m for m in recorded if m.kind == "payment" and m.payment]
             await SandboxBooks.paid_at_once(conn, [
-                (m.payment, m.user, m.amount, int(time.time() * 1000)) for m in taken])
+                (m.payment, m.user, m.amount, to_ms(now)) for m in taken])
         await refunds.request(conn, [refunds.Wanted(m.payment, m.user, m.amount, m.amount)
                                      for m in fresh_refunds if m.payment], now)
         for campaign, line in checks:

@@ -215,9 +215,9 @@ class SandboxBooks:
     @staticmethod
     async def paid_at_once(conn: asyncpg.Connection,
                            paid: list[tuple[str, str, int, int]]) -> None:
-        """Record payments (id, payer, fen, epoch ms) its payer made at once for a seat
-        held in the same owner call (server.paydesk.PayDesk.prepay), in the caller's
-        transaction, the one making their orders: the books then hold every payment the
+        """Record payments (id, payer, fen, epoch ms) its payer made at once, before the
+        command they paid (server.paydesk.PayDesk.prepay), in the caller's transaction,
+        the one making their orders: the books then hold every payment the
         games took, to be queried and refunded. (A payment written already, by
         `pay_at_once`, stays as it is.)"""
         if paid:

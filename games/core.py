@@ -110,13 +110,14 @@ class Method:
     # (`"payment": P` with a pending `status`), which the server does before it answers.
     pays: bool = False
     # For such a command, when the amount its hold takes is the campaign's alone (a
-    # group-buy's group price; a bargain's depends on its state): that amount. A provider
+    # group-buy's group price; a bargain's depends on its state): that amount (None for a
+    # campaign that takes no payment). A provider
     # whose payer pays at once (the sandbox's default) then names the payment and pays
     # it before the command, which carries the payment and the amount the provider's
     # verified notification says was paid (params `payment` and `paid`, never a
     # client's): its game takes and pays the seat at once, or refuses and nothing was
     # taken.
-    prepaid: Callable[[Any], int] | None = None
+    prepaid: Callable[[Any], int | None] | None = None
     # For a client's command that a share link leads to (opening or joining a group,
     # starting or helping a bargain, a draw): it takes an optional `referrer`, the
     # sharer's user id, which the gateway binds the user to before the command (as the

@@ -156,10 +156,13 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
         sent = {"method": method.name, "campaign": p["campaign"], "user": who.user,
                 "key": key if remembered else None, "params": params}
         desk = gw.paydesk
+        amount = None
         if method.pays and desk is not None and desk.immediate and method.prepaid:
+            amount = method.prepaid(gw.campaign(p["campaign"], game.kind))
+        if amount is not None:
+            assert desk is not None
             # The sandbox's payer pays at once: the command carries the payment named for
             # it and the sandbox's verified word on what was paid.
-            amount = method.prepaid(gw.campaign(p["campaign"], game.kind))
             instance = str(p.get(game.read_model.id_param, ""))
             params["payment"], params["paid"] = desk.prepay(
                 who.user, p["campaign"], (method.name, instance, key or secrets.token_hex(8)),

@@ -24,9 +24,10 @@ STATUSES = ("applied", "approved", "revoked")
 # must not both raise a user from the same grade (nor the slower lower a higher one).
 _GRADE_LOCK = 0x46495347  # "FISG"
 
-# A user's own spend: their paid (not refunded) orders whose deal is done.
-_SPEND = ("SELECT user_id, sum(amount) AS spend FROM orders WHERE user_id = ANY($1::text[])"
-          " AND status = 'paid' AND confirmed_at IS NOT NULL GROUP BY user_id")
+# A user's own spend: what their orders whose deal is done kept, refunded pieces off.
+_SPEND = ("SELECT user_id, sum(amount - refunded_amount) AS spend FROM orders"
+          " WHERE user_id = ANY($1::text[]) AND status = 'paid' AND confirmed_at IS NOT NULL"
+          " GROUP BY user_id")
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,15 @@ async def grade_stats(conn: asyncpg.Connection, users: Sequence[str], now: datet
     """What each of `users` is graded on at `now` (games.commission.GradeStats): one
     statement for the batch. Settled sales count level-1 commissions (orders the user
     brought, or their own under self-purchase) whose settlement fell in `now`'s calendar
-    month in `zone`, by their base (the order's amount)."""
+    month in `zone`, by what their orders kept (the order's amount less what it refunded,
+    so a refunded sale lifts nobody)."""
     start, end = month_of(now, zone)
     rows = await conn.fetch(
         "WITH u AS (SELECT DISTINCT unnest($1::text[]) AS user_id),"
-        " sales AS (SELECT beneficiary AS user_id, sum(base) AS fen FROM commissions"
-        "  WHERE beneficiary = ANY($1::text[]) AND level = 1 AND status = 'settled'"
-        "  AND closed_at >= $2 AND closed_at < $3 GROUP BY beneficiary),"
+        " sales AS (SELECT c.beneficiary AS user_id, sum(c.base - o.refunded_amount) AS fen"
+        "  FROM commissions c JOIN orders o ON o.id = c.order_id"
+        "  WHERE c.beneficiary = ANY($1::text[]) AND c.level = 1 AND c.status = 'settled'"
+        "  AND c.closed_at >= $2 AND c.closed_at < $3 GROUP BY c.beneficiary),"
         " buyers AS (SELECT r.referrer AS user_id, count(*) AS n FROM referrals r"
         "  WHERE r.referrer = ANY($1::text[]) AND EXISTS (SELECT 1 FROM orders o"
         "  WHERE o.user_id = r.user_id AND o.status = 'paid' AND o.amount > 0"

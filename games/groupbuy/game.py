@@ -73,8 +73,9 @@ def parse_campaign(s: Table, rates: Rates) -> GroupBuyCampaign:
     )
 
 
-def _group_price(campaign: GroupBuyCampaign) -> int:
-    return campaign.product.group_price
+def _group_price(campaign: GroupBuyCampaign) -> int | None:
+    # A campaign that takes no payment has nothing to pay before its commands.
+    return None if campaign.pay_within_ms is None else campaign.product.group_price
 
 
 class GroupBuy:

@@ -371,7 +371,7 @@ def decide(state: GroupBuyState, command: Command, now: int, rng: random.Random)
             payment = _payment(state, command.payment) or payments.payment_id(
                 campaign.id, group_id, user, "1")
             hold_until = min(now + campaign.pay_within_ms, expires_at)
-        paid = _paid(campaign, command.payment, command.paid)
+        paid = _paid(campaign, command.payment, command.paid, campaign.product.group_price)
         return [
             GroupOpened(
                 group=group_id, seq=1, leader=user, size=campaign.group_size,
@@ -404,7 +404,7 @@ def decide(state: GroupBuyState, command: Command, now: int, rng: random.Random)
     if campaign.pay_within_ms is not None:
         payment = _payment(state, command.payment) or payments.payment_id(
             campaign.id, group.id, command.user, str(seq))
-        if not _paid(campaign, command.payment, command.paid):
+        if not _paid(campaign, command.payment, command.paid, group.price):
             return [SeatHeld(
                 group=group.id, seq=seq, user=command.user, payment=payment,
                 amount=group.price,
@@ -426,17 +426,16 @@ def _payment(state: GroupBuyState, named: str) -> str:
     return named
 
 
-def _paid(campaign: GroupBuyCampaign, named: str, amount: int) -> bool:
+def _paid(campaign: GroupBuyCampaign, named: str, amount: int, price: int) -> bool:
     """Whether a command comes paid: the provider's verified word that its named payment
-    was paid `amount` (0: no word), which must be the group price."""
+    was paid `amount` (0: no word), which must be the seat's `price` (its group's)."""
     if not amount:
         return False
     if not named or campaign.pay_within_ms is None:
         raise GameError("invalid_request", "a payment's word needs the payment it is for")
-    if amount != campaign.product.group_price:
+    if amount != price:
         raise GameError("invalid_request",
-                        f"{amount} fen was paid, the group price is"
-                        f" {campaign.product.group_price}")
+                        f"{amount} fen was paid, the group price is {price}")
     return True
 
 

@@ -133,6 +133,10 @@ async def shop(clean: Services, shard_factory: Factory) -> AsyncIterator[Shop]:
 
 async def test_the_sandbox_paying_at_once_seats_through_its_verified_notification(
         clean: Services, shard_factory: Factory) -> None:
+    # The desk's path for a paying command whose amount it cannot know before the
+    # command (a bargain's purchase; here a group-buy's, sent as a bare command): the
+    # seat held, then paid by the sandbox's notification (the gateway sends a group-buy's
+    # with its word instead: tests/acceptance/test_payments.py).
     async with open_shop(clean, shard_factory, "immediate") as shop:
         opened = await shop.command("open", "alice")
         # The answer is the game's word on the payment: the caller a paid member.

@@ -261,9 +261,10 @@ def test_virtual_fill_completes_with_paid_members_and_gives_back_unpaid_seats() 
     assert play.state.stock_left == 98
 
 
-def test_a_leader_paid_within_an_open_stored_before_notifications_still_replays() -> None:
-    # Events stored while the sandbox seated its payer within the command (paid=True)
-    # replay as they were: the leader a member, the seat paid.
+def test_a_leader_paid_within_the_open_replays_as_a_member_with_a_paid_seat() -> None:
+    # A group opened paid (paid=True: the provider's word came with the open, or an
+    # event stored so by an earlier version) replays as it was: the leader a member, the
+    # seat paid, the group open to others.
     play = Play()
     opened = GroupOpened(group="g1", seq=1, leader="lead", size=3, price=100, at=NOW,
                          expires_at=NOW + LIMIT, payment="p" * 24, hold_until=NOW, paid=True)
@@ -470,7 +471,8 @@ def test_a_seat_paid_at_once_by_the_providers_word_that_came_with_the_command() 
     for bad in (JoinGroup("bob", group, payment=payments.payment_id("other", "x"),
                           paid=PRICE),
                 JoinGroup("bob", group, payment=named, paid=PRICE),
-                JoinGroup("bob", group, payment=joining[:-1] + "0", paid=PRICE - 1),
+                JoinGroup("bob", group, paid=PRICE - 1, payment=payments.payment_id(
+                    "pay-trio", "prepaid", "bob", "groupbuy.join", group, "k4")),
                 JoinGroup("bob", group, paid=PRICE)):
         before = play.state
         with pytest.raises(GameError) as refused:
@@ -485,3 +487,15 @@ def test_a_seat_paid_at_once_by_the_providers_word_that_came_with_the_command() 
         full.do(JoinGroup("bob", group2, payment=late, paid=PRICE))
     assert closed.value.code == "group_full"
     assert late not in full.state.payments
+
+
+def test_a_campaign_that_takes_no_payment_has_nothing_to_pay_before_its_commands() -> None:
+    free = make_campaign(pay_within_ms=None)
+    open_, join = (next(m for m in GAME.methods if m.name == name)
+                   for name in ("groupbuy.open", "groupbuy.join"))
+    assert open_.prepaid is not None and join.prepaid is not None
+    assert (open_.prepaid(free), join.prepaid(free)) == (None, None)
+    assert open_.prepaid(make_campaign()) == PRICE
+    play = Play(free)
+    [opened] = play.do(OpenGroup("lead"))
+    assert isinstance(opened, GroupOpened) and not opened.payment and not opened.paid
