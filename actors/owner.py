@@ -115,11 +115,6 @@ class _GameFailed(Exception):
         super().__init__(f"{kind}: {command!r}")
 
 
-# The wall clock in epoch milliseconds, under the name its importers know it by: a
-# deployment's owner reads it; tests give the owner (and the pipeline) a MovableClock.
-now_ms = wall
-
-
 class Owner:
     """Hosts every campaign, of any game, whose id hashes to shard `index`."""
 

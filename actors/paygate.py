@@ -19,11 +19,12 @@ bad one fails at once, in our code, with the field named.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+
+from storage.clock import wall
 
 # WeChat Pay's out_trade_no: 6 to 32 of these; out_refund_no adds '@' and allows 64.
 PAYMENT_ID = re.compile(r"[A-Za-z0-9_\-|*]{6,32}")
@@ -37,12 +38,9 @@ given (aiohttp in the server, a recorded-shape fake in tests), so no gateway ope
 socket of its own and none needs the network to be tested."""
 
 
-Clock = Callable[[], int]
-
-
-def now_ms() -> int:
-    """The wall clock in epoch milliseconds (the clock a gateway reads unless given one)."""
-    return time.time_ns() // 1_000_000
+# The one clock (storage.clock), under the name the payment gateways read it by: the wall
+# clock unless a gateway is given another.
+now_ms = wall
 
 
 class PaymentStatus(StrEnum):

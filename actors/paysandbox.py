@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from actors import paysign
 from actors.paygate import (
     ClientParams,
-    Clock,
     Notification,
     PaymentError,
     PaymentNotFound,
@@ -40,6 +39,7 @@ from actors.paygate import (
 )
 from actors.paynotify import DEFAULT_WINDOW_S, NotifyVerifier
 from actors.wechatpay import CHINA, CURRENCY
+from storage.clock import Clock
 
 APPID = "wxsandbox"
 MCHID = "sandbox"

@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from actors import paysign
 from actors.paygate import (
     ClientParams,
-    Clock,
     Notification,
     PaymentError,
     PaymentNotFound,
@@ -35,6 +34,7 @@ from actors.paygate import (
     now_ms,
 )
 from actors.paysandbox import SandboxGateway, refund_no, transaction_no
+from storage.clock import Clock
 
 _STATUS = {"pending": PaymentStatus.PENDING, "paid": PaymentStatus.PAID,
            "refunded": PaymentStatus.REFUNDED, "closed": PaymentStatus.CLOSED}

@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from actors import paysign
 from actors.paygate import (
     ClientParams,
-    Clock,
     Notification,
     NotificationRefused,
     PaymentError,
@@ -42,6 +41,7 @@ from actors.paynotify import (
     epoch_ms,
     payment_state,
 )
+from storage.clock import Clock
 
 BASE_URL = "https://api.mch.weixin.qq.com"
 PREPAY = "/v3/pay/transactions/jsapi"

@@ -146,7 +146,7 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
 
     async def command(gw: Gateway, who: Identity, p: dict[str, Any], key: str | None
                       ) -> Outcome:
-        gw.campaign(p["campaign"], game.kind)
+        campaign = gw.campaign(p["campaign"], game.kind)
         # The share link's referrer is the gateway's, never the game's (its reducer
         # takes only the params it declared).
         params = {k: v for k, v in p.items() if k not in ("campaign", REFERRER)}
@@ -158,7 +158,7 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
         desk = gw.paydesk
         amount = None
         if method.pays and desk is not None and desk.immediate and method.prepaid:
-            amount = method.prepaid(gw.campaign(p["campaign"], game.kind))
+            amount = method.prepaid(campaign)
         if amount is not None:
             assert desk is not None
             # The sandbox's payer pays at once: the command carries the payment named for
