@@ -18,7 +18,7 @@ from actors import answers
 from actors.answers import Answer
 from actors.payments import PaymentAdapter
 from games import withdrawal as rules
-from games.commission import Line, available
+from games.commission import Line, available, debt
 from games.errors import GameError
 from games.topics import user_topic
 from storage import ledger, reads
@@ -100,8 +100,11 @@ async def review(conn: asyncpg.Connection, payments: PaymentAdapter, reviewer: s
         row = await _pay(conn, payments, row, reviewer, note, now)
         return answers.ok({"withdrawal": reads.withdrawal_view(row)}), [
             _event("withdrawal_paid", row)]
+    # The user's lock (the one refunds take) keeps their debt still while it is repaid.
+    await store.lock_user(conn, row["user_id"])
+    owed = -await store.balance(conn, debt(row["user_id"]))
     await ledger.write_lines(conn, _lines(row["id"], "release",
-                                          rules.release(row["user_id"], row["amount"])))
+                                          rules.release(row["user_id"], row["amount"], owed)))
     row = await store.close(conn, row["id"], "rejected", None, reviewer, note, now)
     return answers.ok({"withdrawal": reads.withdrawal_view(row)}), [
         _event("withdrawal_rejected", row)]

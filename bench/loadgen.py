@@ -32,6 +32,11 @@ MAX_ROUNDS = 10_000_000  # a bound on any team loop besides its deadline
 SHARERS = 16  # sharers per generator who brought the deal scenario's leaders in
 
 
+# A spread round's helpers arrive within this share of the round's interval, so a round
+# ends before the team's next begins.
+SPREAD = 0.8
+
+
 async def _rounds(deadline: float, interval: float | None) -> AsyncIterator[int]:
     """A team's round numbers until `deadline` (monotonic), at most MAX_ROUNDS: flat out,
     or one every `interval` seconds from a random phase (an open loop), never starting a
@@ -277,11 +282,24 @@ class Generator:
         `round_interval` paces each team to one round per that many seconds (an open
         loop); None runs the teams flat out (a closed loop).
         """
+        return await self._bargain_run(start_at, duration, round_interval, spread=False)
+
+    async def bargain_run_spread(self, start_at: float, duration: float,
+                                 round_interval: float) -> dict[str, Any]:
+        """As `bargain_run` paced, but a round's helpers arrive one by one: each at its
+        own uniformly random moment within the first SPREAD of the round's interval (as
+        friends opening a shared link do), rather than all in the same instant."""
+        return await self._bargain_run(start_at, duration, round_interval, spread=True)
+
+    async def _bargain_run(self, start_at: float, duration: float,
+                           round_interval: float | None, spread: bool) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, start_at - time.time()))  # the shared start line
         stats = BargainStats()
         began = time.perf_counter()
         deadline = time.monotonic() + duration
-        await asyncio.gather(*(self._bargain_team(team, deadline, stats, round_interval)
+        arrivals = SPREAD * round_interval if spread and round_interval else 0.0
+        await asyncio.gather(*(self._bargain_team(team, deadline, stats, round_interval,
+                                                  arrivals)
                                for team in self.teams))
         return {"starts": stats.starts, "helps": stats.helps, "rounds": stats.rounds,
                 "floors": stats.floors, "below_floor": stats.below_floor,
@@ -289,10 +307,12 @@ class Generator:
                 "acked": stats.acked, "elapsed": time.perf_counter() - began}
 
     async def _bargain_team(self, team: list[Any], deadline: float, stats: BargainStats,
-                            interval: float | None) -> None:
+                            interval: float | None, arrivals: float) -> None:
         """Round r: the team's user r (mod its size) starts a bargain, a fresh one for
-        each round, and all the others help it at once; the helpers the floor leaves
-        out are refused (bargain_closed), then they all move to the next round's."""
+        each round, and all the others help it, at once or (`arrivals` > 0) each after
+        its own random wait of up to `arrivals` seconds from the start's answer; the
+        helpers the floor leaves out are refused (bargain_closed), then they all move to
+        the next round's."""
         campaign = self.campaign
         async for n in _rounds(deadline, interval):
             initiator = team[n % len(team)]
@@ -303,12 +323,15 @@ class Generator:
                 continue
             stats.starts += 1
             params = {"campaign": campaign, "bargain": reply["result"]["bargain"]["id"]}
-            await asyncio.gather(*(self._help(h, params, stats) for h in team
-                                   if h is not initiator))
+            await asyncio.gather(*(self._help(h, params, stats, random.random() * arrivals)
+                                   for h in team if h is not initiator))
             stats.rounds += 1
 
     @staticmethod
-    async def _help(client: Any, params: dict[str, Any], stats: BargainStats) -> None:
+    async def _help(client: Any, params: dict[str, Any], stats: BargainStats,
+                    wait: float = 0.0) -> None:
+        if wait:
+            await asyncio.sleep(wait)  # the helper's arrival (open loop), not timed
         started = time.perf_counter()
         reply = await client.call("bargain.help", params)
         stats.helped(reply, started, client.user)

@@ -174,13 +174,16 @@ def bargain_tables(results: dict[str, Any]) -> list[str]:
            + (f" About {helpers} acked helps per round." if helpers else ""), "",
            *_table(["teams (sockets)", *(SYSTEMS[s] for s in systems), "Fission /ws / mall",
                     "Fission HTTP / mall"], rows)]
-    paced = results.get("bargain_paced")
-    if paced:
+    for paced in paced_bargain_runs(results):
+        arrivals = ("each round's helpers at once" if paced.get("arrivals") != "spread" else
+                    "each round's helpers arriving one by one, at random within the first"
+                    f" {_f(paced['arrival_share'] * 100)}% of its interval")
         out += ["", f"Fission /ws paced at {_f(paced['target_fraction'] * 100)}% of its peak"
                 f" ({_f(paced['target_helps_per_s'])} helps/s offered by {paced['teams']}"
-                f" teams): {_f(paced['helps_per_s'])} helps/s, ack p50"
+                f" teams, {arrivals}):"
+                f" {_f(paced['helps_per_s'])} helps/s, ack p50"
                 f" {_f(paced['p50_ms'], 1)} ms, p99 {_f(paced['p99_ms'], 1)} ms"]
-    every = [*runs, *([paced] if paced else [])]
+    every = bargain_runs(results)
     out += load_line(every)
     codes = {run_label(r): r["codes"] for r in every if r["codes"]}
     if codes:
@@ -200,10 +203,22 @@ def bargain_tables(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def paced_bargain_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bargain's paced runs that ran: bursts, then spread arrivals."""
+    return [results[k] for k in ("bargain_paced", "bargain_paced_spread") if results.get(k)]
+
+
+def bargain_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every bargain run: the closed-loop levels, then the paced runs."""
+    return [*results.get("bargain", []), *paced_bargain_runs(results)]
+
+
 def run_label(r: dict[str, Any]) -> str:
-    """`system@teams` (`system@users` for a lottery run), with a `p` for a paced run."""
+    """`system@teams` (`system@users` for a lottery run), with a `p` for a paced run (`ps`
+    for a paced run whose helpers arrive spread out)."""
     level = r["teams"] if "teams" in r else r["users"]
-    return f"{r['system']}@{level}{'p' if 'target_fraction' in r else ''}"
+    paced = ("ps" if r.get("arrivals") == "spread" else "p") if "target_fraction" in r else ""
+    return f"{r['system']}@{level}{paced}"
 
 
 def load_line(runs: list[dict[str, Any]]) -> list[str]:
@@ -228,9 +243,7 @@ def bargain_checks(results: dict[str, Any]) -> str:
                 f" missed {inv['floor_missed']}, acked-but-not-committed {inv['lost_acks']}"
                 f" ({inv['acked']} acked helps, {inv['helps']} committed, {inv['bargains']}"
                 " bargains)")
-    seen = sum(r["below_floor_seen"] for r in [*results.get("bargain", []),
-                                               *([results["bargain_paced"]]
-                                                 if results.get("bargain_paced") else [])])
+    seen = sum(r["below_floor_seen"] for r in bargain_runs(results))
     return (f"Postgres after the bargain runs — Fission: {said(results.get('bargain_invariants'))};"
             f" mall: {said(results.get('mall_bargain_invariants'))}. Answers showing a price"
             f" below the floor: {seen}.")

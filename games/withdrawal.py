@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from games.commission import Line, available, move
+from games.commission import Line, available, debt, move
 from games.errors import GameError
 
 PAYOUTS = "shop:payouts"
@@ -86,7 +86,17 @@ def pay(user: str, amount: int, fee: int = 0) -> list[Line]:
     return move(withdrawing(user), PAYOUTS, amount - fee) + move(withdrawing(user), FEES, fee)
 
 
-def release(user: str, amount: int) -> list[Line]:
-    """Lines for a rejected withdrawal: the held amount is available again."""
-    return move(withdrawing(user), available(user), amount)
+def release(user: str, amount: int, owed: int = 0) -> list[Line]:
+    """Lines for a rejected withdrawal of a user who owes `owed` fen (their debt, from an
+    after-sales refund made while the amount was held): the held amount pays the debt
+    first, as a settlement would, and the rest is available again, so no one withdraws
+    again while they owe the shop."""
+    if type(amount) is not int or amount <= 0:
+        raise ValueError("an amount released is a positive integer of fen")
+    if type(owed) is not int or owed < 0:
+        raise ValueError("a debt is a non-negative integer of fen")
+    paid = min(amount, owed)
+    lines = move(withdrawing(user), debt(user), paid) if paid else []
+    return lines + (move(withdrawing(user), available(user), amount - paid)
+                    if amount - paid else [])
 

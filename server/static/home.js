@@ -169,6 +169,7 @@ const state = {
   campaigns: [], boards: [], board: null, boardSubs: new Map(), groupSubs: new Map(),
   bargainSubs: new Map(), lotterySubs: new Map(), drawsLeft: new Map(),
   firstBoardAt: null,
+  referralTold: false, // the server has answered about the share link's referrer
 };
 
 const client = state.token ? new FissionClient({ token: state.token, onStatus: showStatus })
@@ -539,7 +540,7 @@ function drawGroup(campaign, row, group, seq) {
       class: "btn", "data-action": "join", onclick: (e) => joinGroup(campaign, group, e.target),
     }, "去参团") : member && group.status === "open" ? h("button", {
       class: "btn ghost", "data-action": "share",
-      onclick: () => copy(`${location.origin}/#group=${campaign.id}/${group.id}`),
+      onclick: () => copy(shareLink("group", campaign.id, group.id)),
     }, "邀请好友") : h("span", { class: "muted" }, ""));
 }
 
@@ -562,15 +563,43 @@ async function act(button, run) {
   }
 }
 
+// Share links carry their sharer (`ref` in the hash) so that the friend who opens one is
+// bound to them: the page passes it as `referrer` with the visitor's joins, helps, starts
+// and draws until the server has answered about it (bound, or why not: already bound to
+// someone, their own link). The server refuses a malformed id with the whole command, so
+// only a well-formed one other than the visitor's own is sent.
+const USER_ID = /^[A-Za-z0-9_.:@-]{1,64}$/;
+
+function sharer() {
+  const ref = new URLSearchParams(location.hash.slice(1)).get("ref");
+  return ref && USER_ID.test(ref) && ref !== state.user && !state.referralTold ? ref : null;
+}
+
+/** Call `method` with `params`, and the share link's referrer while it is still news. */
+async function play(method, params) {
+  const referrer = sharer();
+  const answer = await client.call(method, referrer ? { ...params, referrer } : params);
+  if (referrer && answer && ("referral" in answer || "referral_error" in answer)) {
+    state.referralTold = true;
+  }
+  return answer;
+}
+
+/** A link to `kind=campaign/id` on this page that names the visitor as its sharer. */
+function shareLink(kind, campaign, id) {
+  const by = state.user && USER_ID.test(state.user) ? `&ref=${encodeURIComponent(state.user)}` : "";
+  return `${location.origin}/#${kind}=${encodeURIComponent(campaign)}/${encodeURIComponent(id)}${by}`;
+}
+
 async function openGroup(campaign) {
-  const answer = await act(null, () => client.call("groupbuy.open", { campaign: campaign.id }));
+  const answer = await act(null, () => play("groupbuy.open", { campaign: campaign.id }));
   if (!answer) return;
   toast(answer.payment && answer.payment.status !== "paid" ? "开团成功，请完成支付" : "开团成功，快邀请好友参团");
   watchGroup(campaign, answer.group, true);
 }
 
 async function joinGroup(campaign, group, button) {
-  const answer = await act(button, () => client.call("groupbuy.join",
+  const answer = await act(button, () => play("groupbuy.join",
     { campaign: campaign.id, group: group.id }));
   if (answer) toast(answer.group.status === "completed" ? "拼团成功！" : "参团成功，等待成团");
 }
@@ -615,7 +644,7 @@ function drawBargainStart(campaign, body) {
 }
 
 async function startBargain(campaign, body, button) {
-  const answer = await act(button, () => client.call("bargain.start", { campaign: campaign.id }));
+  const answer = await act(button, () => play("bargain.start", { campaign: campaign.id }));
   if (!answer) return;
   rememberBargain(campaign.id, answer.bargain.id);
   watchBargain(campaign, answer.bargain.id, body, true);
@@ -638,7 +667,7 @@ function drawBargain(campaign, b, body, mine) {
   body.dataset.bargain = b.id;
   body.dataset.price = b.price;
   body.dataset.status = b.status;
-  const share = `${location.origin}/#bargain=${campaign.id}/${b.id}`;
+  const share = shareLink("bargain", campaign.id, b.id);
   const helped = (b.helpers || []).some((x) => x.user === state.user);
   const buttons = [];
   if (mine && (b.status === "open" || b.status === "floor_reached")) {
@@ -668,7 +697,7 @@ function drawBargain(campaign, b, body, mine) {
 }
 
 async function helpBargain(campaign, b, button) {
-  const answer = await act(button, () => client.call("bargain.help", { campaign: campaign.id, bargain: b.id }));
+  const answer = await act(button, () => play("bargain.help", { campaign: campaign.id, bargain: b.id }));
   if (answer) toast(`帮砍成功，砍掉 ¥${yuan(answer.cut)}`);
 }
 
@@ -728,7 +757,7 @@ function drawsLeft(card, campaign, n) {
 }
 
 async function draw(campaign, button) {
-  const answer = await act(button, () => client.call("lottery.draw", { campaign: campaign.id }));
+  const answer = await act(button, () => play("lottery.draw", { campaign: campaign.id }));
   if (!answer) return;
   const prize = answer.draw.prize;
   toast(prize.id === "thanks" ? "差一点点，明天再来" : `恭喜抽中：${prize.title}`);

@@ -275,7 +275,8 @@ async def test_homepage_on_a_phone_shows_deals_live_and_resumes(stack: Stack,
         await shared.route(
             f"**/api/leaderboards/{BOARD}/champions", lambda route: route.fulfill(
                 json={"board": BOARD, "region": REGION, "champions": [week]}))
-        await shared.goto(f"{base}/#group={CAMPAIGN}/{group}")
+        # The link names its sharer (`ref`): the visitor's first play binds them to it.
+        await shared.goto(f"{base}/#group={CAMPAIGN}/{group}&ref=hp-lead")
         champion = shared.locator('#champions[data-state="ready"] .champ[data-user="hp-champ"]')
         await champion.wait_for(timeout=WAIT_MS)
         assert "¥1234" in await champion.inner_text()
@@ -294,6 +295,10 @@ async def test_homepage_on_a_phone_shows_deals_live_and_resumes(stack: Stack,
         await prizes.locator(f'[data-prize="coupon"][data-left="{left - 1}"]'
                              ).wait_for(timeout=WAIT_MS)
         assert "恭喜抽中" in await shared.inner_text("#toast")
+        async with session.get(f"{base}/api/referrals", headers={
+                "Authorization": f"Bearer {token('hp-watch')}"}) as resp:
+            bound = await resp.json()
+        assert bound["referral"]["referrer"] == "hp-lead", bound
         # A bargain started from the page; a friend's help over HTTP cuts its price live.
         await shared.locator('#c-cut [data-action="start"]').click()
         mine = shared.locator('#c-cut .bargain-state[data-status="open"][data-bargain]')

@@ -307,6 +307,33 @@ async def test_a_large_withdrawal_waits_for_review(clean: Services, shard_factor
     assert await unbalanced(conn) == []
 
 
+async def test_a_withdrawal_rejected_while_its_user_owes_pays_the_debt_first(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    doc = configs.document([configs.campaign("c1", size=2, stock=10, pay=False)], shards=1,
+                           database_url=clean.database_url, redis_url=clean.redis_url)
+    doc["commission"] = {"withdrawal_review_fen": 500}
+    config = parse(doc, {}, "test")
+    worker = await worker_factory(config)
+    created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
+    order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
+    assert await worker.settle_once(created + 30 * DAY) == 1
+    # alice's 600 is held for review when bob's order comes back whole after sales:
+    # nothing is available, so the 600 taken back is all owed.
+    held = answer(await worker.withdraw("alice", "big", 600))["result"]["withdrawal"]
+    assert answer(await worker.refund_after_sales("boss", order, None, "a1", None))["ok"]
+    assert await balances(conn) == {"user:alice:withdrawing": 600, "user:alice:debt": -600}
+    # Rejected, the held 600 pays what she owes first: nothing is left to withdraw again.
+    rejected = answer(await worker.review("boss", held["id"], False, "owes"))
+    assert rejected["result"]["withdrawal"]["status"] == "rejected"
+    assert await balances(conn) == {}
+    mine = await reads.commissions(worker._pool, "alice", 10)
+    assert mine["balance"] == {"pending": 0, "available": 0, "withdrawing": 0, "debt": 0}
+    again = answer(await worker.withdraw("alice", "again", 100))
+    assert again["error"]["code"] == "insufficient_balance"
+    assert await unbalanced(conn) == []
+
+
 async def test_a_campaign_pays_its_own_rates(clean: Services, shard_factory: Factory,
                                              worker_factory: WorkerFactory,
                                              conn: asyncpg.Connection) -> None:

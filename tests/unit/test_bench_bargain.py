@@ -30,13 +30,16 @@ RUNS = [
     _run("fission_ws", 8, 4000, 200.0),
 ]
 PACED = _run("fission_ws", 8, 1990, 60.0, target_fraction=0.5, target_helps_per_s=2000)
+SPREAD = _run("fission_ws", 8, 1985, 40.0, target_fraction=0.5, target_helps_per_s=2000,
+              arrivals="spread", arrival_share=0.8, load_1m=1.25)
 
 
 def _results(**extra: Any) -> dict[str, Any]:
     return {"mode": "test", "machine": {"cpus": 2}, "team_size": 7, "storm": [],
             "invariants": {"overfull": 0, "oversold": 0, "lost_acks": 0, "acked": 0,
                            "committed": 0},
-            "bargain": RUNS, "bargain_paced": PACED, "bargain_invariants": CLEAN,
+            "bargain": RUNS, "bargain_paced": PACED, "bargain_paced_spread": SPREAD,
+            "bargain_invariants": CLEAN,
             "mall_bargain_invariants": CLEAN, **extra}
 
 
@@ -57,9 +60,13 @@ def test_a_row_per_level_with_each_system_and_the_ratios_to_the_mall() -> None:
 
 def test_the_paced_run_refusals_floors_load_and_checks_are_printed() -> None:
     text = "\n".join(bargain_tables(_results()))
-    assert ("Fission /ws paced at 50% of its peak (2,000 helps/s offered by 8 teams):"
-            " 1,990 helps/s, ack p50 30.0 ms, p99 60.0 ms") in text
+    assert ("Fission /ws paced at 50% of its peak (2,000 helps/s offered by 8 teams, each"
+            " round's helpers at once): 1,990 helps/s, ack p50 30.0 ms, p99 60.0 ms") in text
+    assert ("Fission /ws paced at 50% of its peak (2,000 helps/s offered by 8 teams, each"
+            " round's helpers arriving one by one, at random within the first 80% of its"
+            " interval): 1,985 helps/s, ack p50 20.0 ms, p99 40.0 ms") in text
     assert "fission_ws@8p: {'bargain_closed': 6}" in text
+    assert "fission_ws@8ps 1.25, 0.25" in text
     assert "mall@2: 3 (3)" in text
     assert "fission_ws@8p 1.50, 0.25" in text
     assert "Fission: cuts below the floor 0, price ≠ list − cuts 0" in text
@@ -86,10 +93,13 @@ def test_broken_invariants_and_empty_runs_fail_the_run() -> None:
                                         "Fission bargain lost_acks = 2",
                                         "mall bargain helped_twice = 1"]
     dead = _results(bargain=[_run("mall", 2, 0, 0.0)],
-                    bargain_paced={**PACED, "below_floor_seen": 4})
+                    bargain_paced={**PACED, "below_floor_seen": 4},
+                    bargain_paced_spread={**SPREAD, "helps": 0})
     assert bargain_failures(dead) == [
         "bargain mall at 2 teams acknowledged no help",
-        "bargain fission_ws at 8 teams paced: 4 answers showed a price below the floor"]
+        "bargain fission_ws at 8 teams paced (burst): 4 answers showed a price below the"
+        " floor",
+        "bargain fission_ws at 8 teams paced (spread) acknowledged no help"]
     unchecked = _results()
     del unchecked["mall_bargain_invariants"]
     assert bargain_failures(unchecked) == ["mall bargain invariants were not checked"]

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from games.commission import SHOP, Line, available, balanced, pending, post, settle
+from games.commission import SHOP, Line, available, balanced, debt, pending, post, settle
 from games.errors import GameError
 from games.withdrawal import (
     FEES,
@@ -328,6 +328,25 @@ def test_two_reviewed_requests_cannot_spend_the_same_fen() -> None:
     lines += release(USER, 60_000)
     assert decide(60_000, balance(lines, available(USER)), LIMITS) is Decision.REVIEW
     assert balanced(lines)
+
+
+@pytest.mark.parametrize(("held", "owed", "debt_after", "available_after"), [
+    (600, 0, 0, 600),      # owing nothing: all of it available again
+    (600, 200, 0, 400),    # the debt first, the rest available
+    (600, 600, 0, 0),      # exactly the debt
+    (600, 900, -300, 0),   # not enough: what is left is still owed
+])
+def test_a_rejected_withdrawal_pays_its_users_debt_first(
+        held: int, owed: int, debt_after: int, available_after: int) -> None:
+    lines = [Line(SHOP, owed), Line(debt(USER), -owed)] if owed else []
+    lines += credit(USER, [held]) + hold(USER, held)
+    lines += release(USER, held, owed)
+    assert (balance(lines, debt(USER)), balance(lines, available(USER)),
+            balance(lines, withdrawing(USER))) == (debt_after, available_after, 0)
+    assert balanced(lines)
+    assert all(line.amount for line in lines)  # no empty lines
+    with pytest.raises(ValueError):
+        release(USER, held, -1)
 
 
 def test_a_walkthrough() -> None:
