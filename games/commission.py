@@ -408,8 +408,11 @@ def decide_bind(user: str, referrer: str, current: Bound | None,
 
     The same referrer again changes nothing (a re-share restarts neither the validity
     nor the protection); another referrer is `already_bound` until the policy frees the
-    user; self-binding and loops are `invalid_request` in every mode.
+    user; self-binding and loops are `invalid_request` in every mode (self-binding first:
+    it is wrong whoever the user is bound to).
     """
+    if referrer == user:
+        return BindDecision("refused", "invalid_request", "you cannot be your own referrer")
     if current is not None:
         if current.referrer == referrer:
             return BindDecision("unchanged")

@@ -136,16 +136,19 @@ async def settle_due(conn: asyncpg.Connection, now: datetime, limit: int) -> lis
 async def flag_tax(conn: asyncpg.Connection, users: list[str], now: datetime,
                    threshold: int, zone: str) -> list[tuple[str, int, int]]:
     """Flag, once a year, those of `users` whose commission settled in `now`'s calendar
-    year (in `zone`) reached `threshold` fen; the ones flagged now: (user, year, income)."""
+    year (in `zone`) reached `threshold` fen; the ones flagged now: (user, year, income).
+
+    Income is what they keep: a settled commission counts less all that refunds took back
+    (before settlement and clawed back after), so income returned is never taxed."""
     year = now.astimezone(ZoneInfo(zone)).year
     start = datetime(year, 1, 1, tzinfo=ZoneInfo(zone))
     end = datetime(year + 1, 1, 1, tzinfo=ZoneInfo(zone))
     rows = await conn.fetch(
         "INSERT INTO tax_flags (user_id, year, income, flagged_at)"
-        " SELECT beneficiary, $2, sum(settled), $5 FROM commissions"
+        " SELECT beneficiary, $2, sum(amount - reversed), $5 FROM commissions"
         " WHERE beneficiary = ANY($1::text[]) AND status = 'settled'"
         " AND closed_at >= $3 AND closed_at < $4"
-        " GROUP BY beneficiary HAVING sum(settled) >= $6"
+        " GROUP BY beneficiary HAVING sum(amount - reversed) >= $6"
         " ON CONFLICT (user_id, year) DO NOTHING RETURNING user_id, year, income",
         users, year, start, end, now, threshold)
     return [(r["user_id"], r["year"], int(r["income"])) for r in rows]

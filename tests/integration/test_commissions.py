@@ -425,6 +425,46 @@ async def test_settled_income_past_the_threshold_flags_a_user_once_a_year(
     assert await unbalanced(conn) == []
 
 
+async def test_income_clawed_back_after_settlement_does_not_count_towards_tax(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    doc = configs.document([configs.campaign("c1", size=2, stock=100, led=50, joined=50,
+                                             pay=False)],
+                           shards=1, database_url=clean.database_url,
+                           redis_url=clean.redis_url)
+    doc["commission"] = {"tax_threshold_fen": 1000, "return_window_days": 0}
+    config = parse(doc, {}, "test")
+    clock = Clock()
+    worker = await worker_factory(config, clock)
+    shard = await shard_factory(config, clock)
+    assert answer(await worker.bind("bob", "alice"))["ok"]
+    june = datetime(2030, 6, 1, tzinfo=UTC)
+
+    async def earn_and_settle(day: int) -> int:
+        # bob buys once more: alice earns 600 fen, settled at once (a 0-day window).
+        clock.set(june + day * DAY)
+        await deal(shard, f"c-{day}", "bob")
+        await worker.drain()
+        await worker.settle()
+        order: int = await conn.fetchval(
+            "SELECT max(id) FROM orders WHERE user_id = 'bob'")
+        return order
+
+    first = await earn_and_settle(0)
+    # The first order comes back whole after sales: its 600 is clawed back.
+    back = answer(await worker.refund_after_sales("boss", first, None, "a1", None))
+    assert back["result"]["order"]["status"] == "refunded"
+    await earn_and_settle(1)  # 1,200 settled, 600 kept: not flagged
+    assert await conn.fetchval("SELECT count(*) FROM tax_flags") == 0
+    await earn_and_settle(2)  # 1,200 kept: flagged
+    flags = await conn.fetch("SELECT user_id, year, income FROM tax_flags")
+    assert [tuple(r) for r in flags] == [("alice", 2030, 1200)]
+    await worker.published()
+    told = [f for f in await frames_of(clean, "user:alice") if f["type"] == "tax_flagged"]
+    assert [(f["year"], f["income"]) for f in told] == [(2030, 1200)]
+    assert await unbalanced(conn) == []
+
+
 # --- binding modes ---------------------------------------------------------------------
 
 MINUTE = timedelta(minutes=1)

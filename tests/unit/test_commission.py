@@ -479,7 +479,10 @@ BOUND = Bound("r1", T0)  # u was brought in by r1 at T0
          "moved"),
         ("self, unbound", None, "u", [], T0, "invalid_request", "invalid_request",
          "invalid_request"),
-        ("self, once free", BOUND, "u", [], T0 + 400 * DAY, "already_bound",
+        # Binding to oneself is wrong whoever one is bound to: never "already bound".
+        ("self, bound", BOUND, "u", [], T0 + MINUTE, "invalid_request", "invalid_request",
+         "invalid_request"),
+        ("self, once free", BOUND, "u", [], T0 + 400 * DAY, "invalid_request",
          "invalid_request", "invalid_request"),
         ("loop: r2 came through u", None, "r2", ["u"], T0, "invalid_request",
          "invalid_request", "invalid_request"),
@@ -590,4 +593,5 @@ def test_a_decision_the_binding_in_force_makes_alone_needs_no_chain(
     decided = decide_bind(BUYER, referrer, bound, chain, policy, now)
     if not needs_chain(referrer, bound, policy, now):
         assert decide_bind(BUYER, referrer, bound, (), policy, now) == decided
-        assert decided.outcome == "unchanged" or decided.code == "already_bound"
+        assert (decided.outcome == "unchanged" or decided.code == "already_bound"
+                or (referrer == BUYER and decided.code == "invalid_request"))
