@@ -312,10 +312,10 @@ async def bind(conn: asyncpg.Connection, user: str, referrer: str,
     return answers.ok({"referral": reads.referral_view(row)}), live
 
 
-async def distributor(conn: asyncpg.Connection, user: str, action: str, actor: str
-                      ) -> tuple[Answer, list[LiveEvent]]:
+async def distributor(conn: asyncpg.Connection, user: str, action: str, actor: str,
+                      now: datetime) -> tuple[Answer, list[LiveEvent]]:
     """`action` on `user`'s distributor status: "apply" (by the user themselves),
-    "approve" or "revoke" (by the marketer `actor`).
+    "approve" or "revoke" (by the marketer `actor`), at `now` (the pipeline's clock).
 
     Applying is idempotent (again while applied answers the same; after a revocation it
     applies anew); an approved user applying is told they are one already. Approving
@@ -330,14 +330,14 @@ async def distributor(conn: asyncpg.Connection, user: str, action: str, actor: s
                                  "you are an approved distributor already"), []
         if row is not None and status == "applied":
             return answers.ok({"distributor": distributors.view(row)}), []
-        row = await distributors.apply(conn, user)
+        row = await distributors.apply(conn, user, now)
     else:
         target = {"approve": "approved", "revoke": "revoked"}[action]
         if row is None:
             return answers.error("not_found", f"{user!r} has not applied to distribute"), []
         if status == target:
             return answers.ok({"distributor": distributors.view(row)}), []
-        row = await distributors.decide(conn, user, target, actor)
+        row = await distributors.decide(conn, user, target, actor, now)
     view = distributors.view(row)
     return answers.ok({"distributor": view}), [LiveEvent(user_topic(user), 0, {
         "type": "distributor_status", "distributor": view})]

@@ -297,7 +297,7 @@ class PipelineWorker:
         """Apply for, approve or revoke `user`'s distributor status (see
         `actors.commissions.distributor`)."""
         return await self._answer(lambda conn: commissions.distributor(conn, user, action,
-                                                                       actor))
+                                                                       actor, self.now()))
 
     async def refund(self, user: str, order_id: int, amount: int | None = None,
                      key: str | None = None) -> Answer:

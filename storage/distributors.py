@@ -54,29 +54,32 @@ async def lock(conn: asyncpg.Connection, user: str) -> asyncpg.Record | None:
     return row
 
 
-async def apply(conn: asyncpg.Connection, user: str) -> asyncpg.Record:
-    """Record `user`'s application (a first one, or again after a revocation)."""
+async def apply(conn: asyncpg.Connection, user: str, now: datetime) -> asyncpg.Record:
+    """Record `user`'s application (a first one, or again after a revocation) at `now`
+    (the pipeline's clock)."""
     row: asyncpg.Record = await conn.fetchrow(
-        "INSERT INTO distributors (user_id, status) VALUES ($1, 'applied')"
-        " ON CONFLICT (user_id) DO UPDATE SET status = 'applied', applied_at = now()"
-        " RETURNING *", user)
-    await _changed(conn, user, "applied", user)
+        "INSERT INTO distributors (user_id, status, applied_at) VALUES ($1, 'applied', $2)"
+        " ON CONFLICT (user_id) DO UPDATE SET status = 'applied', applied_at = $2"
+        " RETURNING *", user, now)
+    await _changed(conn, user, "applied", user, now)
     return row
 
 
-async def decide(conn: asyncpg.Connection, user: str, status: str, marketer: str
-                 ) -> asyncpg.Record:
-    """Set `user`'s status to `status` ("approved" or "revoked") by `marketer`."""
+async def decide(conn: asyncpg.Connection, user: str, status: str, marketer: str,
+                 now: datetime) -> asyncpg.Record:
+    """Set `user`'s status to `status` ("approved" or "revoked") by `marketer` at `now`
+    (the pipeline's clock)."""
     row: asyncpg.Record = await conn.fetchrow(
-        "UPDATE distributors SET status = $2, decided_at = now(), decided_by = $3"
-        " WHERE user_id = $1 RETURNING *", user, status, marketer)
-    await _changed(conn, user, status, marketer)
+        "UPDATE distributors SET status = $2, decided_at = $4, decided_by = $3"
+        " WHERE user_id = $1 RETURNING *", user, status, marketer, now)
+    await _changed(conn, user, status, marketer, now)
     return row
 
 
-async def _changed(conn: asyncpg.Connection, user: str, status: str, actor: str) -> None:
-    await conn.execute("INSERT INTO distributor_changes (user_id, status, actor)"
-                       " VALUES ($1, $2, $3)", user, status, actor)
+async def _changed(conn: asyncpg.Connection, user: str, status: str, actor: str,
+                   now: datetime) -> None:
+    await conn.execute("INSERT INTO distributor_changes (user_id, status, actor, at)"
+                       " VALUES ($1, $2, $3, $4)", user, status, actor, now)
 
 
 async def eligible(conn: asyncpg.Connection, users: Sequence[str], earners: str,

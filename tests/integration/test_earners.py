@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from actors.pipeline_worker import PipelineWorker
 from storage.config import Config, parse
 from storage.live import Live
+from storage.reads import iso_time
 from tests.integration.conftest import Clock, Factory, cmd
 from tests.integration.test_commissions import (  # noqa: F401 (fixtures)
     WorkerFactory,
@@ -76,20 +77,25 @@ async def test_only_approved_distributors_earn(
         clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,  # noqa: F811
         conn: asyncpg.Connection) -> None:  # noqa: F811
     config = config_of(clean, {"earners": "approved"})
-    worker = await worker_factory(config)
+    clock = Clock()
+    worker = await worker_factory(config, clock)
     await bind_all(worker, ("alice", "zed"), ("bob", "alice"))
-    # Applying is idempotent; a marketer approves alice; zed never applied.
+    # Applying is idempotent; a marketer approves alice (a day later, by the pipeline's
+    # clock, as every time the pipeline records); zed never applied.
     applied = answer(await worker.distributor("alice", "apply", "alice"))
     assert applied["result"]["distributor"]["status"] == "applied", applied
+    assert applied["result"]["distributor"]["applied_at"] == iso_time(clock.now())
     assert answer(await worker.distributor("alice", "apply", "alice")) == applied
     missing = answer(await worker.distributor("zed", "approve", "boss"))
     assert missing["error"]["code"] == "not_found"
+    clock.advance(timedelta(days=1))
     approved = answer(await worker.distributor("alice", "approve", "boss"))
     assert approved["result"]["distributor"]["decided_by"] == "boss"
+    assert approved["result"]["distributor"]["decided_at"] == iso_time(clock.now())
     assert answer(await worker.distributor("alice", "approve", "boss")) == approved
     again = answer(await worker.distributor("alice", "apply", "alice"))
     assert again["error"]["code"] == "already_distributor"
-    shard = await shard_factory(config, Clock())
+    shard = await shard_factory(config, clock)
     await pair(shard, "carol", "bob")
     await worker.drain()
     # alice earns level 1; zed, not approved, earns nothing, and nobody takes their level.
