@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from actors.owner import Owner
 from actors.pipeline_worker import PipelineWorker
 from bench import mix
 from games.commission import BindingPolicy
@@ -283,15 +284,25 @@ async def test_withdrawals_hold_pay_release_and_never_overdraw(
     assert await conn.fetchval("SELECT count(*) FROM withdrawals") == 2
 
 
-async def test_a_large_withdrawal_waits_for_review(clean: Services, shard_factory: Factory,
-                                                   worker_factory: WorkerFactory,
-                                                   conn: asyncpg.Connection) -> None:
+async def alice_earns_600_reviewed_from_500(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> tuple[PipelineWorker, datetime]:
+    """Withdrawals of 500 fen and more wait for review; bob buys through alice (600 fen to
+    her): the worker and when the order was made."""
     doc = configs.document([configs.campaign("c1", size=2, stock=10, pay=False)], shards=1,
                            database_url=clean.database_url, redis_url=clean.redis_url)
     doc["commission"] = {"withdrawal_review_fen": 500}
     config = parse(doc, {}, "test")
     worker = await worker_factory(config)
     created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
+    return worker, created
+
+
+async def test_a_large_withdrawal_waits_for_review(clean: Services, shard_factory: Factory,
+                                                   worker_factory: WorkerFactory,
+                                                   conn: asyncpg.Connection) -> None:
+    worker, created = await alice_earns_600_reviewed_from_500(clean, shard_factory,
+                                                             worker_factory, conn)
     assert await worker.settle_once(created + 30 * DAY) == 1
     held = answer(await worker.withdraw("alice", "big", 600))["result"]["withdrawal"]
     assert held["status"] == "reviewing"
@@ -310,12 +321,8 @@ async def test_a_large_withdrawal_waits_for_review(clean: Services, shard_factor
 async def test_a_withdrawal_rejected_while_its_user_owes_pays_the_debt_first(
         clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
         conn: asyncpg.Connection) -> None:
-    doc = configs.document([configs.campaign("c1", size=2, stock=10, pay=False)], shards=1,
-                           database_url=clean.database_url, redis_url=clean.redis_url)
-    doc["commission"] = {"withdrawal_review_fen": 500}
-    config = parse(doc, {}, "test")
-    worker = await worker_factory(config)
-    created = await bob_buys_through_alice(worker, await shard_factory(config, Clock()), conn)
+    worker, created = await alice_earns_600_reviewed_from_500(clean, shard_factory,
+                                                             worker_factory, conn)
     order = await conn.fetchval("SELECT id FROM orders WHERE user_id = 'bob'")
     assert await worker.settle_once(created + 30 * DAY) == 1
     # alice's 600 is held for review when bob's order comes back whole after sales:
@@ -381,20 +388,27 @@ async def test_a_withdrawal_pays_its_amount_less_its_fee_as_a_line_of_its_own(
     assert await unbalanced(conn) == []
 
 
-async def test_settled_income_past_the_threshold_flags_a_user_once_a_year(
-        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
-        conn: asyncpg.Connection) -> None:
+async def tax_story(clean: Services, shard_factory: Factory, worker_factory: WorkerFactory
+                    ) -> tuple[Clock, PipelineWorker, Owner]:
+    """A 1,000 fen tax threshold, commission settled at once (a 0-day window), bob bound
+    to alice; one clock for the owner and the pipeline, set to each purchase's moment."""
     doc = configs.document([configs.campaign("c1", size=2, stock=100, led=50, joined=50,
                                              pay=False)],
                            shards=1, database_url=clean.database_url,
                            redis_url=clean.redis_url)
     doc["commission"] = {"tax_threshold_fen": 1000, "return_window_days": 0}
     config = parse(doc, {}, "test")
-    # One clock for the owner and the pipeline, set to each purchase's moment.
     clock = Clock()
     worker = await worker_factory(config, clock)
     shard = await shard_factory(config, clock)
     assert answer(await worker.bind("bob", "alice"))["ok"]
+    return clock, worker, shard
+
+
+async def test_settled_income_past_the_threshold_flags_a_user_once_a_year(
+        clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
+        conn: asyncpg.Connection) -> None:
+    clock, worker, shard = await tax_story(clean, shard_factory, worker_factory)
     seen = 0
 
     async def earn_and_settle(at: datetime) -> list[str]:
@@ -428,16 +442,7 @@ async def test_settled_income_past_the_threshold_flags_a_user_once_a_year(
 async def test_income_clawed_back_after_settlement_does_not_count_towards_tax(
         clean: Services, shard_factory: Factory, worker_factory: WorkerFactory,
         conn: asyncpg.Connection) -> None:
-    doc = configs.document([configs.campaign("c1", size=2, stock=100, led=50, joined=50,
-                                             pay=False)],
-                           shards=1, database_url=clean.database_url,
-                           redis_url=clean.redis_url)
-    doc["commission"] = {"tax_threshold_fen": 1000, "return_window_days": 0}
-    config = parse(doc, {}, "test")
-    clock = Clock()
-    worker = await worker_factory(config, clock)
-    shard = await shard_factory(config, clock)
-    assert answer(await worker.bind("bob", "alice"))["ok"]
+    clock, worker, shard = await tax_story(clean, shard_factory, worker_factory)
     june = datetime(2030, 6, 1, tzinfo=UTC)
 
     async def earn_and_settle(day: int) -> int:
