@@ -35,9 +35,9 @@ def _lines(withdrawal_id: int, step: str, lines: Sequence[Line]
     return [(_txn(withdrawal_id, step), None, line) for line in lines]
 
 
-def _event(kind: str, row: asyncpg.Record) -> LiveEvent:
+def _event(kind: str, row: asyncpg.Record, **extra: int) -> LiveEvent:
     return LiveEvent(user_topic(row['user_id']), 0,
-                     {"type": kind, "withdrawal": reads.withdrawal_view(row)})
+                     {"type": kind, "withdrawal": reads.withdrawal_view(row), **extra})
 
 
 async def _pay(conn: asyncpg.Connection, payments: PaymentAdapter, row: asyncpg.Record,
@@ -107,4 +107,4 @@ async def review(conn: asyncpg.Connection, payments: PaymentAdapter, reviewer: s
                                           rules.release(row["user_id"], row["amount"], owed)))
     row = await store.close(conn, row["id"], "rejected", None, reviewer, note, now)
     return answers.ok({"withdrawal": reads.withdrawal_view(row)}), [
-        _event("withdrawal_rejected", row)]
+        _event("withdrawal_rejected", row, debt_paid=min(row["amount"], owed))]

@@ -510,8 +510,9 @@ class Bench:
 
     async def bargains(self, gens: Generators) -> None:
         """Contended helps per second at each level, Fission (/ws, HTTP) against the mall;
-        then Fission /ws paced at a fraction of its peak (the p99 target's load); then the
-        invariants in Postgres."""
+        then Fission /ws paced at a fraction of its peak twice, each round's helpers at
+        once and then arriving spread out (the p99 target's load); then the invariants in
+        Postgres."""
         plan = self.plan
         self.results["bargain"] = []
         systems = [s for s in BARGAIN_SYSTEMS if s in plan.systems]

@@ -412,7 +412,7 @@ def decide_bind(user: str, referrer: str, current: Bound | None,
     it is wrong whoever the user is bound to).
     """
     if referrer == user:
-        return BindDecision("refused", "invalid_request", "you cannot be your own referrer")
+        return BindDecision("refused", "invalid_request", str(bind_refusal(user, referrer, ())))
     if current is not None:
         if current.referrer == referrer:
             return BindDecision("unchanged")

@@ -12,12 +12,13 @@ On this clock (written as `$now` parameters, compared as `<= $now`): orders'
 `created_at`, `confirmed_at` (which `settle_at` runs from) and `refunded_at`;
 commissions' `settle_at` and `closed_at`; tax flags' year and `flagged_at`; grade
 months and `grade_changes.changed_at`; referrals' `bound_at`/`ended_at`; withdrawals'
-`created_at`/`closed_at`; provider refunds' and checks' `next_attempt_at` (and a check's
-`answered_at`). On the database's clock (`DEFAULT now()` / `clock_timestamp()`), as
+`created_at`/`closed_at`; distributors' `applied_at`/`decided_at` and their changes'
+`at`; provider refunds' and checks' `next_attempt_at` (and a check's `answered_at`). On
+the database's clock (`DEFAULT now()` / `clock_timestamp()`), as
 records of when a row was written that decide nothing: the outbox's `created_at` and
 `processed_at` (the lag metric), events' and command results' `created_at` (the
 owners' retention housekeeping), `updated_at` columns, notices' `sent_at`, commissions'
-and refund pieces' `created_at`, distributors' `applied_at`/`decided_at`.
+and refund pieces' `created_at`.
 
 It lives in `storage/` so both `storage/` and `actors/` may use it; `games/` never reads
 a clock and takes the time as an argument.

@@ -579,7 +579,10 @@ function sharer() {
 async function play(method, params) {
   const referrer = sharer();
   const answer = await client.call(method, referrer ? { ...params, referrer } : params);
-  if (referrer && answer && ("referral" in answer || "referral_error" in answer)) {
+  // Told: bound, or refused for good. A pipeline that did not answer (`unavailable`)
+  // is asked again with the next play.
+  if (referrer && answer && ("referral" in answer
+      || ("referral_error" in answer && answer.referral_error.code !== "unavailable"))) {
     state.referralTold = true;
   }
   return answer;

@@ -5,7 +5,7 @@
 CREATE TABLE tax_flags (
     user_id     text        NOT NULL,
     year        int         NOT NULL,
-    income      bigint      NOT NULL,   -- fen settled that year when the flag was raised
+    income      bigint      NOT NULL,   -- fen kept that year when the flag was raised
     flagged_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, year)
 );

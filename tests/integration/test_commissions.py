@@ -338,6 +338,9 @@ async def test_a_withdrawal_rejected_while_its_user_owes_pays_the_debt_first(
     assert mine["balance"] == {"pending": 0, "available": 0, "withdrawing": 0, "debt": 0}
     again = answer(await worker.withdraw("alice", "again", 100))
     assert again["error"]["code"] == "insufficient_balance"
+    await worker.published()
+    told = [f for f in await frames_of(clean, "user:alice") if f["type"] == "withdrawal_rejected"]
+    assert [f["debt_paid"] for f in told] == [600]
     assert await unbalanced(conn) == []
 
 
