@@ -281,16 +281,23 @@ def reverse(beneficiary: str, amount: int) -> list[Line]:
 
 def settle_owing(beneficiary: str, amount: int, owed: int) -> list[Line]:
     """Lines that settle `amount` fen of a commission for a beneficiary who owes `owed`
-    fen (their debt): the debt is paid first, the rest goes to available. A step of 0 fen
-    writes no line (the ledger keeps no empty lines)."""
-    if type(amount) is not int or amount <= 0 or owed < 0:
-        raise ValueError("a settlement is a positive integer of fen, a debt not negative")
+    fen (their debt): the debt is paid first, the rest goes to available."""
+    return debt_first(pending(beneficiary), beneficiary, amount, owed)
+
+
+def debt_first(source: str, user: str, amount: int, owed: int) -> list[Line]:
+    """Lines that give `user` `amount` fen from `source` when they owe `owed` fen (their
+    debt): the debt is paid first, the rest goes to available (a settlement, a rejected
+    withdrawal's release). A step of 0 fen writes no line (the ledger keeps no empty
+    lines)."""
+    if type(amount) is not int or amount <= 0 or type(owed) is not int or owed < 0:
+        raise ValueError("an amount given is a positive integer of fen, a debt not negative")
     paid = min(amount, owed)
-    lines = [Line(pending(beneficiary), -amount)]
+    lines = [Line(source, -amount)]
     if paid:
-        lines.append(Line(debt(beneficiary), paid))
+        lines.append(Line(debt(user), paid))
     if amount - paid:
-        lines.append(Line(available(beneficiary), amount - paid))
+        lines.append(Line(available(user), amount - paid))
     return lines
 
 

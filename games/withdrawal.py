@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from games.commission import Line, available, debt, move
+from games.commission import Line, available, debt_first, move
 from games.errors import GameError
 
 PAYOUTS = "shop:payouts"
@@ -91,12 +91,5 @@ def release(user: str, amount: int, owed: int = 0) -> list[Line]:
     after-sales refund made while the amount was held): the held amount pays the debt
     first, as a settlement would, and the rest is available again, so no one withdraws
     again while they owe the shop."""
-    if type(amount) is not int or amount <= 0:
-        raise ValueError("an amount released is a positive integer of fen")
-    if type(owed) is not int or owed < 0:
-        raise ValueError("a debt is a non-negative integer of fen")
-    paid = min(amount, owed)
-    lines = move(withdrawing(user), debt(user), paid) if paid else []
-    return lines + (move(withdrawing(user), available(user), amount - paid)
-                    if amount - paid else [])
+    return debt_first(withdrawing(user), user, amount, owed)
 
