@@ -32,8 +32,9 @@ MAX_ROUNDS = 10_000_000  # a bound on any team loop besides its deadline
 SHARERS = 16  # sharers per generator who brought the deal scenario's leaders in
 
 
-# A spread round's helpers arrive within this share of the round's interval, so a round
-# ends before the team's next begins.
+# A spread round's helpers arrive within this share of the round's interval; the rest
+# of it is for the round's last helps to be answered before the team's next round (a
+# round that runs over starts the next one late, never two at once).
 SPREAD = 0.8
 
 
