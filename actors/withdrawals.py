@@ -65,7 +65,8 @@ async def request(conn: asyncpg.Connection, payments: PaymentAdapter, user: str,
                                  "this idempotency key was used for another amount"), []
         return answers.ok({"withdrawal": reads.withdrawal_view(first)}), []
     try:
-        decision = rules.decide(amount, await store.balance(conn, available(user)), limits)
+        balance = (await ledger.balances(conn, [available(user)]))[available(user)]
+        decision = rules.decide(amount, balance, limits)
     except GameError as refused:
         return answers.error(refused.code, refused.message), []
     row = await store.insert(conn, user, key, amount, "reviewing", limits.fee(amount), now)
@@ -102,7 +103,7 @@ async def review(conn: asyncpg.Connection, payments: PaymentAdapter, reviewer: s
             _event("withdrawal_paid", row)]
     # The user's lock (the one refunds take) keeps their debt still while it is repaid.
     await store.lock_user(conn, row["user_id"])
-    owed = -await store.balance(conn, debt(row["user_id"]))
+    owed = -(await ledger.balances(conn, [debt(row["user_id"])]))[debt(row["user_id"])]
     await ledger.write_lines(conn, _lines(row["id"], "release",
                                           rules.release(row["user_id"], row["amount"], owed)))
     row = await store.close(conn, row["id"], "rejected", None, reviewer, note, now)

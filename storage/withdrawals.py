@@ -16,13 +16,6 @@ async def lock_user(conn: asyncpg.Connection, user: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_SPACE, user)
 
 
-async def balance(conn: asyncpg.Connection, account: str) -> int:
-    """The sum of an account's ledger lines, fen."""
-    total = await conn.fetchval(
-        "SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE account = $1", account)
-    return int(total)
-
-
 async def by_key(conn: asyncpg.Connection, user: str, key: str) -> asyncpg.Record | None:
     """The withdrawal `user` asked for with idempotency key `key`, if any."""
     row: asyncpg.Record | None = await conn.fetchrow(
