@@ -127,9 +127,7 @@ class Metrics:
         out.append("# TYPE fission_gateway_gc_seconds counter")
         for gen, took in enumerate(gc_now["gc_seconds"]):
             out.append(f'fission_gateway_gc_seconds_total{{generation="{gen}"}} {took:.6f}')
-        out += ["# TYPE fission_gateway_gc_frozen_objects gauge",
-                f"fission_gateway_gc_frozen_objects {gc_now['gc_frozen']}",
-                "# TYPE fission_gateway_gc_longest_seconds gauge",
+        out += ["# TYPE fission_gateway_gc_longest_seconds gauge",
                 f'fission_gateway_gc_longest_seconds {gc_now["gc_longest_seconds"]:.6f}',
                 "# TYPE fission_commit_longest_seconds gauge"]
         for stats in shard_stats:
