@@ -799,11 +799,13 @@ def bargain_summary(campaign: str, bargain: Bargain) -> dict[str, Any]:
 
 def bargain_row(campaign: str, bargain: Bargain) -> tuple[Any, ...]:
     """The read-model row of `bargain`, in `READ_MODEL` column order: times as epoch ms,
-    the seed as decimal text, helpers as a JSON-ready list of [user, cut, at_ms]."""
+    the seed as decimal text, helpers as their (user, cut, at_ms) tuples, which encode as
+    JSON arrays (the tuple itself: a row is made on every help, and copying up to 100
+    helpers each time was a visible share of the owner's work)."""
     return (
         campaign, bargain.id, bargain.status.value, bargain.initiator, bargain.list_price,
         bargain.floor_price, bargain.price, str(bargain.seed),
-        [[user, cut, at] for user, cut, at in bargain.helpers], bargain.created_at,
+        bargain.helpers, bargain.created_at,
         bargain.expires_at, bargain.hold_until, bargain.version, bargain.helpers_to_floor,
         [hold.row() for hold in bargain.purchases], bargain.purchase_unit,
     )
