@@ -1,7 +1,12 @@
 """Who has ever had an order: the `newcomer` fact a game may ask of a helper.
 
 Asked once per bargain help, so it is coalesced: the lookups that arrive while one query
-runs go together in the next (one round trip for a burst, not one each). Having ordered is
+runs go together in the next (one round trip for a burst, not one each), and under a
+steady stream two queries start at least `SPACING` apart, so the asks of those
+milliseconds go together too. Measured in the bargain's paced run with helpers arriving
+one by one (~1,700 helps/s): without the spacing, 531 queries a second of 3.3 users each,
+~0.3 ms of gateway and Postgres time apiece. The first ask after a quiet spell is not
+held: the wait only starts counting from the query before. Having ordered is
 permanent (orders are never deleted, a refunded one still counts), so users found to have
 ordered are remembered and never asked about again; users who have not are asked again
 next time, since they may have ordered meanwhile.
@@ -17,14 +22,20 @@ import asyncpg
 from storage import reads
 
 REMEMBERED = 100_000  # users known to have ordered, least recently asked dropped first
+# Seconds between two queries' starts at the least. A help then waits for the shard call
+# in flight (one per shard, ~15 ms under load), so most of this is hidden behind it.
+SPACING = 0.004
 
 
 class Customers:
     """`has_ordered(user)` over one read pool, batched and remembered."""
 
-    def __init__(self, pool: asyncpg.Pool, remembered: int = REMEMBERED) -> None:
+    def __init__(self, pool: asyncpg.Pool, remembered: int = REMEMBERED,
+                 spacing: float = SPACING) -> None:
         self._pool = pool
         self._remembered = remembered
+        self._spacing = spacing
+        self._last_query = float("-inf")  # the loop's time the last query started
         self._ordered: OrderedDict[str, None] = OrderedDict()
         self._waiting: dict[str, asyncio.Future[bool]] = {}
         self._running = False
@@ -48,8 +59,13 @@ class Customers:
         return await asyncio.shield(waiting)
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._waiting:
+                early = self._last_query + self._spacing - loop.time()
+                if early > 0:
+                    await asyncio.sleep(early)  # the asks of these moments join this one
+                self._last_query = loop.time()
                 batch, self._waiting = self._waiting, {}
                 self.queries += 1
                 try:
