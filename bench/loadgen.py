@@ -40,7 +40,7 @@ SPREAD = 0.8
 
 # The cyclic collector is paused while a generator times what it does: through a timed
 # run, and from a subscription until its frames are collected. A generator holds up to
-# ~1,800 sockets and parses every reply; measured in the bargain's paced runs, its
+# ~800 sockets and parses every reply; measured in the bargain's paced runs, its
 # collections paused it 7-65 ms at a time, and every help in flight in that process then
 # looked that much slower (the slow helps fell in the collections' windows). Reference
 # counting still frees nearly everything; what cycles a run leaves are collected when
@@ -568,22 +568,32 @@ def _pause_collector() -> None:
 async def _serve(conn: Connection, index: int) -> None:
     generator = Generator(index)
     loop = asyncio.get_running_loop()
+    # A subscription's window is open (its frames are being timed) until its collect or
+    # the sockets' close: commands within it (the board's storm) neither collect nor end
+    # the pause.
+    window = False
     try:
         while True:
             command, kwargs = await loop.run_in_executor(None, conn.recv)
             if command == "quit":
                 break
-            if command in TIMED or command in PAUSED_FROM:
+            timed = command in TIMED or command in PAUSED_FROM
+            if timed and not window:
                 _pause_collector()
+            failed = False
             try:
                 result = await getattr(generator, command)(**kwargs)
                 conn.send(("ok", result))
             except Exception:
-                gc.enable()  # a failed subscription waits for no collect
+                failed = True
                 conn.send(("error", traceback.format_exc()))
-            finally:
-                if command in TIMED or command in PAUSED_UNTIL:
-                    gc.enable()
+            if command in PAUSED_FROM:
+                window = not failed
+            elif command in PAUSED_UNTIL or command == "fan_close":
+                window = False
+            if not window and (timed or command in PAUSED_UNTIL or failed):
+                gc.enable()
+                gc.collect()  # what the run left, before the driver's next command
     finally:
         await generator.close()
 

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from storage import reads
 
 REMEMBERED = 100_000  # users known to have ordered, least recently asked dropped first
-# Seconds between two queries' starts at the least. A help then waits for the shard call
-# in flight (one per shard, ~15 ms under load), so most of this is hidden behind it.
+# Seconds between two queries' starts at the least. The wait is the help's own (its fact
+# comes before its command), but short beside the shard call in flight a help then
+# waits for (one per shard, ~15 ms under load).
 SPACING = 0.004
 
 
@@ -31,10 +33,12 @@ class Customers:
     """`has_ordered(user)` over one read pool, batched and remembered."""
 
     def __init__(self, pool: asyncpg.Pool, remembered: int = REMEMBERED,
-                 spacing: float = SPACING) -> None:
+                 spacing: float = SPACING,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._pool = pool
         self._remembered = remembered
         self._spacing = spacing
+        self._sleep = sleep  # how the spacing is waited out (a test holds it)
         self._last_query = float("-inf")  # the loop's time the last query started
         self._ordered: OrderedDict[str, None] = OrderedDict()
         self._waiting: dict[str, asyncio.Future[bool]] = {}
@@ -64,7 +68,7 @@ class Customers:
             while self._waiting:
                 early = self._last_query + self._spacing - loop.time()
                 if early > 0:
-                    await asyncio.sleep(early)  # the asks of these moments join this one
+                    await self._sleep(early)  # the asks of these moments join this one
                 self._last_query = loop.time()
                 batch, self._waiting = self._waiting, {}
                 self.queries += 1

@@ -44,21 +44,37 @@ async def test_a_steady_stream_of_asks_goes_in_spaced_queries(pool: asyncpg.Pool
     out the spacing after the query before and go in one query together (without it,
     the first would go alone and the rest in a third)."""
     await _order(pool, "u-3")
-    customers = Customers(pool, spacing=0.5)
+    spaced = asyncio.Event()
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the spacing, until the test says it is over
+        waits.append(seconds)
+        await spaced.wait()
+
+    customers = Customers(pool, spacing=60.0, sleep=sleep)
     assert await customers.has_ordered("first") is False
     asks = []
     for n in range(20):
         asks.append(asyncio.ensure_future(customers.has_ordered(f"u-{n}")))
         await asyncio.sleep(0)  # the next ask arrives on the loop's next turn
+    assert customers.queries == 1 and len(waits) == 1 and 0 < waits[0] <= 60.0
+    spaced.set()
     assert await asyncio.gather(*asks) == [n == 3 for n in range(20)]
     assert customers.queries == 2
 
 
 async def test_the_first_ask_after_a_quiet_spell_is_not_held(pool: asyncpg.Pool) -> None:
-    customers = Customers(pool, spacing=3600.0)
-    # Held for the spacing, it would wait an hour.
-    assert await asyncio.wait_for(customers.has_ordered("first"), 60.0) is False
-    assert customers.queries == 1
+    held: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        held.append(seconds)
+
+    customers = Customers(pool, spacing=3600.0, sleep=sleep)
+    assert await customers.has_ordered("first") is False
+    assert held == []  # no query before it: asked at once
+    assert await customers.has_ordered("second") is False
+    assert len(held) == 1 and 3599.0 < held[0] <= 3600.0  # within the first's spacing
+    assert customers.queries == 2
 
 
 async def test_who_ordered_is_remembered_and_who_did_not_is_asked_again(
