@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from actors import answers, backoff, gcstats
+from actors import answers, backoff, gcstats, waits
 from actors.answers import Answer
 from actors.metrics import BatchSizes
 from actors.routing import shard_of
@@ -646,10 +646,7 @@ class Owner:
                 continue
             delay = (self._deadlines[0][0] - self._clock()) / 1000
             if delay > 0:
-                try:
-                    await asyncio.wait_for(self._deadline_changed.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                await waits.wait_set(self._deadline_changed, delay)
                 self._deadline_changed.clear()
                 continue
             self._expire_due()

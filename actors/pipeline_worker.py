@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from actors import answers, backoff, commissions, notices, paygates, refunds, withdrawals
+from actors import answers, backoff, commissions, notices, paygates, refunds, waits, withdrawals
 from actors import checks as provider_checks
 from actors.answers import Answer
 from actors.commissions import FreshOrder
@@ -140,8 +140,7 @@ class PipelineWorker:
             if self._next_due is not None and not failed:
                 until_due = (self._next_due - self.now()).total_seconds()
                 timeout = min(interval, max(0.0, until_due))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            await waits.wait_set(self._wake, timeout)
             self._wake.clear()
 
     async def _send_loop(self) -> None:
@@ -149,8 +148,7 @@ class PipelineWorker:
         has done work (and on the poll), beside it."""
         interval = self.config.pipeline.poll_interval_ms / 1000
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._owing.wait(), timeout=interval)
+            await waits.wait_set(self._owing, interval)
             self._owing.clear()
             try:
                 await self.deliver_notices()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from actors import waits
 from server import state, wire
 from server.auth import Identity
 from server.errors import ApiError
@@ -419,9 +420,7 @@ class Connection:
         if self.queue is None or self.queue.qsize() < self.high_water or self.closed:
             return
         self.room.clear()
-        try:
-            await asyncio.wait_for(self.room.wait(), timeout=10.0)
-        except TimeoutError:
+        if not await waits.wait_set(self.room, 10.0):
             self.kill(CLOSE_SLOW, "slow_consumer", "replies not read: client is not reading")
 
     def handle(self, frame: dict[str, Any], ref: str | None) -> None:
