@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from actors import gcstats
+from actors import gcstats, waits
 from bench.boards import BoardWatch, scores_of
 from bench.clients import HttpClient, WsClient, fission_route, mall_route, now_ms
 
@@ -482,8 +482,7 @@ class Generator:
 
     async def fan_collect(self, wait: float) -> dict[str, Any]:
         """Wait until every socket saw the final seq (or `wait` seconds); what arrived."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.fan_all_done.wait(), wait)
+        await waits.wait_set(self.fan_all_done, wait)
         return {"events": self.fan_events, "bytes": self.fan_bytes,
                 "complete": self.fan_done, "sockets": len(self.fans),
                 "first": self.fan_first, "last": self.fan_last,
@@ -533,8 +532,7 @@ class Generator:
         watch = self.board
         if watch.expect(expected):
             self.board_done.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.board_done.wait(), wait)
+        await waits.wait_set(self.board_done, wait)
         return {"frames": watch.frames,
                 "groups": [(key, times.tobytes()) for key, times in watch.groups.items()],
                 "first": watch.first, "gaps": watch.gaps, "inconsistent": watch.inconsistent,
@@ -558,28 +556,20 @@ class Generator:
             await self.session.close()
 
 
-def _pause_collector() -> None:
-    """Collect what earlier work left, then pause the collector (see TIMED)."""
-    gc.enable()
-    gc.collect()
-    gc.disable()
-
-
 async def _serve(conn: Connection, index: int) -> None:
     generator = Generator(index)
     loop = asyncio.get_running_loop()
     # A subscription's window is open (its frames are being timed) until its collect or
-    # the sockets' close: commands within it (the board's storm) neither collect nor end
-    # the pause.
+    # the sockets' close: commands within it (the board's storm) leave the pause on.
     window = False
     try:
         while True:
             command, kwargs = await loop.run_in_executor(None, conn.recv)
             if command == "quit":
                 break
-            timed = command in TIMED or command in PAUSED_FROM
-            if timed and not window:
-                _pause_collector()
+            if (command in TIMED or command in PAUSED_FROM) and gc.isenabled():
+                gc.collect()  # what earlier work left, then no collection while timing
+                gc.disable()
             failed = False
             try:
                 result = await getattr(generator, command)(**kwargs)
@@ -591,7 +581,7 @@ async def _serve(conn: Connection, index: int) -> None:
                 window = not failed
             elif command in PAUSED_UNTIL or command == "fan_close":
                 window = False
-            if not window and (timed or command in PAUSED_UNTIL or failed):
+            if not window and not gc.isenabled():
                 gc.enable()
                 gc.collect()  # what the run left, before the driver's next command
     finally:

@@ -46,6 +46,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors import waits
 from server.gateway import METHODS
 from server.http_api import MAX_URL_BYTES
 from server.params import Param
@@ -507,8 +508,7 @@ async def _settle(sock: rawws.RawSocket, owed: Counter[str]) -> None:
         if time.monotonic() > deadline:
             return  # the checks below say what is missing
         sock.arrived.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sock.arrived.wait(), deadline - time.monotonic())
+        await waits.wait_set(sock.arrived, deadline - time.monotonic())
 
 
 async def _still_usable(sock: rawws.RawSocket, causes: set[int]) -> None:
@@ -533,8 +533,7 @@ async def _still_usable(sock: rawws.RawSocket, causes: set[int]) -> None:
                 raise AssertionError(f"closed instead of a pong: {sock.closed} {answers[-3:]}")
             assert time.monotonic() < deadline, f"no pong: {answers[-5:]}"
             sock.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sock.arrived.wait(), deadline - time.monotonic())
+            await waits.wait_set(sock.arrived, deadline - time.monotonic())
         error = refused[0]["error"]
         assert error["code"] == "rate_limited", f"a ping was refused: {refused[0]}"
         assert time.monotonic() < deadline, f"still rate limited: {refused[0]}"

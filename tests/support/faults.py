@@ -26,6 +26,7 @@ import asyncpg
 import psutil
 import redis
 
+from actors import waits
 from storage import db
 from storage.migrate import DATA_TABLES
 from tests.support.client import WS
@@ -326,8 +327,7 @@ class Watcher:
             if left <= 0 or self.closed.is_set():
                 raise AssertionError(f"watcher behind (have, want): {behind}")
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+            await waits.wait_set(self._changed, left)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -410,5 +410,4 @@ class Recorder:
             left = deadline - time.monotonic()
             assert left > 0, f"handed {self.seqs}, waiting for {sorted(seqs)}"
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+            await waits.wait_set(self._changed, left)
