@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from actors import paysign
@@ -98,6 +99,13 @@ class SandboxGateway:
                                         self.api_v3_key, mchid=mchid, appid=appid,
                                         window_s=window_s)
         self._payments: dict[str, _Record] = {}
+
+    def key_pem(self) -> bytes:
+        """Its signing key as PKCS#8 PEM, for another process to sign with the same key
+        (`actors.sandbox_signer`)."""
+        return self._key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())
 
     @property
     def public_key(self) -> rsa.RSAPublicKey:

@@ -87,6 +87,7 @@ def _role(proc: psutil.Process) -> str:
         return "other"
     for marker, role in (("ShardHost", "shard actors"), ("PipelineHost", "pipeline actor"),
                          ("bench.mall_baseline", "mall baseline"), ("bench.raw", "raw server"),
+                         ("actors.sandbox_signer", "sandbox signer"),
                          ("server.cli", "gateway"), ("multiprocessing", "load generators"),
                          ("raylet", "ray (raylet, gcs, workers)"),
                          ("gcs_server", "ray (raylet, gcs, workers)"),

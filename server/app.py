@@ -91,6 +91,7 @@ class Server:
         if closing:
             await asyncio.wait(closing, timeout=ws.DRAIN_ON_RESTART + 2.0)
         await self.hub.stop()
+        await self.paydesk.close()
         await self.redis.aclose()
         await self.pool.close()
 

@@ -164,7 +164,7 @@ def _command(game: core.Game[Any, Any, Any, Any], method: core.Method) -> Handle
             # The sandbox's payer pays at once: the command carries the payment named for
             # it and the sandbox's verified word on what was paid.
             instance = str(p.get(game.read_model.id_param, ""))
-            params["payment"], params["paid"] = desk.prepay(
+            params["payment"], params["paid"] = await desk.prepay(
                 who.user, p["campaign"], (method.name, instance, key or secrets.token_hex(8)),
                 amount)
             result = await gw.game(sent)

@@ -37,6 +37,7 @@ from actors.paygate import (
     now_ms,
 )
 from actors.sandbox_books import SandboxBooks
+from actors.sandbox_signer import PaidAsk, SandboxSigner, SignerDown
 from games import payments
 from games.registry import GAMES
 from server.errors import ApiError
@@ -76,6 +77,16 @@ class PayDesk:
         self.immediate = (isinstance(provider, SandboxBooks)
                           and config.pipeline.sandbox_pays == "immediate")
         self.adapter = provider.name
+        # The sandbox's notifications of payments paid at once, signed in a process of
+        # its own: the provider's work, off the gateway's event loop.
+        self._signer = (SandboxSigner(provider.signer)
+                        if isinstance(provider, SandboxBooks) and self.immediate else None)
+
+
+    async def close(self) -> None:
+        """End the sandbox's signing process, if one was started."""
+        if self._signer is not None:
+            await self._signer.close()
 
     async def settle(self, user: str, campaign: str, result: Outcome) -> Outcome:
         """`result` of a paying method, with its pending payment created at the provider
@@ -124,8 +135,8 @@ class PayDesk:
         the game's answer (`{}` for what concerns no game, such as a refund's outcome)."""
         return decoded(await self._deliver(adapter, headers, body))
 
-    def prepay(self, user: str, campaign: str, parts: tuple[str, ...], amount: int
-               ) -> tuple[str, int]:
+    async def prepay(self, user: str, campaign: str, parts: tuple[str, ...], amount: int
+                     ) -> tuple[str, int]:
         """With the sandbox paying at once, for a paying command whose amount is the
         campaign's (games.core.Method.prepaid): the payment it is to be paid by, named
         from what it pays for (`parts`: the method, its instance, the caller's key; so a
@@ -134,11 +145,16 @@ class PayDesk:
         verified as the notify route verifies it. The command carries that word and its
         game seats the payer at once (a refused command took nothing: the sandbox's
         books record a payment with the order it makes, in the pipeline's transaction)."""
-        assert isinstance(self.provider, SandboxBooks) and self.immediate
+        assert self._signer is not None
         payment = payments.payment_id(campaign, "prepaid", user, *parts)
         now = now_ms()
-        headers, body = self.provider.signer.render(payment, PaymentStatus.PAID, amount,
-                                                    now=now, at=now, payer=user)
+        try:
+            headers, body = await self._signer.render_paid(
+                PaidAsk(payment, amount, now=now, at=now, payer=user))
+        except SignerDown as exc:
+            log.warning("paying %s at once failed: %s", payment, exc)
+            raise ApiError("payment_failed", "the payment could not be made; try again"
+                           ) from None
         notification = self._verified(self.adapter, headers, body)
         if notification.status is not PaymentStatus.PAID or notification.payment_id != payment:
             raise ApiError("payment_failed", "the payment could not be made; try again")

@@ -15,6 +15,7 @@ import copy
 import itertools
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -1033,3 +1034,20 @@ def test_resources_encrypted_here_decrypt_with_aesgcm_directly() -> None:
     text = paysign.encrypt(API_V3_KEY, b'{"a":1}', "0123456789ab", "transaction")
     assert AESGCM(API_V3_KEY).decrypt(b"0123456789ab", base64.b64decode(text),
                                       b"transaction") == b'{"a":1}'
+
+
+@pytest.mark.parametrize("length", [1, 12, 32, 64])
+def test_nonces_are_alphanumeric_of_their_length(length: int) -> None:
+    nonces = {paysign.random_nonce(length) for _ in range(200)}
+    assert all(len(n) == length and n.isascii() and n.isalnum() for n in nonces)
+    assert len(nonces) == 200 or length == 1
+
+
+def test_every_nonce_character_is_equally_likely() -> None:
+    """The 62 characters come from random bytes; a byte taken modulo 62 without dropping
+    the 8 values above 4 × 62 would make the first eight a quarter likelier than the rest.
+    (Each count's spread here is about 1% of its expectation: 15% is never noise.)"""
+    counts = Counter("".join(paysign.random_nonce() for _ in range(20_000)))
+    expected = 20_000 * 32 / 62
+    assert len(counts) == 62
+    assert all(abs(n - expected) < 0.15 * expected for n in counts.values())

@@ -1,0 +1,247 @@
+"""The sandbox's signing in a process of its own, beside the gateway.
+
+With the sandbox paying at once (`sandbox_pays = "immediate"`), every paid join asks the
+sandbox for the TRANSACTION.SUCCESS notification WeChat would send: a resource encrypted
+with AES-256-GCM and a body signed with RSA-2048. That is the provider's work, done on
+WeChat's machines in production, and in the gateway's event loop it was half of the
+loop's time in a join storm (an RSA-2048 signature is 0.2–1 ms of CPU by machine). A
+thread does not help: OpenSSL lets go of the GIL while it signs, but getting it back
+behind a busy loop waits out Python's switch interval, about 5 ms a signature.
+
+So the gateway hands the rendering to child processes (`python -m actors.sandbox_signer`,
+one per core, started on first use) over their stdin and stdout: the requests made in
+one turn of the event loop go in one frame to each child, a child renders them in order
+and answers with one frame, and the loop reads the answers as any other I/O, with no
+thread of its own. The gateway
+still verifies every notification it is handed, as the notify route verifies WeChat's
+(`actors.paynotify`): the server's side of the exchange stays in the server.
+
+A frame is a 4-byte big-endian length and a pickle; both ends are this module, started
+by the gateway with its own interpreter, so nothing else ever writes to the pipe. The
+child ends when its stdin does (the gateway stopped, or was killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import struct
+import sys
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from actors import paysign
+from actors.paygate import PaymentStatus
+from actors.paysandbox import SandboxGateway
+
+log = logging.getLogger("fission.payments")
+
+_LENGTH = struct.Struct(">I")
+Signed = tuple[dict[str, str], bytes]
+
+
+@dataclass(frozen=True)
+class PaidAsk:
+    """One payment to render the TRANSACTION.SUCCESS notification of: `payment_id` paid
+    `amount` fen by `payer` at `at`, signed at `now` (both epoch ms)."""
+
+    payment_id: str
+    amount: int
+    now: int
+    at: int
+    payer: str
+
+
+class SignerDown(RuntimeError):
+    """The signing process ended (or could not start) before answering."""
+
+
+def _frame(value: object) -> bytes:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+class _Child:
+    """One signing process: frames written to its stdin, answered in order on stdout."""
+
+    def __init__(self, keys: tuple[bytes, bytes, str, str]) -> None:
+        self._keys = keys
+        self._process: asyncio.subprocess.Process | None = None
+        self._starting = asyncio.Lock()
+        # The futures of each frame written and not yet answered, oldest first.
+        self._sent: deque[list[asyncio.Future[Signed]]] = deque()
+        self._reader: asyncio.Task[None] | None = None
+        self.closed = False
+
+    @property
+    def pending(self) -> int:
+        """Asks written to it and not yet answered."""
+        return sum(len(futures) for futures in self._sent)
+
+    @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        """The running process (None: not started, or ended)."""
+        return self._process
+
+    async def start(self) -> None:
+        """Start the process unless it runs."""
+        async with self._starting:
+            if self._process is not None or self.closed:
+                return
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "actors.sandbox_signer",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            assert process.stdin is not None
+            process.stdin.write(_frame(self._keys))
+            self._process = process
+            self._reader = asyncio.create_task(self._read(process))
+
+    def send(self, asks: list[tuple[PaidAsk, asyncio.Future[Signed]]]) -> None:
+        """Write one frame of asks (they fail at once if the process is not running)."""
+        futures = [future for _, future in asks]
+        process = self._process
+        if process is None or process.stdin is None or process.stdin.is_closing():
+            _fail(futures, SignerDown("the sandbox's signer ended"))
+            return
+        self._sent.append(futures)
+        process.stdin.write(_frame([ask for ask, _ in asks]))
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        """The process's answers, a frame per frame written, handed to their askers."""
+        assert process.stdout is not None
+        try:
+            while True:
+                length = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))[0]
+                answers: list[tuple[bool, Any]] = pickle.loads(
+                    await process.stdout.readexactly(length))
+                futures = self._sent.popleft()
+                for future, (ok, value) in zip(futures, answers, strict=True):
+                    if future.done():  # its asker was cancelled meanwhile
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(SignerDown(f"the sandbox could not sign: {value}"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._process = None  # nothing more is written to it
+            if not self.closed:
+                log.warning("a sandbox signer ended (exit %s); started again at the next ask",
+                            process.returncode)
+            while self._sent:
+                _fail(self._sent.popleft(), SignerDown("the sandbox's signer ended"))
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    async def close(self) -> None:
+        """End the process: its stdin closed, it exits; what it was asked fails."""
+        self.closed = True
+        process, reader = self._process, self._reader
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
+        if reader is not None:
+            await reader
+
+
+class SandboxSigner:
+    """The gateway's side: `render_paid` asks the children, a frame per turn of the loop.
+
+    `signer` gives the keys the children sign with (the sandbox's, as stored in Postgres);
+    `processes` children (one per core by default, at most 4) split each turn's asks
+    between them, and each is started at the first ask and again after it ended.
+    """
+
+    def __init__(self, signer: SandboxGateway, processes: int | None = None) -> None:
+        keys = (signer.key_pem(), signer.api_v3_key, signer.appid, signer.mchid)
+        count = processes if processes is not None else min(4, os.cpu_count() or 1)
+        self._children = [_Child(keys) for _ in range(max(1, count))]
+        # Asks of this turn of the loop, not yet written.
+        self._asks: list[tuple[PaidAsk, asyncio.Future[Signed]]] = []
+        self._closed = False
+        # Frames written so far (each turn's asks make one per child they go to).
+        self.frames = 0
+
+    @property
+    def processes(self) -> list[asyncio.subprocess.Process]:
+        """The children running now."""
+        return [c.process for c in self._children if c.process is not None]
+
+    async def render_paid(self, ask: PaidAsk) -> Signed:
+        """The headers and body of `ask`'s notification, signed by the sandbox's key."""
+        if self._closed:
+            raise SignerDown("the sandbox's signer is closed")
+        for child in self._children:
+            if child.process is None:
+                await child.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Signed] = loop.create_future()
+        if not self._asks:
+            loop.call_soon(self._flush)
+        self._asks.append((ask, future))
+        return await future
+
+    def _flush(self) -> None:
+        """This turn's asks, split between the children (least busy first)."""
+        asks, self._asks = self._asks, []
+        children = sorted(self._children, key=lambda c: c.pending)
+        share = -(-len(asks) // len(children))
+        for n, child in enumerate(children):
+            part = asks[n * share:(n + 1) * share]
+            if part:
+                self.frames += 1
+                child.send(part)
+
+    async def close(self) -> None:
+        """End the children; asks not yet answered fail."""
+        self._closed = True
+        _fail([future for _, future in self._asks], SignerDown("the sandbox's signer closed"))
+        self._asks = []
+        await asyncio.gather(*(child.close() for child in self._children))
+
+
+def _fail(futures: list[asyncio.Future[Signed]], error: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+
+
+# --- the child ---------------------------------------------------------------------------
+
+def _read_frame(stream: BinaryIO) -> Any:
+    """The next frame's value, or None at the end of the stream."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    data = stream.read(_LENGTH.unpack(head)[0])
+    return pickle.loads(data)
+
+
+def _render(gateway: SandboxGateway, ask: PaidAsk) -> tuple[bool, Any]:
+    try:
+        return True, gateway.render(ask.payment_id, PaymentStatus.PAID, ask.amount,
+                                    now=ask.now, at=ask.at, payer=ask.payer)
+    except Exception as exc:  # told to that ask's caller, the others still answered
+        return False, repr(exc)
+
+
+def serve(source: BinaryIO, sink: BinaryIO) -> None:
+    """The child's loop: the keys, then frames of asks answered in order until EOF."""
+    keys = _read_frame(source)
+    if keys is None:
+        return
+    pem, api_v3_key, appid, mchid = keys
+    gateway = SandboxGateway(key=paysign.load_private_key(pem), api_v3_key=api_v3_key,
+                             appid=appid, mchid=mchid)
+    while (asks := _read_frame(source)) is not None:
+        sink.write(_frame([_render(gateway, ask) for ask in asks]))
+        sink.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)

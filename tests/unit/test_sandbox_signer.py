@@ -1,0 +1,103 @@
+"""actors.sandbox_signer: the sandbox's notifications signed in a child process, verified
+by the gateway's verifier exactly as those signed in process; a dead child fails only
+what it was asked and is started again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from actors.paygate import PaymentStatus, now_ms
+from actors.paysandbox import SandboxGateway
+from actors.sandbox_signer import PaidAsk, SandboxSigner, SignerDown
+from games.payments import payment_id
+
+
+def pay(name: str) -> str:
+    """A payment id of the shape the server makes (WeChat's out_trade_no)."""
+    return payment_id("c1", "prepaid", name)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> SandboxGateway:
+    return SandboxGateway()
+
+
+async def test_what_the_child_signs_verifies_as_the_sandboxs_own(sandbox: SandboxGateway
+                                                                 ) -> None:
+    signer = SandboxSigner(sandbox)
+    try:
+        now = now_ms()
+        headers, body = await signer.render_paid(PaidAsk(pay("pay-1"), 990, now, now - 5, "u1"))
+        told = sandbox.verify(headers, body, now)
+        assert (told.payment_id, told.status, told.amount, told.payer) == (
+            pay("pay-1"), PaymentStatus.PAID, 990, "u1")
+        # The same event as the sandbox renders it in process: the same notification id.
+        own_headers, own_body = sandbox.render(pay("pay-1"), PaymentStatus.PAID, 990, now=now,
+                                               at=now - 5, payer="u1")
+        assert sandbox.verify(own_headers, own_body, now).notification_id == told.notification_id
+        assert headers["Wechatpay-Serial"] == own_headers["Wechatpay-Serial"]
+    finally:
+        await signer.close()
+
+
+@pytest.mark.parametrize("processes", [1, 3])
+async def test_asks_of_one_turn_of_the_loop_go_in_one_frame_a_child_and_answer_in_order(
+        sandbox: SandboxGateway, processes: int) -> None:
+    signer = SandboxSigner(sandbox, processes=processes)
+    try:
+        now = now_ms()
+        await signer.render_paid(PaidAsk(pay("warm"), 1, now, now, "u0"))  # children started
+        assert len(signer.processes) == processes
+        frames = signer.frames
+        signed = await asyncio.gather(*(signer.render_paid(PaidAsk(pay(f"p{i}"), 100 + i, now,
+                                                                   now, f"u{i}"))
+                                        for i in range(50)))
+        assert signer.frames == frames + processes  # the 50 split between the children
+        told = [sandbox.verify(h, b, now) for h, b in signed]
+        assert [(t.payment_id, t.amount, t.payer) for t in told] == [
+            (pay(f"p{i}"), 100 + i, f"u{i}") for i in range(50)]
+    finally:
+        await signer.close()
+
+
+async def test_a_killed_child_fails_what_it_was_asked_and_is_started_again(
+        sandbox: SandboxGateway) -> None:
+    signer = SandboxSigner(sandbox, processes=1)
+    try:
+        now = now_ms()
+        await signer.render_paid(PaidAsk(pay("first"), 1, now, now, "u"))
+        [process] = signer.processes
+        # Stopped, the child cannot answer what it is then asked; killed, it never will.
+        os.kill(process.pid, signal.SIGSTOP)
+        lost = asyncio.ensure_future(signer.render_paid(PaidAsk(pay("lost"), 1, now, now, "u")))
+        frames = signer.frames
+        await asyncio.sleep(0)  # the ask made: its frame written at the end of the turn
+        await asyncio.sleep(0)
+        assert signer.frames == frames + 1
+        process.kill()
+        # What was in flight hears that the signer is down (the join answers
+        # payment_failed and its client retries with its key) ...
+        with pytest.raises(SignerDown):
+            await lost
+        # ... and the next ask starts a new child.
+        headers, body = await signer.render_paid(PaidAsk(pay("again"), 7, now, now, "u"))
+        assert sandbox.verify(headers, body, now).amount == 7
+        assert len(signer.processes) == 1 and signer.processes[0] is not process
+    finally:
+        await signer.close()
+
+
+async def test_closed_it_ends_its_child_and_refuses(sandbox: SandboxGateway) -> None:
+    signer = SandboxSigner(sandbox)
+    now = now_ms()
+    await signer.render_paid(PaidAsk(pay("one"), 1, now, now, "u"))
+    running = signer.processes
+    assert running
+    await signer.close()
+    assert all(process.returncode is not None for process in running)
+    with pytest.raises(SignerDown):
+        await signer.render_paid(PaidAsk(pay("two"), 1, now, now, "u"))
