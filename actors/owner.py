@@ -144,7 +144,10 @@ class Owner:
         self._deadlines: list[tuple[int, str, str]] = []  # (at, campaign, the game's key)
         self._deadline_changed = asyncio.Event()
         self._publish_queue: asyncio.Queue[list[LiveEvent]] = asyncio.Queue()
-        self._stale_ranks: set[str] = set()  # campaigns whose rank cache missed a write
+        # Per ranked campaign, the stream version this owner last brought its rank cache
+        # to (None: a write failed, rebuild on the next commit). A cache found at another
+        # version was lost or restored from an older snapshot behind the owner's back.
+        self._rank_versions: dict[str, int | None] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
@@ -223,12 +226,13 @@ class Owner:
         commands = frozenset(m.name for m in game.methods
                              if m.mutating or m.read == "owner")
         self._campaigns[campaign.id] = _Campaign(game, campaign, state, results, commands)
-        if game.read_model.ranked is not None and await self._ranks.version(
-                campaign.id) != version:
-            # The rank cache is missing or behind the stream: rebuilt from Postgres.
-            count = await self._ranks.rebuild(self._pool, game.read_model, campaign.id,
-                                              version)
-            log.info("%s: rank cache rebuilt with %d entries", stream, count)
+        if game.read_model.ranked is not None:
+            if await self._ranks.version(campaign.id) != version:
+                # The rank cache is missing or behind the stream: rebuilt from Postgres.
+                count = await self._ranks.rebuild(self._pool, game.read_model, campaign.id,
+                                                  version)
+                log.info("%s: rank cache rebuilt with %d entries", stream, count)
+            self._rank_versions[campaign.id] = version
         for at, key in game.deadlines(state):
             heapq.heappush(self._deadlines, (at, campaign.id, key))
 
@@ -519,20 +523,25 @@ class Owner:
         for cid, changed in found.items():
             campaign = self._campaigns.get(cid)
             version = None if campaign is None else versions.get(campaign.stream)
+            if campaign is None or version is None:
+                continue
+            model = campaign.game.read_model
             try:
-                if cid in self._stale_ranks and campaign is not None and version is not None:
-                    await self._ranks.rebuild(self._pool, campaign.game.read_model, cid,
-                                              version)
-                    self._stale_ranks.discard(cid)
-                elif not await self._ranks.write(cid, changed, version) and campaign:
-                    # Redis lost the cache while we ran: all of it again, from Postgres.
-                    await self._ranks.rebuild(self._pool, campaign.game.read_model, cid,
-                                              version or 0)
+                known = self._rank_versions.get(cid)
+                if known is None:
+                    await self._ranks.rebuild(self._pool, model, cid, version)
+                elif await self._ranks.write(cid, changed, version) != known:
+                    # Not the cache this owner wrote (Redis lost it, or came back from an
+                    # older snapshot): all of it again, from Postgres.
+                    log.warning("shard %d: the rank cache of %s was not as written; "
+                                "rebuilding it", self.index, cid)
+                    await self._ranks.rebuild(self._pool, model, cid, version)
+                self._rank_versions[cid] = version
             except Exception:
                 # Rebuilt from Postgres on a later commit (or the next start).
                 log.exception("shard %d: the rank cache of %s could not be written",
                               self.index, cid)
-                self._stale_ranks.add(cid)
+                self._rank_versions[cid] = None
                 with contextlib.suppress(Exception):
                     await self._ranks.forget(cid)
 

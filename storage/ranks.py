@@ -84,10 +84,12 @@ class RankCache:
         self._mine = client.register_script(_MINE)
 
     async def write(self, campaign: str, found: Sequence[tuple[tuple[str, ...], str, int, int]],
-                    version: int | None) -> bool:
+                    version: int) -> int | None:
         """Apply `found` entries (see `entries`) and mark the cache at stream `version`;
-        whether the cache was there (False: Redis lost it, say by a restart without
-        persistence, and what it holds now is only these entries: rebuild it)."""
+        the version it was at before (None: Redis lost it, say by a restart without
+        persistence). A writer that finds a version other than the one it last wrote
+        knows the cache is not what it wrote (lost, or restored from an older snapshot)
+        and holds only part of the truth: it rebuilds it."""
         async with self.client.pipeline(transaction=True) as pipe:
             groups = set()
             for group, member, score, order in found:
@@ -97,10 +99,9 @@ class RankCache:
                                 args=[member, _entry(order, member), score], client=pipe)
             if groups:
                 pipe.sadd(redis_keys.rankings(campaign), *sorted(groups))
-            if version is not None:
-                pipe.getset(redis_keys.ranks_version(campaign), version)
+            pipe.getset(redis_keys.ranks_version(campaign), version)
             replies = await pipe.execute()
-        return version is None or replies[-1] is not None
+        return None if replies[-1] is None else int(replies[-1])
 
     async def version(self, campaign: str) -> int | None:
         """The stream version the campaign's cache is at (None: no cache)."""

@@ -509,6 +509,36 @@ async def test_a_cache_redis_lost_while_the_owner_runs_is_rebuilt_on_the_next_co
         (f"s{n}", 100 * (n + 1)) for n in range(20, -1, -1)]
 
 
+async def test_a_cache_redis_restored_from_an_older_snapshot_is_rebuilt_on_the_next_commit(
+        clean: Services, shard_factory: Factory) -> None:
+    config = make_config(clean, board("restored", ranks=50))
+    shard = await shard_factory(config, Clock())
+    await shard.expire_due()
+
+    def scored(n: int) -> dict[str, Any]:
+        return score("restored", f"o{n}", f"b{n}", {"amount": 100 * (n + 1), "at": T0,
+                                                    "referrer": f"s{n}", "earned": [],
+                                                    "regions": {}})
+
+    await shard.submit([scored(n) for n in range(10)])
+    cache = Ranks(clean, config)
+    try:
+        keys = await cache.client.keys(f"{redis_keys.PREFIX}:rank*")
+        snapshot = {key: await cache.client.dump(key) for key in keys}
+        await shard.submit([scored(n) for n in range(10, 20)])
+        # As a Redis brought back from the snapshot taken before those ten: every key of
+        # the cache as it was then, its version included.
+        await cache.client.delete(*await cache.client.keys(f"{redis_keys.PREFIX}:rank*"))
+        for key, dumped in snapshot.items():
+            await cache.client.restore(key, 0, dumped)
+        await shard.submit([scored(20)])
+        got = await cache.ask("restored", "get", limit=50)
+    finally:
+        await cache.close()
+    assert [(e["user"], e["score"]) for e in got["entries"]] == [
+        (f"s{n}", 100 * (n + 1)) for n in range(20, -1, -1)]
+
+
 async def test_a_users_region_is_recorded_once_per_change_not_per_call(
         clean: Services) -> None:
     pool = await asyncpg.create_pool(clean.database_url, min_size=1, max_size=2)
