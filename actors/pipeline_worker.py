@@ -126,11 +126,7 @@ class PipelineWorker:
         while True:
             failed = False
             try:
-                while await self.drain_once() > 0:
-                    self._owing.set()
-                while await self.settle_once() > 0:
-                    pass
-                self._owing.set()
+                await self.catch_up()
             except Exception:
                 log.exception("pipeline batch failed; retrying")
                 failed = True
@@ -142,6 +138,19 @@ class PipelineWorker:
                 timeout = min(interval, max(0.0, until_due))
             await waits.wait_set(self._wake, timeout)
             self._wake.clear()
+
+    async def catch_up(self) -> None:
+        """Process the outbox until it is empty and settle what is due, a batch of
+        settlements at a time with the outbox emptied again between two: a deal waits
+        behind at most one batch of settlements, however many fall due at once (a
+        settlement is days late by design; a deal's orders are awaited now)."""
+        while True:
+            while await self.drain_once() > 0:
+                self._owing.set()
+            settled = await self.settle_once()
+            self._owing.set()
+            if settled == 0:
+                break
 
     async def _send_loop(self) -> None:
         """Deliver notices and ask the provider for refunds and checks whenever the drain

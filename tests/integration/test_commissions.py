@@ -1001,3 +1001,63 @@ async def test_one_movable_clock_drives_the_owner_and_the_pipeline_through_month
     assert tuple(changed) == (3 * PRICE, clock.now())
     closed = await conn.fetch("SELECT closed_at FROM commissions ORDER BY order_id")
     assert [r["closed_at"] for r in closed] == [t0 + 30 * DAY, *due[1:]]
+
+
+class _Watched(PipelineWorker):
+    """A pipeline that records the batches its own loop works through, and runs `hook`
+    once, right after its first settlement batch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.steps: list[tuple[str, int]] = []
+        self.hook: Callable[[], Any] | None = None
+        self.done = asyncio.Event()
+
+    async def drain_once(self, *, wait: bool = False) -> int:
+        n = await super().drain_once(wait=wait)
+        if n:
+            self.steps.append(("drain", n))
+        return n
+
+    async def settle_once(self, now: datetime | None = None) -> int:
+        n = await super().settle_once(now)
+        if n:
+            self.steps.append(("settle", n))
+            if self.hook is not None:
+                hook, self.hook = self.hook, None
+                await hook()
+            if sum(k for step, k in self.steps if step == "settle") >= 3:
+                self.done.set()
+        return n
+
+
+async def test_a_deal_waits_behind_one_batch_of_settlements_not_all_that_fell_due(
+        clean: Services, shard_factory: Factory, conn: asyncpg.Connection) -> None:
+    config = make_config(clean, configs.campaign("c1", size=2, stock=10, pay=False))
+    config = replace(config, pipeline=replace(config.pipeline, batch_size=1,
+                                              poll_interval_ms=20))
+    clock = Clock()
+    worker = _Watched(config, clean.database_url, clean.redis_url, clock=clock)
+    await worker.start()
+    try:
+        shard = await shard_factory(config, clock)
+        for n in range(4):
+            assert answer(await worker.bind(f"bob{n}", "alice"))["ok"]
+        for n in range(3):
+            await deal(shard, f"carol{n}", f"bob{n}")
+        await worker.drain()
+        assert await conn.fetchval("SELECT count(*) FROM commissions") == 3
+        worker.steps.clear()
+
+        async def deal_meanwhile() -> None:
+            await deal(shard, "carol3", "bob3")
+
+        worker.hook = deal_meanwhile
+        clock.advance(31 * DAY)  # three commissions due at once, settled one a batch
+        async with asyncio.timeout(30):
+            await worker.done.wait()
+    finally:
+        await worker.stop()
+    # The deal made after the first settlement batch is drained before the second.
+    assert worker.steps == [("settle", 1), ("drain", 1), ("settle", 1), ("settle", 1)]
+    assert await conn.fetchval("SELECT count(*) FROM orders WHERE user_id = 'bob3'") == 1
