@@ -18,7 +18,8 @@ still verifies every notification it is handed, as the notify route verifies WeC
 
 A frame is a 4-byte big-endian length and a pickle; both ends are this module, started
 by the gateway with its own interpreter, so nothing else ever writes to the pipe. The
-child ends when its stdin does (the gateway stopped, or was killed).
+child ends when its stdin does (the gateway stopped, or was killed), and only then: it
+ignores SIGINT and SIGTERM, which are the gateway's to act on.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import struct
 import sys
 from collections import deque
@@ -244,4 +246,9 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
+    # A Ctrl-C in the gateway's terminal, or a SIGTERM to its process group, is for the
+    # gateway: it stops gracefully, still signing for the joins in flight, and its
+    # children end with their stdin when it has closed them (or died).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve(sys.stdin.buffer, sys.stdout.buffer)

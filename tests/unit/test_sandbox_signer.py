@@ -101,3 +101,23 @@ async def test_closed_it_ends_its_child_and_refuses(sandbox: SandboxGateway) -> 
     assert all(process.returncode is not None for process in running)
     with pytest.raises(SignerDown):
         await signer.render_paid(PaidAsk(pay("two"), 1, now, now, "u"))
+
+
+async def test_a_ctrl_c_or_sigterm_for_the_gateway_leaves_its_children_signing(
+        sandbox: SandboxGateway) -> None:
+    # A terminal's Ctrl-C or a service manager's SIGTERM reaches the gateway's whole
+    # process group; the gateway stops gracefully and its joins in flight still need
+    # their notifications.
+    signer = SandboxSigner(sandbox, processes=1)
+    try:
+        now = now_ms()
+        await signer.render_paid(PaidAsk(pay("before"), 1, now, now, "u"))
+        [process] = signer.processes
+        os.kill(process.pid, signal.SIGINT)
+        os.kill(process.pid, signal.SIGTERM)
+        headers, body = await signer.render_paid(PaidAsk(pay("after"), 3, now, now, "u"))
+        assert sandbox.verify(headers, body, now).amount == 3
+        assert signer.processes == [process] and process.returncode is None
+    finally:
+        await signer.close()
+    assert process.returncode is not None  # closed, it ended with its stdin
