@@ -484,24 +484,26 @@ async def test_the_pipeline_feeds_boards_once_and_refunds_take_scores_back(
         await worker.stop()
 
 
+def _sold(board_id: str, n: int) -> dict[str, Any]:
+    """Order n's score on `board_id`: seller s{n} sold 100 × (n + 1) fen."""
+    return score(board_id, f"o{n}", f"b{n}", {"amount": 100 * (n + 1), "at": T0,
+                                              "referrer": f"s{n}", "earned": [],
+                                              "regions": {}})
+
+
 async def test_a_cache_redis_lost_while_the_owner_runs_is_rebuilt_on_the_next_commit(
         clean: Services, shard_factory: Factory) -> None:
     config = make_config(clean, board("lost", ranks=50))
     shard = await shard_factory(config, Clock())
     await shard.expire_due()
 
-    def scored(n: int) -> dict[str, Any]:
-        return score("lost", f"o{n}", f"b{n}", {"amount": 100 * (n + 1), "at": T0,
-                                                "referrer": f"s{n}", "earned": [],
-                                                "regions": {}})
-
-    await shard.submit([scored(n) for n in range(20)])
+    await shard.submit([_sold("lost", n) for n in range(20)])
     cache = Ranks(clean, config)
     try:
         lost = await cache.client.keys(f"{redis_keys.PREFIX}:rank*")
         assert lost
         await cache.client.delete(*lost)  # as a Redis restarted without persistence
-        await shard.submit([scored(20)])
+        await shard.submit([_sold("lost", 20)])
         got = await cache.ask("lost", "get", limit=50)
     finally:
         await cache.close()
@@ -515,23 +517,18 @@ async def test_a_cache_redis_restored_from_an_older_snapshot_is_rebuilt_on_the_n
     shard = await shard_factory(config, Clock())
     await shard.expire_due()
 
-    def scored(n: int) -> dict[str, Any]:
-        return score("restored", f"o{n}", f"b{n}", {"amount": 100 * (n + 1), "at": T0,
-                                                    "referrer": f"s{n}", "earned": [],
-                                                    "regions": {}})
-
-    await shard.submit([scored(n) for n in range(10)])
+    await shard.submit([_sold("restored", n) for n in range(10)])
     cache = Ranks(clean, config)
     try:
         keys = await cache.client.keys(f"{redis_keys.PREFIX}:rank*")
         snapshot = {key: await cache.client.dump(key) for key in keys}
-        await shard.submit([scored(n) for n in range(10, 20)])
+        await shard.submit([_sold("restored", n) for n in range(10, 20)])
         # As a Redis brought back from the snapshot taken before those ten: every key of
         # the cache as it was then, its version included.
         await cache.client.delete(*await cache.client.keys(f"{redis_keys.PREFIX}:rank*"))
         for key, dumped in snapshot.items():
             await cache.client.restore(key, 0, dumped)
-        await shard.submit([scored(20)])
+        await shard.submit([_sold("restored", 20)])
         got = await cache.ask("restored", "get", limit=50)
     finally:
         await cache.close()
