@@ -524,6 +524,11 @@ class Owner:
             campaign = self._campaigns.get(cid)
             version = None if campaign is None else versions.get(campaign.stream)
             if campaign is None or version is None:
+                # Rows change only with their stream's events: a row without one is a bug,
+                # and the cache, not knowing the version, is left for a rebuild.
+                log.warning("shard %d: ranked rows of %s changed without an event; its rank "
+                            "cache is rebuilt on its next commit", self.index, cid)
+                self._rank_versions[cid] = None
                 continue
             model = campaign.game.read_model
             try:

@@ -44,6 +44,10 @@ log = logging.getLogger("fission.payments")
 
 _LENGTH = struct.Struct(">I")
 Signed = tuple[dict[str, str], bytes]
+# How long an ask waits for its child (a signature takes a millisecond or two: a child
+# this late is stopped or wedged, and is killed), and a closing child for its exit.
+ASK_SECONDS = 10.0
+CLOSE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -94,13 +98,32 @@ class _Child:
         async with self._starting:
             if self._process is not None or self.closed:
                 return
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "actors.sandbox_signer",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            try:
+                # A session of its own: a terminal's Ctrl-C is the gateway's to act on.
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "actors.sandbox_signer",
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    start_new_session=True)
+            except OSError as exc:  # out of processes or descriptors: this ask fails
+                raise SignerDown(f"the sandbox's signer could not start: {exc}") from exc
+            if self.closed:  # closed while it started
+                process.kill()
+                await process.wait()
+                return
             assert process.stdin is not None
             process.stdin.write(_frame(self._keys))
             self._process = process
             self._reader = asyncio.create_task(self._read(process))
+
+    def holds(self, future: asyncio.Future[Signed]) -> bool:
+        """Whether `future`'s ask was written to this process and not yet answered."""
+        return any(future in futures for futures in self._sent)
+
+    def kill(self) -> None:
+        """Kill the process (its reader then fails what it held)."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
 
     def send(self, asks: list[tuple[PaidAsk, asyncio.Future[Signed]]]) -> None:
         """Write one frame of asks (they fail at once if the process is not running)."""
@@ -129,7 +152,9 @@ class _Child:
                     else:
                         future.set_exception(SignerDown(f"the sandbox could not sign: {value}"))
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            pass  # it ended
+        except Exception:  # a frame this module did not write: the child is not trusted
+            log.exception("a sandbox signer answered what could not be read")
         finally:
             self._process = None  # nothing more is written to it
             if not self.closed:
@@ -142,13 +167,18 @@ class _Child:
             await process.wait()
 
     async def close(self) -> None:
-        """End the process: its stdin closed, it exits; what it was asked fails."""
+        """End the process: its stdin closed, it answers what it was sent and exits (or
+        is killed after CLOSE_SECONDS)."""
         self.closed = True
-        process, reader = self._process, self._reader
+        async with self._starting:  # a start under way finishes (or sees `closed`) first
+            process, reader = self._process, self._reader
         if process is not None and process.stdin is not None:
             process.stdin.close()
         if reader is not None:
-            await reader
+            _, late = await asyncio.wait({reader}, timeout=CLOSE_SECONDS)
+            if late:
+                self.kill()
+                await reader
 
 
 class SandboxSigner:
@@ -159,13 +189,15 @@ class SandboxSigner:
     between them, and each is started at the first ask and again after it ended.
     """
 
-    def __init__(self, signer: SandboxGateway, processes: int | None = None) -> None:
+    def __init__(self, signer: SandboxGateway, processes: int | None = None, *,
+                 ask_seconds: float = ASK_SECONDS) -> None:
         keys = (signer.key_pem(), signer.api_v3_key, signer.appid, signer.mchid)
         count = processes if processes is not None else min(4, os.cpu_count() or 1)
         self._children = [_Child(keys) for _ in range(max(1, count))]
         # Asks of this turn of the loop, not yet written.
         self._asks: list[tuple[PaidAsk, asyncio.Future[Signed]]] = []
         self._closed = False
+        self._ask_seconds = ask_seconds
         # Frames written so far (each turn's asks make one per child they go to).
         self.frames = 0
 
@@ -181,12 +213,23 @@ class SandboxSigner:
         for child in self._children:
             if child.process is None:
                 await child.start()
+        if self._closed:  # closed while a child started
+            raise SignerDown("the sandbox's signer is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Signed] = loop.create_future()
         if not self._asks:
             loop.call_soon(self._flush)
         self._asks.append((ask, future))
-        return await future
+        try:
+            async with asyncio.timeout(self._ask_seconds):
+                return await future
+        except TimeoutError:
+            for child in self._children:
+                if child.holds(future):
+                    log.warning("a sandbox signer did not answer in %.0f s; killed",
+                                self._ask_seconds)
+                    child.kill()
+            raise SignerDown("the sandbox's signer did not answer") from None
 
     def _flush(self) -> None:
         """This turn's asks, split between the children (least busy first)."""
@@ -200,7 +243,8 @@ class SandboxSigner:
                 child.send(part)
 
     async def close(self) -> None:
-        """End the children; asks not yet answered fail."""
+        """End the children: what they were sent is answered first; asks of this turn
+        not yet sent fail."""
         self._closed = True
         _fail([future for _, future in self._asks], SignerDown("the sandbox's signer closed"))
         self._asks = []
@@ -246,9 +290,9 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
-    # A Ctrl-C in the gateway's terminal, or a SIGTERM to its process group, is for the
-    # gateway: it stops gracefully, still signing for the joins in flight, and its
-    # children end with their stdin when it has closed them (or died).
+    # A SIGTERM to the whole service (a cgroup's, as systemd sends), or a Ctrl-C before
+    # the session of its own, is for the gateway: it stops gracefully, and its children
+    # end with their stdin when it has closed them (or died).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -77,11 +77,11 @@ class PayDesk:
         self.immediate = (isinstance(provider, SandboxBooks)
                           and config.pipeline.sandbox_pays == "immediate")
         self.adapter = provider.name
-        # The sandbox's notifications of payments paid at once, signed in a process of
-        # its own: the provider's work, off the gateway's event loop.
+        # The sandbox's notifications of payments paid at once, signed in processes of
+        # their own: the provider's work, off the gateway's event loop. (The isinstance
+        # repeats what `immediate` implies, for the type checker.)
         self._signer = (SandboxSigner(provider.signer)
                         if isinstance(provider, SandboxBooks) and self.immediate else None)
-
 
     async def close(self) -> None:
         """End the sandbox's signing process, if one was started."""

@@ -7,7 +7,9 @@ higher score first, then lower `order` (the ranking's tie-break), then member, a
 ZRANK is the exact rank. A hash per ranking maps each member to its current entry, so an
 update removes the old one. The owner writes the rows each commit changed, after the
 commit, with the stream version they bring the cache to; at start, a cache whose version
-is not the stream's (missing, or behind after a failed write) is rebuilt from Postgres.
+is not the stream's (missing, or behind after a failed write) is rebuilt from Postgres,
+and so is one the owner finds, while it runs, at another version than it last wrote
+(gone, or restored from an older snapshot).
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ class RankCache:
         return None if raw is None else int(raw)
 
     async def forget(self, campaign: str) -> None:
-        """Mark the campaign's cache stale (a failed write): the next start rebuilds it."""
+        """Mark the campaign's cache stale (a failed write): whoever next finds it at no
+        version (the owner's next commit, or its next start) rebuilds it."""
         await self.client.delete(redis_keys.ranks_version(campaign))
 
     async def rebuild(self, pool: asyncpg.Pool | asyncpg.Connection, model: ReadModel,

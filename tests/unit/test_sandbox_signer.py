@@ -5,6 +5,7 @@ what it was asked and is started again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 
@@ -88,6 +89,29 @@ async def test_a_killed_child_fails_what_it_was_asked_and_is_started_again(
         assert sandbox.verify(headers, body, now).amount == 7
         assert len(signer.processes) == 1 and signer.processes[0] is not process
     finally:
+        for running in signer.processes:  # none left stopped by a failure
+            with contextlib.suppress(ProcessLookupError):
+                running.kill()
+        await signer.close()
+
+
+async def test_a_child_that_stops_answering_is_killed_and_its_ask_fails(
+        sandbox: SandboxGateway) -> None:
+    signer = SandboxSigner(sandbox, processes=1, ask_seconds=0.5)
+    try:
+        now = now_ms()
+        await signer.render_paid(PaidAsk(pay("first"), 1, now, now, "u"))
+        [process] = signer.processes
+        os.kill(process.pid, signal.SIGSTOP)  # alive, never answering
+        with pytest.raises(SignerDown):
+            await signer.render_paid(PaidAsk(pay("stuck"), 1, now, now, "u"))
+        assert await process.wait() == -signal.SIGKILL
+        headers, body = await signer.render_paid(PaidAsk(pay("again"), 5, now, now, "u"))
+        assert sandbox.verify(headers, body, now).amount == 5
+    finally:
+        for running in signer.processes:  # none left stopped by a failure
+            with contextlib.suppress(ProcessLookupError):
+                running.kill()
         await signer.close()
 
 
