@@ -118,7 +118,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     raw = await request.read()
-    if not raw.strip():
+    if not raw:  # no body: the route's defaults (whitespace alone is not JSON: refused)
         return {}
     data = parse_json(raw, "the body")
     if not isinstance(data, dict):

@@ -229,6 +229,24 @@ async def test_odd_claims_are_unauthorized(stack: Stack, claims: dict[str, Any])
         assert_reply_error(json.loads(await raw.recv()), None, "unauthorized")
 
 
+@pytest.mark.parametrize("body", [b"\n", b" ", b"\t\r\n ", b"\x00", b"\xff", b"\xef\xbb\xbf"])
+async def test_a_body_of_no_json_is_refused_even_where_a_body_is_optional(
+        stack: Stack, body: bytes) -> None:
+    # Whitespace, NUL, bytes that are not UTF-8, a lone byte-order mark: not a JSON text,
+    # so not "no body" either (the fuzzer once had whitespace taken as an application).
+    gw = stack.gateways[0]
+    user = f"hd-nobody-{body.hex()}"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(gw.url + "/api/distributors/apply", data=body, headers={
+                **auth(user), "Content-Type": "application/json"}) as resp:
+            assert_error(resp.status, await resp.json(), 400, "invalid_request")
+        status, found = await get(session, gw.url + "/api/distributors/me", user)
+        assert status == 200 and found["distributor"] is None, found
+        # No body at all is the route's defaults: the application is made.
+        status, applied = await post(session, gw.url + "/api/distributors/apply", user)
+        assert status == 200 and applied["distributor"]["status"] == "applied", applied
+
+
 @pytest.mark.parametrize("value", ["alice\n", "\udcff", "a\x00", "x" * 65])
 async def test_strings_in_bodies_are_checked_whole(stack: Stack, value: str) -> None:
     gw = stack.gateways[0]
