@@ -22,6 +22,21 @@ def pay(name: str) -> str:
     return payment_id("c1", "prepaid", name)
 
 
+async def started(signer: SandboxSigner, now: int) -> asyncio.subprocess.Process:
+    """The signer's one child, started by a first ask."""
+    await signer.render_paid(PaidAsk(pay("first"), 1, now, now, "u"))
+    [process] = signer.processes
+    return process
+
+
+async def ended(signer: SandboxSigner) -> None:
+    """Close `signer`, its children killed first: none left stopped by a failed test."""
+    for running in signer.processes:
+        with contextlib.suppress(ProcessLookupError):
+            running.kill()
+    await signer.close()
+
+
 @pytest.fixture(scope="module")
 def sandbox() -> SandboxGateway:
     return SandboxGateway()
@@ -70,8 +85,7 @@ async def test_a_killed_child_fails_what_it_was_asked_and_is_started_again(
     signer = SandboxSigner(sandbox, processes=1)
     try:
         now = now_ms()
-        await signer.render_paid(PaidAsk(pay("first"), 1, now, now, "u"))
-        [process] = signer.processes
+        process = await started(signer, now)
         # Stopped, the child cannot answer what it is then asked; killed, it never will.
         os.kill(process.pid, signal.SIGSTOP)
         lost = asyncio.ensure_future(signer.render_paid(PaidAsk(pay("lost"), 1, now, now, "u")))
@@ -89,10 +103,7 @@ async def test_a_killed_child_fails_what_it_was_asked_and_is_started_again(
         assert sandbox.verify(headers, body, now).amount == 7
         assert len(signer.processes) == 1 and signer.processes[0] is not process
     finally:
-        for running in signer.processes:  # none left stopped by a failure
-            with contextlib.suppress(ProcessLookupError):
-                running.kill()
-        await signer.close()
+        await ended(signer)
 
 
 async def test_a_child_that_stops_answering_is_killed_and_its_ask_fails(
@@ -100,8 +111,7 @@ async def test_a_child_that_stops_answering_is_killed_and_its_ask_fails(
     signer = SandboxSigner(sandbox, processes=1, ask_seconds=0.5)
     try:
         now = now_ms()
-        await signer.render_paid(PaidAsk(pay("first"), 1, now, now, "u"))
-        [process] = signer.processes
+        process = await started(signer, now)
         os.kill(process.pid, signal.SIGSTOP)  # alive, never answering
         with pytest.raises(SignerDown):
             await signer.render_paid(PaidAsk(pay("stuck"), 1, now, now, "u"))
@@ -109,10 +119,7 @@ async def test_a_child_that_stops_answering_is_killed_and_its_ask_fails(
         headers, body = await signer.render_paid(PaidAsk(pay("again"), 5, now, now, "u"))
         assert sandbox.verify(headers, body, now).amount == 5
     finally:
-        for running in signer.processes:  # none left stopped by a failure
-            with contextlib.suppress(ProcessLookupError):
-                running.kill()
-        await signer.close()
+        await ended(signer)
 
 
 async def test_closed_it_ends_its_child_and_refuses(sandbox: SandboxGateway) -> None:
@@ -129,9 +136,9 @@ async def test_closed_it_ends_its_child_and_refuses(sandbox: SandboxGateway) -> 
 
 async def test_a_ctrl_c_or_sigterm_for_the_gateway_leaves_its_children_signing(
         sandbox: SandboxGateway) -> None:
-    # A terminal's Ctrl-C or a service manager's SIGTERM reaches the gateway's whole
-    # process group; the gateway stops gracefully and its joins in flight still need
-    # their notifications.
+    # A service manager's SIGTERM reaches every process of the service (and a Ctrl-C
+    # would, but for the child's session of its own); the gateway stops gracefully and
+    # its joins in flight still need their notifications.
     signer = SandboxSigner(sandbox, processes=1)
     try:
         now = now_ms()
