@@ -502,14 +502,18 @@ async def test_a_cache_redis_changed_behind_the_owner_is_rebuilt_on_the_next_com
     try:
         keys = await cache.client.keys(f"{redis_keys.PREFIX}:rank*")
         assert keys
-        snapshot = {key: await cache.client.dump(key) for key in keys}
+        snapshot: dict[bytes, bytes] = {}
+        for key in keys:
+            dumped = await cache.client.dump(key)
+            assert dumped is not None
+            snapshot[key] = dumped
         await shard.submit([_sold(redis_did, n) for n in range(10, 20)])
         # Lost: as a Redis restarted without persistence. Restored: as one brought back
         # from the snapshot taken before those ten, every key as it was, version included.
         await cache.client.delete(*await cache.client.keys(f"{redis_keys.PREFIX}:rank*"))
         if redis_did == "restored":
-            for key, dumped in snapshot.items():
-                await cache.client.restore(key, 0, dumped)
+            for key, value in snapshot.items():
+                await cache.client.restore(key, 0, value)
         await shard.submit([_sold(redis_did, 20)])
         got = await cache.ask(redis_did, "get", limit=50)
     finally:
