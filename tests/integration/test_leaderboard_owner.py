@@ -502,7 +502,7 @@ async def test_a_cache_redis_changed_behind_the_owner_is_rebuilt_on_the_next_com
     try:
         keys = await cache.client.keys(f"{redis_keys.PREFIX}:rank*")
         assert keys
-        snapshot: dict[bytes, bytes] = {}
+        snapshot: dict[bytes | str, bytes] = {}
         for key in keys:
             dumped = await cache.client.dump(key)
             assert dumped is not None
