@@ -226,7 +226,7 @@ class SandboxSigner:
         except TimeoutError:
             for child in self._children:
                 if child.holds(future):
-                    log.warning("a sandbox signer did not answer in %.0f s; killed",
+                    log.warning("a sandbox signer did not answer in %g s; killed",
                                 self._ask_seconds)
                     child.kill()
             raise SignerDown("the sandbox's signer did not answer") from None

@@ -115,7 +115,10 @@ async def test_a_child_that_stops_answering_is_killed_and_its_ask_fails(
         os.kill(process.pid, signal.SIGSTOP)  # alive, never answering
         with pytest.raises(SignerDown):
             await signer.render_paid(PaidAsk(pay("stuck"), 1, now, now, "u"))
-        assert await process.wait() == -signal.SIGKILL
+        # Stopped, it could only end by being killed (its exit status is not asserted: in
+        # a full run another library's waitpid may reap it first, and asyncio says 255).
+        async with asyncio.timeout(10):
+            await process.wait()
         headers, body = await signer.render_paid(PaidAsk(pay("again"), 5, now, now, "u"))
         assert sandbox.verify(headers, body, now).amount == 5
     finally:
