@@ -34,6 +34,7 @@ from actors.paygate import (
     now_ms,
 )
 from actors.paysandbox import SandboxGateway, refund_no, transaction_no
+from actors.sandbox_signer import PaidAsk
 from storage.clock import Clock
 
 _STATUS = {"pending": PaymentStatus.PENDING, "paid": PaymentStatus.PAID,
@@ -153,11 +154,13 @@ class SandboxBooks:
                             transaction_id=transaction_no(payment_id) if paid else None,
                             payer=row["payer"], paid_at=row["paid_at"])
 
-    async def pay_at_once(self, request: PaymentRequest) -> tuple[dict[str, str], bytes]:
+    async def pay_at_once(self, request: PaymentRequest) -> PaidAsk:
         """Create the payment and pay it (the "immediate" default, whose payer pays as
-        soon as asked): the TRANSACTION.SUCCESS notification to deliver. The same request
-        again pays nothing more and renders the same notification (a redelivery); one
-        whose time is up is closed, as `pay` closes it.
+        soon as asked): what its TRANSACTION.SUCCESS notification is to say, for the
+        caller to have it rendered (`actors.sandbox_signer`: signing is the provider's
+        work, kept off the gateway's event loop). The same request again pays nothing
+        more and says the same (a redelivery); one whose time is up is closed, as `pay`
+        closes it.
 
         Payments asked for at once are written together, one statement for all that
         arrived while the previous one ran (as an owner's group commit): a join storm
@@ -172,8 +175,8 @@ class SandboxBooks:
                                f"payment {request.payment_id} was created otherwise")
         if row["status"] == "closed":
             raise PaymentError(400, "ORDER_CLOSED", f"payment {request.payment_id} is closed")
-        return self.signer.render(request.payment_id, PaymentStatus.PAID, row["amount"],
-                                  now=row["now"], at=row["paid_at"], payer=row["payer"])
+        return PaidAsk(request.payment_id, row["amount"], now=row["now"], at=row["paid_at"],
+                       payer=row["payer"])
 
     async def _write_paid(self) -> None:
         """Write what `pay_at_once` was asked, batch after batch until none waits."""

@@ -111,7 +111,8 @@ class PayDesk:
         try:
             if self.immediate:
                 assert isinstance(self.provider, SandboxBooks)
-                headers, body = await self.provider.pay_at_once(request)
+                ask = await self.provider.pay_at_once(request)
+                headers, body = await self._signed(ask)
                 return await self._deliver(self.adapter, headers, body)
             params = await self.provider.create(request)
         except PaymentError as exc:
@@ -145,20 +146,23 @@ class PayDesk:
         verified as the notify route verifies it. The command carries that word and its
         game seats the payer at once (a refused command took nothing: the sandbox's
         books record a payment with the order it makes, in the pipeline's transaction)."""
-        assert self._signer is not None
         payment = payments.payment_id(campaign, "prepaid", user, *parts)
         now = now_ms()
-        try:
-            headers, body = await self._signer.render_paid(
-                PaidAsk(payment, amount, now=now, at=now, payer=user))
-        except SignerDown as exc:
-            log.warning("paying %s at once failed: %s", payment, exc)
-            raise ApiError("payment_failed", "the payment could not be made; try again"
-                           ) from None
+        headers, body = await self._signed(PaidAsk(payment, amount, now=now, at=now, payer=user))
         notification = self._verified(self.adapter, headers, body)
         if notification.status is not PaymentStatus.PAID or notification.payment_id != payment:
             raise ApiError("payment_failed", "the payment could not be made; try again")
         return payment, notification.amount
+
+    async def _signed(self, ask: PaidAsk) -> tuple[dict[str, str], bytes]:
+        """The sandbox's notification of `ask`, rendered by its signing processes."""
+        assert self._signer is not None
+        try:
+            return await self._signer.render_paid(ask)
+        except SignerDown as exc:
+            log.warning("paying %s at once failed: %s", ask.payment_id, exc)
+            raise ApiError("payment_failed", "the payment could not be made; try again"
+                           ) from None
 
     def _verified(self, adapter: str, headers: Mapping[str, str], body: bytes
                   ) -> Notification:

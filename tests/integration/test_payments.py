@@ -21,6 +21,7 @@ from actors.paygate import Notification, PaymentError, PaymentRequest, PaymentSt
 from actors.paysandbox import SandboxGateway
 from actors.pipeline_worker import PipelineWorker
 from actors.sandbox_books import SandboxBooks
+from actors.sandbox_signer import SandboxSigner
 from games import payments
 from server.errors import ApiError
 from server.outcomes import decoded
@@ -118,7 +119,10 @@ async def open_shop(svc: Services, shard_factory: Factory, pays: str,
     conn = await asyncpg.connect(svc.database_url)
     try:
         desk = PayDesk(config, provider, OwnerClient(owner), worker)  # type: ignore[arg-type]
-        yield Shop(config, owner, worker, desk, conn, clock)
+        try:
+            yield Shop(config, owner, worker, desk, conn, clock)
+        finally:
+            await desk.close()  # its signing processes, where it started them
     finally:
         await conn.close()
         await worker.stop()
@@ -180,7 +184,12 @@ async def test_payments_paid_at_once_together_are_each_written_and_told_once(
                  for i in range(20)]
         # Each asked twice at once (a join retried while its first try is in flight): the
         # writes of a batch share a statement, a repeat within it shares its row.
-        told = await asyncio.gather(*(books.pay_at_once(r) for r in asked + asked))
+        asks = await asyncio.gather(*(books.pay_at_once(r) for r in asked + asked))
+        signer = SandboxSigner(books.signer)
+        try:
+            told = await asyncio.gather(*(signer.render_paid(ask) for ask in asks))
+        finally:
+            await signer.close()
         for request, first, again in zip(asked, told[:20], told[20:], strict=True):
             one, two = (books.verify(h, b, now_ms()) for h, b in (first, again))
             assert (one.payment_id, one.amount, one.payer) == (
