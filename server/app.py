@@ -81,7 +81,9 @@ class Server:
         gcstats.settle()
 
     async def stop(self) -> None:
-        """Tell every socket to reconnect elsewhere, then close connections."""
+        """Tell every socket to reconnect elsewhere and wait (briefly) for them to go.
+        What the server holds stays open for the requests still being answered: `close`
+        ends it once the HTTP side has stopped."""
         self.stopping = True
         for connection in list(self.connections):
             connection.kill(ws.CLOSE_RESTART, "server_restart",
@@ -90,6 +92,10 @@ class Server:
         closing = [c.closing for c in self.connections if c.closing is not None]
         if closing:
             await asyncio.wait(closing, timeout=ws.DRAIN_ON_RESTART + 2.0)
+
+    async def close(self) -> None:
+        """Close connections (Redis, Postgres, the sandbox's signer): after `stop`, once no
+        request is being answered."""
         await self.hub.stop()
         await self.paydesk.close()
         await self.redis.aclose()

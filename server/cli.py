@@ -120,7 +120,10 @@ async def _serve(config: Config, host: str, port: int) -> None:
         await stop.wait()
         log.info("stopping")
         await server.stop()
+        # Listening ends and the requests in flight are answered (up to shutdown_timeout)
+        # with everything they need still open; only then does the server close it.
         await runner.cleanup()
+        await server.close()
         if owns_ray:
             await shutdown_actors(server)
     finally:

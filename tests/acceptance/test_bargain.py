@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ import asyncpg
 import pytest
 
 from games.bargain.rules import replay_cuts
+from tests.acceptance.conftest import extra_gateway
 from tests.acceptance.test_race import _actor_pid
 from tests.support.client import WS, get, post
 from tests.support.services import Services
@@ -171,3 +173,58 @@ async def test_sigkill_during_a_help_storm_loses_no_acknowledged_cut(
         _, cuts = replay_cuts(seed, final["list_price"], final["floor_price"],
                               final["helpers_to_floor"], [True] * len(final["helpers"]))
         assert [h["cut"] for h in final["helpers"]] == cuts
+
+
+async def _listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+async def test_a_purchase_in_flight_as_its_gateway_stops_is_answered_in_full(
+        stack: Stack, migrated: Services, tmp_path: Path) -> None:
+    # A gateway told to stop stops listening, answers the requests it holds, and only
+    # then closes what they need (Postgres, the sandbox's signer): a purchase whose
+    # owner is still committing when the signal comes is paid and answered, not failed.
+    async with extra_gateway(stack, tmp_path, {}) as gateway, \
+            aiohttp.ClientSession() as session:
+        status, body = await post(session, f"{gateway.url}/api/bargains/cut", "bg-stop",
+                                  key="start")
+        assert status == 201, body
+        bargain = body["bargain"]
+        conn = await asyncpg.connect(migrated.database_url)
+        try:
+            # The bargain's row locked: the owner's commit of the purchase waits on it.
+            holding = conn.transaction()
+            await holding.start()
+            await conn.execute("SELECT 1 FROM bargains WHERE campaign = 'cut' AND id = $1"
+                               " FOR UPDATE", bargain["id"])
+            me = await conn.fetchval("SELECT pg_backend_pid()")
+            buying = asyncio.ensure_future(post(
+                session, f"{gateway.url}/api/bargains/cut/{bargain['id']}/buy", "bg-stop",
+                key="buy"))
+            async with asyncio.timeout(30):  # another process: polled
+                while True:
+                    if await conn.fetchval("SELECT count(*) FROM pg_stat_activity"
+                                           " WHERE $1 = ANY(pg_blocking_pids(pid))", me):
+                        break
+                    await asyncio.sleep(0.02)
+            gateway.proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):  # until the gateway has stopped listening
+                while True:
+                    if not await _listening(gateway.port):
+                        break
+                    await asyncio.sleep(0.02)
+            await holding.commit()
+        finally:
+            await conn.close()
+        status, body = await buying
+        assert status == 200, body
+        assert body["bargain"]["status"] == "bought" and body["order"]["status"] == "paid"
+        assert body["order"]["amount"] == bargain["price"]
+        assert await asyncio.get_running_loop().run_in_executor(
+            None, gateway.proc.wait, 60) == 0
