@@ -298,9 +298,11 @@ async def test_an_order_refunds_in_pieces_over_http_and_bad_pieces_change_nothin
         admin = f"{gw[1].url}/api/admin/orders/{order}/refund"
         status, answer = await post(session, admin, "cm-pbob", {"amount": 100})
         assert (status, answer["error"]["code"]) == (403, "forbidden")
-        for bad in ({"amount": 0}, {"amount": "all"}, {"note": ""}, {"order": order + 1}):
-            status, answer = await admin_post(session, admin, bad)
-            assert (status, answer["error"]["code"]) == (400, "invalid_request"), (bad, answer)
+        for bad_body in ({"amount": 0}, {"amount": "all"}, {"note": ""},
+                         {"order": order + 1}):
+            status, answer = await admin_post(session, admin, bad_body)
+            assert (status, answer["error"]["code"]) == (400, "invalid_request"), (
+                bad_body, answer)
         status, answer = await admin_post(
             session, f"{gw[1].url}/api/admin/orders/999999999/refund")
         assert (status, answer["error"]["code"]) == (404, "not_found")

@@ -182,7 +182,7 @@ async def test_slow_reader_is_disconnected_and_others_are_not(stack: Stack,
     await fast.until(lambda f: f.get("op") == "snapshot")
     # The slow client stops reading: flood its topic with far more than socket buffers
     # and its 64-frame send queue hold.
-    slow.conn.transport.pause_reading()  # type: ignore[attr-defined]
+    slow.conn.transport.pause_reading()
     client = aioredis.from_url(migrated.redis_url)
     live = Live(client, 10, 60)
     padding = "x" * 4000
@@ -201,7 +201,7 @@ async def test_slow_reader_is_disconnected_and_others_are_not(stack: Stack,
         assert [t["data"]["n"] for t in ticks] == list(range(chunk + 1))
     finally:
         await client.aclose()
-    slow.conn.transport.resume_reading()  # type: ignore[attr-defined]
+    slow.conn.transport.resume_reading()
     with pytest.raises(Exception) as closed:
         while True:
             await slow.recv(timeout=20)

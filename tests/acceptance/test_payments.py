@@ -190,7 +190,8 @@ async def test_the_last_seats_payment_races_its_hold_and_nothing_is_kept_for_no_
                 "SELECT count(*) FROM outbox WHERE processed_at IS NULL")
             unsent = await conn.fetchval(
                 "SELECT count(*) FROM provider_refunds WHERE status = 'requested'")
-            return waiting == 0 and pending == 0 and unsent == 0
+            done: bool = waiting == 0 and pending == 0 and unsent == 0
+            return done
         await _until(settled, "every race settled")
         seated = returned = 0
         for n, group, payment in races:

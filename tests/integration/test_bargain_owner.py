@@ -81,7 +81,7 @@ async def test_an_unbought_bargain_expires_on_time_and_releases_its_stock(
     assert (await shard.ready())["campaigns"]["b1"]["stock_left"] == 0  # not yet
     clock.ms += 1_000
     assert await shard.expire_due() >= 1
-    assert shard.instance("b1", held)["status"] == "expired"  # type: ignore[index]
+    assert shard.instance("b1", held)["status"] == "expired"
     assert (await shard.ready())["campaigns"]["b1"]["stock_left"] == 1
     # The unit is back: bob can buy his bargain now.
     [bought] = await shard.submit([bcmd("buy", "bob", other)])

@@ -59,7 +59,7 @@ async def worker_factory(clean: Services) -> AsyncIterator[WorkerFactory]:
 
     async def start(config: Config, clock: Callable[[], int] | None = None
                     ) -> PipelineWorker:
-        kwargs = {} if clock is None else {"clock": clock}
+        kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
         worker = PipelineWorker(config, clean.database_url, clean.redis_url, **kwargs)
         await worker.start()
         started.append(worker)
@@ -903,9 +903,9 @@ async def test_the_bench_mix_checks_find_a_refund_its_pieces_do_not_add_up_to(
 UTC8 = timedelta(hours=8)  # Asia/Shanghai, the default tax_zone (no daylight saving)
 
 
-def shanghai(*when: int) -> datetime:
+def shanghai(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     """A wall time in Shanghai, as an aware UTC datetime."""
-    return datetime(*when, tzinfo=UTC) - UTC8  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, tzinfo=UTC) - UTC8
 
 
 async def test_one_movable_clock_drives_the_owner_and_the_pipeline_through_months(

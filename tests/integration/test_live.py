@@ -29,6 +29,7 @@ async def test_frames_are_the_event_text_as_given(live: Live) -> None:
     await live.publish([LiveEvent("groupbuy:c:g", 7, text),
                         LiveEvent("groupbuy:c:g", 8, {"type": "group_completed", "n": 2})])
     raw = await live.client.lrange(redis_keys.history("groupbuy:c:g"), 0, -1)
+    assert isinstance(raw[0], bytes)  # the client decodes nothing
     assert raw[0].decode() == f'{{"op":"event","topic":"groupbuy:c:g","seq":7,"data":{text}}}'
     assert json.loads(raw[1]) == {"op": "event", "topic": "groupbuy:c:g", "seq": 8,
                                   "data": {"type": "group_completed", "n": 2}}

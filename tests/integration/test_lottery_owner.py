@@ -147,13 +147,15 @@ async def test_a_paid_order_earns_one_draw_once_and_its_refund_takes_it_back(
     owners = [shard]  # the current owner: the worker's notices go to it
 
     async def send(commands: list[dict[str, Any]]) -> list[str]:
-        return await owners[-1].submit_json(commands)
+        replies: list[str] = await owners[-1].submit_json(commands)
+        return replies
 
     async def all_delivered() -> bool:
         # The worker's own loop delivers too: whoever does, nothing is left unsent.
         await worker.deliver_notices()
-        return await conn.fetchval("SELECT count(*) FROM game_notices WHERE sent_at IS NULL"
-                                   ) == 0
+        done: bool = await conn.fetchval(
+            "SELECT count(*) FROM game_notices WHERE sent_at IS NULL") == 0
+        return done
 
     worker = PipelineWorker(config, clean.database_url, send=send)
     await worker.start()

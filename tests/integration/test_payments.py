@@ -88,14 +88,19 @@ class Shop:
         return await self.desk.sandbox_pay(user, payment)
 
     async def settle_everything(self) -> None:
-        """The pipeline's work and the notices it owes the owner, until none are left."""
+        """The pipeline's work and the notices it owes the owner, until none are left.
+
+        The worker's own sender runs beside this: a notice it wrote (a provider's answer)
+        after this round's delivery looked is delivered by the next round, not left to be
+        in flight as the test reads the owner's rows."""
         while True:
             await self.worker.drain()
             await self.worker.deliver_notices()
             await self.worker.send_refunds()
             await self.owner.flush()
             if not await self.conn.fetchval(
-                    "SELECT count(*) FROM outbox WHERE processed_at IS NULL"):
+                    "SELECT (SELECT count(*) FROM outbox WHERE processed_at IS NULL)"
+                    " + (SELECT count(*) FROM game_notices WHERE sent_at IS NULL)"):
                 return
 
 
@@ -111,7 +116,8 @@ async def open_shop(svc: Services, shard_factory: Factory, pays: str,
     provider = await books(pool)
 
     async def send(commands: list[dict[str, Any]]) -> list[str]:
-        return await owner.submit_json(commands)
+        replies: list[str] = await owner.submit_json(commands)
+        return replies
 
     # One clock for the owner and the pipeline: a test moves both at once.
     worker = PipelineWorker(config, svc.database_url, send=send, clock=clock)
@@ -374,6 +380,7 @@ async def test_forged_stale_replayed_and_reordered_notifications_change_nothing(
     opened = await shop.command("open", "alice")
     payment = opened["payment"]["id"]
     books = shop.desk.provider
+    assert isinstance(books, SandboxBooks)
     headers, body = await books.pay(payment)
     # A stranger's key signs the same body: refused.
     stranger = SandboxGateway(api_v3_key=books.signer.api_v3_key)
@@ -512,6 +519,7 @@ async def test_a_bargains_purchase_is_paid_through_the_provider_or_released(
     bought = await floor("ann")
     [held] = await owner.submit([_bcmd("buy", "ann", bought)])
     answer = await shop.desk.settle("ann", "b1", held["result"])
+    assert isinstance(answer, dict)
     assert answer["payment"]["status"] == "pending" and "params" in answer["payment"]
     assert answer["order"]["status"] == "pending"
     paid = await shop.pay("ann", answer["payment"]["id"])
@@ -520,7 +528,9 @@ async def test_a_bargains_purchase_is_paid_through_the_provider_or_released(
     # and it goes; the bargain then expires (its floor's hold ended with it).
     unpaid = await floor("bob")
     [held] = await owner.submit([_bcmd("buy", "bob", unpaid)])
-    pending = (await shop.desk.settle("bob", "b1", held["result"]))["payment"]
+    settled = await shop.desk.settle("bob", "b1", held["result"])
+    assert isinstance(settled, dict)
+    pending = settled["payment"]
     shop.clock.ms = _ms(pending["expires_at"])
     await owner.expire_due()
     await shop.settle_everything()
@@ -552,7 +562,8 @@ async def test_wechat_pay_notifications_seat_once_and_forgeries_change_nothing(
     pool = await db.create_pool(clean.database_url, min_size=1, max_size=1)
 
     async def send(commands: list[dict[str, Any]]) -> list[str]:
-        return await owner.submit_json(commands)
+        replies: list[str] = await owner.submit_json(commands)
+        return replies
 
     worker = PipelineWorker(config, clean.database_url, send=send)
     await worker.start()
@@ -560,6 +571,7 @@ async def test_wechat_pay_notifications_seat_once_and_forgeries_change_nothing(
     [opened] = await owner.submit([cmd("open", "alice", key="wx-open")])
     fake.answer(200, {"prepay_id": "wx201410272009395522657a690389285100"})
     answer = await desk.settle("alice", "c1", opened["result"])
+    assert isinstance(answer, dict)
     payment = answer["payment"]
     assert payment["params"]["package"] == "prepay_id=wx201410272009395522657a690389285100"
     method, url, _, body = fake.requests[-1]
@@ -647,6 +659,7 @@ async def test_a_provider_that_cannot_create_the_payment_is_a_payment_failed_to_
     outage.up = True  # the client retries with its key: the same payment, created now
     [again] = await shop.owner.submit([cmd("open", "alice", key="fail-1")])
     answer = await desk.settle("alice", "c1", again["result"])
+    assert isinstance(answer, dict)
     assert answer["payment"]["id"] == opened["result"]["payment"]["id"]
     assert "params" in answer["payment"]
 

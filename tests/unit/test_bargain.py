@@ -12,7 +12,7 @@ import math
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -988,9 +988,10 @@ def test_unheld_floor_rearms_the_bargain_deadline() -> None:
     assert sorted(GAME.deadlines(play.state)) == [(NOW + PAY, b1), (NOW + LIMIT, b2)]
 
 
-def _answer(*args: Any) -> Any:
+def _answer(campaign: BargainCampaign, state: BargainState, command: Command,
+            events: Sequence[Event]) -> Any:
     """A command's answer, decoded (games answer with JSON text)."""
-    return json.loads(GAME.answer(*args, NOW))
+    return json.loads(GAME.answer(campaign, state, command, events, NOW))
 
 
 def test_answers() -> None:
@@ -1677,6 +1678,7 @@ def test_a_purchase_outlasting_nothing_expires_the_bargain_once_its_word_comes()
     b = play.state.bargains[bargain]
     assert b.hold_until is not None
     [held] = play.buy("ann", bargain, b.hold_until - 10)
+    assert isinstance(held, PurchaseHeld)
     assert held.until == b.hold_until  # never beyond the bargain's own deadline
     assert play.expire(bargain, b.hold_until) == []  # the purchase's word decides first
     play.do(ExpireHold(held.payment), b.hold_until)

@@ -868,9 +868,9 @@ class Player:
                 self.watched[emitted.group] = apply_event(self.watched[emitted.group], frame)
             assert self.watched[emitted.group] == group_view("c", group)
         if isinstance(command, ExpireGroup):
-            group = state.groups.get(command.group)
-            due = (group is not None and group.status is GroupStatus.OPEN
-                   and now >= group.expires_at)
+            expiring = state.groups.get(command.group)
+            due = (expiring is not None and expiring.status is GroupStatus.OPEN
+                   and now >= expiring.expires_at)
             assert bool(events) == due
         else:
             assert events, "an accepted open/join always emits an event"

@@ -208,7 +208,7 @@ def test_a_failed_group_refunds_paid_members_what_they_paid_and_releases_holds()
     released = events[0]
     # Released before its own hold ended: the provider is asked, in case it was paid.
     assert isinstance(released, SeatReleased) and released.ask
-    outbox = GAME.applied(play.state.campaign, play.state, released).outbox  # type: ignore[arg-type]
+    outbox = GAME.applied(play.state.campaign, play.state, released).outbox
     assert outbox is not None and outbox.kind == "check"
     assert [line.payment for line in outbox.lines] == [held]
     refund = events[2]
@@ -280,7 +280,7 @@ def test_the_game_arms_a_deadline_per_hold_and_its_tick_lapses_it() -> None:
     play = Play()
     group, payment = play.open("lead")
     opened = play.log[0]
-    applied = GAME.applied(play.state.campaign, play.state, opened)  # type: ignore[arg-type]
+    applied = GAME.applied(play.state.campaign, play.state, opened)
     assert applied.deadline == (NOW + LIMIT, group)
     assert applied.also == ((NOW + HOLD, HOLD_KEY + payment),)
     assert (NOW + HOLD, HOLD_KEY + payment) in set(GAME.deadlines(play.state))
@@ -297,11 +297,11 @@ def test_what_the_pipeline_is_handed() -> None:
     state = initial_state(campaign)
     for event in play.log:
         state = fold(state, [event])
-        outbox = GAME.applied(campaign, state, event).outbox  # type: ignore[arg-type]
+        outbox = GAME.applied(campaign, state, event).outbox
         kinds.append(None if outbox is None else outbox.kind)
     assert kinds == [None, "paid", None]
     [lapsed] = play.do(ExpireHold(payment), NOW + HOLD)
-    outbox = GAME.applied(campaign, play.state, lapsed).outbox  # type: ignore[arg-type]
+    outbox = GAME.applied(campaign, play.state, lapsed).outbox
     assert outbox is not None and outbox.kind == "check"
     assert [(line.user, line.payment, line.amount) for line in outbox.lines] == [
         ("amy", payment, PRICE)]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from games.commission import Rates
+from games.core import RankedGame
 from games.errors import GameError
 from games.leaderboard import GAME, periods, rules
 from games.leaderboard.campaign import BoardCampaign, parse_campaign
@@ -29,6 +30,9 @@ from games.leaderboard.rules import (
 from games.settings import ConfigError, Table
 
 RNG = random.Random(0)
+# The game's ranked reads (games.core.RankedGame, what the gateway checks for): GAME is
+# typed as the plain Game protocol, which does not name them.
+RANKED = cast(RankedGame, GAME)
 
 
 def ms(text: str) -> int:
@@ -365,9 +369,9 @@ def test_ranks_equal_a_sort_of_the_tally(ops: list[tuple[int, int, int, int, int
 def test_reads_validate_period_and_region() -> None:
     b = board()
     with pytest.raises(GameError, match="not a period"):
-        GAME.rank_read(b, "leaderboard.get", "u", {"period": "2026-12"}, T)
+        RANKED.rank_read(b, "leaderboard.get", "u", {"period": "2026-12"}, T)
     with pytest.raises(GameError, match="no regions"):
-        GAME.rank_read(b, "leaderboard.get", "u", {"region": "YN"}, T)
+        RANKED.rank_read(b, "leaderboard.get", "u", {"region": "YN"}, T)
     good = {"amount": 100, "at": T, "referrer": "alice", "earned": [["alice", 1, 10]],
             "regions": {"alice": "YN", "bob": "云南"}}
     score = GAME.command("leaderboard.score", "u", {"order": "o1", "facts": good})
@@ -387,25 +391,25 @@ def test_reads_validate_period_and_region() -> None:
     ({"region": "all"}, "YN", EVERYONE), ({}, "all", EVERYONE), ({}, "云南", EVERYONE)])
 def test_a_regional_read_defaults_to_the_callers_region(params: dict[str, Any],
                                                        home: str | None, group: str) -> None:
-    read = GAME.rank_read(board(scope="region"), "leaderboard.get", "u",
+    read = RANKED.rank_read(board(scope="region"), "leaderboard.get", "u",
                           {**params, "home_region": home}, T)
     assert read.group == ("2026-W49", group) and read.count == 3
 
 
 def test_answers_number_ranks_from_where_the_entries_start() -> None:
     b = board()
-    get = GAME.rank_read(b, "leaderboard.get", "s5", {"limit": 2}, T)
+    get = RANKED.rank_read(b, "leaderboard.get", "s5", {"limit": 2}, T)
     assert (get.start, get.count, get.around) == (0, 2, None)
-    around = GAME.rank_read(b, "leaderboard.around", "s5", {"k": 2}, T)
+    around = RANKED.rank_read(b, "leaderboard.around", "s5", {"k": 2}, T)
     assert around.around == 2 and around.member == "s5"
-    answer = GAME.rank_answer(b, around, 3, [("s3", 500), ("s4", 400), ("s5", 300)],
+    answer = RANKED.rank_answer(b, around, 3, [("s3", 500), ("s4", 400), ("s5", 300)],
                               (5, 300), T)
     assert answer["entries"] == [{"rank": 4, "user": "s3", "score": 500},
                                  {"rank": 5, "user": "s4", "score": 400},
                                  {"rank": 6, "user": "s5", "score": 300}]
     assert answer["me"] == {"rank": 6, "score": 300} and answer["period"] == "2026-W49"
     assert answer["final"] is False and answer["region"] is None
-    nobody = GAME.rank_answer(b, around, 0, [], None, T)
+    nobody = RANKED.rank_answer(b, around, 0, [], None, T)
     assert nobody["entries"] == [] and nobody["me"] is None
 
 

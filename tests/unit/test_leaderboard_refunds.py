@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from games.commission import reversed_through
 from games.errors import GameError
 from games.leaderboard import GAME, rules
-from games.leaderboard.rules import Part, Score, Unscore
+from games.leaderboard.rules import Part, Score, Scored, Unscore
 from tests.unit.test_leaderboard import T, board, facts, run, standings
 
 EARNED = (("alice", 1, 600), ("root", 2, 180))
@@ -79,10 +79,12 @@ def test_any_pieces_in_any_order_then_the_whole_refund_leave_only_the_other_orde
 def test_a_piece_event_round_trips_through_its_dict() -> None:
     state = scored("sales")
     [event] = rules.decide(state, Unscore("o1", part(1000)), T)
+    assert isinstance(event, Scored)
     assert event.part and rules.event_from_dict(rules.event_to_dict(event)) == event
     # An event written before pieces existed has no `part`: a whole refund.
     old = {k: v for k, v in rules.event_to_dict(event).items() if k != "part"}
-    assert rules.event_from_dict(old).part is False
+    whole = rules.event_from_dict(old)
+    assert isinstance(whole, Scored) and whole.part is False
 
 
 def test_the_notice_of_a_piece_becomes_a_partial_unscore() -> None:

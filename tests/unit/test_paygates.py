@@ -62,7 +62,7 @@ async def test_a_wechatpay_deployment_loads_its_keys_and_makes_the_gateway(
     loaded = wechatpay_config(config.wechatpay)
     assert list(loaded.platform_keys) == ["5157F09EFDC096DE15EBE81A47057A7232F1B8E1"]
     assert loaded.api_v3_key == API_V3_KEY.encode() and loaded.mchid == "1230000109"
-    gateway = await open_gateway(config, None)  # type: ignore[arg-type]
+    gateway = await open_gateway(config, None)
     assert isinstance(gateway, WechatPay) and gateway.name == "wechatpay"
 
 
