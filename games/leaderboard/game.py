@@ -41,7 +41,6 @@ from games.leaderboard import periods, rules
 from games.leaderboard.campaign import KIND, BoardCampaign, parse_campaign
 from games.leaderboard.rules import (
     EVERYONE,
-    FLUSH_MS,
     BoardState,
     Command,
     Event,
@@ -260,8 +259,11 @@ class LeaderboardGame:
         data = rules.event_to_dict(event)
         if isinstance(event, Scored):
             deadline = None
-            if state.flush_at is not None and state.flush_at == event.at + FLUSH_MS:
-                deadline = (state.flush_at, "flush")  # this event opened the flush window
+            if (state.flush_at is not None and state.window == state.version
+                    and state.flush_at > event.at):
+                # This event opened a flush window that is not due yet (one due at once
+                # was flushed by the same command: rules._shown).
+                deadline = (state.flush_at, "flush")
             return Applied(instance=event.order, seq=0, type=event.type, data=data,
                            deadline=deadline)
         frames: list[Publish] = []

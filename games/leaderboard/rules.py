@@ -187,8 +187,10 @@ class BoardState:
     group -> the top its topic shows; `seqs`: group -> its topic's seq; `moved`: (group,
     user) whose score changed in the open period since the last flush; `dirty`: the groups
     changed in the open period since
-    the last flush, due at `flush_at`. `champions`: (period, group, final top), in closing
-    order.
+    the last flush, due at `flush_at`; `flushed_at`: when its topics last had a frame
+    (a flush or a period's close), and `window`: the version whose event opened the
+    pending flush (its deadline armed once). `champions`: (period, group, final top), in
+    closing order.
     """
 
     campaign: BoardCampaign
@@ -201,6 +203,8 @@ class BoardState:
     moved: frozenset[tuple[str, str]] = frozenset()
     dirty: frozenset[str] = frozenset()
     flush_at: int | None = None
+    flushed_at: int | None = None
+    window: int = 0
     champions: tuple[tuple[str, str, tuple[Standing, ...]], ...] = ()
     version: int = 0
 
@@ -394,14 +398,30 @@ def decide(state: BoardState, command: Command, now: int) -> list[Event]:
     if isinstance(command, Score):
         if command.order in state.orders or command.facts.at < now - state.campaign.keep_ms:
             return []  # scored already, or too old to move the board (see `release`)
-        return _score(state, command, now)
+        return _shown(state, _score(state, command, now), now)
     if isinstance(command, Unscore):
-        return _unscore(state, command, now)
+        return _shown(state, _unscore(state, command, now), now)
     if command.key in ("flush", "open"):
         return _flush(state, now, opening=command.key == "open")
     if command.key.startswith("close:"):
         return _close(state, command.key[len("close:"):], now)
     raise GameError("invalid_request", f"no deadline {command.key!r} on a leaderboard")
+
+
+def _shown(state: BoardState, events: list[Event], now: int) -> list[Event]:
+    """`events`, and a flush with them when they open a window that is due at once (the
+    board's topics had no frame for FLUSH_MS): a change after a quiet spell is shown
+    with its own commit, not a window later; changes within a window wait for its end."""
+    due = (state.flush_at if state.flush_at is not None else now if state.flushed_at is None
+           else state.flushed_at + FLUSH_MS)
+    if not events or due > now:
+        return events  # within a window (most scores under load): no need to look
+    after = state
+    for event in events:
+        after = evolve(after, event)
+    if after.flush_at is not None and after.flush_at <= now:
+        return [*events, *_flush(after, now)]
+    return events
 
 
 def _bump(tally: PMap[Any, int], key: Any, delta: int) -> PMap[Any, int]:
@@ -442,18 +462,23 @@ def evolve(state: BoardState, event: Event) -> BoardState:
         else:
             orders = orders.set(event.order, (event, False))
         flush_at = state.flush_at
+        window = state.window
         if dirty and flush_at is None:
-            flush_at = event.at + FLUSH_MS
+            # Frames at most one per FLUSH_MS: due at once after a quiet spell, else when
+            # the last frame is FLUSH_MS old.
+            flush_at = event.at if state.flushed_at is None else max(
+                event.at, state.flushed_at + FLUSH_MS)
+            window = version
         return replace(state, entries=entries, orders=orders, bought=bought,
                        dirty=frozenset(dirty), moved=frozenset(moved), flush_at=flush_at,
-                       version=version)
+                       window=window, version=version)
     if isinstance(event, Flushed):
         shown, seqs = state.shown, state.seqs
         for group, standing in event.boards:
             shown = shown.set(group, standing)
             seqs = seqs.set(group, seqs.get(group, 0) + 1)
         return replace(state, shown=shown, seqs=seqs, moved=frozenset(), dirty=frozenset(),
-                       flush_at=None, version=version)
+                       flush_at=None, flushed_at=event.at, version=version)
     # PeriodClosed: a frame of its champions on each group's topic that had any, then
     # one of the new period's top on each.
     shown, seqs = state.shown, state.seqs
@@ -465,7 +490,8 @@ def evolve(state: BoardState, event: Event) -> BoardState:
     champions = state.champions + tuple((event.period, g, standing)
                                         for g, standing in event.champions)
     return replace(state, open_period=event.next, shown=shown, seqs=seqs, moved=frozenset(),
-                   dirty=frozenset(), flush_at=None, champions=champions, version=version)
+                   dirty=frozenset(), flush_at=None, flushed_at=event.at, champions=champions,
+                   version=version)
 
 
 def release(state: BoardState, now: int) -> BoardState:

@@ -3,6 +3,7 @@ ties to whoever reached the score first, coalesced flushes and periods closed on
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import datetime
 from typing import Any, cast
@@ -224,12 +225,36 @@ def test_scores_are_flushed_once_per_window_with_rank_changes() -> None:
     assert flushed.boards[0][1] == tuple(standings(state)[:3])
     assert sorted(r[1] for r in flushed.ranks) == [f"s{n}" for n in range(5)]
     assert state.flush_at is None and run(state, Tick("flush"), T + 10_000)[1] == []
-    # A score that changes no rank and not the top: no board frame; its seller hears
-    # their score, nobody else anything.
-    state, _ = run(state, Score("p", "y", facts(1, "s0")), T + 20_000)
-    state, [quiet] = run(state, Tick("flush"), T + 30_000)
-    assert isinstance(quiet, Flushed) and quiet.boards == ()
+    # After a quiet spell a score is shown with its own command, not a window later.
+    # One that changes no rank and not the top: no board frame; its seller hears their
+    # score, nobody else anything.
+    state, [_, quiet] = run(state, Score("p", "y", facts(1, "s0")), T + 20_000)
+    assert isinstance(quiet, Flushed) and quiet.boards == () and quiet.at == T + 20_000
     assert quiet.ranks == ((EVERYONE, "s0", 5, 71),)
+    assert state.flush_at is None and (T + 20_000, "flush") not in rules.deadlines(state)
+
+
+def test_frames_are_at_most_one_per_window_and_never_held_back_longer() -> None:
+    # Scores arriving at `gaps` apart: each is shown at the first moment a frame may go,
+    # once the last frame is FLUSH_MS old (at once after a quiet spell), never later.
+    state = BoardState(board(), "2026-W49")
+    state, _ = run(state, Tick("open"), T)
+    frames, now = [T], T
+    for n, gap in enumerate((100, 450, 2_000, 1, 499, 500, 10_000, 3)):
+        now += gap
+        state, events = run(state, Score(f"o{n}", "x", facts(10 + n, "s1")), now)
+        due = max(now, frames[-1] + FLUSH_MS)
+        if due == now:
+            assert isinstance(events[-1], Flushed) and events[-1].at == now
+            frames.append(now)
+            continue
+        assert len(events) == 1 and state.flush_at == due  # held to the window's end
+        assert (state.flush_at, "flush") in rules.deadlines(state)
+        state, flushed = run(state, Tick("flush"), state.flush_at)
+        assert [type(e) for e in flushed] == [Flushed]
+        frames.append(flushed[0].at)
+        now = max(now, flushed[0].at)
+    assert all(b - a >= FLUSH_MS for a, b in itertools.pairwise(frames))
 
 
 def test_who_hears_of_their_rank_in_a_flush() -> None:
@@ -238,16 +263,15 @@ def test_who_hears_of_their_rank_in_a_flush() -> None:
         state, _ = run(state, Score(f"o{n}", "x", facts(amount, "abcde"[n])), T)
     state, _ = run(state, Tick("flush"), T + FLUSH_MS)
     # d jumps to the top: d moved, b fell out of the top two, a moved down in it;
-    # c (3rd, now 4th) and e (5th) are neither in the top nor moved: not told.
-    state, _ = run(state, Score("o9", "y", facts(1000, "d")), T + 1000)
-    state, [flushed] = run(state, Tick("flush"), T + 2000)
+    # c (3rd, now 4th) and e (5th) are neither in the top nor moved: not told. (The last
+    # frame is FLUSH_MS old: it is shown at once.)
+    state, [_, flushed] = run(state, Score("o9", "y", facts(1000, "d")), T + 1000)
     assert isinstance(flushed, Flushed)
     assert flushed.boards == ((EVERYONE, (("d", 1200), ("a", 500))),)
     assert flushed.ranks == ((EVERYONE, "a", 2, 500), (EVERYONE, "b", 3, 400),
                              (EVERYONE, "d", 1, 1200))
     # A refund that takes a seller off the board: they hear it (no rank).
-    state, _ = run(state, Unscore("o4"), T + 3000)
-    state, [gone] = run(state, Tick("flush"), T + 4000)
+    state, [_, gone] = run(state, Unscore("o4"), T + 3000)
     assert isinstance(gone, Flushed) and gone.ranks == ((EVERYONE, "e", None, 0),)
 
 
@@ -255,12 +279,11 @@ def test_ranks_beyond_the_top_are_counted_or_sorted_alike() -> None:
     # More movers beyond the top than are counted one by one: the whole group is sorted.
     for movers in (3, rules.COUNT_AT_MOST + 5):
         state = BoardState(board(ranks=1), "2026-W49")
-        state, _ = run(state, Score("top", "x", facts(10_000, "king")), T)
-        state, _ = run(state, Tick("flush"), T + FLUSH_MS)
-        for n in range(movers):
+        state, _ = run(state, Score("top", "x", facts(10_000, "king")), T)  # shown at once
+        for n in range(movers):  # within the window the king's frame opened
             state, _ = run(state, Score(f"o{n}", "x", facts(100 * (n % 4 + 1), f"s{n}")),
-                           T + 1000)
-        state, [flushed] = run(state, Tick("flush"), T + 2000)
+                           T + 100)
+        state, [flushed] = run(state, Tick("flush"), T + FLUSH_MS)
         assert isinstance(flushed, Flushed)
         expected = {u: rank for rank, (u, _) in enumerate(standings(state), start=1)}
         assert {u: r for _, u, r, _ in flushed.ranks} == {
