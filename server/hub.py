@@ -70,7 +70,8 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        # `aclose` is untyped in older redis-py and typed in newer: the ignore holds for both.
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     def add(self, topic: str, subscriber: Subscriber) -> None:
         self._topics[topic].add(subscriber)
