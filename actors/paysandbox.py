@@ -76,6 +76,19 @@ class _Record:
     refunds: dict[str, int] = field(default_factory=dict)
 
 
+
+@dataclass(frozen=True)
+class PaidAsk:
+    """One payment to render the TRANSACTION.SUCCESS notification of: `payment_id` paid
+    `amount` fen by `payer` at `at`, signed at `now` (both epoch ms)."""
+
+    payment_id: str
+    amount: int
+    now: int
+    at: int
+    payer: str
+
+
 class SandboxGateway:
     """A `PaymentGateway` that moves no money and signs its own notifications.
 
@@ -231,6 +244,11 @@ class SandboxGateway:
         else:
             raise ValueError(f"WeChat sends no notification for {status}")
         return self.sign(self._envelope(key, event, original, resource, now), now)
+
+    def render_paid(self, ask: PaidAsk) -> tuple[dict[str, str], bytes]:
+        """The TRANSACTION.SUCCESS notification of `ask`, remembering nothing."""
+        return self.render(ask.payment_id, PaymentStatus.PAID, ask.amount, now=ask.now,
+                           at=ask.at, payer=ask.payer)
 
     def _envelope(self, key: str, event: str, original: str, resource: dict[str, object],
                   now: int) -> bytes:

@@ -33,8 +33,7 @@ from actors.paygate import (
     RefundStatus,
     now_ms,
 )
-from actors.paysandbox import SandboxGateway, refund_no, transaction_no
-from actors.sandbox_signer import PaidAsk
+from actors.paysandbox import PaidAsk, SandboxGateway, refund_no, transaction_no
 from storage.clock import Clock
 
 _STATUS = {"pending": PaymentStatus.PENDING, "paid": PaymentStatus.PAID,
@@ -95,10 +94,10 @@ class SandboxBooks:
                                f"payment {request.payment_id} was created otherwise")
         return self.signer.client_params(request.payment_id)
 
-    async def pay(self, payment_id: str, now: int | None = None
-                  ) -> tuple[dict[str, str], bytes]:
-        """The payer pays: the TRANSACTION.SUCCESS notification to deliver (the same
-        again for a payment paid or refunded already: a redelivery)."""
+    async def pay(self, payment_id: str, now: int | None = None) -> PaidAsk:
+        """The payer pays: what the TRANSACTION.SUCCESS notification to deliver is to say
+        (the same again for a payment paid or refunded already: a redelivery), for the
+        caller to have it rendered, as `pay_at_once`'s."""
         now = self._clock() if now is None else now
         row = await self._pool.fetchrow(
             "UPDATE sandbox_payments SET status = CASE WHEN status = 'pending'"
@@ -110,8 +109,8 @@ class SandboxBooks:
             raise PaymentNotFound(404, "ORDER_NOT_EXIST", f"no payment {payment_id}")
         if row["status"] == "closed":
             raise PaymentError(400, "ORDER_CLOSED", f"payment {payment_id} is closed")
-        return self.signer.render(payment_id, PaymentStatus.PAID, row["amount"], now=now,
-                                  at=row["paid_at"], payer=row["payer"])
+        return PaidAsk(payment_id, row["amount"], now=now, at=row["paid_at"],
+                       payer=row["payer"])
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         """Refund at once (SUCCEEDED); the same refund id again refunds nothing more."""

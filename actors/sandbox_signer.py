@@ -1,7 +1,8 @@
 """The sandbox's signing in a process of its own, beside the gateway.
 
 With the sandbox paying at once (`sandbox_pays = "immediate"`), every paid join asks the
-sandbox for the TRANSACTION.SUCCESS notification WeChat would send: a resource encrypted
+sandbox for the TRANSACTION.SUCCESS notification WeChat would send (and so does each
+payment its payer makes on request, `POST /api/sandbox/payments/{id}/pay`): a resource encrypted
 with AES-256-GCM and a body signed with RSA-2048. That is the provider's work, done on
 WeChat's machines in production, and in the gateway's event loop it was half of the
 loop's time in a join storm (an RSA-2048 signature is 0.2–1 ms of CPU by machine). A
@@ -32,13 +33,13 @@ import pickle
 import signal
 import struct
 import sys
+import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
-from actors import paysign
-from actors.paygate import PaymentStatus
-from actors.paysandbox import SandboxGateway
+from actors import backoff, paysign
+from actors.paysandbox import PaidAsk, SandboxGateway
 
 log = logging.getLogger("fission.payments")
 
@@ -48,18 +49,8 @@ Signed = tuple[dict[str, str], bytes]
 # this late is stopped or wedged, and is killed), and a closing child for its exit.
 ASK_SECONDS = 10.0
 CLOSE_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class PaidAsk:
-    """One payment to render the TRANSACTION.SUCCESS notification of: `payment_id` paid
-    `amount` fen by `payer` at `at`, signed at `now` (both epoch ms)."""
-
-    payment_id: str
-    amount: int
-    now: int
-    at: int
-    payer: str
+# What a gateway runs as its signing process.
+COMMAND = (sys.executable, "-m", "actors.sandbox_signer")
 
 
 class SignerDown(RuntimeError):
@@ -74,14 +65,24 @@ def _frame(value: object) -> bytes:
 class _Child:
     """One signing process: frames written to its stdin, answered in order on stdout."""
 
-    def __init__(self, keys: tuple[bytes, bytes, str, str]) -> None:
+    def __init__(self, keys: tuple[bytes, bytes, str, str], command: Sequence[str],
+                 clock: Callable[[], float]) -> None:
         self._keys = keys
+        self._command = tuple(command)
+        self._clock = clock
         self._process: asyncio.subprocess.Process | None = None
         self._starting = asyncio.Lock()
         # The futures of each frame written and not yet answered, oldest first.
         self._sent: deque[list[asyncio.Future[Signed]]] = deque()
         self._reader: asyncio.Task[None] | None = None
         self.closed = False
+        # A process that cannot start, or ends before its first answer, would otherwise
+        # be started again at every ask (a join storm spawning interpreters): after such
+        # a failure none starts before `_not_before` (the clock's seconds), a pause that
+        # doubles with each failure in a row, up to backoff.LONGEST_DELAY.
+        self._failures = 0
+        self._not_before = 0.0
+        self.starts = 0  # processes started so far
 
     @property
     def pending(self) -> int:
@@ -94,17 +95,20 @@ class _Child:
         return self._process
 
     async def start(self) -> None:
-        """Start the process unless it runs."""
+        """Start the process unless it runs, or is pausing after failures to start (then
+        it stays down: see `_failed`)."""
         async with self._starting:
-            if self._process is not None or self.closed:
+            if self._process is not None or self.closed or self._clock() < self._not_before:
                 return
+            self.starts += 1
             try:
                 # A session of its own: a terminal's Ctrl-C is the gateway's to act on.
                 process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "actors.sandbox_signer",
+                    *self._command,
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     start_new_session=True)
             except OSError as exc:  # out of processes or descriptors: this ask fails
+                self._failed()
                 raise SignerDown(f"the sandbox's signer could not start: {exc}") from exc
             if self.closed:  # closed while it started
                 process.kill()
@@ -114,6 +118,13 @@ class _Child:
             process.stdin.write(_frame(self._keys))
             self._process = process
             self._reader = asyncio.create_task(self._read(process))
+
+    def _failed(self) -> float:
+        """Count a failure to start (or to answer once started); the pause it sets."""
+        delay = min(backoff.FIRST_DELAY * 2.0 ** self._failures, backoff.LONGEST_DELAY)
+        self._failures = min(self._failures + 1, 16)  # the pause is at its longest by then
+        self._not_before = self._clock() + delay
+        return delay
 
     def holds(self, future: asyncio.Future[Signed]) -> bool:
         """Whether `future`'s ask was written to this process and not yet answered."""
@@ -138,11 +149,14 @@ class _Child:
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         """The process's answers, a frame per frame written, handed to their askers."""
         assert process.stdout is not None
+        answered = False
         try:
             while True:
                 length = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))[0]
                 answers: list[tuple[bool, Any]] = pickle.loads(
                     await process.stdout.readexactly(length))
+                if not answered:
+                    answered, self._failures = True, 0
                 futures = self._sent.popleft()
                 for future, (ok, value) in zip(futures, answers, strict=True):
                     if future.done():  # its asker was cancelled meanwhile
@@ -157,9 +171,15 @@ class _Child:
             log.exception("a sandbox signer answered what could not be read")
         finally:
             self._process = None  # nothing more is written to it
-            if not self.closed:
+            if self.closed:
+                pass
+            elif answered:
                 log.warning("a sandbox signer ended (exit %s); started again at the next ask",
                             process.returncode)
+            else:
+                log.warning("a sandbox signer ended (exit %s) before its first answer;"
+                            " started again in %.1f s at the earliest", process.returncode,
+                            self._failed())
             while self._sent:
                 _fail(self._sent.popleft(), SignerDown("the sandbox's signer ended"))
             with contextlib.suppress(ProcessLookupError):
@@ -186,14 +206,18 @@ class SandboxSigner:
 
     `signer` gives the keys the children sign with (the sandbox's, as stored in Postgres);
     `processes` children (one per core by default, at most 4) split each turn's asks
-    between them, and each is started at the first ask and again after it ended.
+    between them, and each is started at the first ask and again after it ended (after a
+    pause if it ended before answering anything: meanwhile asks go to the others, or fail
+    as `SignerDown` if none runs). `command` is the child's (tests give one that fails),
+    `clock` the monotonic seconds the pauses are measured in.
     """
 
     def __init__(self, signer: SandboxGateway, processes: int | None = None, *,
-                 ask_seconds: float = ASK_SECONDS) -> None:
+                 ask_seconds: float = ASK_SECONDS, command: Sequence[str] = COMMAND,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         keys = (signer.key_pem(), signer.api_v3_key, signer.appid, signer.mchid)
         count = processes if processes is not None else min(4, os.cpu_count() or 1)
-        self._children = [_Child(keys) for _ in range(max(1, count))]
+        self._children = [_Child(keys, command, clock) for _ in range(max(1, count))]
         # Asks of this turn of the loop, not yet written.
         self._asks: list[tuple[PaidAsk, asyncio.Future[Signed]]] = []
         self._closed = False
@@ -206,15 +230,26 @@ class SandboxSigner:
         """The children running now."""
         return [c.process for c in self._children if c.process is not None]
 
+    @property
+    def starts(self) -> int:
+        """Child processes started so far."""
+        return sum(child.starts for child in self._children)
+
     async def render_paid(self, ask: PaidAsk) -> Signed:
         """The headers and body of `ask`'s notification, signed by the sandbox's key."""
         if self._closed:
             raise SignerDown("the sandbox's signer is closed")
+        failed: SignerDown | None = None
         for child in self._children:
             if child.process is None:
-                await child.start()
+                try:
+                    await child.start()
+                except SignerDown as exc:  # the others may still sign it
+                    failed = exc
         if self._closed:  # closed while a child started
             raise SignerDown("the sandbox's signer is closed")
+        if not self.processes:
+            raise failed or SignerDown("the sandbox's signer is starting again; try again")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Signed] = loop.create_future()
         if not self._asks:
@@ -234,7 +269,11 @@ class SandboxSigner:
     def _flush(self) -> None:
         """This turn's asks, split between the children (least busy first)."""
         asks, self._asks = self._asks, []
-        children = sorted(self._children, key=lambda c: c.pending)
+        children = sorted((c for c in self._children if c.process is not None),
+                          key=lambda c: c.pending)
+        if not children:  # every child ended within this turn
+            _fail([future for _, future in asks], SignerDown("the sandbox's signer ended"))
+            return
         share = -(-len(asks) // len(children))
         for n, child in enumerate(children):
             part = asks[n * share:(n + 1) * share]
@@ -270,8 +309,7 @@ def _read_frame(stream: BinaryIO) -> Any:
 
 def _render(gateway: SandboxGateway, ask: PaidAsk) -> tuple[bool, Any]:
     try:
-        return True, gateway.render(ask.payment_id, PaymentStatus.PAID, ask.amount,
-                                    now=ask.now, at=ask.at, payer=ask.payer)
+        return True, gateway.render_paid(ask)
     except Exception as exc:  # told to that ask's caller, the others still answered
         return False, repr(exc)
 

@@ -36,8 +36,9 @@ from actors.paygate import (
     PaymentStatus,
     now_ms,
 )
+from actors.paysandbox import PaidAsk
 from actors.sandbox_books import SandboxBooks
-from actors.sandbox_signer import PaidAsk, SandboxSigner, SignerDown
+from actors.sandbox_signer import SandboxSigner, SignerDown
 from games import payments
 from games.registry import GAMES
 from server.errors import ApiError
@@ -77,11 +78,11 @@ class PayDesk:
         self.immediate = (isinstance(provider, SandboxBooks)
                           and config.pipeline.sandbox_pays == "immediate")
         self.adapter = provider.name
-        # The sandbox's notifications of payments paid at once, signed in processes of
-        # their own: the provider's work, off the gateway's event loop. (The isinstance
-        # repeats what `immediate` implies, for the type checker.)
+        # The sandbox's notifications of what its payer paid (at once, or when asked),
+        # signed in processes of their own, started at the first: the provider's work,
+        # off the gateway's event loop.
         self._signer = (SandboxSigner(provider.signer)
-                        if isinstance(provider, SandboxBooks) and self.immediate else None)
+                        if isinstance(provider, SandboxBooks) else None)
 
     async def close(self) -> None:
         """End the sandbox's signing process, if one was started."""
@@ -237,8 +238,8 @@ class PayDesk:
         if payer != user:
             raise ApiError("forbidden", "only its payer may pay this payment")
         try:
-            headers, body = await books.pay(payment_id)
+            ask = await books.pay(payment_id)
         except PaymentError as exc:
             raise ApiError("payment_closed", f"payment {payment_id} cannot be paid: {exc.code}"
                            ) from None
-        return await self.notify(self.adapter, headers, body)
+        return await self.notify(self.adapter, *await self._signed(ask))

@@ -127,7 +127,7 @@ async def test_a_held_seat_pays_through_the_notify_route_and_forgeries_are_refus
         pool = await db.create_pool(database_url, min_size=1, max_size=1)
         try:
             books = await SandboxBooks.open(pool)
-            headers, body_bytes = await books.pay(payment["id"])
+            headers, body_bytes = books.signer.render_paid(await books.pay(payment["id"]))
         finally:
             await pool.close()
         # A notification signed by anyone but the sandbox's key is refused at the route.

@@ -381,7 +381,7 @@ async def test_forged_stale_replayed_and_reordered_notifications_change_nothing(
     payment = opened["payment"]["id"]
     books = shop.desk.provider
     assert isinstance(books, SandboxBooks)
-    headers, body = await books.pay(payment)
+    headers, body = books.signer.render_paid(await books.pay(payment))
     # A stranger's key signs the same body: refused.
     stranger = SandboxGateway(api_v3_key=books.signer.api_v3_key)
     forged_headers, _ = stranger.sign(body, _now())

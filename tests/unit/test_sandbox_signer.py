@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 
 import pytest
 
 from actors.paygate import PaymentStatus, now_ms
-from actors.paysandbox import SandboxGateway
-from actors.sandbox_signer import PaidAsk, SandboxSigner, SignerDown
+from actors.paysandbox import PaidAsk, SandboxGateway
+from actors.sandbox_signer import SandboxSigner, SignerDown
 from games.payments import payment_id
 
 
@@ -155,3 +156,45 @@ async def test_a_ctrl_c_or_sigterm_for_the_gateway_leaves_its_children_signing(
     finally:
         await signer.close()
     assert process.returncode is not None  # closed, it ended with its stdin
+
+
+# A child that takes its keys and its first frame of asks, then dies without answering:
+# the failure of a signer broken at start (its interpreter, its libraries, its keys).
+_DIES_AT_FIRST_ASK = (
+    "import struct, sys\n"
+    "stream = sys.stdin.buffer\n"
+    "stream.read(struct.unpack('>I', stream.read(4))[0])\n"
+    "stream.read(4)\n"
+    "sys.exit(3)\n")
+
+
+async def test_a_child_dying_before_its_first_answer_is_started_again_only_after_a_pause(
+        sandbox: SandboxGateway) -> None:
+    seconds = [1000.0]  # the signer's monotonic clock, moved by the test
+    signer = SandboxSigner(sandbox, processes=1, clock=lambda: seconds[0],
+                           command=(sys.executable, "-c", _DIES_AT_FIRST_ASK))
+    now = now_ms()
+
+    async def refused() -> None:
+        with pytest.raises(SignerDown):
+            await signer.render_paid(PaidAsk(pay("p"), 1, now, now, "u"))
+
+    try:
+        await refused()
+        assert signer.starts == 1
+        # Asks meanwhile fail at once: no process is spawned per ask.
+        for _ in range(5):
+            await refused()
+        assert signer.starts == 1
+        # The pause doubles with each failure in a row: 0.5 s, then 1 s. (A child killed
+        # after it answered is started again at the next ask: the killed-child test.)
+        for pause in (0.5, 1.0):
+            seconds[0] += pause - 0.25  # (sums exact in binary floating point)
+            await refused()
+            start = signer.starts
+            seconds[0] += 0.25
+            await refused()
+            assert signer.starts == start + 1
+    finally:
+        await ended(signer)
+
