@@ -1,9 +1,9 @@
 """The sandbox's signing in a process of its own, beside the gateway.
 
 With the sandbox paying at once (`sandbox_pays = "immediate"`), every paid join asks the
-sandbox for the TRANSACTION.SUCCESS notification WeChat would send (and so does each
-payment its payer makes on request, `POST /api/sandbox/payments/{id}/pay`): a resource encrypted
-with AES-256-GCM and a body signed with RSA-2048. That is the provider's work, done on
+sandbox for the TRANSACTION.SUCCESS notification WeChat would send (as does each payment
+paid on request, `POST /api/sandbox/payments/{id}/pay`): a resource encrypted with
+AES-256-GCM and a body signed with RSA-2048. That is the provider's work, done on
 WeChat's machines in production, and in the gateway's event loop it was half of the
 loop's time in a join storm (an RSA-2048 signature is 0.2–1 ms of CPU by machine). A
 thread does not help: OpenSSL lets go of the GIL while it signs, but getting it back
@@ -171,15 +171,14 @@ class _Child:
             log.exception("a sandbox signer answered what could not be read")
         finally:
             self._process = None  # nothing more is written to it
-            if self.closed:
-                pass
-            elif answered:
+            if not self.closed and answered:
                 log.warning("a sandbox signer ended (exit %s); started again at the next ask",
                             process.returncode)
-            else:
+            elif not self.closed:
+                pause = self._failed()
                 log.warning("a sandbox signer ended (exit %s) before its first answer;"
                             " started again in %.1f s at the earliest", process.returncode,
-                            self._failed())
+                            pause)
             while self._sent:
                 _fail(self._sent.popleft(), SignerDown("the sandbox's signer ended"))
             with contextlib.suppress(ProcessLookupError):
