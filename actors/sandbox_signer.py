@@ -13,12 +13,13 @@ So the gateway hands the rendering to child processes (`python -m actors.sandbox
 one per core, started on first use) over their stdin and stdout: the requests made in
 one turn of the event loop go in one frame to each child, a child renders them in order
 and answers with one frame, and the loop reads the answers as any other I/O, with no
-thread of its own. The gateway
-still verifies every notification it is handed, as the notify route verifies WeChat's
-(`actors.paynotify`): the server's side of the exchange stays in the server.
+thread of its own. The gateway still verifies every notification it is handed, as the
+notify route verifies WeChat's (`actors.paynotify`): the server's side of the exchange
+stays in the server.
 
 A frame is a 4-byte big-endian length and a pickle; both ends are this module, started
 by the gateway with its own interpreter, so nothing else ever writes to the pipe. The
+gateway's first frame gives the keys, and the child's first says it is ready. The
 child ends when its stdin does (the gateway stopped, or was killed), and only then: it
 ignores SIGINT and SIGTERM, which are the gateway's to act on.
 """
@@ -49,8 +50,10 @@ Signed = tuple[dict[str, str], bytes]
 # this late is stopped or wedged, and is killed), and a closing child for its exit.
 ASK_SECONDS = 10.0
 CLOSE_SECONDS = 5.0
-# What a gateway runs as its signing process.
+# What a gateway runs as its signing process, and the first frame it writes (its keys
+# loaded, it signs).
 COMMAND = (sys.executable, "-m", "actors.sandbox_signer")
+READY = "ready"
 
 
 class SignerDown(RuntimeError):
@@ -63,26 +66,33 @@ def _frame(value: object) -> bytes:
 
 
 class _Child:
-    """One signing process: frames written to its stdin, answered in order on stdout."""
+    """One signing process: frames written to its stdin, answered in order on stdout.
+
+    Its first frame says it is ready (its keys loaded): only then is it sent asks. One
+    that ends before that, or cannot be spawned, is not started again before a pause
+    (`_failed`); one that ends after it is started again as soon as it is wanted."""
 
     def __init__(self, keys: tuple[bytes, bytes, str, str], command: Sequence[str],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], changed: Callable[[], None]) -> None:
         self._keys = keys
         self._command = tuple(command)
         self._clock = clock
+        self._changed = changed  # told when it becomes ready or ends
         self._process: asyncio.subprocess.Process | None = None
         self._starting = asyncio.Lock()
+        self._launching = False  # a start asked for and not yet done
+        self.ready = False
         # The futures of each frame written and not yet answered, oldest first.
         self._sent: deque[list[asyncio.Future[Signed]]] = deque()
         self._reader: asyncio.Task[None] | None = None
         self.closed = False
-        # A process that cannot start, or ends before its first answer, would otherwise
-        # be started again at every ask (a join storm spawning interpreters): after such
-        # a failure none starts before `_not_before` (the clock's seconds), a pause that
-        # doubles with each failure in a row, up to backoff.LONGEST_DELAY.
+        # A process that cannot start would otherwise be started again at every ask (a
+        # join storm spawning interpreters): after such a failure none starts before
+        # `_not_before` (the clock's seconds), a pause that doubles with each failure in
+        # a row, up to backoff.LONGEST_DELAY.
         self._failures = 0
         self._not_before = 0.0
-        self.starts = 0  # processes started so far
+        self.starts = 0  # processes spawned so far
 
     @property
     def pending(self) -> int:
@@ -94,22 +104,55 @@ class _Child:
         """The running process (None: not started, or ended)."""
         return self._process
 
+    @property
+    def signing(self) -> bool:
+        """Whether it takes asks now: ready, and its stdin still open."""
+        process = self._process
+        return (self.ready and process is not None and process.stdin is not None
+                and not process.stdin.is_closing())
+
+    @property
+    def coming(self) -> bool:
+        """Whether it is starting: being spawned, or spawned and not yet ready."""
+        return self._launching or (self._process is not None and not self.ready)
+
+    @property
+    def startable(self) -> bool:
+        """Whether a start would spawn a process now (down, not closed, not pausing)."""
+        return (self._process is None and not self._launching and not self.closed
+                and self._clock() >= self._not_before)
+
+    def launch(self) -> asyncio.Task[None]:
+        """Start the process in a task of its own (`coming` from now on)."""
+        self._launching = True
+        return asyncio.create_task(self._launch())
+
+    async def _launch(self) -> None:
+        try:
+            await self.start()
+        except SignerDown:
+            pass  # counted by `_failed`, told to the asks by `changed`
+        finally:
+            self._launching = False
+            self._changed()
+
     async def start(self) -> None:
-        """Start the process unless it runs, or is pausing after failures to start (then
-        it stays down: see `_failed`)."""
+        """Spawn the process unless it runs or is pausing; it is ready when its first
+        frame comes (`ready`)."""
         async with self._starting:
-            if self._process is not None or self.closed or self._clock() < self._not_before:
+            if (self._process is not None or self.closed
+                    or self._clock() < self._not_before):
                 return
-            self.starts += 1
             try:
                 # A session of its own: a terminal's Ctrl-C is the gateway's to act on.
                 process = await asyncio.create_subprocess_exec(
                     *self._command,
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     start_new_session=True)
-            except OSError as exc:  # out of processes or descriptors: this ask fails
+            except OSError as exc:  # out of processes or descriptors
                 self._failed()
                 raise SignerDown(f"the sandbox's signer could not start: {exc}") from exc
+            self.starts += 1
             if self.closed:  # closed while it started
                 process.kill()
                 await process.wait()
@@ -120,7 +163,7 @@ class _Child:
             self._reader = asyncio.create_task(self._read(process))
 
     def _failed(self) -> float:
-        """Count a failure to start (or to answer once started); the pause it sets."""
+        """Count a failure to start; the pause it sets (seconds)."""
         delay = min(backoff.FIRST_DELAY * 2.0 ** self._failures, backoff.LONGEST_DELAY)
         self._failures = min(self._failures + 1, 16)  # the pause is at its longest by then
         self._not_before = self._clock() + delay
@@ -137,26 +180,34 @@ class _Child:
                 self._process.kill()
 
     def send(self, asks: list[tuple[PaidAsk, asyncio.Future[Signed]]]) -> None:
-        """Write one frame of asks (they fail at once if the process is not running)."""
+        """Write one frame of asks (they fail at once if the process is not signing)."""
         futures = [future for _, future in asks]
         process = self._process
-        if process is None or process.stdin is None or process.stdin.is_closing():
+        if not self.signing or process is None or process.stdin is None:
             _fail(futures, SignerDown("the sandbox's signer ended"))
             return
         self._sent.append(futures)
         process.stdin.write(_frame([ask for ask, _ in asks]))
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
-        """The process's answers, a frame per frame written, handed to their askers."""
-        assert process.stdout is not None
-        answered = False
+        """The process's ready frame, then its answers, a frame per frame written,
+        handed to their askers."""
+        stdout = process.stdout
+        assert stdout is not None
+
+        async def frame() -> Any:
+            length = _LENGTH.unpack(await stdout.readexactly(_LENGTH.size))[0]
+            return pickle.loads(await stdout.readexactly(length))
+
+        was_ready = False
         try:
+            if await frame() != READY:
+                raise ValueError("the signer's first frame is not its ready frame")
+            was_ready = self.ready = True
+            self._failures = 0
+            self._changed()
             while True:
-                length = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))[0]
-                answers: list[tuple[bool, Any]] = pickle.loads(
-                    await process.stdout.readexactly(length))
-                if not answered:
-                    answered, self._failures = True, 0
+                answers: list[tuple[bool, Any]] = await frame()
                 futures = self._sent.popleft()
                 for future, (ok, value) in zip(futures, answers, strict=True):
                     if future.done():  # its asker was cancelled meanwhile
@@ -170,20 +221,21 @@ class _Child:
         except Exception:  # a frame this module did not write: the child is not trusted
             log.exception("a sandbox signer answered what could not be read")
         finally:
-            self._process = None  # nothing more is written to it
-            if not self.closed and answered:
-                log.warning("a sandbox signer ended (exit %s); started again at the next ask",
-                            process.returncode)
-            elif not self.closed:
-                pause = self._failed()
-                log.warning("a sandbox signer ended (exit %s) before its first answer;"
-                            " started again in %.1f s at the earliest", process.returncode,
-                            pause)
+            # Nothing more is written to it; a start from now on spawns another.
+            self._process, self.ready = None, False
+            pause = None if self.closed or was_ready else self._failed()
             while self._sent:
                 _fail(self._sent.popleft(), SignerDown("the sandbox's signer ended"))
+            self._changed()
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+            if pause is not None:
+                log.warning("a sandbox signer ended (exit %s) before it was ready; started"
+                            " again in %.1f s at the earliest", process.returncode, pause)
+            elif not self.closed:
+                log.warning("a sandbox signer ended (exit %s); started again at the next ask",
+                            process.returncode)
 
     async def close(self) -> None:
         """End the process: its stdin closed, it answers what it was sent and exits (or
@@ -205,10 +257,13 @@ class SandboxSigner:
 
     `signer` gives the keys the children sign with (the sandbox's, as stored in Postgres);
     `processes` children (one per core by default, at most 4) split each turn's asks
-    between them, and each is started at the first ask and again after it ended (after a
-    pause if it ended before answering anything: meanwhile asks go to the others, or fail
-    as `SignerDown` if none runs). `command` is the child's (tests give one that fails),
-    `clock` the monotonic seconds the pauses are measured in.
+    between those ready, least busy first. A child is started when an ask finds it down,
+    in the background while another signs; an ask waits for one only when none is ready.
+    A child that ended before it was ready (it cannot start) is started again only after
+    a pause (0.5 s doubling to 5 s while it keeps failing); with none ready and none
+    starting, an ask fails at once as `SignerDown`. `command` is the child's (tests give
+    one that fails), `clock` the monotonic seconds the pauses are measured in; an ask
+    waits `ask_seconds` at most, ready wait included.
     """
 
     def __init__(self, signer: SandboxGateway, processes: int | None = None, *,
@@ -216,60 +271,84 @@ class SandboxSigner:
                  clock: Callable[[], float] = time.monotonic) -> None:
         keys = (signer.key_pem(), signer.api_v3_key, signer.appid, signer.mchid)
         count = processes if processes is not None else min(4, os.cpu_count() or 1)
-        self._children = [_Child(keys, command, clock) for _ in range(max(1, count))]
+        self._children = [_Child(keys, command, clock, self._wake)
+                          for _ in range(max(1, count))]
         # Asks of this turn of the loop, not yet written.
         self._asks: list[tuple[PaidAsk, asyncio.Future[Signed]]] = []
         self._closed = False
         self._ask_seconds = ask_seconds
+        self._changed = asyncio.Event()  # a child became ready or ended
+        self._launches: set[asyncio.Task[None]] = set()
         # Frames written so far (each turn's asks make one per child they go to).
         self.frames = 0
 
     @property
     def processes(self) -> list[asyncio.subprocess.Process]:
-        """The children running now."""
+        """The children's processes running now (ready or not)."""
         return [c.process for c in self._children if c.process is not None]
 
     @property
     def starts(self) -> int:
-        """Child processes started so far."""
+        """Child processes spawned so far."""
         return sum(child.starts for child in self._children)
+
+    def _wake(self) -> None:
+        self._changed.set()
+
+    async def warm(self) -> None:
+        """Start the children that are down (and not pausing), and wait until none is
+        starting: each is ready or ended."""
+        self._launch_missing()
+        while any(c.coming for c in self._children) and not self._closed:
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _launch_missing(self) -> None:
+        for child in self._children:
+            if child.startable:
+                task = child.launch()
+                self._launches.add(task)
+                task.add_done_callback(self._launches.discard)
+
+    async def _signing(self) -> None:
+        """Return once a child takes asks; SignerDown if none can (closed, or every child
+        ended and pausing)."""
+        while True:
+            if self._closed:
+                raise SignerDown("the sandbox's signer is closed")
+            self._launch_missing()
+            if any(c.signing for c in self._children):
+                return
+            if not any(c.coming for c in self._children):
+                raise SignerDown("the sandbox's signer is not running; try again")
+            self._changed.clear()
+            await self._changed.wait()
 
     async def render_paid(self, ask: PaidAsk) -> Signed:
         """The headers and body of `ask`'s notification, signed by the sandbox's key."""
-        if self._closed:
-            raise SignerDown("the sandbox's signer is closed")
-        failed: SignerDown | None = None
-        for child in self._children:
-            if child.process is None:
-                try:
-                    await child.start()
-                except SignerDown as exc:  # the others may still sign it
-                    failed = exc
-        if self._closed:  # closed while a child started
-            raise SignerDown("the sandbox's signer is closed")
-        if not self.processes:
-            raise failed or SignerDown("the sandbox's signer is starting again; try again")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Signed] = loop.create_future()
-        if not self._asks:
-            loop.call_soon(self._flush)
-        self._asks.append((ask, future))
+        future: asyncio.Future[Signed] | None = None
         try:
             async with asyncio.timeout(self._ask_seconds):
+                await self._signing()
+                loop = asyncio.get_running_loop()
+                future = loop.create_future()
+                if not self._asks:
+                    loop.call_soon(self._flush)
+                self._asks.append((ask, future))
                 return await future
         except TimeoutError:
             for child in self._children:
-                if child.holds(future):
+                if (future is not None and child.holds(future)) or (
+                        future is None and child.coming):
                     log.warning("a sandbox signer did not answer in %g s; killed",
                                 self._ask_seconds)
                     child.kill()
             raise SignerDown("the sandbox's signer did not answer") from None
 
     def _flush(self) -> None:
-        """This turn's asks, split between the children (least busy first)."""
+        """This turn's asks, split between the children that sign (least busy first)."""
         asks, self._asks = self._asks, []
-        children = sorted((c for c in self._children if c.process is not None),
-                          key=lambda c: c.pending)
+        children = sorted((c for c in self._children if c.signing), key=lambda c: c.pending)
         if not children:  # every child ended within this turn
             _fail([future for _, future in asks], SignerDown("the sandbox's signer ended"))
             return
@@ -284,9 +363,11 @@ class SandboxSigner:
         """End the children: what they were sent is answered first; asks of this turn
         not yet sent fail."""
         self._closed = True
+        self._changed.set()
         _fail([future for _, future in self._asks], SignerDown("the sandbox's signer closed"))
         self._asks = []
         await asyncio.gather(*(child.close() for child in self._children))
+        await asyncio.gather(*self._launches, return_exceptions=True)
 
 
 def _fail(futures: list[asyncio.Future[Signed]], error: Exception) -> None:
@@ -321,6 +402,8 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
     pem, api_v3_key, appid, mchid = keys
     gateway = SandboxGateway(key=paysign.load_private_key(pem), api_v3_key=api_v3_key,
                              appid=appid, mchid=mchid)
+    sink.write(_frame(READY))
+    sink.flush()
     while (asks := _read_frame(source)) is not None:
         sink.write(_frame([_render(gateway, ask) for ask in asks]))
         sink.flush()

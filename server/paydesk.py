@@ -80,8 +80,9 @@ class PayDesk:
         self.adapter = provider.name
         # The sandbox's notifications of what its payer paid (at once, or when asked),
         # signed in processes of their own, started at the first: the provider's work,
-        # off the gateway's event loop.
-        self._signer = (SandboxSigner(provider.signer)
+        # off the gateway's event loop. Paid on request (demos, tests of held seats),
+        # one process is plenty.
+        self._signer = (SandboxSigner(provider.signer, None if self.immediate else 1)
                         if isinstance(provider, SandboxBooks) else None)
 
     async def close(self) -> None:
@@ -161,7 +162,8 @@ class PayDesk:
         try:
             return await self._signer.render_paid(ask)
         except SignerDown as exc:
-            log.warning("paying %s at once failed: %s", ask.payment_id, exc)
+            log.warning("signing the notification of payment %s failed: %s",
+                        ask.payment_id, exc)
             raise ApiError("payment_failed", "the payment could not be made; try again"
                            ) from None
 
