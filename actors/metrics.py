@@ -1,26 +1,51 @@
-"""Counters an actor keeps for the gateway's /metrics (plain data, picklable)."""
+"""The one histogram of /metrics: kept by the gateway and by each actor (plain data,
+picklable, so an owner's travel to the gateway as they are), rendered in Prometheus'
+text format."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# Seconds: a command's time, an actor call's, a commit's.
+LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                      0.5, 1.0, 2.5)
 
 
 @dataclass
-class BatchSizes:
-    """A histogram of commit batch sizes (commands per transaction)."""
+class Histogram:
+    """Observations counted into `bounds` (each bucket's upper bound, inclusive; one more
+    bucket above the last), with their sum and count."""
 
-    counts: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
-    total: int = 0
-    observations: int = 0
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
 
-    def observe(self, size: int) -> None:
-        for index, bound in enumerate(BATCH_BUCKETS):
-            if size <= bound:
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        """Count `value`."""
+        for index, bound in enumerate(self.bounds):
+            if value <= bound:
                 self.counts[index] += 1
                 break
         else:
             self.counts[-1] += 1
-        self.total += size
-        self.observations += 1
+        self.total += value
+        self.n += 1
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        """The `_bucket` (cumulative, as Prometheus has them), `_sum` and `_count` lines
+        of series `name`, with `labels` (`key="value",...`) on each."""
+        out, running = [], 0
+        sep = "," if labels else ""
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            out.append(f'{name}_bucket{{{labels}{sep}le="{float(bound)}"}} {running}')
+        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.n}')
+        suffix = f"{{{labels}}}" if labels else ""
+        out += [f"{name}_sum{suffix} {self.total}", f"{name}_count{suffix} {self.n}"]
+        return out

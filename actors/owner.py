@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 
 from actors import answers, backoff, gcstats, waits
 from actors.answers import Answer
-from actors.metrics import BatchSizes
+from actors.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 from actors.routing import shard_of
 from games.core import Campaign, Game
 from games.errors import GameError
@@ -151,9 +151,10 @@ class Owner:
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
-        self.batch_sizes = BatchSizes()
+        self.batch_sizes = Histogram(BATCH_BUCKETS)  # commands per commit
         self.commands_total = 0
-        self.commit_seconds = 0.0  # time spent in commit statements (Postgres round trips)
+        # Each commit's time (its statements' round trips and the rank cache's mirror).
+        self.commit_seconds = Histogram(LATENCY_BUCKETS)
         self.commit_longest = 0.0
 
     # --- life -------------------------------------------------------------------------
@@ -487,7 +488,7 @@ class Owner:
             self.batch_sizes.observe(pending.commands)
             await self._mirror_ranks(pending.batch)
             took = time.perf_counter() - started
-            self.commit_seconds += took
+            self.commit_seconds.observe(took)
             self.commit_longest = max(self.commit_longest, took)
             if took > SLOW_COMMIT:
                 log.warning("shard %d: slow commit, %d commands in %.0f ms", self.index,
@@ -704,9 +705,7 @@ class Owner:
         return {
             "shard": self.index,
             "commands_total": self.commands_total,
-            "batch_counts": list(self.batch_sizes.counts),
-            "batch_sum": self.batch_sizes.total,
-            "batch_observations": self.batch_sizes.observations,
+            "batch_sizes": self.batch_sizes,
             "commit_seconds": self.commit_seconds,
             "commit_longest_seconds": self.commit_longest,
             "open_deadlines": len(self._deadlines),

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import aiohttp
 
+# The commits within 100 ms (the rest of a run's commits are its slow ones, each a stall
+# of every command waiting on it): a bucket of the commits' histogram, by its bound.
+SLOW_COMMIT_SECONDS = 0.1
+SLOW_COMMITS_BUCKET = f'fission_commit_seconds_bucket{{le="{SLOW_COMMIT_SECONDS}"}}'
 # Counters whose change over a storm explains its throughput: how many actor calls and
 # commits it took, how big they were and how long they lasted.
 WATCHED = (
@@ -14,6 +18,7 @@ WATCHED = (
     "fission_commit_seconds_sum", "fission_shard_gc_seconds_total",
     "fission_shard_gc_longest_seconds", "fission_gateway_gc_seconds_total",
     "fission_gateway_gc_longest_seconds", "fission_commit_longest_seconds",
+    "fission_commit_seconds_count", SLOW_COMMITS_BUCKET,
 )
 
 
@@ -31,15 +36,30 @@ async def metrics(base_urls: list[str]) -> dict[str, float]:
         for n, base_url in enumerate(base_urls):
             async with session.get(base_url + "/metrics") as resp:
                 text = await resp.text()
-            for line in text.splitlines():
-                if line.startswith("#") or not line:
-                    continue
-                name = line.split("{", 1)[0].split(" ", 1)[0]
-                if name in found and (n == 0 or name.startswith(GATEWAY_OWN)):
-                    value = float(line.rsplit(" ", 1)[1])
+            for name, value in parse(text).items():
+                if n == 0 or name.startswith(GATEWAY_OWN):
                     # The longest of several shards or gateways is the longest of them all.
                     found[name] = (max(found[name], value) if "_longest_" in name
                                    else found[name] + value)
+    return found
+
+
+def parse(text: str) -> dict[str, float]:
+    """The watched series of one /metrics text, each summed over its labels (the
+    longest of them for a `_longest_` gauge)."""
+    found = dict.fromkeys(WATCHED, 0.0)
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name == "fission_commit_seconds_bucket":
+            if f'le="{SLOW_COMMIT_SECONDS}"' not in line:
+                continue
+            name = SLOW_COMMITS_BUCKET  # summed over the shards
+        if name in found:
+            value = float(line.rsplit(" ", 1)[1])
+            found[name] = (max(found[name], value) if "_longest_" in name
+                           else found[name] + value)
     return found
 
 
@@ -63,4 +83,7 @@ def explain(before: dict[str, float], after: dict[str, float]) -> dict[str, floa
         "gateway_gc_ms": 1000 * d["fission_gateway_gc_seconds_total"],
         "gateway_gc_longest_ms": 1000 * after["fission_gateway_gc_longest_seconds"],
         "commit_longest_ms": 1000 * after["fission_commit_longest_seconds"],
+        # Commits of this run over SLOW_COMMIT_SECONDS (the longest is since start).
+        "commits_over_100ms": (d["fission_commit_seconds_count"]
+                               - d[SLOW_COMMITS_BUCKET]),
     }

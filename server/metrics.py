@@ -6,38 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from actors import gcstats
-from actors.metrics import BATCH_BUCKETS
-
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-class _Histogram:
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value: float) -> None:
-        for index, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[index] += 1
-                break
-        else:
-            self.counts[-1] += 1
-        self.total += value
-        self.n += 1
-
-    def lines(self, name: str, labels: str = "") -> list[str]:
-        out, running = [], 0
-        sep = "," if labels else ""
-        for bound, count in zip(self.bounds, self.counts, strict=False):
-            running += count
-            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {running}')
-        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.n}')
-        suffix = f"{{{labels}}}" if labels else ""
-        out += [f"{name}_sum{suffix} {self.total}", f"{name}_count{suffix} {self.n}"]
-        return out
+from actors.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 
 
 class Metrics:
@@ -46,9 +15,9 @@ class Metrics:
     def __init__(self) -> None:
         self.http: dict[tuple[str, str, int], int] = defaultdict(int)
         self.commands: dict[tuple[str, str], int] = defaultdict(int)
-        self.command_seconds = _Histogram(LATENCY_BUCKETS)
-        self.actor_call_seconds = _Histogram(LATENCY_BUCKETS)
-        self.actor_batch_size = _Histogram(tuple(float(b) for b in BATCH_BUCKETS))
+        self.command_seconds = Histogram(LATENCY_BUCKETS)
+        self.actor_call_seconds = Histogram(LATENCY_BUCKETS)
+        self.actor_batch_size = Histogram(BATCH_BUCKETS)
         self.ws_open = 0
         self.ws_frames: dict[str, int] = defaultdict(int)
         self.ws_disconnects: dict[str, int] = defaultdict(int)
@@ -104,16 +73,8 @@ class Metrics:
                 f"fission_events_delivered_total {self.events_delivered}",
                 "# TYPE fission_commit_batch_size histogram"]
         for stats in shard_stats:
-            label = f'shard="{stats["shard"]}"'
-            running = 0
-            for bound, count in zip(BATCH_BUCKETS, stats["batch_counts"], strict=False):
-                running += count
-                out.append(f'fission_commit_batch_size_bucket{{{label},le="{bound}"}} {running}')
-            out.append(f'fission_commit_batch_size_bucket{{{label},le="+Inf"}} '
-                       f'{stats["batch_observations"]}')
-            out.append(f'fission_commit_batch_size_sum{{{label}}} {stats["batch_sum"]}')
-            out.append(f'fission_commit_batch_size_count{{{label}}} '
-                       f'{stats["batch_observations"]}')
+            out += stats["batch_sizes"].lines("fission_commit_batch_size",
+                                              f'shard="{stats["shard"]}"')
         out.append("# TYPE fission_shard_gc_seconds counter")
         for stats in shard_stats:
             for gen, took in enumerate(stats["gc_seconds"]):
@@ -133,11 +94,12 @@ class Metrics:
         for stats in shard_stats:
             out.append(f'fission_commit_longest_seconds{{shard="{stats["shard"]}"}} '
                        f'{stats["commit_longest_seconds"]:.6f}')
-        out.append("# TYPE fission_commit_seconds summary")
+        # A histogram, so that a scrape before and after a run tells how many commits
+        # of the run were slow (the longest is since the actor started).
+        out.append("# TYPE fission_commit_seconds histogram")
         for stats in shard_stats:
-            label = f'shard="{stats["shard"]}"'
-            out.append(f'fission_commit_seconds_sum{{{label}}} {stats["commit_seconds"]:.6f}')
-            out.append(f'fission_commit_seconds_count{{{label}}} {stats["batch_observations"]}')
+            out += stats["commit_seconds"].lines("fission_commit_seconds",
+                                                 f'shard="{stats["shard"]}"')
         if outbox is not None:
             out += ["# TYPE fission_outbox_pending gauge", f"fission_outbox_pending {outbox[0]}",
                     "# TYPE fission_outbox_lag_seconds gauge",
