@@ -485,9 +485,9 @@ class Owner:
                 if self._on_fatal is not None:
                     self._on_fatal(exc)
                 return
-            self.batch_sizes.observe(pending.commands)
             await self._mirror_ranks(pending.batch)
             took = time.perf_counter() - started
+            self.batch_sizes.observe(pending.commands)  # (beside its time: the same count)
             self.commit_seconds.observe(took)
             self.commit_longest = max(self.commit_longest, took)
             if took > SLOW_COMMIT:
@@ -705,8 +705,8 @@ class Owner:
         return {
             "shard": self.index,
             "commands_total": self.commands_total,
-            "batch_sizes": self.batch_sizes,
-            "commit_seconds": self.commit_seconds,
+            "batch_sizes": self.batch_sizes.copy(),
+            "commit_seconds": self.commit_seconds.copy(),
             "commit_longest_seconds": self.commit_longest,
             "open_deadlines": len(self._deadlines),
         }

@@ -81,6 +81,8 @@ class _Child:
         self._process: asyncio.subprocess.Process | None = None
         self._starting = asyncio.Lock()
         self._launching = False  # a start asked for and not yet done
+        self._launched_at = 0.0  # the loop's time of the last launch
+        self._killed: asyncio.subprocess.Process | None = None  # the last one killed
         self.ready = False
         # The futures of each frame written and not yet answered, oldest first.
         self._sent: deque[list[asyncio.Future[Signed]]] = deque()
@@ -113,8 +115,14 @@ class _Child:
 
     @property
     def coming(self) -> bool:
-        """Whether it is starting: being spawned, or spawned and not yet ready."""
-        return self._launching or (self._process is not None and not self.ready)
+        """Whether it is starting (being spawned, or spawned and not yet ready), or
+        ending (its stdin closed, its reader not yet done): either way it is soon
+        signing or down, and an ask waits to see which."""
+        return self._launching or (self._process is not None and not self.signing)
+
+    def coming_since(self, moment: float) -> bool:
+        """Whether it has been `coming` since the loop's time `moment` or before."""
+        return self.coming and self._launched_at <= moment
 
     @property
     def startable(self) -> bool:
@@ -125,16 +133,23 @@ class _Child:
     def launch(self) -> asyncio.Task[None]:
         """Start the process in a task of its own (`coming` from now on)."""
         self._launching = True
-        return asyncio.create_task(self._launch())
+        self._launched_at = asyncio.get_running_loop().time()
+        task = asyncio.create_task(self._launch())
+        task.add_done_callback(self._launched)  # also if cancelled before it ran
+        return task
+
+    def _launched(self, _: asyncio.Task[None]) -> None:
+        self._launching = False
+        self._changed()
 
     async def _launch(self) -> None:
         try:
             await self.start()
-        except SignerDown:
-            pass  # counted by `_failed`, told to the asks by `changed`
-        finally:
-            self._launching = False
-            self._changed()
+        except SignerDown as exc:  # counted by `_failed`; the asks hear it by `changed`
+            log.warning("%s; started again in %.1f s at the earliest", exc, self._pause())
+        except Exception:  # not the child's to take the gateway down: a start failed
+            log.exception("a sandbox signer could not start; started again in %.1f s at"
+                          " the earliest", self._failed())
 
     async def start(self) -> None:
         """Spawn the process unless it runs or is pausing; it is ready when its first
@@ -162,6 +177,10 @@ class _Child:
             self._process = process
             self._reader = asyncio.create_task(self._read(process))
 
+    def _pause(self) -> float:
+        """Seconds until a start may spawn again (0: now)."""
+        return max(0.0, self._not_before - self._clock())
+
     def _failed(self) -> float:
         """Count a failure to start; the pause it sets (seconds)."""
         delay = min(backoff.FIRST_DELAY * 2.0 ** self._failures, backoff.LONGEST_DELAY)
@@ -173,11 +192,16 @@ class _Child:
         """Whether `future`'s ask was written to this process and not yet answered."""
         return any(future in futures for futures in self._sent)
 
-    def kill(self) -> None:
-        """Kill the process (its reader then fails what it held)."""
-        if self._process is not None:
+    def kill(self, why: str) -> None:
+        """Kill the process (its reader then fails what it held), logging `why` once
+        per process however many asks found it wedged."""
+        process = self._process
+        if process is not None:
+            if self._killed is not process:
+                self._killed = process
+                log.warning("a sandbox signer %s; killed", why)
             with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+                process.kill()
 
     def send(self, asks: list[tuple[PaidAsk, asyncio.Future[Signed]]]) -> None:
         """Write one frame of asks (they fail at once if the process is not signing)."""
@@ -248,7 +272,7 @@ class _Child:
         if reader is not None:
             _, late = await asyncio.wait({reader}, timeout=CLOSE_SECONDS)
             if late:
-                self.kill()
+                self.kill(f"did not end within {CLOSE_SECONDS:g} s of its stdin closing")
                 await reader
 
 
@@ -295,13 +319,23 @@ class SandboxSigner:
     def _wake(self) -> None:
         self._changed.set()
 
-    async def warm(self) -> None:
+    async def warm(self, within: float = ASK_SECONDS) -> None:
         """Start the children that are down (and not pausing), and wait until none is
-        starting: each is ready or ended."""
-        self._launch_missing()
-        while any(c.coming for c in self._children) and not self._closed:
-            self._changed.clear()
-            await self._changed.wait()
+        starting: each is ready or ended (one not ready `within` seconds is killed, and
+        ends)."""
+        began = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(within):
+                while not self._closed:
+                    self._launch_missing()  # again after one ended meanwhile
+                    if not any(c.coming for c in self._children):
+                        return
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            for child in self._children:
+                if child.coming_since(began):
+                    child.kill(f"was not ready in {within:g} s")
 
     def _launch_missing(self) -> None:
         for child in self._children:
@@ -327,6 +361,7 @@ class SandboxSigner:
     async def render_paid(self, ask: PaidAsk) -> Signed:
         """The headers and body of `ask`'s notification, signed by the sandbox's key."""
         future: asyncio.Future[Signed] | None = None
+        began = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self._ask_seconds):
                 await self._signing()
@@ -338,11 +373,11 @@ class SandboxSigner:
                 return await future
         except TimeoutError:
             for child in self._children:
-                if (future is not None and child.holds(future)) or (
-                        future is None and child.coming):
-                    log.warning("a sandbox signer did not answer in %g s; killed",
-                                self._ask_seconds)
-                    child.kill()
+                if future is not None and child.holds(future):
+                    child.kill(f"did not answer in {self._ask_seconds:g} s")
+                elif future is None and child.coming_since(began):
+                    # Never ready in all that time (a start of just now is left to come).
+                    child.kill(f"was not ready in {self._ask_seconds:g} s")
             raise SignerDown("the sandbox's signer did not answer") from None
 
     def _flush(self) -> None:
@@ -361,7 +396,8 @@ class SandboxSigner:
 
     async def close(self) -> None:
         """End the children: what they were sent is answered first; asks of this turn
-        not yet sent fail."""
+        not yet sent, and asks waiting for a child to be ready, fail; starts under way
+        are waited for (and their children killed)."""
         self._closed = True
         self._changed.set()
         _fail([future for _, future in self._asks], SignerDown("the sandbox's signer closed"))

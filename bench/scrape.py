@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import aiohttp
+
+from actors.metrics import LATENCY_BUCKETS
 
 # The commits within 100 ms (the rest of a run's commits are its slow ones, each a stall
 # of every command waiting on it): a bucket of the commits' histogram, by its bound.
 SLOW_COMMIT_SECONDS = 0.1
+assert SLOW_COMMIT_SECONDS in LATENCY_BUCKETS  # a bucket's bound, or no series to read
 SLOW_COMMITS_BUCKET = f'fission_commit_seconds_bucket{{le="{SLOW_COMMIT_SECONDS}"}}'
 # Counters whose change over a storm explains its throughput: how many actor calls and
 # commits it took, how big they were and how long they lasted.
@@ -48,6 +53,8 @@ def parse(text: str) -> dict[str, float]:
     """The watched series of one /metrics text, each summed over its labels (the
     longest of them for a `_longest_` gauge)."""
     found = dict.fromkeys(WATCHED, 0.0)
+    # Unlike the sums, a bucket not in the text must not read as 0 (every commit slow).
+    found[SLOW_COMMITS_BUCKET] = math.nan
     for line in text.splitlines():
         if line.startswith("#") or not line:
             continue
@@ -59,7 +66,7 @@ def parse(text: str) -> dict[str, float]:
         if name in found:
             value = float(line.rsplit(" ", 1)[1])
             found[name] = (max(found[name], value) if "_longest_" in name
-                           else found[name] + value)
+                           else value if math.isnan(found[name]) else found[name] + value)
     return found
 
 

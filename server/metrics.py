@@ -17,7 +17,7 @@ class Metrics:
         self.commands: dict[tuple[str, str], int] = defaultdict(int)
         self.command_seconds = Histogram(LATENCY_BUCKETS)
         self.actor_call_seconds = Histogram(LATENCY_BUCKETS)
-        self.actor_batch_size = Histogram(BATCH_BUCKETS)
+        self.actor_batch_size = Histogram(tuple(float(b) for b in BATCH_BUCKETS))
         self.ws_open = 0
         self.ws_frames: dict[str, int] = defaultdict(int)
         self.ws_disconnects: dict[str, int] = defaultdict(int)

@@ -4,6 +4,8 @@ from those since the start."""
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,3 +54,17 @@ def test_the_bench_counts_the_slow_commits_of_its_run_only() -> None:
     figures = scrape.explain(scraped(before),
                              scraped({k: before[k] + during[k] for k in before}))
     assert figures["commits_over_100ms"] == 2  # 0.1 itself is within 100 ms
+
+
+def test_a_run_without_the_commit_histogram_counts_no_slow_commits_it_cannot_see() -> None:
+    # (A /metrics whose shards did not answer: 0 would read as "every commit slow".)
+    figures = scrape.explain(scrape.parse(""), scrape.parse(""))
+    assert math.isnan(figures["commits_over_100ms"])
+
+
+def test_a_snapshot_does_not_move_with_its_histogram() -> None:
+    h = Histogram(LATENCY_BUCKETS)
+    h.observe(0.2)
+    kept = h.copy()
+    h.observe(0.3)
+    assert (kept.n, kept.total, sum(kept.counts)) == (1, 0.2, 1)

@@ -124,6 +124,7 @@ async def test_a_child_that_stops_answering_is_killed_and_its_ask_fails(
         # a full run another library's waitpid may reap it first, and asyncio says 255).
         async with asyncio.timeout(10):
             await process.wait()
+        await signer.warm()  # the new child's cold start is not within the 0.5 s limit
         headers, body = await signer.render_paid(PaidAsk(pay("again"), 5, now, now, "u"))
         assert sandbox.verify(headers, body, now).amount == 5
     finally:
