@@ -76,7 +76,6 @@ class _Record:
     refunds: dict[str, int] = field(default_factory=dict)
 
 
-
 @dataclass(frozen=True)
 class PaidAsk:
     """One payment to render the TRANSACTION.SUCCESS notification of: `payment_id` paid

@@ -143,20 +143,10 @@ class _Child:
         self._changed()
 
     async def _launch(self) -> None:
-        try:
-            await self.start()
-        except SignerDown as exc:  # counted by `_failed`; the asks hear it by `changed`
-            log.warning("%s; started again in %.1f s at the earliest", exc, self._pause())
-        except Exception:  # not the child's to take the gateway down: a start failed
-            log.exception("a sandbox signer could not start; started again in %.1f s at"
-                          " the earliest", self._failed())
-
-    async def start(self) -> None:
-        """Spawn the process unless it runs or is pausing; it is ready when its first
-        frame comes (`ready`)."""
+        """Spawn the process (`startable` said it may); it is ready when its first frame
+        comes. The lock lets `close` wait for a spawn under way."""
         async with self._starting:
-            if (self._process is not None or self.closed
-                    or self._clock() < self._not_before):
+            if self.closed:  # closed before this task ran
                 return
             try:
                 # A session of its own: a terminal's Ctrl-C is the gateway's to act on.
@@ -164,9 +154,10 @@ class _Child:
                     *self._command,
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     start_new_session=True)
-            except OSError as exc:  # out of processes or descriptors
-                self._failed()
-                raise SignerDown(f"the sandbox's signer could not start: {exc}") from exc
+            except Exception:  # out of processes or descriptors, or no such command
+                log.exception("a sandbox signer could not start; started again in %.1f s"
+                              " at the earliest", self._failed())
+                return
             self.starts += 1
             if self.closed:  # closed while it started
                 process.kill()
@@ -176,10 +167,6 @@ class _Child:
             process.stdin.write(_frame(self._keys))
             self._process = process
             self._reader = asyncio.create_task(self._read(process))
-
-    def _pause(self) -> float:
-        """Seconds until a start may spawn again (0: now)."""
-        return max(0.0, self._not_before - self._clock())
 
     def _failed(self) -> float:
         """Count a failure to start; the pause it sets (seconds)."""
@@ -326,16 +313,9 @@ class SandboxSigner:
         began = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(within):
-                while not self._closed:
-                    self._launch_missing()  # again after one ended meanwhile
-                    if not any(c.coming for c in self._children):
-                        return
-                    self._changed.clear()
-                    await self._changed.wait()
+                await self._settled(lambda: False)
         except TimeoutError:
-            for child in self._children:
-                if child.coming_since(began):
-                    child.kill(f"was not ready in {within:g} s")
+            self._kill_unready(began, within)
 
     def _launch_missing(self) -> None:
         for child in self._children:
@@ -344,19 +324,25 @@ class SandboxSigner:
                 self._launches.add(task)
                 task.add_done_callback(self._launches.discard)
 
-    async def _signing(self) -> None:
-        """Return once a child takes asks; SignerDown if none can (closed, or every child
-        ended and pausing)."""
-        while True:
-            if self._closed:
-                raise SignerDown("the sandbox's signer is closed")
+    async def _settled(self, enough: Callable[[], bool]) -> bool:
+        """Start the children that are down (again after one ended meanwhile) until
+        `enough()` (True), or none is starting any more, or the signer closed (False)."""
+        while not self._closed:
             self._launch_missing()
-            if any(c.signing for c in self._children):
-                return
+            if enough():
+                return True
             if not any(c.coming for c in self._children):
-                raise SignerDown("the sandbox's signer is not running; try again")
+                return False
             self._changed.clear()
             await self._changed.wait()
+        return False
+
+    def _kill_unready(self, began: float, seconds: float) -> None:
+        """Kill the children starting since `began` or before and still not ready after
+        `seconds` (a start of just now is left to come)."""
+        for child in self._children:
+            if child.coming_since(began):
+                child.kill(f"was not ready in {seconds:g} s")
 
     async def render_paid(self, ask: PaidAsk) -> Signed:
         """The headers and body of `ask`'s notification, signed by the sandbox's key."""
@@ -364,7 +350,9 @@ class SandboxSigner:
         began = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self._ask_seconds):
-                await self._signing()
+                if not await self._settled(lambda: any(c.signing for c in self._children)):
+                    raise SignerDown("the sandbox's signer is closed" if self._closed else
+                                     "the sandbox's signer is not running; try again")
                 loop = asyncio.get_running_loop()
                 future = loop.create_future()
                 if not self._asks:
@@ -372,12 +360,11 @@ class SandboxSigner:
                 self._asks.append((ask, future))
                 return await future
         except TimeoutError:
+            if future is None:  # no child became ready in all that time
+                self._kill_unready(began, self._ask_seconds)
             for child in self._children:
                 if future is not None and child.holds(future):
                     child.kill(f"did not answer in {self._ask_seconds:g} s")
-                elif future is None and child.coming_since(began):
-                    # Never ready in all that time (a start of just now is left to come).
-                    child.kill(f"was not ready in {self._ask_seconds:g} s")
             raise SignerDown("the sandbox's signer did not answer") from None
 
     def _flush(self) -> None:

@@ -43,10 +43,16 @@ async def metrics(base_urls: list[str]) -> dict[str, float]:
                 text = await resp.text()
             for name, value in parse(text).items():
                 if n == 0 or name.startswith(GATEWAY_OWN):
-                    # The longest of several shards or gateways is the longest of them all.
-                    found[name] = (max(found[name], value) if "_longest_" in name
-                                   else found[name] + value)
+                    _add(found, name, value)
     return found
+
+
+def _add(found: dict[str, float], name: str, value: float) -> None:
+    """Count `value` into `found[name]`: the longest of several shards or gateways is
+    the longest of them all, other series are summed (a NaN, not seen yet, is replaced)."""
+    was = found[name]
+    found[name] = (max(was, value) if "_longest_" in name
+                   else value if math.isnan(was) else was + value)
 
 
 def parse(text: str) -> dict[str, float]:
@@ -64,9 +70,7 @@ def parse(text: str) -> dict[str, float]:
                 continue
             name = SLOW_COMMITS_BUCKET  # summed over the shards
         if name in found:
-            value = float(line.rsplit(" ", 1)[1])
-            found[name] = (max(found[name], value) if "_longest_" in name
-                           else value if math.isnan(found[name]) else found[name] + value)
+            _add(found, name, float(line.rsplit(" ", 1)[1]))
     return found
 
 

@@ -228,11 +228,12 @@ async def test_while_one_child_pauses_the_others_sign_and_it_comes_back_after(
         assert [sandbox.verify(h, b, now).amount for h, b in signed] == [
             10 + i for i in range(20)]
         assert signer.starts == 2
-        # After the pause an ask starts it again (in the background: the other signs
-        # that ask), and then both sign.
+        # After the pause it is started again (the next ask begins that in the
+        # background, the other child signing the ask; warm waits for it), and then
+        # both sign.
         seconds[0] += 0.5
         await signer.render_paid(PaidAsk(pay("later"), 1, now, now, "u"))
-        await signer.warm()  # until the start that ask began is done
+        await signer.warm()
         assert signer.starts == 3 and len(signer.processes) == 2
         frames = signer.frames
         await asyncio.gather(*(signer.render_paid(PaidAsk(pay(f"q{i}"), 1, now, now, "u"))
